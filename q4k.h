@@ -1,0 +1,789 @@
+/* q4k.h - run GGUF k-quant language models on the CPU, from one C header.
+
+   Do this:
+      #define Q4K_IMPLEMENTATION
+   before you include this file in *one* C or C++ file to create the
+   implementation. Every other file includes it without the macro.
+
+   q4k reads GGUF files (v2, v3), dequantizes and multiplies the ggml block
+   formats F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K, and runs
+   qwen2 / llama models. GPU backends live in q4k_cuda.h and q4k_vulkan.h and
+   are checked against the CPU backend of this file: GPU output is never
+   wrong in silence.
+
+   Usage (read a file, print its tensors):
+
+      #define Q4K_IMPLEMENTATION
+      #include "q4k.h"
+      int main(int argc, char **argv) {
+          q4k_gguf *g; q4k_error err;
+          if (q4k_gguf_open_file(argv[1], NULL, &g, &err) != Q4K_OK) {
+              fprintf(stderr, "%s\n", err.msg); return 1; }
+          for (int64_t i = 0; i < q4k_gguf_tensor_count(g); i++)
+              printf("%s\n", q4k_gguf_tensor(g, i)->name);
+          q4k_gguf_close(g);
+      }
+
+   Config macros (define before including):
+      Q4K_IMPLEMENTATION    compile the implementation of every q4k header
+                            included after it
+      Q4K_STATIC            make every function static (Q4K_API)
+      Q4K_API               override the declaration prefix (default extern)
+      Q4K_ASSERT(c)         override assert() (programmer errors only)
+      Q4K_MALLOC(n), Q4K_REALLOC(p,n), Q4K_FREE(p)
+                            override the allocator: all three or none
+      Q4K_NO_SIMD           compile the scalar CPU kernels only
+
+   Errors: every fallible call returns a q4k_result; calls that can fail for
+   reasons worth explaining also fill an optional q4k_error with a message
+   naming the key, tensor, file offset or value at fault. Nothing in the
+   library exits or aborts on bad input.
+
+   Logging: objects take an optional q4k_log_fn; q4k is silent without one.
+
+   Threads: a q4k_gguf may be read from any number of threads at once. A
+   q4k_pool runs one job at a time; the CPU kernels use it to split rows.
+
+   Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path.
+*/
+#ifndef Q4K_H
+#define Q4K_H
+
+#define Q4K_VERSION_MAJOR 0
+#define Q4K_VERSION_MINOR 1
+#define Q4K_VERSION_PATCH 0
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifndef Q4K_API
+#ifdef Q4K_STATIC
+#define Q4K_API static
+#else
+#define Q4K_API extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* results and logging                                                       */
+/* ------------------------------------------------------------------------ */
+
+#define Q4K_RESULT_LIST(X)                                                     \
+    X(Q4K_OK, "ok")                                                            \
+    X(Q4K_ERR_INVALID_ARG, "invalid argument")                                 \
+    X(Q4K_ERR_IO, "I/O error")                                                 \
+    X(Q4K_ERR_OUT_OF_MEMORY, "out of memory")                                  \
+    X(Q4K_ERR_NOT_GGUF, "not a GGUF file")                                     \
+    X(Q4K_ERR_LFS_POINTER, "Git LFS pointer instead of the file")              \
+    X(Q4K_ERR_HTML, "HTML page instead of the file")                           \
+    X(Q4K_ERR_BAD_VERSION, "unsupported GGUF version")                         \
+    X(Q4K_ERR_TRUNCATED, "file truncated")                                     \
+    X(Q4K_ERR_BAD_COUNT, "count larger than the file allows")                  \
+    X(Q4K_ERR_BAD_STRING, "invalid string")                                    \
+    X(Q4K_ERR_BAD_UTF8, "invalid UTF-8")                                       \
+    X(Q4K_ERR_BAD_KEY, "invalid metadata key")                                 \
+    X(Q4K_ERR_DUPLICATE_KEY, "duplicate metadata key")                         \
+    X(Q4K_ERR_BAD_VALUE_TYPE, "invalid metadata value type")                   \
+    X(Q4K_ERR_BAD_ARRAY, "invalid metadata array")                             \
+    X(Q4K_ERR_BAD_BOOL, "invalid bool value")                                  \
+    X(Q4K_ERR_BAD_ALIGNMENT, "invalid alignment")                              \
+    X(Q4K_ERR_BAD_TENSOR_NAME, "invalid tensor name")                          \
+    X(Q4K_ERR_DUPLICATE_TENSOR, "duplicate tensor name")                       \
+    X(Q4K_ERR_BAD_DIMS, "invalid tensor dimensions")                           \
+    X(Q4K_ERR_BAD_TYPE, "unknown tensor type")                                 \
+    X(Q4K_ERR_UNSUPPORTED_TYPE, "tensor type not implemented")                 \
+    X(Q4K_ERR_BAD_SHAPE, "tensor row not a multiple of the block size")        \
+    X(Q4K_ERR_OVERFLOW, "size overflow")                                       \
+    X(Q4K_ERR_BAD_OFFSET, "invalid tensor data offset")                        \
+    X(Q4K_ERR_TENSOR_OVERLAP, "tensor data overlaps another tensor")           \
+    X(Q4K_ERR_NOT_FOUND, "not found")                                          \
+    X(Q4K_ERR_TYPE_MISMATCH, "metadata type mismatch")                         \
+    X(Q4K_ERR_BAD_MODEL, "invalid model")                                      \
+    X(Q4K_ERR_UNSUPPORTED, "unsupported model feature")                        \
+    X(Q4K_ERR_CONTEXT_FULL, "context is full")                                 \
+    X(Q4K_ERR_BACKEND_UNAVAILABLE, "backend not available")                    \
+    X(Q4K_ERR_GPU, "GPU error")                                                \
+    X(Q4K_ERR_PARITY, "parity check failed")                                   \
+    X(Q4K_ERR_STOPPED, "stopped by callback")
+
+typedef enum q4k_result {
+#define Q4K__RESULT_ENUM(name, text) name,
+    Q4K_RESULT_LIST(Q4K__RESULT_ENUM)
+#undef Q4K__RESULT_ENUM
+    Q4K_RESULT_COUNT
+} q4k_result;
+
+/* Short text of a result code ("file truncated"); never NULL. */
+Q4K_API const char *q4k_result_string(q4k_result r);
+/* Identifier of a result code ("Q4K_ERR_TRUNCATED"); never NULL. */
+Q4K_API const char *q4k_result_name(q4k_result r);
+
+/* The detail of a failure: the code and a message naming the thing. */
+typedef struct q4k_error {
+    q4k_result code;
+    char msg[512];
+} q4k_error;
+
+typedef enum q4k_log_level {
+    Q4K_LOG_ERROR = 0,
+    Q4K_LOG_WARN = 1,
+    Q4K_LOG_INFO = 2,
+    Q4K_LOG_DEBUG = 3
+} q4k_log_level;
+
+typedef void (*q4k_log_fn)(q4k_log_level level, const char *msg, void *user);
+
+/* "0.1.0" */
+Q4K_API const char *q4k_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* tensor types and block formats (ids equal ggml's)                        */
+/* ------------------------------------------------------------------------ */
+
+typedef enum q4k_type {
+    Q4K_TYPE_F32 = 0,
+    Q4K_TYPE_F16 = 1,
+    Q4K_TYPE_Q4_0 = 2,
+    Q4K_TYPE_Q4_1 = 3,
+    Q4K_TYPE_Q5_0 = 6,
+    Q4K_TYPE_Q5_1 = 7,
+    Q4K_TYPE_Q8_0 = 8,
+    Q4K_TYPE_Q8_1 = 9,
+    Q4K_TYPE_Q2_K = 10,
+    Q4K_TYPE_Q3_K = 11,
+    Q4K_TYPE_Q4_K = 12,
+    Q4K_TYPE_Q5_K = 13,
+    Q4K_TYPE_Q6_K = 14,
+    Q4K_TYPE_Q8_K = 15,
+    Q4K_TYPE_IQ2_XXS = 16,
+    Q4K_TYPE_IQ2_XS = 17,
+    Q4K_TYPE_IQ3_XXS = 18,
+    Q4K_TYPE_IQ1_S = 19,
+    Q4K_TYPE_IQ4_NL = 20,
+    Q4K_TYPE_IQ3_S = 21,
+    Q4K_TYPE_IQ2_S = 22,
+    Q4K_TYPE_IQ4_XS = 23,
+    Q4K_TYPE_I8 = 24,
+    Q4K_TYPE_I16 = 25,
+    Q4K_TYPE_I32 = 26,
+    Q4K_TYPE_I64 = 27,
+    Q4K_TYPE_F64 = 28,
+    Q4K_TYPE_IQ1_M = 29,
+    Q4K_TYPE_BF16 = 30,
+    Q4K_TYPE_TQ1_0 = 34,
+    Q4K_TYPE_TQ2_0 = 35,
+    Q4K_TYPE_MXFP4 = 39,
+    Q4K_TYPE_COUNT = 40
+} q4k_type;
+
+#define Q4K_QK 32   /* values per block of Q4_0, Q5_0, Q8_0 */
+#define Q4K_QK_K 256 /* values per super-block of the k-quants */
+
+/* Block layouts, byte for byte as ggml stores them. Scales are IEEE half
+   floats kept as raw bits. */
+typedef struct q4k_block_q4_0 {
+    uint16_t d;
+    uint8_t qs[Q4K_QK / 2]; /* low nibbles: values 0..15, high: 16..31 */
+} q4k_block_q4_0;
+
+typedef struct q4k_block_q5_0 {
+    uint16_t d;
+    uint8_t qh[4]; /* bit j = 5th bit of value j */
+    uint8_t qs[Q4K_QK / 2];
+} q4k_block_q5_0;
+
+typedef struct q4k_block_q8_0 {
+    uint16_t d;
+    int8_t qs[Q4K_QK];
+} q4k_block_q8_0;
+
+typedef struct q4k_block_q4_K {
+    uint16_t d;          /* super-block scale for the 6-bit scales */
+    uint16_t dmin;       /* super-block scale for the 6-bit mins */
+    uint8_t scales[12];  /* 8 scales and 8 mins, 6 bits each */
+    uint8_t qs[Q4K_QK_K / 2];
+} q4k_block_q4_K;
+
+typedef struct q4k_block_q5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[Q4K_QK_K / 8];
+    uint8_t qs[Q4K_QK_K / 2];
+} q4k_block_q5_K;
+
+typedef struct q4k_block_q6_K {
+    uint8_t ql[Q4K_QK_K / 2]; /* low 4 bits */
+    uint8_t qh[Q4K_QK_K / 4]; /* high 2 bits */
+    int8_t scales[Q4K_QK_K / 16];
+    uint16_t d;
+} q4k_block_q6_K;
+
+/* Activations quantized to 8 bits for the integer dot products of the
+   quantized types (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K). One scheme for every
+   backend: 32 values per block, d = max|x| / 127 as float, q = x * (1/d)
+   rounded to nearest, ties to even; sum = sum of q. */
+typedef struct q4k_block_q8a {
+    float d;
+    int32_t sum;
+    int8_t qs[Q4K_QK];
+} q4k_block_q8a;
+
+typedef struct q4k_type_info {
+    const char *name;    /* "Q4_K"; NULL for ids no ggml version uses */
+    int64_t block_size;  /* values per block */
+    size_t type_size;    /* bytes per block; 0 when q4k does not know it */
+    int implemented;     /* q4k can dequantize and multiply it */
+} q4k_type_info;
+
+/* Traits of a type id; an all-zero struct for ids out of range. */
+Q4K_API q4k_type_info q4k_type_traits(int type);
+/* Name of a type ("Q4_K"), or "unknown" */
+Q4K_API const char *q4k_type_name(int type);
+/* Bytes of one row of n values; 0 when n is not a multiple of the block
+   size or the type is unknown. */
+Q4K_API size_t q4k_row_size(q4k_type type, int64_t n);
+
+/* Exact IEEE conversions (round to nearest even on the way down). */
+Q4K_API float q4k_fp16_to_fp32(uint16_t h);
+Q4K_API uint16_t q4k_fp32_to_fp16(float f);
+Q4K_API float q4k_bf16_to_fp32(uint16_t h);
+Q4K_API uint16_t q4k_fp32_to_bf16(float f);
+
+/* >>formats-api */
+/* Dequantize one row of n values (n a multiple of the block size). Gives
+   exactly the floats of ggml's reference dequantizers. */
+Q4K_API q4k_result q4k_dequantize_row(q4k_type type, const void *src, float *dst, int64_t n);
+/* Quantize one row of n values with the reference algorithm of the type
+   (Q8_0, Q5_0, Q4_0, Q4_K, Q6_K; F32, F16, BF16 convert). Returns the bytes
+   written, 0 when the type has no quantizer or n does not fit its blocks. */
+Q4K_API size_t q4k_quantize_row(q4k_type type, const float *src, void *dst, int64_t n);
+/* Activation quantization (see q4k_block_q8a); n a multiple of 32. */
+Q4K_API void q4k_quantize_act_q8(const float *x, q4k_block_q8a *out, int64_t n);
+/* <<formats-api */
+
+/* ------------------------------------------------------------------------ */
+/* GGUF                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* >>gguf-api */
+typedef enum q4k_gguf_type {
+    Q4K_GGUF_UINT8 = 0,
+    Q4K_GGUF_INT8 = 1,
+    Q4K_GGUF_UINT16 = 2,
+    Q4K_GGUF_INT16 = 3,
+    Q4K_GGUF_UINT32 = 4,
+    Q4K_GGUF_INT32 = 5,
+    Q4K_GGUF_FLOAT32 = 6,
+    Q4K_GGUF_BOOL = 7,
+    Q4K_GGUF_STRING = 8,
+    Q4K_GGUF_ARRAY = 9,
+    Q4K_GGUF_UINT64 = 10,
+    Q4K_GGUF_INT64 = 11,
+    Q4K_GGUF_FLOAT64 = 12,
+    Q4K_GGUF_TYPE_COUNT = 13
+} q4k_gguf_type;
+
+typedef struct q4k_gguf q4k_gguf;
+
+typedef struct q4k_gguf_desc {
+    q4k_log_fn log; /* optional */
+    void *log_user;
+    int no_mmap;    /* read the file into memory instead of mapping it */
+} q4k_gguf_desc;
+
+typedef struct q4k_tensor {
+    const char *name;
+    q4k_type type;
+    int n_dims;         /* 1..4 */
+    int64_t ne[4];      /* ne[0] is the row length; unused dims are 1 */
+    uint64_t offset;    /* from the start of the data section */
+    uint64_t file_offset; /* from the start of the file */
+    size_t nbytes;
+    const void *data;   /* in the mapping or buffer */
+} q4k_tensor;
+
+/* Open and validate a GGUF file (mapped) or a buffer (used in place; it must
+   outlive the q4k_gguf). desc may be NULL. On failure *out is NULL and err
+   (optional) says what is wrong, where (file offset) and with which value. */
+Q4K_API q4k_result q4k_gguf_open_file(const char *path, const q4k_gguf_desc *desc, q4k_gguf **out, q4k_error *err);
+Q4K_API q4k_result q4k_gguf_open_memory(const void *data, size_t size, const q4k_gguf_desc *desc, q4k_gguf **out, q4k_error *err);
+Q4K_API void q4k_gguf_close(q4k_gguf *g);
+
+Q4K_API uint32_t q4k_gguf_version(const q4k_gguf *g);
+Q4K_API size_t q4k_gguf_alignment(const q4k_gguf *g);
+Q4K_API size_t q4k_gguf_file_size(const q4k_gguf *g);
+Q4K_API size_t q4k_gguf_data_offset(const q4k_gguf *g);
+
+/* metadata: keys by index */
+Q4K_API int64_t q4k_gguf_key_count(const q4k_gguf *g);
+Q4K_API const char *q4k_gguf_key(const q4k_gguf *g, int64_t i);
+Q4K_API q4k_gguf_type q4k_gguf_key_type(const q4k_gguf *g, int64_t i);
+/* index of a key, -1 when absent */
+Q4K_API int64_t q4k_gguf_find_key(const q4k_gguf *g, const char *key);
+
+/* Typed getters: Q4K_ERR_NOT_FOUND when the key is absent,
+   Q4K_ERR_TYPE_MISMATCH when its type differs. The integer getters accept
+   any integer type whose value fits the result; get_f32 accepts FLOAT32 and
+   FLOAT64. Strings are not NUL-terminated in the file: get_str returns a
+   NUL-terminated copy owned by the q4k_gguf. */
+Q4K_API q4k_result q4k_gguf_get_u32(const q4k_gguf *g, const char *key, uint32_t *out);
+Q4K_API q4k_result q4k_gguf_get_i32(const q4k_gguf *g, const char *key, int32_t *out);
+Q4K_API q4k_result q4k_gguf_get_u64(const q4k_gguf *g, const char *key, uint64_t *out);
+Q4K_API q4k_result q4k_gguf_get_i64(const q4k_gguf *g, const char *key, int64_t *out);
+Q4K_API q4k_result q4k_gguf_get_f32(const q4k_gguf *g, const char *key, float *out);
+Q4K_API q4k_result q4k_gguf_get_f64(const q4k_gguf *g, const char *key, double *out);
+Q4K_API q4k_result q4k_gguf_get_bool(const q4k_gguf *g, const char *key, int *out);
+Q4K_API q4k_result q4k_gguf_get_str(const q4k_gguf *g, const char *key, const char **out);
+/* Arrays: element type and count; then elements by index. For numeric
+   arrays, q4k_gguf_get_arr_data gives a pointer to the packed little-endian
+   elements (not aligned). Nested arrays: q4k_gguf_get_arr_type gives ARRAY. */
+Q4K_API q4k_result q4k_gguf_get_arr(const q4k_gguf *g, const char *key, q4k_gguf_type *elem_type, uint64_t *count);
+Q4K_API q4k_result q4k_gguf_get_arr_data(const q4k_gguf *g, const char *key, const void **data);
+Q4K_API q4k_result q4k_gguf_get_arr_str(const q4k_gguf *g, const char *key, uint64_t i, const char **s, size_t *len);
+
+/* tensors */
+Q4K_API int64_t q4k_gguf_tensor_count(const q4k_gguf *g);
+Q4K_API const q4k_tensor *q4k_gguf_tensor(const q4k_gguf *g, int64_t i);
+Q4K_API const q4k_tensor *q4k_gguf_find_tensor(const q4k_gguf *g, const char *name);
+
+/* Write a human-readable (or --json) dump of metadata and tensor table. */
+Q4K_API void q4k_gguf_print(const q4k_gguf *g, FILE *f, int json);
+
+/* Writer. Keys and tensors are written in the order they were added.
+   Tensor data is given at add time (kept by pointer until written) or
+   streamed after q4k_gguf_writer_begin: then pass data = NULL at add time
+   and call write_tensor once per tensor, in order. */
+typedef struct q4k_gguf_writer q4k_gguf_writer;
+Q4K_API q4k_gguf_writer *q4k_gguf_writer_new(uint32_t alignment /* 0: 32 */);
+Q4K_API void q4k_gguf_writer_free(q4k_gguf_writer *w);
+Q4K_API q4k_result q4k_gguf_writer_set(q4k_gguf_writer *w, const char *key, q4k_gguf_type type, const void *value);
+Q4K_API q4k_result q4k_gguf_writer_set_u32(q4k_gguf_writer *w, const char *key, uint32_t v);
+Q4K_API q4k_result q4k_gguf_writer_set_i32(q4k_gguf_writer *w, const char *key, int32_t v);
+Q4K_API q4k_result q4k_gguf_writer_set_f32(q4k_gguf_writer *w, const char *key, float v);
+Q4K_API q4k_result q4k_gguf_writer_set_bool(q4k_gguf_writer *w, const char *key, int v);
+Q4K_API q4k_result q4k_gguf_writer_set_str(q4k_gguf_writer *w, const char *key, const char *v);
+/* numeric (or bool) array of n elements of elem_type, packed */
+Q4K_API q4k_result q4k_gguf_writer_set_arr(q4k_gguf_writer *w, const char *key, q4k_gguf_type elem_type, const void *data, uint64_t n);
+Q4K_API q4k_result q4k_gguf_writer_set_arr_str(q4k_gguf_writer *w, const char *key, const char *const *strs, uint64_t n);
+Q4K_API q4k_result q4k_gguf_writer_add_tensor(q4k_gguf_writer *w, const char *name, q4k_type type, int n_dims, const int64_t *ne, const void *data);
+Q4K_API q4k_result q4k_gguf_writer_write_file(q4k_gguf_writer *w, const char *path, q4k_error *err);
+Q4K_API q4k_result q4k_gguf_writer_begin(q4k_gguf_writer *w, const char *path, q4k_error *err);
+Q4K_API q4k_result q4k_gguf_writer_write_tensor(q4k_gguf_writer *w, const void *data, q4k_error *err);
+Q4K_API q4k_result q4k_gguf_writer_end(q4k_gguf_writer *w, q4k_error *err);
+/* <<gguf-api */
+
+/* ------------------------------------------------------------------------ */
+/* CPU kernels                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* >>cpu-api */
+typedef enum q4k_cpu_path {
+    Q4K_CPU_AUTO = 0, /* best detected, or Q4K_CPU from the environment */
+    Q4K_CPU_SCALAR = 1,
+    Q4K_CPU_AVX2 = 2,   /* AVX2 + FMA + F16C */
+    Q4K_CPU_AVX512 = 3, /* AVX-512 F/BW/VL (+VNNI when present) */
+    Q4K_CPU_NEON = 4
+} q4k_cpu_path;
+
+typedef enum q4k_act_mode {
+    Q4K_ACT_Q8 = 0,  /* quantized types: activations in q4k_block_q8a, integer dots */
+    Q4K_ACT_F32 = 1  /* reference: float activations against dequantized weights */
+} q4k_act_mode;
+
+/* Paths compiled into this build (bit 1<<path) and detected on this CPU. */
+Q4K_API unsigned q4k_cpu_paths_compiled(void);
+Q4K_API unsigned q4k_cpu_paths_detected(void);
+Q4K_API const char *q4k_cpu_path_name(q4k_cpu_path p);
+/* Resolve AUTO (and the Q4K_CPU variable) to a concrete path; an explicit
+   path that this CPU lacks gives Q4K_ERR_UNSUPPORTED. */
+Q4K_API q4k_result q4k_cpu_resolve_path(q4k_cpu_path want, q4k_cpu_path *out, q4k_error *err);
+
+/* A pool of worker threads; n_threads <= 1 runs jobs on the caller. */
+typedef struct q4k_pool q4k_pool;
+typedef void (*q4k_pool_fn)(void *ctx, int ith, int nth);
+Q4K_API q4k_pool *q4k_pool_create(int n_threads);
+Q4K_API void q4k_pool_destroy(q4k_pool *p);
+Q4K_API int q4k_pool_threads(const q4k_pool *p);
+/* run fn(ctx, ith, nth) for ith = 0..nth-1 in parallel and wait */
+Q4K_API void q4k_pool_run(q4k_pool *p, q4k_pool_fn fn, void *ctx);
+
+typedef struct q4k_cpu {
+    q4k_cpu_path path; /* concrete: not AUTO */
+    q4k_act_mode act;
+    q4k_pool *pool;    /* may be NULL: single thread */
+} q4k_cpu;
+
+/* Y[j][r] = sum_c W[r][c] * X[j][c] for r < rows, j < n.
+   W: rows x cols of `type`, row-major, q4k_row_size(type, cols) bytes a row.
+   X: n x cols floats; Y: n x rows floats. The result of a row does not
+   depend on the thread count. */
+Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y);
+/* <<cpu-api */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* Q4K_H */
+
+/* ======================================================================== */
+/* implementation                                                            */
+/* ======================================================================== */
+
+#if defined(Q4K_IMPLEMENTATION) && !defined(Q4K_IMPLEMENTED)
+#define Q4K_IMPLEMENTED
+
+#if defined(Q4K_MALLOC) && defined(Q4K_REALLOC) && defined(Q4K_FREE)
+#elif !defined(Q4K_MALLOC) && !defined(Q4K_REALLOC) && !defined(Q4K_FREE)
+#include <stdlib.h>
+#define Q4K_MALLOC(n) malloc(n)
+#define Q4K_REALLOC(p, n) realloc(p, n)
+#define Q4K_FREE(p) free(p)
+#else
+#error "q4k: define all of Q4K_MALLOC, Q4K_REALLOC and Q4K_FREE, or none"
+#endif
+
+#ifndef Q4K_ASSERT
+#include <assert.h>
+#define Q4K_ASSERT(c) assert(c)
+#endif
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __cplusplus
+#define Q4K__STATIC_ASSERT(c, m) static_assert(c, #m)
+#else
+#define Q4K__STATIC_ASSERT(c, m) typedef char q4k__static_assert_##m[(c) ? 1 : -1]
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* >>core */
+
+Q4K__STATIC_ASSERT(sizeof(q4k_block_q4_0) == 18, q4_0);
+Q4K__STATIC_ASSERT(sizeof(q4k_block_q5_0) == 22, q5_0);
+Q4K__STATIC_ASSERT(sizeof(q4k_block_q8_0) == 34, q8_0);
+Q4K__STATIC_ASSERT(sizeof(q4k_block_q4_K) == 144, q4_K);
+Q4K__STATIC_ASSERT(sizeof(q4k_block_q5_K) == 176, q5_K);
+Q4K__STATIC_ASSERT(sizeof(q4k_block_q6_K) == 210, q6_K);
+Q4K__STATIC_ASSERT(sizeof(q4k_block_q8a) == 40, q8a);
+
+Q4K_API const char *q4k_result_string(q4k_result r) {
+    static const char *const text[] = {
+#define Q4K__RESULT_TEXT(name, text) text,
+        Q4K_RESULT_LIST(Q4K__RESULT_TEXT)
+#undef Q4K__RESULT_TEXT
+    };
+    if ((int)r < 0 || (int)r >= (int)Q4K_RESULT_COUNT) return "unknown result";
+    return text[r];
+}
+
+Q4K_API const char *q4k_result_name(q4k_result r) {
+    static const char *const names[] = {
+#define Q4K__RESULT_NAME(name, text) #name,
+        Q4K_RESULT_LIST(Q4K__RESULT_NAME)
+#undef Q4K__RESULT_NAME
+    };
+    if ((int)r < 0 || (int)r >= (int)Q4K_RESULT_COUNT) return "Q4K_ERR_UNKNOWN";
+    return names[r];
+}
+
+#define Q4K__STR2(x) #x
+#define Q4K__STR(x) Q4K__STR2(x)
+
+Q4K_API const char *q4k_version_string(void) {
+    return Q4K__STR(Q4K_VERSION_MAJOR) "." Q4K__STR(Q4K_VERSION_MINOR) "." Q4K__STR(Q4K_VERSION_PATCH);
+}
+
+#if defined(__GNUC__)
+#define Q4K__MAYBE_UNUSED __attribute__((unused))
+#else
+#define Q4K__MAYBE_UNUSED
+#endif
+
+/* Fill err (if given) with code and a printf-style message; returns code. */
+Q4K__MAYBE_UNUSED static q4k_result q4k__fail(q4k_error *err, q4k_result code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static q4k_result q4k__fail(q4k_error *err, q4k_result code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+Q4K__MAYBE_UNUSED static void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+static void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    if (!fn) return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fn(level, buf, user);
+}
+
+/* checked size arithmetic: return 0 on overflow */
+Q4K__MAYBE_UNUSED static int q4k__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    if (a != 0 && b > UINT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+Q4K__MAYBE_UNUSED static int q4k__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    if (b > UINT64_MAX - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+Q4K_API q4k_type_info q4k_type_traits(int type) {
+    q4k_type_info t;
+    memset(&t, 0, sizeof t);
+    switch (type) {
+#define Q4K__T(id, nm, bs, ts, impl) \
+    case id: t.name = nm; t.block_size = bs; t.type_size = ts; t.implemented = impl; break;
+        Q4K__T(Q4K_TYPE_F32, "F32", 1, 4, 1)
+        Q4K__T(Q4K_TYPE_F16, "F16", 1, 2, 1)
+        Q4K__T(Q4K_TYPE_Q4_0, "Q4_0", 32, 18, 1)
+        Q4K__T(Q4K_TYPE_Q4_1, "Q4_1", 32, 20, 0)
+        Q4K__T(Q4K_TYPE_Q5_0, "Q5_0", 32, 22, 1)
+        Q4K__T(Q4K_TYPE_Q5_1, "Q5_1", 32, 24, 0)
+        Q4K__T(Q4K_TYPE_Q8_0, "Q8_0", 32, 34, 1)
+        Q4K__T(Q4K_TYPE_Q8_1, "Q8_1", 32, 36, 0)
+        Q4K__T(Q4K_TYPE_Q2_K, "Q2_K", 256, 84, 0)
+        Q4K__T(Q4K_TYPE_Q3_K, "Q3_K", 256, 110, 0)
+        Q4K__T(Q4K_TYPE_Q4_K, "Q4_K", 256, 144, 1)
+        Q4K__T(Q4K_TYPE_Q5_K, "Q5_K", 256, 176, 1)
+        Q4K__T(Q4K_TYPE_Q6_K, "Q6_K", 256, 210, 1)
+        Q4K__T(Q4K_TYPE_Q8_K, "Q8_K", 256, 292, 0)
+        Q4K__T(Q4K_TYPE_IQ2_XXS, "IQ2_XXS", 256, 66, 0)
+        Q4K__T(Q4K_TYPE_IQ2_XS, "IQ2_XS", 256, 74, 0)
+        Q4K__T(Q4K_TYPE_IQ3_XXS, "IQ3_XXS", 256, 98, 0)
+        Q4K__T(Q4K_TYPE_IQ1_S, "IQ1_S", 256, 50, 0)
+        Q4K__T(Q4K_TYPE_IQ4_NL, "IQ4_NL", 32, 18, 0)
+        Q4K__T(Q4K_TYPE_IQ3_S, "IQ3_S", 256, 110, 0)
+        Q4K__T(Q4K_TYPE_IQ2_S, "IQ2_S", 256, 82, 0)
+        Q4K__T(Q4K_TYPE_IQ4_XS, "IQ4_XS", 256, 136, 0)
+        Q4K__T(Q4K_TYPE_I8, "I8", 1, 1, 0)
+        Q4K__T(Q4K_TYPE_I16, "I16", 1, 2, 0)
+        Q4K__T(Q4K_TYPE_I32, "I32", 1, 4, 0)
+        Q4K__T(Q4K_TYPE_I64, "I64", 1, 8, 0)
+        Q4K__T(Q4K_TYPE_F64, "F64", 1, 8, 0)
+        Q4K__T(Q4K_TYPE_IQ1_M, "IQ1_M", 256, 56, 0)
+        Q4K__T(Q4K_TYPE_BF16, "BF16", 1, 2, 1)
+        Q4K__T(Q4K_TYPE_TQ1_0, "TQ1_0", 256, 54, 0)
+        Q4K__T(Q4K_TYPE_TQ2_0, "TQ2_0", 256, 66, 0)
+        Q4K__T(Q4K_TYPE_MXFP4, "MXFP4", 32, 17, 0)
+#undef Q4K__T
+    default: break;
+    }
+    return t;
+}
+
+Q4K_API const char *q4k_type_name(int type) {
+    q4k_type_info t = q4k_type_traits(type);
+    return t.name ? t.name : "unknown";
+}
+
+Q4K_API size_t q4k_row_size(q4k_type type, int64_t n) {
+    q4k_type_info t = q4k_type_traits((int)type);
+    if (!t.type_size || n < 0 || n % t.block_size) return 0;
+    return (size_t)(n / t.block_size) * t.type_size;
+}
+
+Q4K_API float q4k_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    float f;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+        bits = sign;
+    } else {
+        /* subnormal: normalise */
+        int e = -1;
+        do { e++; man <<= 1; } while (!(man & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
+    }
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+Q4K_API uint16_t q4k_fp32_to_fp16(float f) {
+    uint32_t x, sign, absx;
+    memcpy(&x, &f, 4);
+    sign = (x >> 16) & 0x8000u;
+    absx = x & 0x7fffffffu;
+    if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((absx >> 13) & 0x3ff)); /* NaN */
+    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to inf */
+    if (absx >= 0x38800000u) { /* normal half */
+        uint32_t mant = absx + 0xfff + ((absx >> 13) & 1); /* round to nearest even */
+        return (uint16_t)(sign | ((mant - 0x38000000u) >> 13));
+    }
+    if (absx < 0x33000000u) return (uint16_t)sign; /* below half the smallest subnormal */
+    {
+        /* subnormal half: value = m * 2^-24 */
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* 14..24 */
+        uint32_t r = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return (uint16_t)(sign | r);
+    }
+}
+
+Q4K_API float q4k_bf16_to_fp32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+Q4K_API uint16_t q4k_fp32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 64); /* quiet NaN */
+    return (uint16_t)((x + (0x7fff + ((x >> 16) & 1))) >> 16);
+}
+
+/* <<core */
+
+/* >>formats */
+/* <<formats */
+
+/* >>gguf */
+/* <<gguf */
+
+/* >>cpu */
+
+#if !defined(Q4K_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define Q4K__X86 1
+#include <immintrin.h>
+#endif
+#if !defined(Q4K_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
+#define Q4K__NEON 1
+#include <arm_neon.h>
+#endif
+
+Q4K_API const char *q4k_cpu_path_name(q4k_cpu_path p) {
+    switch (p) {
+    case Q4K_CPU_AUTO: return "auto";
+    case Q4K_CPU_SCALAR: return "scalar";
+    case Q4K_CPU_AVX2: return "avx2";
+    case Q4K_CPU_AVX512: return "avx512";
+    case Q4K_CPU_NEON: return "neon";
+    }
+    return "unknown";
+}
+
+Q4K_API unsigned q4k_cpu_paths_compiled(void) {
+    unsigned m = 1u << Q4K_CPU_SCALAR;
+#ifdef Q4K__X86
+    m |= (1u << Q4K_CPU_AVX2) | (1u << Q4K_CPU_AVX512);
+#endif
+#ifdef Q4K__NEON
+    m |= 1u << Q4K_CPU_NEON;
+#endif
+    return m;
+}
+
+Q4K_API unsigned q4k_cpu_paths_detected(void) {
+    unsigned m = 1u << Q4K_CPU_SCALAR;
+#ifdef Q4K__X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) m |= 1u << Q4K_CPU_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && (m & (1u << Q4K_CPU_AVX2)))
+        m |= 1u << Q4K_CPU_AVX512;
+#endif
+#ifdef Q4K__NEON
+    m |= 1u << Q4K_CPU_NEON;
+#endif
+    return m;
+}
+
+Q4K_API q4k_result q4k_cpu_resolve_path(q4k_cpu_path want, q4k_cpu_path *out, q4k_error *err) {
+    unsigned usable = q4k_cpu_paths_compiled() & q4k_cpu_paths_detected();
+    int p;
+    if (want == Q4K_CPU_AUTO) {
+        const char *env = getenv("Q4K_CPU");
+        if (env && *env) {
+            for (p = Q4K_CPU_SCALAR; p <= Q4K_CPU_NEON; p++)
+                if (!strcmp(env, q4k_cpu_path_name((q4k_cpu_path)p))) break;
+            if (p > Q4K_CPU_NEON)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                                 "Q4K_CPU='%s' is not a CPU path (scalar, avx2, avx512, neon)", env);
+            want = (q4k_cpu_path)p;
+        } else {
+            for (p = Q4K_CPU_NEON; p > Q4K_CPU_SCALAR; p--)
+                if (usable & (1u << p)) break;
+            *out = (q4k_cpu_path)p;
+            return Q4K_OK;
+        }
+    }
+    if ((int)want < Q4K_CPU_SCALAR || (int)want > Q4K_CPU_NEON)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "CPU path %d does not exist", (int)want);
+    if (!(q4k_cpu_paths_compiled() & (1u << want)))
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "CPU path %s is not compiled into this build",
+                         q4k_cpu_path_name(want));
+    if (!(usable & (1u << want)))
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "this CPU lacks the instructions of path %s",
+                         q4k_cpu_path_name(want));
+    *out = want;
+    return Q4K_OK;
+}
+/* <<cpu */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* Q4K_IMPLEMENTATION */
+
+/*
+MIT License
+
+Copyright (c) 2026 the q4k authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+*/
