@@ -426,6 +426,12 @@ typedef struct q4k_cpu {
 Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y);
 /* <<cpu-api */
 
+/* >>tokenizer-api */
+/* <<tokenizer-api */
+
+/* >>model-api */
+/* <<model-api */
+
 #ifdef __cplusplus
 }
 #endif
@@ -758,6 +764,12 @@ Q4K_API q4k_result q4k_cpu_resolve_path(q4k_cpu_path want, q4k_cpu_path *out, q4
     return Q4K_OK;
 }
 /* <<cpu */
+
+/* >>tokenizer */
+/* <<tokenizer */
+
+/* >>model */
+/* <<model */
 
 #ifdef __cplusplus
 }
