@@ -58,7 +58,9 @@
 #include <stdio.h>
 
 #ifndef Q4K_API
-#ifdef Q4K_STATIC
+#if defined(Q4K_STATIC) && defined(__GNUC__)
+#define Q4K_API static __attribute__((unused))
+#elif defined(Q4K_STATIC)
 #define Q4K_API static
 #else
 #define Q4K_API extern
