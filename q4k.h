@@ -432,6 +432,221 @@ Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, 
 /* <<tokenizer-api */
 
 /* >>model-api */
+/* ------------------------------------------------------------------------ */
+/* models, backends, sessions                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef enum q4k_arch { Q4K_ARCH_QWEN2 = 0, Q4K_ARCH_LLAMA = 1 } q4k_arch;
+
+typedef struct q4k_hparams {
+    q4k_arch arch;
+    int64_t n_layer;
+    int64_t n_embd;
+    int64_t n_ff;
+    int64_t n_head;
+    int64_t n_head_kv;
+    int64_t head_dim;
+    int64_t n_rot;       /* rotated dims of each head (<= head_dim, even) */
+    int64_t n_vocab;
+    int64_t n_ctx_train;
+    float rope_freq_base;
+    float norm_eps;
+    int rope_neox;       /* 1: pairs (i, i + n_rot/2) (qwen2); 0: (2i, 2i+1) (llama) */
+    int tied_embeddings; /* output.weight absent: logits use token_embd */
+} q4k_hparams;
+
+/* Weights of one layer; shapes are GGUF ne = [cols, rows]. */
+typedef struct q4k_layer {
+    const q4k_tensor *attn_norm; /* [n_embd] F32 */
+    const q4k_tensor *wq;        /* [n_embd, n_head*head_dim] */
+    const q4k_tensor *wk;        /* [n_embd, n_head_kv*head_dim] */
+    const q4k_tensor *wv;        /* [n_embd, n_head_kv*head_dim] */
+    const q4k_tensor *bq, *bk, *bv; /* qwen2: F32 biases of the three; llama: NULL */
+    const q4k_tensor *wo;        /* [n_head*head_dim, n_embd] */
+    const q4k_tensor *ffn_norm;  /* [n_embd] F32 */
+    const q4k_tensor *w_gate;    /* [n_embd, n_ff] */
+    const q4k_tensor *w_up;      /* [n_embd, n_ff] */
+    const q4k_tensor *w_down;    /* [n_ff, n_embd] */
+} q4k_layer;
+
+typedef struct q4k_model {
+    q4k_hparams hp;
+    q4k_gguf *gguf;               /* the weights live in its mapping */
+    const q4k_tensor *tok_embd;   /* [n_embd, n_vocab] */
+    const q4k_tensor *output_norm;/* [n_embd] F32 */
+    const q4k_tensor *output;     /* [n_embd, n_vocab]; == tok_embd when tied */
+    const q4k_tensor *rope_freqs; /* [n_rot/2] F32 frequency factors (Llama 3.1) or NULL */
+    q4k_layer *layers;            /* n_layer */
+    int owns_gguf;
+    q4k_log_fn log;
+    void *log_user;
+} q4k_model;
+
+typedef void (*q4k_progress_fn)(float fraction, void *user);
+
+typedef struct q4k_model_desc {
+    q4k_log_fn log;
+    void *log_user;
+    q4k_progress_fn progress; /* called while the weights are touched (mmap) */
+    void *progress_user;
+    int no_mmap;
+} q4k_model_desc;
+
+/* Load a qwen2 or llama model: every hyperparameter and tensor (presence,
+   shape, type) is validated, and anything that would change the math and is
+   not implemented (rope scaling, sliding window, unknown tensors) is
+   refused. desc may be NULL. */
+Q4K_API q4k_result q4k_model_load(const char *path, const q4k_model_desc *desc, q4k_model **out, q4k_error *err);
+/* Same over an open q4k_gguf; the model does not take ownership. */
+Q4K_API q4k_result q4k_model_from_gguf(q4k_gguf *g, const q4k_model_desc *desc, q4k_model **out, q4k_error *err);
+Q4K_API void q4k_model_free(q4k_model *m);
+Q4K_API const char *q4k_arch_name(q4k_arch a);
+/* number of weights, and bytes of tensor data */
+Q4K_API int64_t q4k_model_n_params(const q4k_model *m);
+Q4K_API uint64_t q4k_model_weight_bytes(const q4k_model *m);
+
+/* The operations of one layer, in order, for the trace. */
+#define Q4K_OP_LIST(X)                 \
+    X(Q4K_OP_ATTN_NORM, "attn_norm")   \
+    X(Q4K_OP_Q, "q")                   \
+    X(Q4K_OP_K, "k")                   \
+    X(Q4K_OP_V, "v")                   \
+    X(Q4K_OP_Q_ROPE, "q_rope")         \
+    X(Q4K_OP_K_ROPE, "k_rope")         \
+    X(Q4K_OP_ATTN, "attn")             \
+    X(Q4K_OP_ATTN_OUT, "attn_out")     \
+    X(Q4K_OP_RESID_ATTN, "resid_attn") \
+    X(Q4K_OP_FFN_NORM, "ffn_norm")     \
+    X(Q4K_OP_GATE, "gate")             \
+    X(Q4K_OP_UP, "up")                 \
+    X(Q4K_OP_ACT, "silu_gate_x_up")    \
+    X(Q4K_OP_DOWN, "down")             \
+    X(Q4K_OP_RESID_FFN, "resid_ffn")
+
+typedef enum q4k_op {
+#define Q4K__OP_ENUM(name, text) name,
+    Q4K_OP_LIST(Q4K__OP_ENUM)
+#undef Q4K__OP_ENUM
+    Q4K_OP_COUNT
+} q4k_op;
+Q4K_API const char *q4k_op_name(q4k_op op);
+
+typedef struct q4k_session q4k_session;
+typedef struct q4k_backend q4k_backend;
+
+typedef struct q4k_session_desc {
+    int64_t n_ctx;      /* 0: min(model's training context, 4096) */
+    q4k_act_mode act;   /* Q4K_ACT_Q8 (default) or Q4K_ACT_F32 (reference) */
+    int trace;          /* capture the residual stream after every layer */
+    int trace_layer;    /* and every op of this layer (-1: none); of the last token */
+} q4k_session_desc;
+
+/* Flags of q4k_session_eval. */
+#define Q4K_EVAL_ALL_LOGITS 1u /* logits of every token (n x n_vocab), not only the last */
+
+/* A backend is a table of functions; the CPU backend is the reference the
+   GPU backends are checked against. */
+struct q4k_backend {
+    const char *name;
+    void *impl;
+    q4k_result (*session_create)(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                 q4k_session **out, q4k_error *err);
+    /* op level, for kernel tests and `q4k qa` */
+    q4k_result (*matmul)(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows,
+                         int64_t cols, const float *x, int64_t n, float *y, q4k_error *err);
+    void (*destroy)(q4k_backend *b);
+};
+
+/* Everything a session holds that is common to the backends. */
+struct q4k_session {
+    q4k_backend *backend;
+    const q4k_model *model;
+    q4k_session_desc desc;
+    int64_t n_ctx;
+    int64_t pos;   /* tokens in the KV cache */
+    float *trace_layers; /* n_layer x n_embd when desc.trace */
+    float *trace_ops[Q4K_OP_COUNT];
+    int64_t trace_op_len[Q4K_OP_COUNT];
+    q4k_result (*eval)(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
+                       q4k_error *err);
+    void (*destroy)(q4k_session *s);
+};
+
+typedef struct q4k_cpu_backend_desc {
+    int n_threads;      /* 0: all cores */
+    q4k_cpu_path path;  /* Q4K_CPU_AUTO: best, or Q4K_CPU */
+} q4k_cpu_backend_desc;
+
+Q4K_API q4k_result q4k_cpu_backend_create(const q4k_cpu_backend_desc *d, q4k_backend **out, q4k_error *err);
+Q4K_API void q4k_backend_destroy(q4k_backend *b);
+
+Q4K_API q4k_result q4k_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                      q4k_session **out, q4k_error *err);
+Q4K_API void q4k_session_free(q4k_session *s);
+/* Evaluate n tokens at the session's position; logits gets n_vocab floats
+   (of the last token) or n x n_vocab with Q4K_EVAL_ALL_LOGITS (may be NULL).
+   Q4K_ERR_CONTEXT_FULL when pos + n > n_ctx (nothing is evaluated). */
+Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags,
+                                    float *logits, q4k_error *err);
+/* Forget tokens from position pos on (0 resets); multi-turn chat keeps the prefix. */
+Q4K_API q4k_result q4k_session_rewind(q4k_session *s, int64_t pos);
+Q4K_API int64_t q4k_session_pos(const q4k_session *s);
+/* After an eval with trace on: residual stream after `layer` (n_embd floats),
+   and the output of `op` in the traced layer (length in *len). */
+Q4K_API const float *q4k_session_trace_layer(const q4k_session *s, int64_t layer);
+Q4K_API const float *q4k_session_trace_op(const q4k_session *s, q4k_op op, int64_t *len);
+
+/* Memory a CPU session needs for n_ctx (KV cache in f16 plus scratch), and
+   the weight bytes, before anything is allocated. */
+Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, int64_t n_batch);
+
+/* The RoPE angle every backend uses: theta = pos * base^(-2i/n_rot) / factor,
+   formed in double; cos and sin rounded to float. */
+Q4K_API void q4k_rope_cos_sin(int64_t pos, int64_t i, int64_t n_rot, double base, double factor,
+                              float *c, float *s);
+
+/* ------------------------------------------------------------------------ */
+/* sampling and chat templates                                               */
+/* ------------------------------------------------------------------------ */
+
+/* llama.cpp's defaults: temp 0.8, top-k 40, top-p 0.95, min-p 0.05. The
+   filters run in that order on the raw logits, then the temperature, then a
+   draw. temp <= 0 is greedy (argmax, lowest id on ties). */
+typedef struct q4k_sampler_params {
+    float temp;
+    int32_t top_k;  /* <= 0: off */
+    float top_p;    /* >= 1: off */
+    float min_p;    /* <= 0: off */
+    uint64_t seed;
+} q4k_sampler_params;
+
+typedef struct q4k_sampler q4k_sampler;
+Q4K_API q4k_sampler_params q4k_sampler_defaults(void);
+Q4K_API q4k_sampler *q4k_sampler_create(const q4k_sampler_params *p, int64_t n_vocab);
+Q4K_API void q4k_sampler_free(q4k_sampler *s);
+Q4K_API int32_t q4k_sampler_sample(q4k_sampler *s, const float *logits);
+/* index of the largest value (lowest index on ties) */
+Q4K_API int64_t q4k_argmax(const float *x, int64_t n);
+
+typedef enum q4k_chat_template {
+    Q4K_CHAT_NONE = 0,   /* no template known: prompts are sent raw */
+    Q4K_CHAT_CHATML = 1, /* qwen2: <|im_start|>role\n...<|im_end|>\n */
+    Q4K_CHAT_LLAMA3 = 2  /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+} q4k_chat_template;
+
+typedef struct q4k_chat_msg {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} q4k_chat_msg;
+
+/* Qwen2.5's default system prompt, used by ChatML when none is given. */
+#define Q4K_QWEN_DEFAULT_SYSTEM "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+/* Render messages; with add_assistant, end with the opening of the
+   assistant's turn. Returns a malloc'd (Q4K_MALLOC) NUL-terminated string
+   the caller frees with q4k_free(). NULL when out of memory. */
+Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int64_t n, int add_assistant);
+Q4K_API void q4k_free(void *p);
 /* <<model-api */
 
 #ifdef __cplusplus
@@ -465,6 +680,9 @@ Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #ifdef __cplusplus
 #define Q4K__STATIC_ASSERT(c, m) static_assert(c, #m)
@@ -771,6 +989,967 @@ Q4K_API q4k_result q4k_cpu_resolve_path(q4k_cpu_path want, q4k_cpu_path *out, q4
 /* <<tokenizer */
 
 /* >>model */
+
+Q4K_API const char *q4k_arch_name(q4k_arch a) {
+    switch (a) {
+    case Q4K_ARCH_QWEN2: return "qwen2";
+    case Q4K_ARCH_LLAMA: return "llama";
+    }
+    return "unknown";
+}
+
+Q4K_API const char *q4k_op_name(q4k_op op) {
+    static const char *const names[] = {
+#define Q4K__OP_NAME(name, text) text,
+        Q4K_OP_LIST(Q4K__OP_NAME)
+#undef Q4K__OP_NAME
+    };
+    if ((int)op < 0 || (int)op >= (int)Q4K_OP_COUNT) return "unknown";
+    return names[op];
+}
+
+Q4K_API void q4k_rope_cos_sin(int64_t pos, int64_t i, int64_t n_rot, double base, double factor, float *c,
+                              float *s) {
+    double theta = (double)pos * pow(base, -2.0 * (double)i / (double)n_rot) / factor;
+    *c = (float)cos(theta);
+    *s = (float)sin(theta);
+}
+
+/* --- loading ------------------------------------------------------------ */
+
+/* A hyperparameter "{arch}.{name}" as a positive integer. */
+static q4k_result q4k__hp_int(const q4k_gguf *g, const char *arch, const char *name, int required, int64_t dflt,
+                              int64_t *out, q4k_error *err) {
+    char key[128];
+    uint64_t v;
+    q4k_result r;
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    r = q4k_gguf_get_u64(g, key, &v);
+    if (r == Q4K_ERR_NOT_FOUND && !required) {
+        *out = dflt;
+        return Q4K_OK;
+    }
+    if (r == Q4K_ERR_NOT_FOUND) return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: metadata key '%s' is missing", key);
+    if (r != Q4K_OK) return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: metadata key '%s' is not a non-negative integer (%s)", key, q4k_result_string(r));
+    if (v == 0 || v > ((uint64_t)1 << 40))
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: metadata key '%s' has the value %llu, out of range",
+                         key, (unsigned long long)v);
+    *out = (int64_t)v;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__hp_float(const q4k_gguf *g, const char *arch, const char *name, int required, float dflt,
+                                float *out, q4k_error *err) {
+    char key[128];
+    q4k_result r;
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    r = q4k_gguf_get_f32(g, key, out);
+    if (r == Q4K_ERR_NOT_FOUND && !required) {
+        *out = dflt;
+        return Q4K_OK;
+    }
+    if (r != Q4K_OK) return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: metadata key '%s': %s", key, q4k_result_string(r));
+    if (!(*out > 0.0f) || *out != *out || *out > 1e30f)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: metadata key '%s' has the value %g, out of range", key, (double)*out);
+    return Q4K_OK;
+}
+
+/* Find a tensor and check its shape [ne0, ne1] (ne1 = 0: 1-d) and type class. */
+static q4k_result q4k__want(const q4k_gguf *g, const char *name, int64_t ne0, int64_t ne1, int f32_only,
+                            const q4k_tensor **out, q4k_error *err) {
+    const q4k_tensor *t = q4k_gguf_find_tensor(g, name);
+    int nd = ne1 ? 2 : 1;
+    if (!t) return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: tensor '%s' is missing", name);
+    if (t->n_dims != nd || t->ne[0] != ne0 || (nd == 2 && t->ne[1] != ne1))
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL,
+                         "model: tensor '%s' has shape [%lld, %lld] (%d dims), expected [%lld, %lld] (%d dims)", name,
+                         (long long)t->ne[0], (long long)t->ne[1], t->n_dims, (long long)ne0, (long long)(ne1 ? ne1 : 1), nd);
+    if (f32_only && t->type != Q4K_TYPE_F32)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: tensor '%s' has type %s, expected F32", name,
+                         q4k_type_name(t->type));
+    if (!q4k_type_traits(t->type).implemented)
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "model: tensor '%s' has type %s, not implemented", name,
+                         q4k_type_name(t->type));
+    *out = t;
+    return Q4K_OK;
+}
+
+static const char *const q4k__layer_tensor_names[] = {
+    "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_q.bias", "attn_k.bias",
+    "attn_v.bias", "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+
+/* 1 when `name` is a tensor this architecture uses */
+static int q4k__known_tensor(const q4k_hparams *hp, const char *name, int has_rope_freqs) {
+    size_t i;
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output_norm.weight") || !strcmp(name, "output.weight"))
+        return 1;
+    if (!strcmp(name, "rope_freqs.weight")) return has_rope_freqs;
+    if (!strncmp(name, "blk.", 4)) {
+        const char *p = name + 4;
+        int64_t l = 0;
+        if (*p < '0' || *p > '9') return 0;
+        while (*p >= '0' && *p <= '9' && l < 1000000) l = l * 10 + (*p++ - '0');
+        if (*p != '.' || l >= hp->n_layer) return 0;
+        p++;
+        for (i = 0; i < sizeof q4k__layer_tensor_names / sizeof q4k__layer_tensor_names[0]; i++) {
+            if (strcmp(p, q4k__layer_tensor_names[i])) continue;
+            if (hp->arch == Q4K_ARCH_LLAMA && strstr(p, ".bias")) return 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static q4k_result q4k__refuse_str_key(const q4k_gguf *g, const char *key, const char *allowed, q4k_error *err) {
+    const char *v;
+    if (q4k_gguf_find_key(g, key) < 0) return Q4K_OK;
+    if (q4k_gguf_get_str(g, key, &v) == Q4K_OK && allowed && !strcmp(v, allowed)) return Q4K_OK;
+    if (q4k_gguf_get_str(g, key, &v) == Q4K_OK)
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: '%s' = '%s' changes the math and q4k does not implement it", key, v);
+    return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: '%s' is set; q4k does not implement it", key);
+}
+
+static q4k_result q4k__load_hparams(const q4k_gguf *g, q4k_hparams *hp, q4k_error *err) {
+    const char *arch;
+    char key[128];
+    q4k_result r;
+    int64_t key_len, val_len;
+    memset(hp, 0, sizeof *hp);
+    r = q4k_gguf_get_str(g, "general.architecture", &arch);
+    if (r != Q4K_OK) return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: metadata key 'general.architecture' %s",
+                                      r == Q4K_ERR_NOT_FOUND ? "is missing" : "is not a string");
+    if (!strcmp(arch, "qwen2")) hp->arch = Q4K_ARCH_QWEN2;
+    else if (!strcmp(arch, "llama")) hp->arch = Q4K_ARCH_LLAMA;
+    else return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (q4k runs qwen2 and llama)", arch);
+    hp->rope_neox = hp->arch == Q4K_ARCH_QWEN2;
+    if ((r = q4k__hp_int(g, arch, "block_count", 1, 0, &hp->n_layer, err)) ||
+        (r = q4k__hp_int(g, arch, "embedding_length", 1, 0, &hp->n_embd, err)) ||
+        (r = q4k__hp_int(g, arch, "feed_forward_length", 1, 0, &hp->n_ff, err)) ||
+        (r = q4k__hp_int(g, arch, "attention.head_count", 1, 0, &hp->n_head, err)) ||
+        (r = q4k__hp_int(g, arch, "attention.head_count_kv", 0, hp->n_head, &hp->n_head_kv, err)) ||
+        (r = q4k__hp_int(g, arch, "context_length", 1, 0, &hp->n_ctx_train, err)) ||
+        (r = q4k__hp_float(g, arch, "rope.freq_base", 0, 10000.0f, &hp->rope_freq_base, err)) ||
+        (r = q4k__hp_float(g, arch, "attention.layer_norm_rms_epsilon", 1, 0, &hp->norm_eps, err)))
+        return r;
+    if (hp->n_embd % hp->n_head)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: embedding_length %lld is not a multiple of head_count %lld",
+                         (long long)hp->n_embd, (long long)hp->n_head);
+    if (hp->n_head % hp->n_head_kv)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: head_count %lld is not a multiple of head_count_kv %lld",
+                         (long long)hp->n_head, (long long)hp->n_head_kv);
+    if ((r = q4k__hp_int(g, arch, "attention.key_length", 0, hp->n_embd / hp->n_head, &key_len, err)) ||
+        (r = q4k__hp_int(g, arch, "attention.value_length", 0, key_len, &val_len, err)))
+        return r;
+    if (key_len != val_len)
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: attention.key_length %lld differs from value_length %lld",
+                         (long long)key_len, (long long)val_len);
+    hp->head_dim = key_len;
+    if (hp->head_dim % 2)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: head dimension %lld is odd", (long long)hp->head_dim);
+    if ((r = q4k__hp_int(g, arch, "rope.dimension_count", 0, hp->head_dim, &hp->n_rot, err))) return r;
+    if (hp->n_rot % 2 || hp->n_rot > hp->head_dim)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: rope.dimension_count %lld must be even and at most the head dimension %lld",
+                         (long long)hp->n_rot, (long long)hp->head_dim);
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if ((r = q4k__refuse_str_key(g, key, "none", err))) return r;
+    snprintf(key, sizeof key, "%s.attention.sliding_window", arch);
+    if (q4k_gguf_find_key(g, key) >= 0)
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: '%s' is set: sliding-window attention is not implemented", key);
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    if (q4k_gguf_find_key(g, key) >= 0)
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: '%s' is set: mixture-of-experts models are not implemented", key);
+    return Q4K_OK;
+}
+
+static void q4k__touch_pages(const q4k_model *m, const q4k_model_desc *d) {
+    /* Fault the mapping in once so that load time is paid here, with progress. */
+    uint64_t total = q4k_model_weight_bytes(m), done = 0, next = 0;
+    volatile unsigned char sink = 0;
+    int64_t i, n = q4k_gguf_tensor_count(m->gguf);
+    for (i = 0; i < n; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        const unsigned char *p = (const unsigned char *)t->data;
+        size_t off;
+        for (off = 0; off < t->nbytes; off += 4096) sink = (unsigned char)(sink + p[off]);
+        done += t->nbytes;
+        if (d->progress && (done >= next || i == n - 1)) {
+            d->progress(total ? (float)((double)done / (double)total) : 1.0f, d->progress_user);
+            next = done + total / 100;
+        }
+    }
+    (void)sink;
+}
+
+Q4K_API q4k_result q4k_model_from_gguf(q4k_gguf *g, const q4k_model_desc *desc, q4k_model **out, q4k_error *err) {
+    q4k_model *m;
+    q4k_hparams hp;
+    q4k_result r;
+    int64_t l, i, q_dim, kv_dim, n_vocab;
+    const q4k_tensor *emb;
+    char name[96];
+    q4k_model_desc d;
+    memset(&d, 0, sizeof d);
+    if (desc) d = *desc;
+    *out = NULL;
+    if ((r = q4k__load_hparams(g, &hp, err))) return r;
+    emb = q4k_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: tensor 'token_embd.weight' is %s",
+                         emb ? "not 2-dimensional" : "missing");
+    n_vocab = emb->ne[1];
+    hp.n_vocab = n_vocab;
+    q_dim = hp.n_head * hp.head_dim;
+    kv_dim = hp.n_head_kv * hp.head_dim;
+    m = (q4k_model *)Q4K_MALLOC(sizeof *m);
+    if (!m) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "model: out of memory");
+    memset(m, 0, sizeof *m);
+    m->gguf = g;
+    m->log = d.log;
+    m->log_user = d.log_user;
+    m->layers = (q4k_layer *)Q4K_MALLOC((size_t)hp.n_layer * sizeof(q4k_layer));
+    if (!m->layers) {
+        Q4K_FREE(m);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "model: out of memory for %lld layers", (long long)hp.n_layer);
+    }
+    memset(m->layers, 0, (size_t)hp.n_layer * sizeof(q4k_layer));
+    if ((r = q4k__want(g, "token_embd.weight", hp.n_embd, n_vocab, 0, &m->tok_embd, err)) ||
+        (r = q4k__want(g, "output_norm.weight", hp.n_embd, 0, 1, &m->output_norm, err)))
+        goto fail;
+    if (q4k_gguf_find_tensor(g, "output.weight")) {
+        if ((r = q4k__want(g, "output.weight", hp.n_embd, n_vocab, 0, &m->output, err))) goto fail;
+    } else {
+        m->output = m->tok_embd;
+        hp.tied_embeddings = 1;
+    }
+    if (q4k_gguf_find_tensor(g, "rope_freqs.weight")) {
+        if (hp.arch != Q4K_ARCH_LLAMA) {
+            r = q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: tensor 'rope_freqs.weight' in a %s model is not implemented",
+                          q4k_arch_name(hp.arch));
+            goto fail;
+        }
+        if ((r = q4k__want(g, "rope_freqs.weight", hp.n_rot / 2, 0, 1, &m->rope_freqs, err))) goto fail;
+    }
+    for (l = 0; l < hp.n_layer; l++) {
+        q4k_layer *L = &m->layers[l];
+#define Q4K__W(field, suffix, ne0, ne1, f32)                                      \
+    snprintf(name, sizeof name, "blk.%lld." suffix, (long long)l);                \
+    if ((r = q4k__want(g, name, ne0, ne1, f32, &L->field, err))) goto fail;
+        Q4K__W(attn_norm, "attn_norm.weight", hp.n_embd, 0, 1)
+        Q4K__W(wq, "attn_q.weight", hp.n_embd, q_dim, 0)
+        Q4K__W(wk, "attn_k.weight", hp.n_embd, kv_dim, 0)
+        Q4K__W(wv, "attn_v.weight", hp.n_embd, kv_dim, 0)
+        if (hp.arch == Q4K_ARCH_QWEN2) {
+            Q4K__W(bq, "attn_q.bias", q_dim, 0, 1)
+            Q4K__W(bk, "attn_k.bias", kv_dim, 0, 1)
+            Q4K__W(bv, "attn_v.bias", kv_dim, 0, 1)
+        }
+        Q4K__W(wo, "attn_output.weight", q_dim, hp.n_embd, 0)
+        Q4K__W(ffn_norm, "ffn_norm.weight", hp.n_embd, 0, 1)
+        Q4K__W(w_gate, "ffn_gate.weight", hp.n_embd, hp.n_ff, 0)
+        Q4K__W(w_up, "ffn_up.weight", hp.n_embd, hp.n_ff, 0)
+        Q4K__W(w_down, "ffn_down.weight", hp.n_ff, hp.n_embd, 0)
+#undef Q4K__W
+    }
+    for (i = 0; i < q4k_gguf_tensor_count(g); i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(g, i);
+        if (!q4k__known_tensor(&hp, t->name, m->rope_freqs != NULL)) {
+            r = q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: tensor '%s' is not part of a %s model as q4k computes it",
+                          t->name, q4k_arch_name(hp.arch));
+            goto fail;
+        }
+    }
+    m->hp = hp;
+    q4k__touch_pages(m, &d);
+    q4k__log(d.log, d.log_user, Q4K_LOG_INFO, "model: %s, %lld layers, embd %lld, ff %lld, heads %lld/%lld, vocab %lld",
+             q4k_arch_name(hp.arch), (long long)hp.n_layer, (long long)hp.n_embd, (long long)hp.n_ff,
+             (long long)hp.n_head, (long long)hp.n_head_kv, (long long)hp.n_vocab);
+    *out = m;
+    return Q4K_OK;
+fail:
+    Q4K_FREE(m->layers);
+    Q4K_FREE(m);
+    return r;
+}
+
+Q4K_API q4k_result q4k_model_load(const char *path, const q4k_model_desc *desc, q4k_model **out, q4k_error *err) {
+    q4k_gguf *g;
+    q4k_gguf_desc gd;
+    q4k_result r;
+    memset(&gd, 0, sizeof gd);
+    if (desc) {
+        gd.log = desc->log;
+        gd.log_user = desc->log_user;
+        gd.no_mmap = desc->no_mmap;
+    }
+    *out = NULL;
+    if ((r = q4k_gguf_open_file(path, &gd, &g, err))) return r;
+    if ((r = q4k_model_from_gguf(g, desc, out, err))) {
+        q4k_gguf_close(g);
+        return r;
+    }
+    (*out)->owns_gguf = 1;
+    return Q4K_OK;
+}
+
+Q4K_API void q4k_model_free(q4k_model *m) {
+    if (!m) return;
+    if (m->owns_gguf) q4k_gguf_close(m->gguf);
+    Q4K_FREE(m->layers);
+    Q4K_FREE(m);
+}
+
+Q4K_API int64_t q4k_model_n_params(const q4k_model *m) {
+    int64_t i, n = 0;
+    for (i = 0; i < q4k_gguf_tensor_count(m->gguf); i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        n += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    }
+    return n;
+}
+
+Q4K_API uint64_t q4k_model_weight_bytes(const q4k_model *m) {
+    int64_t i;
+    uint64_t n = 0;
+    for (i = 0; i < q4k_gguf_tensor_count(m->gguf); i++) n += q4k_gguf_tensor(m->gguf, i)->nbytes;
+    return n;
+}
+
+/* --- sessions (common part) ---------------------------------------------- */
+
+Q4K_API q4k_result q4k_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                      q4k_session **out, q4k_error *err) {
+    q4k_session_desc dd;
+    memset(&dd, 0, sizeof dd);
+    dd.trace_layer = -1;
+    if (d) dd = *d;
+    *out = NULL;
+    if (!b || !m) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: backend and model are required");
+    if (dd.n_ctx < 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: n_ctx %lld is negative", (long long)dd.n_ctx);
+    if (dd.n_ctx == 0) dd.n_ctx = m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096;
+    if (dd.trace_layer >= m->hp.n_layer)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: trace_layer %d out of range (model has %lld layers)",
+                         dd.trace_layer, (long long)m->hp.n_layer);
+    return b->session_create(b, m, &dd, out, err);
+}
+
+Q4K_API void q4k_session_free(q4k_session *s) {
+    int i;
+    if (!s) return;
+    Q4K_FREE(s->trace_layers);
+    for (i = 0; i < Q4K_OP_COUNT; i++) Q4K_FREE(s->trace_ops[i]);
+    s->destroy(s);
+}
+
+Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags,
+                                    float *logits, q4k_error *err) {
+    int64_t i;
+    if (!s || (!tokens && n)) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval: no session or tokens");
+    if (n <= 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval: %lld tokens", (long long)n);
+    if (s->pos + n > s->n_ctx)
+        return q4k__fail(err, Q4K_ERR_CONTEXT_FULL, "eval: context is full: %lld tokens in the cache + %lld new > n_ctx %lld",
+                         (long long)s->pos, (long long)n, (long long)s->n_ctx);
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= s->model->hp.n_vocab)
+            return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval: token id %d at index %lld is out of range (vocab %lld)",
+                             (int)tokens[i], (long long)i, (long long)s->model->hp.n_vocab);
+    return s->eval(s, tokens, n, flags, logits, err);
+}
+
+Q4K_API q4k_result q4k_session_rewind(q4k_session *s, int64_t pos) {
+    if (!s || pos < 0 || pos > s->pos) return Q4K_ERR_INVALID_ARG;
+    s->pos = pos;
+    return Q4K_OK;
+}
+
+Q4K_API int64_t q4k_session_pos(const q4k_session *s) { return s->pos; }
+
+Q4K_API const float *q4k_session_trace_layer(const q4k_session *s, int64_t layer) {
+    if (!s || !s->trace_layers || layer < 0 || layer >= s->model->hp.n_layer) return NULL;
+    return s->trace_layers + layer * s->model->hp.n_embd;
+}
+
+Q4K_API const float *q4k_session_trace_op(const q4k_session *s, q4k_op op, int64_t *len) {
+    if (!s || (int)op < 0 || (int)op >= Q4K_OP_COUNT || !s->trace_ops[op]) return NULL;
+    if (len) *len = s->trace_op_len[op];
+    return s->trace_ops[op];
+}
+
+/* Allocate the trace buffers of a session (common to the backends). */
+static q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
+    const q4k_hparams *hp = &s->model->hp;
+    int64_t lens[Q4K_OP_COUNT];
+    int i;
+    if (s->desc.trace) {
+        s->trace_layers = (float *)Q4K_MALLOC((size_t)(hp->n_layer * hp->n_embd) * sizeof(float));
+        if (!s->trace_layers) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
+    }
+    if (s->desc.trace_layer < 0) return Q4K_OK;
+    lens[Q4K_OP_ATTN_NORM] = hp->n_embd;
+    lens[Q4K_OP_Q] = lens[Q4K_OP_Q_ROPE] = lens[Q4K_OP_ATTN] = hp->n_head * hp->head_dim;
+    lens[Q4K_OP_K] = lens[Q4K_OP_V] = lens[Q4K_OP_K_ROPE] = hp->n_head_kv * hp->head_dim;
+    lens[Q4K_OP_ATTN_OUT] = lens[Q4K_OP_RESID_ATTN] = lens[Q4K_OP_FFN_NORM] = hp->n_embd;
+    lens[Q4K_OP_GATE] = lens[Q4K_OP_UP] = lens[Q4K_OP_ACT] = hp->n_ff;
+    lens[Q4K_OP_DOWN] = lens[Q4K_OP_RESID_FFN] = hp->n_embd;
+    for (i = 0; i < Q4K_OP_COUNT; i++) {
+        s->trace_op_len[i] = lens[i];
+        s->trace_ops[i] = (float *)Q4K_MALLOC((size_t)lens[i] * sizeof(float));
+        if (!s->trace_ops[i]) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
+    }
+    return Q4K_OK;
+}
+
+/* --- the CPU backend: the reference forward pass ------------------------- */
+
+#define Q4K__CPU_BATCH 64 /* prompt tokens per matrix-matrix pass */
+
+typedef struct q4k__cpu_backend {
+    q4k_backend base;
+    q4k_cpu cpu;
+} q4k__cpu_backend;
+
+typedef struct q4k__cpu_session {
+    q4k_session base;
+    q4k_cpu cpu;
+    uint16_t *k_cache, *v_cache; /* [n_layer][n_ctx][kv_dim] f16 */
+    float *f16_table;            /* 65536 entries: f16 bits -> float */
+    /* scratch for a batch of up to Q4K__CPU_BATCH tokens */
+    float *x, *xb, *q, *k, *v, *att, *tmp, *gate, *up;
+    float *rope_c, *rope_s; /* [batch][n_rot/2] */
+    float *scores;          /* [n_threads][n_ctx] */
+    int n_threads;
+} q4k__cpu_session;
+
+/* y = x / sqrt(mean(x^2) + eps) * w   (x, y: [n]) */
+static void q4k__rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    int64_t i;
+    float scale;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+}
+
+/* rotate one head's vector in place by the cos/sin of its position */
+static void q4k__rope(float *v, const float *c, const float *s, int64_t n_rot, int neox) {
+    int64_t i, half = n_rot / 2;
+    for (i = 0; i < half; i++) {
+        int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+        float x0 = v[i0], x1 = v[i1];
+        v[i0] = x0 * c[i] - x1 * s[i];
+        v[i1] = x0 * s[i] + x1 * c[i];
+    }
+}
+
+static float q4k__silu(float x) { return x / (1.0f + expf(-x)); }
+
+static q4k_result q4k__cpu_matmul_t(q4k__cpu_session *cs, const q4k_tensor *w, const float *x, int64_t n, float *y,
+                                    q4k_error *err) {
+    q4k_result r = q4k_matmul(&cs->cpu, w->type, w->data, w->ne[1], w->ne[0], x, n, y);
+    if (r) return q4k__fail(err, r, "cpu: matmul of tensor '%s' failed: %s", w->name, q4k_result_string(r));
+    return Q4K_OK;
+}
+
+static void q4k__add_bias(float *y, const q4k_tensor *b, int64_t n, int64_t dim) {
+    const float *bias = (const float *)b->data;
+    int64_t j, i;
+    for (j = 0; j < n; j++)
+        for (i = 0; i < dim; i++) y[j * dim + i] += bias[i];
+}
+
+typedef struct q4k__attn_job {
+    q4k__cpu_session *cs;
+    int64_t layer, n, pos0;
+} q4k__attn_job;
+
+/* Causal GQA attention for tokens pos0..pos0+n-1, one (token, head) at a time. */
+static void q4k__attn_worker(void *ctx, int ith, int nth) {
+    q4k__attn_job *job = (q4k__attn_job *)ctx;
+    q4k__cpu_session *cs = job->cs;
+    const q4k_hparams *hp = &cs->base.model->hp;
+    int64_t hd = hp->head_dim, kv_dim = hp->n_head_kv * hd, q_dim = hp->n_head * hd;
+    int64_t group = hp->n_head / hp->n_head_kv, n_ctx = cs->base.n_ctx;
+    const uint16_t *kc = cs->k_cache + job->layer * n_ctx * kv_dim;
+    const uint16_t *vc = cs->v_cache + job->layer * n_ctx * kv_dim;
+    const float *tab = cs->f16_table;
+    float *sc = cs->scores + (int64_t)ith * n_ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+    int64_t task, n_tasks = job->n * hp->n_head;
+    for (task = ith; task < n_tasks; task += nth) {
+        int64_t j = task / hp->n_head, h = task % hp->n_head, kvh = h / group;
+        int64_t last = job->pos0 + j, t, d;
+        const float *q = cs->q + j * q_dim + h * hd;
+        float *out = cs->att + j * q_dim + h * hd;
+        float mx = -INFINITY, sum = 0.0f;
+        for (t = 0; t <= last; t++) {
+            const uint16_t *k = kc + t * kv_dim + kvh * hd;
+            float dot = 0.0f;
+            for (d = 0; d < hd; d++) dot += q[d] * tab[k[d]];
+            sc[t] = dot * scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        for (t = 0; t <= last; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        for (d = 0; d < hd; d++) out[d] = 0.0f;
+        for (t = 0; t <= last; t++) {
+            const uint16_t *v = vc + t * kv_dim + kvh * hd;
+            float p = sc[t] / sum;
+            for (d = 0; d < hd; d++) out[d] += p * tab[v[d]];
+        }
+    }
+}
+
+static void q4k__trace_op(q4k_session *s, int64_t layer, q4k_op op, const float *row) {
+    if (s->desc.trace_layer == layer && s->trace_ops[op])
+        memcpy(s->trace_ops[op], row, (size_t)s->trace_op_len[op] * sizeof(float));
+}
+
+/* One batch of n <= Q4K__CPU_BATCH tokens at position s->pos. */
+static q4k_result q4k__cpu_eval_batch(q4k__cpu_session *cs, const int32_t *tokens, int64_t n, unsigned flags,
+                                      float *logits, q4k_error *err) {
+    q4k_session *s = &cs->base;
+    const q4k_model *m = s->model;
+    const q4k_hparams *hp = &m->hp;
+    int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd;
+    int64_t ff = hp->n_ff, half = hp->n_rot / 2, pos0 = s->pos, l, j, i, h;
+    size_t emb_row = q4k_row_size(m->tok_embd->type, d);
+    q4k_result r;
+    q4k__attn_job job;
+
+    /* token embeddings: x[j] = row tokens[j] of token_embd   x: [n][d] */
+    for (j = 0; j < n; j++) {
+        r = q4k_dequantize_row(m->tok_embd->type, (const char *)m->tok_embd->data + (size_t)tokens[j] * emb_row,
+                               cs->x + j * d, d);
+        if (r) return q4k__fail(err, r, "cpu: cannot dequantize token_embd (%s)", q4k_type_name(m->tok_embd->type));
+    }
+    /* rotation of each position   rope_c, rope_s: [n][n_rot/2] */
+    for (j = 0; j < n; j++)
+        for (i = 0; i < half; i++)
+            q4k_rope_cos_sin(pos0 + j, i, hp->n_rot, hp->rope_freq_base,
+                             m->rope_freqs ? (double)((const float *)m->rope_freqs->data)[i] : 1.0,
+                             &cs->rope_c[j * half + i], &cs->rope_s[j * half + i]);
+
+    for (l = 0; l < hp->n_layer; l++) {
+        const q4k_layer *L = &m->layers[l];
+        int64_t last = n - 1;
+        uint16_t *kc = cs->k_cache + l * s->n_ctx * kv_dim, *vc = cs->v_cache + l * s->n_ctx * kv_dim;
+
+        /* attention block */
+        for (j = 0; j < n; j++) q4k__rmsnorm(cs->xb + j * d, cs->x + j * d, (const float *)L->attn_norm->data, d, hp->norm_eps);
+        q4k__trace_op(s, l, Q4K_OP_ATTN_NORM, cs->xb + last * d);
+        if ((r = q4k__cpu_matmul_t(cs, L->wq, cs->xb, n, cs->q, err)) ||
+            (r = q4k__cpu_matmul_t(cs, L->wk, cs->xb, n, cs->k, err)) ||
+            (r = q4k__cpu_matmul_t(cs, L->wv, cs->xb, n, cs->v, err)))
+            return r;
+        if (L->bq) {
+            q4k__add_bias(cs->q, L->bq, n, q_dim);
+            q4k__add_bias(cs->k, L->bk, n, kv_dim);
+            q4k__add_bias(cs->v, L->bv, n, kv_dim);
+        }
+        q4k__trace_op(s, l, Q4K_OP_Q, cs->q + last * q_dim);
+        q4k__trace_op(s, l, Q4K_OP_K, cs->k + last * kv_dim);
+        q4k__trace_op(s, l, Q4K_OP_V, cs->v + last * kv_dim);
+        for (j = 0; j < n; j++) {
+            for (h = 0; h < hp->n_head; h++)
+                q4k__rope(cs->q + j * q_dim + h * hd, cs->rope_c + j * half, cs->rope_s + j * half, hp->n_rot, hp->rope_neox);
+            for (h = 0; h < hp->n_head_kv; h++)
+                q4k__rope(cs->k + j * kv_dim + h * hd, cs->rope_c + j * half, cs->rope_s + j * half, hp->n_rot, hp->rope_neox);
+            /* append to the cache in f16 */
+            for (i = 0; i < kv_dim; i++) {
+                kc[(pos0 + j) * kv_dim + i] = q4k_fp32_to_fp16(cs->k[j * kv_dim + i]);
+                vc[(pos0 + j) * kv_dim + i] = q4k_fp32_to_fp16(cs->v[j * kv_dim + i]);
+            }
+        }
+        q4k__trace_op(s, l, Q4K_OP_Q_ROPE, cs->q + last * q_dim);
+        q4k__trace_op(s, l, Q4K_OP_K_ROPE, cs->k + last * kv_dim);
+        job.cs = cs;
+        job.layer = l;
+        job.n = n;
+        job.pos0 = pos0;
+        if (cs->cpu.pool) q4k_pool_run(cs->cpu.pool, q4k__attn_worker, &job);
+        else q4k__attn_worker(&job, 0, 1);
+        q4k__trace_op(s, l, Q4K_OP_ATTN, cs->att + last * q_dim);
+        if ((r = q4k__cpu_matmul_t(cs, L->wo, cs->att, n, cs->tmp, err))) return r;
+        q4k__trace_op(s, l, Q4K_OP_ATTN_OUT, cs->tmp + last * d);
+        for (i = 0; i < n * d; i++) cs->x[i] += cs->tmp[i];
+        q4k__trace_op(s, l, Q4K_OP_RESID_ATTN, cs->x + last * d);
+
+        /* feed-forward block */
+        for (j = 0; j < n; j++) q4k__rmsnorm(cs->xb + j * d, cs->x + j * d, (const float *)L->ffn_norm->data, d, hp->norm_eps);
+        q4k__trace_op(s, l, Q4K_OP_FFN_NORM, cs->xb + last * d);
+        if ((r = q4k__cpu_matmul_t(cs, L->w_gate, cs->xb, n, cs->gate, err)) ||
+            (r = q4k__cpu_matmul_t(cs, L->w_up, cs->xb, n, cs->up, err)))
+            return r;
+        q4k__trace_op(s, l, Q4K_OP_GATE, cs->gate + last * ff);
+        q4k__trace_op(s, l, Q4K_OP_UP, cs->up + last * ff);
+        for (i = 0; i < n * ff; i++) cs->gate[i] = q4k__silu(cs->gate[i]) * cs->up[i];
+        q4k__trace_op(s, l, Q4K_OP_ACT, cs->gate + last * ff);
+        if ((r = q4k__cpu_matmul_t(cs, L->w_down, cs->gate, n, cs->tmp, err))) return r;
+        q4k__trace_op(s, l, Q4K_OP_DOWN, cs->tmp + last * d);
+        for (i = 0; i < n * d; i++) cs->x[i] += cs->tmp[i];
+        q4k__trace_op(s, l, Q4K_OP_RESID_FFN, cs->x + last * d);
+        if (s->trace_layers) memcpy(s->trace_layers + l * d, cs->x + last * d, (size_t)d * sizeof(float));
+    }
+    s->pos += n;
+
+    /* final norm and logits, of every token or of the last */
+    if (!logits) return Q4K_OK;
+    if (flags & Q4K_EVAL_ALL_LOGITS) {
+        for (j = 0; j < n; j++) q4k__rmsnorm(cs->xb + j * d, cs->x + j * d, (const float *)m->output_norm->data, d, hp->norm_eps);
+        return q4k__cpu_matmul_t(cs, m->output, cs->xb, n, logits, err);
+    }
+    q4k__rmsnorm(cs->xb, cs->x + (n - 1) * d, (const float *)m->output_norm->data, d, hp->norm_eps);
+    return q4k__cpu_matmul_t(cs, m->output, cs->xb, 1, logits, err);
+}
+
+static q4k_result q4k__cpu_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
+                                q4k_error *err) {
+    q4k__cpu_session *cs = (q4k__cpu_session *)s;
+    int64_t done = 0, n_vocab = s->model->hp.n_vocab;
+    while (done < n) {
+        int64_t nb = n - done < Q4K__CPU_BATCH ? n - done : Q4K__CPU_BATCH;
+        int last_batch = done + nb == n;
+        float *out = NULL;
+        q4k_result r;
+        if (logits && (flags & Q4K_EVAL_ALL_LOGITS)) out = logits + done * n_vocab;
+        else if (logits && last_batch) out = logits;
+        r = q4k__cpu_eval_batch(cs, tokens + done, nb, flags, out, err);
+        if (r) return r;
+        done += nb;
+    }
+    return Q4K_OK;
+}
+
+static void q4k__cpu_session_destroy(q4k_session *s) {
+    q4k__cpu_session *cs = (q4k__cpu_session *)s;
+    float *bufs[] = {cs->x, cs->xb, cs->q, cs->k, cs->v, cs->att, cs->tmp, cs->gate, cs->up, cs->rope_c, cs->rope_s, cs->scores, cs->f16_table};
+    size_t i;
+    for (i = 0; i < sizeof bufs / sizeof bufs[0]; i++) Q4K_FREE(bufs[i]);
+    Q4K_FREE(cs->k_cache);
+    Q4K_FREE(cs->v_cache);
+    Q4K_FREE(cs);
+}
+
+Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, int64_t n_batch) {
+    const q4k_hparams *hp = &m->hp;
+    uint64_t kv_dim = (uint64_t)(hp->n_head_kv * hp->head_dim), q_dim = (uint64_t)(hp->n_head * hp->head_dim);
+    uint64_t b = (uint64_t)(n_batch > 0 ? n_batch : 1), kv, scratch;
+    if (b > Q4K__CPU_BATCH) b = Q4K__CPU_BATCH;
+    kv = 2ull * (uint64_t)hp->n_layer * (uint64_t)n_ctx * kv_dim * 2ull;
+    scratch = 4ull * (b * (3ull * (uint64_t)hp->n_embd + 2ull * q_dim + 2ull * kv_dim + 2ull * (uint64_t)hp->n_ff +
+                           (uint64_t)hp->n_rot) + 64ull * (uint64_t)n_ctx + 65536ull);
+    return kv + scratch;
+}
+
+static q4k_result q4k__cpu_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                          q4k_session **out, q4k_error *err) {
+    q4k__cpu_backend *cb = (q4k__cpu_backend *)b;
+    const q4k_hparams *hp = &m->hp;
+    q4k__cpu_session *cs;
+    int64_t B = Q4K__CPU_BATCH, kv_dim = hp->n_head_kv * hp->head_dim, q_dim = hp->n_head * hp->head_dim;
+    size_t kv_elems = (size_t)hp->n_layer * (size_t)d->n_ctx * (size_t)kv_dim;
+    uint32_t i;
+    q4k_result r;
+    cs = (q4k__cpu_session *)Q4K_MALLOC(sizeof *cs);
+    if (!cs) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: out of memory for a session");
+    memset(cs, 0, sizeof *cs);
+    cs->base.backend = b;
+    cs->base.model = m;
+    cs->base.desc = *d;
+    cs->base.n_ctx = d->n_ctx;
+    cs->base.eval = q4k__cpu_eval;
+    cs->base.destroy = q4k__cpu_session_destroy;
+    cs->cpu = cb->cpu;
+    cs->cpu.act = d->act;
+    cs->n_threads = cb->cpu.pool ? q4k_pool_threads(cb->cpu.pool) : 1;
+    cs->k_cache = (uint16_t *)Q4K_MALLOC(kv_elems * 2);
+    cs->v_cache = (uint16_t *)Q4K_MALLOC(kv_elems * 2);
+#define Q4K__ALLOC(p, count) cs->p = (float *)Q4K_MALLOC((size_t)(count) * sizeof(float))
+    Q4K__ALLOC(x, B * hp->n_embd);
+    Q4K__ALLOC(xb, B * hp->n_embd);
+    Q4K__ALLOC(tmp, B * hp->n_embd);
+    Q4K__ALLOC(q, B * q_dim);
+    Q4K__ALLOC(att, B * q_dim);
+    Q4K__ALLOC(k, B * kv_dim);
+    Q4K__ALLOC(v, B * kv_dim);
+    Q4K__ALLOC(gate, B * hp->n_ff);
+    Q4K__ALLOC(up, B * hp->n_ff);
+    Q4K__ALLOC(rope_c, B * (hp->n_rot / 2 + 1));
+    Q4K__ALLOC(rope_s, B * (hp->n_rot / 2 + 1));
+    Q4K__ALLOC(scores, (int64_t)cs->n_threads * d->n_ctx);
+    Q4K__ALLOC(f16_table, 65536);
+#undef Q4K__ALLOC
+    if (!cs->k_cache || !cs->v_cache || !cs->x || !cs->xb || !cs->tmp || !cs->q || !cs->att || !cs->k || !cs->v ||
+        !cs->gate || !cs->up || !cs->rope_c || !cs->rope_s || !cs->scores || !cs->f16_table) {
+        q4k__cpu_session_destroy(&cs->base);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: out of memory for a session of context %lld (%.1f MiB)",
+                         (long long)d->n_ctx, (double)q4k_session_memory_estimate(m, d->n_ctx, B) / 1048576.0);
+    }
+    for (i = 0; i < 65536; i++) cs->f16_table[i] = q4k_fp16_to_fp32((uint16_t)i);
+    if ((r = q4k__session_alloc_trace(&cs->base, err))) {
+        q4k_session_free(&cs->base);
+        return r;
+    }
+    *out = &cs->base;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cpu_backend_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows,
+                                          int64_t cols, const float *x, int64_t n, float *y, q4k_error *err) {
+    q4k__cpu_backend *cb = (q4k__cpu_backend *)b;
+    q4k_cpu cpu = cb->cpu;
+    q4k_result r;
+    cpu.act = act;
+    r = q4k_matmul(&cpu, type, w, rows, cols, x, n, y);
+    if (r) return q4k__fail(err, r, "cpu: matmul %s %lldx%lld failed", q4k_type_name(type), (long long)rows, (long long)cols);
+    return Q4K_OK;
+}
+
+static void q4k__cpu_backend_destroy(q4k_backend *b) {
+    q4k__cpu_backend *cb = (q4k__cpu_backend *)b;
+    q4k_pool_destroy(cb->cpu.pool);
+    Q4K_FREE(cb);
+}
+
+Q4K_API q4k_result q4k_cpu_backend_create(const q4k_cpu_backend_desc *d, q4k_backend **out, q4k_error *err) {
+    q4k__cpu_backend *cb;
+    q4k_cpu_backend_desc dd;
+    q4k_result r;
+    memset(&dd, 0, sizeof dd);
+    if (d) dd = *d;
+    *out = NULL;
+    cb = (q4k__cpu_backend *)Q4K_MALLOC(sizeof *cb);
+    if (!cb) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: out of memory");
+    memset(cb, 0, sizeof *cb);
+    if ((r = q4k_cpu_resolve_path(dd.path, &cb->cpu.path, err))) {
+        Q4K_FREE(cb);
+        return r;
+    }
+    if (dd.n_threads <= 0) {
+#if defined(_SC_NPROCESSORS_ONLN)
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        dd.n_threads = nc > 0 ? (int)nc : 1;
+#else
+        dd.n_threads = 1;
+#endif
+    }
+    if (dd.n_threads > 1) {
+        cb->cpu.pool = q4k_pool_create(dd.n_threads);
+        if (!cb->cpu.pool) {
+            Q4K_FREE(cb);
+            return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: cannot start %d threads", dd.n_threads);
+        }
+    }
+    cb->base.name = "cpu";
+    cb->base.impl = cb;
+    cb->base.session_create = q4k__cpu_session_create;
+    cb->base.matmul = q4k__cpu_backend_matmul;
+    cb->base.destroy = q4k__cpu_backend_destroy;
+    *out = &cb->base;
+    return Q4K_OK;
+}
+
+Q4K_API void q4k_backend_destroy(q4k_backend *b) {
+    if (b) b->destroy(b);
+}
+
+
+/* --- sampling ------------------------------------------------------------ */
+
+struct q4k_sampler {
+    q4k_sampler_params p;
+    int64_t n_vocab;
+    uint64_t rng;
+    int32_t *idx;  /* candidates */
+    float *prob;
+};
+
+Q4K_API q4k_sampler_params q4k_sampler_defaults(void) {
+    q4k_sampler_params p;
+    p.temp = 0.8f;
+    p.top_k = 40;
+    p.top_p = 0.95f;
+    p.min_p = 0.05f;
+    p.seed = 0;
+    return p;
+}
+
+Q4K_API void q4k_free(void *p) { Q4K_FREE(p); }
+
+Q4K_API q4k_sampler *q4k_sampler_create(const q4k_sampler_params *p, int64_t n_vocab) {
+    q4k_sampler *s;
+    if (n_vocab <= 0) return NULL;
+    s = (q4k_sampler *)Q4K_MALLOC(sizeof *s);
+    if (!s) return NULL;
+    s->p = p ? *p : q4k_sampler_defaults();
+    s->n_vocab = n_vocab;
+    s->rng = s->p.seed ^ 0x9E3779B97F4A7C15ull;
+    s->idx = (int32_t *)Q4K_MALLOC((size_t)n_vocab * sizeof(int32_t));
+    s->prob = (float *)Q4K_MALLOC((size_t)n_vocab * sizeof(float));
+    if (!s->idx || !s->prob) {
+        q4k_sampler_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+Q4K_API void q4k_sampler_free(q4k_sampler *s) {
+    if (!s) return;
+    Q4K_FREE(s->idx);
+    Q4K_FREE(s->prob);
+    Q4K_FREE(s);
+}
+
+Q4K_API int64_t q4k_argmax(const float *x, int64_t n) {
+    int64_t i, best = 0;
+    for (i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* splitmix64: uniform double in [0, 1) */
+static double q4k__rand01(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* sort candidate ids by logit, descending (ties: lower id first) */
+static void q4k__sort_desc(int32_t *idx, int64_t n, const float *logits) {
+    /* heap sort: O(n log n) without recursion */
+    int64_t i, end;
+#define Q4K__LESS(a, b) (logits[a] > logits[b] || (logits[a] == logits[b] && (a) < (b)))
+    for (i = n / 2 - 1; i >= 0; i--) {
+        int64_t root = i;
+        for (;;) {
+            int64_t c = 2 * root + 1;
+            int32_t t;
+            if (c >= n) break;
+            if (c + 1 < n && Q4K__LESS(idx[c], idx[c + 1])) c++;
+            if (!Q4K__LESS(idx[root], idx[c])) break;
+            t = idx[root]; idx[root] = idx[c]; idx[c] = t;
+            root = c;
+        }
+    }
+    for (end = n - 1; end > 0; end--) {
+        int32_t t = idx[0];
+        int64_t root = 0;
+        idx[0] = idx[end]; idx[end] = t;
+        for (;;) {
+            int64_t c = 2 * root + 1;
+            if (c >= end) break;
+            if (c + 1 < end && Q4K__LESS(idx[c], idx[c + 1])) c++;
+            if (!Q4K__LESS(idx[root], idx[c])) break;
+            t = idx[root]; idx[root] = idx[c]; idx[c] = t;
+            root = c;
+        }
+    }
+#undef Q4K__LESS
+}
+
+Q4K_API int32_t q4k_sampler_sample(q4k_sampler *s, const float *logits) {
+    int64_t n = s->n_vocab, i, keep;
+    double sum, cum, r;
+    float mx;
+    if (!(s->p.temp > 0.0f)) return (int32_t)q4k_argmax(logits, n);
+    for (i = 0; i < n; i++) s->idx[i] = (int32_t)i;
+    /* top-k: a partial selection would do, but a full sort keeps the code plain */
+    q4k__sort_desc(s->idx, n, logits);
+    keep = n;
+    if (s->p.top_k > 0 && s->p.top_k < keep) keep = s->p.top_k;
+    mx = logits[s->idx[0]];
+    /* softmax of the raw logits over the kept candidates */
+    sum = 0;
+    for (i = 0; i < keep; i++) sum += (s->prob[i] = expf(logits[s->idx[i]] - mx));
+    if (s->p.top_p < 1.0f) {
+        cum = 0;
+        for (i = 0; i < keep; i++) {
+            cum += s->prob[i] / sum;
+            if (cum >= s->p.top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    if (s->p.min_p > 0.0f) {
+        /* prob >= min_p * max prob; the first candidate is the max */
+        for (i = 1; i < keep; i++)
+            if (s->prob[i] < s->p.min_p * s->prob[0]) break;
+        keep = i;
+    }
+    /* temperature, then a draw */
+    sum = 0;
+    for (i = 0; i < keep; i++) sum += (s->prob[i] = expf((logits[s->idx[i]] - mx) / s->p.temp));
+    r = q4k__rand01(&s->rng) * sum;
+    cum = 0;
+    for (i = 0; i < keep; i++) {
+        cum += s->prob[i];
+        if (r < cum) return s->idx[i];
+    }
+    return s->idx[keep - 1];
+}
+
+/* --- chat templates ------------------------------------------------------ */
+
+typedef struct q4k__buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} q4k__buf;
+
+static void q4k__buf_add(q4k__buf *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *p = (char *)Q4K_REALLOC(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+}
+
+Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int64_t n, int add_assistant) {
+    q4k__buf b;
+    int64_t i;
+    memset(&b, 0, sizeof b);
+    q4k__buf_add(&b, "");
+    for (i = 0; i < n; i++) {
+        if (t == Q4K_CHAT_CHATML) {
+            q4k__buf_add(&b, "<|im_start|>");
+            q4k__buf_add(&b, msgs[i].role);
+            q4k__buf_add(&b, "\n");
+            q4k__buf_add(&b, msgs[i].content);
+            q4k__buf_add(&b, "<|im_end|>\n");
+        } else if (t == Q4K_CHAT_LLAMA3) {
+            q4k__buf_add(&b, "<|start_header_id|>");
+            q4k__buf_add(&b, msgs[i].role);
+            q4k__buf_add(&b, "<|end_header_id|>\n\n");
+            q4k__buf_add(&b, msgs[i].content);
+            q4k__buf_add(&b, "<|eot_id|>");
+        } else {
+            q4k__buf_add(&b, msgs[i].content);
+        }
+    }
+    if (add_assistant) {
+        if (t == Q4K_CHAT_CHATML) q4k__buf_add(&b, "<|im_start|>assistant\n");
+        else if (t == Q4K_CHAT_LLAMA3) q4k__buf_add(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    }
+    if (b.oom) {
+        Q4K_FREE(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
 /* <<model */
 
 #ifdef __cplusplus
