@@ -1,0 +1,627 @@
+/* The CPU forward pass against a plain float64 reference written here, plus
+   model validation, sessions, sampler and chat templates. */
+#define Q4K_IMPLEMENTATION
+#include "q4k.h"
+#include "t.h"
+
+/* ---- a small random model written with our GGUF writer ------------------ */
+
+typedef struct tm_cfg {
+    q4k_arch arch;
+    int64_t n_embd, n_head, n_head_kv, n_ff, n_vocab, n_layer, n_rot;
+    int tied, rope_freqs;
+    q4k_type wtype;
+    uint64_t seed;
+} tm_cfg;
+
+typedef struct tm_file {
+    q4k_gguf_writer *w;
+    float *bufs[512];
+    void *qbufs[512];
+    int nb, nq;
+    t_rng rng;
+} tm_file;
+
+static float *tm_gauss(tm_file *f, int64_t n, double std, double mean) {
+    float *x = (float *)malloc((size_t)n * sizeof(float));
+    int64_t i;
+    for (i = 0; i < n; i++) x[i] = (float)(mean + std * t_rng_gauss(&f->rng));
+    f->bufs[f->nb++] = x;
+    return x;
+}
+
+static void tm_tensor(tm_file *f, const char *name, q4k_type type, int64_t ne0, int64_t ne1, double std, double mean) {
+    int64_t ne[2];
+    float *x = tm_gauss(f, ne0 * (ne1 ? ne1 : 1), std, mean);
+    ne[0] = ne0;
+    ne[1] = ne1;
+    if (type == Q4K_TYPE_F32) {
+        q4k_gguf_writer_add_tensor(f->w, name, type, ne1 ? 2 : 1, ne, x);
+    } else {
+        size_t rs = q4k_row_size(type, ne0);
+        unsigned char *q = (unsigned char *)malloc(rs * (size_t)ne1);
+        int64_t r;
+        for (r = 0; r < ne1; r++) q4k_quantize_row(type, x + r * ne0, q + (size_t)r * rs, ne0);
+        f->qbufs[f->nq++] = q;
+        q4k_gguf_writer_add_tensor(f->w, name, type, 2, ne, q);
+    }
+}
+
+/* Writes the model; `skip` drops one tensor, `extra` adds one, for the validation tests. */
+static int tm_write(const tm_cfg *c, const char *path, const char *skip, const char *extra, const char *rope_scaling) {
+    tm_file f;
+    const char *arch = c->arch == Q4K_ARCH_QWEN2 ? "qwen2" : "llama";
+    char key[128], name[96];
+    int64_t hd = c->n_embd / c->n_head, qd = c->n_head * hd, kvd = c->n_head_kv * hd, l;
+    int i, ok;
+    q4k_error err;
+    memset(&f, 0, sizeof f);
+    f.rng.s = c->seed * 7919 + 1;
+    f.w = q4k_gguf_writer_new(32);
+    q4k_gguf_writer_set_str(f.w, "general.architecture", arch);
+#define KEY_U32(k, v) snprintf(key, sizeof key, "%s." k, arch), q4k_gguf_writer_set_u32(f.w, key, (uint32_t)(v))
+    KEY_U32("block_count", c->n_layer);
+    KEY_U32("context_length", 256);
+    KEY_U32("embedding_length", c->n_embd);
+    KEY_U32("feed_forward_length", c->n_ff);
+    KEY_U32("attention.head_count", c->n_head);
+    KEY_U32("attention.head_count_kv", c->n_head_kv);
+    if (c->n_rot) KEY_U32("rope.dimension_count", c->n_rot);
+#undef KEY_U32
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    q4k_gguf_writer_set_f32(f.w, key, 10000.0f);
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    q4k_gguf_writer_set_f32(f.w, key, 1e-6f);
+    if (rope_scaling) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+        q4k_gguf_writer_set_str(f.w, key, rope_scaling);
+    }
+#define T(nm, type, ne0, ne1, std, mean)                                           \
+    if (!skip || strcmp(skip, nm)) tm_tensor(&f, nm, type, ne0, ne1, std, mean)
+    T("token_embd.weight", c->wtype, c->n_embd, c->n_vocab, 1.0, 0.0);
+    T("output_norm.weight", Q4K_TYPE_F32, c->n_embd, 0, 0.1, 1.0);
+    if (!c->tied) T("output.weight", c->wtype, c->n_embd, c->n_vocab, 1.0 / sqrt((double)c->n_embd), 0.0);
+    if (c->rope_freqs) T("rope_freqs.weight", Q4K_TYPE_F32, (c->n_rot ? c->n_rot : hd) / 2, 0, 0.5, 2.0);
+    for (l = 0; l < c->n_layer; l++) {
+        double sd = 1.0 / sqrt((double)c->n_embd), deep = 1.0 / sqrt(2.0 * (double)c->n_layer);
+#define LT(suffix, type, ne0, ne1, std, mean)                                     \
+    snprintf(name, sizeof name, "blk.%d." suffix, (int)l);                        \
+    T(name, type, ne0, ne1, std, mean)
+        LT("attn_norm.weight", Q4K_TYPE_F32, c->n_embd, 0, 0.1, 1.0);
+        LT("attn_q.weight", c->wtype, c->n_embd, qd, sd, 0.0);
+        LT("attn_k.weight", c->wtype, c->n_embd, kvd, sd, 0.0);
+        LT("attn_v.weight", c->wtype, c->n_embd, kvd, sd, 0.0);
+        if (c->arch == Q4K_ARCH_QWEN2) {
+            LT("attn_q.bias", Q4K_TYPE_F32, qd, 0, 0.5, 0.0);
+            LT("attn_k.bias", Q4K_TYPE_F32, kvd, 0, 0.5, 0.0);
+            LT("attn_v.bias", Q4K_TYPE_F32, kvd, 0, 0.5, 0.0);
+        }
+        LT("attn_output.weight", c->wtype, qd, c->n_embd, deep / sqrt((double)qd), 0.0);
+        LT("ffn_norm.weight", Q4K_TYPE_F32, c->n_embd, 0, 0.1, 1.0);
+        LT("ffn_gate.weight", c->wtype, c->n_embd, c->n_ff, sd, 0.0);
+        LT("ffn_up.weight", c->wtype, c->n_embd, c->n_ff, sd, 0.0);
+        LT("ffn_down.weight", c->wtype, c->n_ff, c->n_embd, deep / sqrt((double)c->n_ff), 0.0);
+#undef LT
+    }
+    if (extra) T(extra, Q4K_TYPE_F32, 32, 0, 1.0, 0.0);
+#undef T
+    ok = q4k_gguf_writer_write_file(f.w, path, &err) == Q4K_OK;
+    if (!ok) printf("  write %s: %s\n", path, err.msg);
+    q4k_gguf_writer_free(f.w);
+    for (i = 0; i < f.nb; i++) free(f.bufs[i]);
+    for (i = 0; i < f.nq; i++) free(f.qbufs[i]);
+    return ok;
+}
+
+/* ---- the float64 reference ---------------------------------------------- */
+
+typedef struct ref_model {
+    const q4k_model *m;
+    double *kc, *vc; /* [layer][pos][kv_dim] */
+    int64_t pos, n_ctx;
+    double max_attn_prob_sum; /* sum over heads and positions > 0 of the largest attention weight */
+    double uniform_sum;       /* the same for uniform attention (1 / (pos + 1)) */
+    int64_t n_attn;
+} ref_model;
+
+static double *ref_deq(const q4k_tensor *t) {
+    int64_t rows = t->ne[1] * t->ne[2] * t->ne[3], r, cols = t->ne[0];
+    size_t rs = q4k_row_size(t->type, cols);
+    float *tmp = (float *)malloc((size_t)cols * sizeof(float));
+    double *out = (double *)malloc((size_t)(rows * cols) * sizeof(double));
+    int64_t i;
+    for (r = 0; r < rows; r++) {
+        q4k_dequantize_row(t->type, (const char *)t->data + (size_t)r * rs, tmp, cols);
+        for (i = 0; i < cols; i++) out[r * cols + i] = tmp[i];
+    }
+    free(tmp);
+    return out;
+}
+
+/* y[rows] = W x */
+static void ref_mv(const q4k_tensor *t, const double *x, double *y) {
+    double *w = ref_deq(t);
+    int64_t r, c, cols = t->ne[0];
+    for (r = 0; r < t->ne[1]; r++) {
+        double s = 0;
+        for (c = 0; c < cols; c++) s += w[r * cols + c] * x[c];
+        y[r] = s;
+    }
+    free(w);
+}
+
+static void ref_norm(const double *x, const q4k_tensor *w, double *y, int64_t n, double eps) {
+    double ss = 0;
+    int64_t i;
+    const float *wf = (const float *)w->data;
+    for (i = 0; i < n; i++) ss += x[i] * x[i];
+    ss = 1.0 / sqrt(ss / (double)n + eps);
+    for (i = 0; i < n; i++) y[i] = x[i] * ss * wf[i];
+}
+
+/* rotate with the pairing of the architecture, angles written out here */
+static void ref_rope(double *v, int64_t pos, const q4k_model *m) {
+    const q4k_hparams *hp = &m->hp;
+    int64_t i, half = hp->n_rot / 2;
+    for (i = 0; i < half; i++) {
+        double freq = pow((double)hp->rope_freq_base, -(double)(2 * i) / (double)hp->n_rot);
+        double ang, c, s, x0, x1;
+        int64_t a = hp->arch == Q4K_ARCH_QWEN2 ? i : 2 * i, b = hp->arch == Q4K_ARCH_QWEN2 ? i + half : 2 * i + 1;
+        if (m->rope_freqs) freq /= ((const float *)m->rope_freqs->data)[i];
+        ang = (double)pos * freq;
+        c = cos(ang);
+        s = sin(ang);
+        x0 = v[a];
+        x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+    }
+}
+
+static void ref_token(ref_model *R, int32_t tok, double *logits) {
+    const q4k_model *m = R->m;
+    const q4k_hparams *hp = &m->hp;
+    int64_t d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, ff = hp->n_ff;
+    double *x = (double *)calloc((size_t)d, 8), *xb = (double *)calloc((size_t)d, 8), *tmp = (double *)calloc((size_t)d, 8);
+    double *q = (double *)calloc((size_t)qd, 8), *k = (double *)calloc((size_t)kvd, 8), *v = (double *)calloc((size_t)kvd, 8);
+    double *att = (double *)calloc((size_t)qd, 8), *g = (double *)calloc((size_t)ff, 8), *u = (double *)calloc((size_t)ff, 8);
+    double *sc = (double *)calloc((size_t)R->n_ctx, 8);
+    double *emb = ref_deq(m->tok_embd);
+    int64_t l, i, h, t, j;
+    for (i = 0; i < d; i++) x[i] = emb[(int64_t)tok * d + i];
+    free(emb);
+    for (l = 0; l < hp->n_layer; l++) {
+        const q4k_layer *L = &m->layers[l];
+        ref_norm(x, L->attn_norm, xb, d, hp->norm_eps);
+        ref_mv(L->wq, xb, q);
+        ref_mv(L->wk, xb, k);
+        ref_mv(L->wv, xb, v);
+        if (L->bq) {
+            for (i = 0; i < qd; i++) q[i] += ((const float *)L->bq->data)[i];
+            for (i = 0; i < kvd; i++) k[i] += ((const float *)L->bk->data)[i];
+            for (i = 0; i < kvd; i++) v[i] += ((const float *)L->bv->data)[i];
+        }
+        for (h = 0; h < hp->n_head; h++) ref_rope(q + h * hd, R->pos, m);
+        for (h = 0; h < hp->n_head_kv; h++) ref_rope(k + h * hd, R->pos, m);
+        memcpy(R->kc + (l * R->n_ctx + R->pos) * kvd, k, (size_t)kvd * 8);
+        memcpy(R->vc + (l * R->n_ctx + R->pos) * kvd, v, (size_t)kvd * 8);
+        for (h = 0; h < hp->n_head; h++) {
+            int64_t kvh = h / (hp->n_head / hp->n_head_kv);
+            double mx = -1e300, sum = 0, pmax = 0;
+            for (t = 0; t <= R->pos; t++) {
+                const double *kk = R->kc + (l * R->n_ctx + t) * kvd + kvh * hd;
+                double s = 0;
+                for (j = 0; j < hd; j++) s += q[h * hd + j] * kk[j];
+                sc[t] = s / sqrt((double)hd);
+                if (sc[t] > mx) mx = sc[t];
+            }
+            for (t = 0; t <= R->pos; t++) sum += (sc[t] = exp(sc[t] - mx));
+            for (j = 0; j < hd; j++) att[h * hd + j] = 0;
+            for (t = 0; t <= R->pos; t++) {
+                const double *vv = R->vc + (l * R->n_ctx + t) * kvd + kvh * hd;
+                if (sc[t] / sum > pmax) pmax = sc[t] / sum;
+                for (j = 0; j < hd; j++) att[h * hd + j] += sc[t] / sum * vv[j];
+            }
+            if (R->pos > 0) {
+                R->max_attn_prob_sum += pmax;
+                R->uniform_sum += 1.0 / (double)(R->pos + 1);
+                R->n_attn++;
+            }
+        }
+        ref_mv(L->wo, att, tmp);
+        for (i = 0; i < d; i++) x[i] += tmp[i];
+        ref_norm(x, L->ffn_norm, xb, d, hp->norm_eps);
+        ref_mv(L->w_gate, xb, g);
+        ref_mv(L->w_up, xb, u);
+        for (i = 0; i < ff; i++) g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+        ref_mv(L->w_down, g, tmp);
+        for (i = 0; i < d; i++) x[i] += tmp[i];
+    }
+    ref_norm(x, m->output_norm, xb, d, hp->norm_eps);
+    ref_mv(m->output, xb, logits);
+    R->pos++;
+    free(x); free(xb); free(tmp); free(q); free(k); free(v); free(att); free(g); free(u); free(sc);
+}
+
+static void ref_init(ref_model *R, const q4k_model *m, int64_t n_ctx) {
+    int64_t kvd = m->hp.n_head_kv * m->hp.head_dim;
+    memset(R, 0, sizeof *R);
+    R->m = m;
+    R->n_ctx = n_ctx;
+    R->kc = (double *)calloc((size_t)(m->hp.n_layer * n_ctx * kvd), 8);
+    R->vc = (double *)calloc((size_t)(m->hp.n_layer * n_ctx * kvd), 8);
+}
+static void ref_free(ref_model *R) { free(R->kc); free(R->vc); }
+
+static double cosine(const float *a, const double *b, int64_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) { ab += a[i] * b[i]; aa += (double)a[i] * a[i]; bb += b[i] * b[i]; }
+    return ab / sqrt(aa * bb + 1e-300);
+}
+
+static const char *tmp_path(const char *name) {
+    static char buf[8][256];
+    static int k;
+    const char *dir = getenv("TMPDIR");
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/q4k_test_model_%d_%s", dir ? dir : "/tmp", (int)getpid(), name);
+    return buf[k];
+}
+
+/* Our forward pass (float activations, and 8-bit activations) against float64,
+   for the prompt and 8 greedy steps steered by the reference. */
+static void check_against_ref(const tm_cfg *c, const char *label, double min_cos_f32, double min_cos_q8) {
+    const char *path = tmp_path(label);
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
+    q4k_session *s32 = NULL, *s8 = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    ref_model R;
+    int32_t prompt[5] = {1, 5, 9, 2, 7}, tok;
+    int64_t i, step, nv;
+    float *lg32, *lg8;
+    double *lref, worst32 = 1, worst8 = 1;
+    if (!tm_write(c, path, NULL, NULL, NULL)) { T_CHECK(0, "cannot write %s", path); return; }
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_OK, "load: %s", err.msg);
+    if (!m) return;
+    T_CHECK(q4k_cpu_backend_create(NULL, &b, &err) == Q4K_OK, "backend: %s", err.msg);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 32;
+    sd.trace_layer = -1;
+    sd.act = Q4K_ACT_F32;
+    T_CHECK(q4k_session_create(b, m, &sd, &s32, &err) == Q4K_OK, "session: %s", err.msg);
+    sd.act = Q4K_ACT_Q8;
+    T_CHECK(q4k_session_create(b, m, &sd, &s8, &err) == Q4K_OK, "session: %s", err.msg);
+    nv = m->hp.n_vocab;
+    lg32 = (float *)malloc((size_t)nv * 4);
+    lg8 = (float *)malloc((size_t)nv * 4);
+    lref = (double *)malloc((size_t)nv * 8);
+    ref_init(&R, m, 32);
+    for (i = 0; i < 5; i++) ref_token(&R, prompt[i], lref);
+    T_CHECK(q4k_session_eval(s32, prompt, 5, 0, lg32, &err) == Q4K_OK, "eval: %s", err.msg);
+    T_CHECK(q4k_session_eval(s8, prompt, 5, 0, lg8, &err) == Q4K_OK, "eval: %s", err.msg);
+    for (step = 0; step < 9; step++) {
+        double c32 = cosine(lg32, lref, nv), c8 = cosine(lg8, lref, nv);
+        if (c32 < worst32) worst32 = c32;
+        if (c8 < worst8) worst8 = c8;
+        if (step == 8) break;
+        {
+            int64_t best = 0;
+            for (i = 1; i < nv; i++) if (lref[i] > lref[best]) best = i;
+            tok = (int32_t)best;
+        }
+        ref_token(&R, tok, lref);
+        q4k_session_eval(s32, &tok, 1, 0, lg32, &err);
+        q4k_session_eval(s8, &tok, 1, 0, lg8, &err);
+    }
+    printf("  %s: worst cosine vs float64 over prompt + 8 steps: f32 activations %.9f, q8 activations %.7f\n",
+           label, worst32, worst8);
+    T_CHECK(worst32 >= min_cos_f32, "%s: f32-activation cosine %.9f < %.9f", label, worst32, min_cos_f32);
+    T_CHECK(worst8 >= min_cos_q8, "%s: q8-activation cosine %.7f < %.7f", label, worst8, min_cos_q8);
+    ref_free(&R);
+    free(lg32); free(lg8); free(lref);
+    q4k_session_free(s32);
+    q4k_session_free(s8);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    remove(path);
+}
+
+static tm_cfg base_cfg(q4k_arch arch) {
+    tm_cfg c;
+    memset(&c, 0, sizeof c);
+    c.arch = arch;
+    c.n_embd = 64;
+    c.n_head = 4;
+    c.n_head_kv = 2;
+    c.n_ff = 96;
+    c.n_vocab = 50;
+    c.n_layer = 2;
+    c.wtype = Q4K_TYPE_F32;
+    c.seed = 1;
+    return c;
+}
+
+static void test_forward_qwen2_f32(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    check_against_ref(&c, "qwen2_f32", 0.999999, 0.999);
+}
+
+static void test_forward_llama_f32_rope_freqs(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_LLAMA);
+    c.rope_freqs = 1;
+    c.n_head_kv = 1;
+    c.tied = 1;
+    check_against_ref(&c, "llama_f32", 0.999999, 0.999);
+}
+
+static void test_forward_quantized_types(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    q4k_type types[] = {Q4K_TYPE_Q8_0, Q4K_TYPE_Q4_0, Q4K_TYPE_Q5_0, Q4K_TYPE_F16, Q4K_TYPE_BF16};
+    size_t i;
+    for (i = 0; i < sizeof types / sizeof types[0]; i++) {
+        char label[32];
+        c.wtype = types[i];
+        c.seed = 10 + i;
+        snprintf(label, sizeof label, "qwen2_%s", q4k_type_name(types[i]));
+        /* weights are exact on both sides (dequantized the same way): only activations differ */
+        check_against_ref(&c, label, 0.999999, 0.999);
+    }
+    c.wtype = Q4K_TYPE_Q4_K;
+    c.n_embd = 256;
+    c.n_ff = 512;
+    c.n_head = 4;
+    check_against_ref(&c, "qwen2_Q4_K", 0.999999, 0.999);
+    c.wtype = Q4K_TYPE_Q6_K;
+    check_against_ref(&c, "qwen2_Q6_K", 0.999999, 0.999);
+    c.wtype = Q4K_TYPE_Q5_K;
+    check_against_ref(&c, "qwen2_Q5_K", 0.999999, 0.999);
+}
+
+/* batch prefill == one token at a time; threads do not change a bit */
+static void test_prefill_decode_threads(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    const char *path = tmp_path("threads");
+    q4k_model *m = NULL;
+    q4k_backend *b1 = NULL, *b3 = NULL;
+    q4k_cpu_backend_desc bd;
+    q4k_session *sa = NULL, *sb = NULL, *sc = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    int32_t toks[70];
+    int64_t i, nv;
+    float *la, *lb, *lc, *all;
+    c.wtype = Q4K_TYPE_Q8_0;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "write"); return; }
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_OK, "load: %s", err.msg);
+    if (!m) return;
+    memset(&bd, 0, sizeof bd);
+    bd.n_threads = 1;
+    q4k_cpu_backend_create(&bd, &b1, &err);
+    bd.n_threads = 3;
+    q4k_cpu_backend_create(&bd, &b3, &err);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 80;
+    sd.trace_layer = -1;
+    q4k_session_create(b1, m, &sd, &sa, &err);
+    q4k_session_create(b3, m, &sd, &sb, &err);
+    q4k_session_create(b1, m, &sd, &sc, &err);
+    nv = m->hp.n_vocab;
+    la = (float *)malloc((size_t)nv * 4);
+    lb = (float *)malloc((size_t)nv * 4);
+    lc = (float *)malloc((size_t)nv * 4);
+    all = (float *)malloc((size_t)(70 * nv) * 4);
+    for (i = 0; i < 70; i++) toks[i] = (int32_t)((i * 7 + 3) % nv);
+    /* 70 tokens: more than one prefill batch */
+    T_CHECK(q4k_session_eval(sa, toks, 70, Q4K_EVAL_ALL_LOGITS, all, &err) == Q4K_OK, "eval: %s", err.msg);
+    T_CHECK(q4k_session_eval(sb, toks, 70, 0, lb, &err) == Q4K_OK, "eval: %s", err.msg);
+    T_CHECK(!memcmp(all + 69 * nv, lb, (size_t)nv * 4), "1 thread and 3 threads differ");
+    for (i = 0; i < 70; i++) {
+        q4k_session_eval(sc, &toks[i], 1, 0, lc, &err);
+        if (i == 0 || i == 35 || i == 69) {
+            double ab = 0, aa = 0, bb = 0;
+            int64_t j;
+            for (j = 0; j < nv; j++) { ab += all[i * nv + j] * lc[j]; aa += all[i * nv + j] * all[i * nv + j]; bb += lc[j] * lc[j]; }
+            T_CHECK(ab / sqrt(aa * bb) > 0.99999, "token-by-token differs from batch at %d: cos %.8f", (int)i, ab / sqrt(aa * bb));
+        }
+    }
+    T_CHECK(q4k_session_pos(sc) == 70, "pos %lld", (long long)q4k_session_pos(sc));
+    /* rewind and redo the last token: same logits */
+    T_CHECK(q4k_session_rewind(sc, 69) == Q4K_OK, "rewind");
+    q4k_session_eval(sc, &toks[69], 1, 0, la, &err);
+    T_CHECK(!memcmp(la, lc, (size_t)nv * 4), "rewind + re-eval gives other logits");
+    T_CHECK(q4k_session_rewind(sc, 71) == Q4K_ERR_INVALID_ARG, "rewind past the end accepted");
+    /* the context is full at 80 */
+    T_CHECK(q4k_session_eval(sc, toks, 11, 0, la, &err) == Q4K_ERR_CONTEXT_FULL, "context overflow accepted");
+    T_CHECK(strstr(err.msg, "context is full") != NULL, "message: %s", err.msg);
+    T_CHECK(q4k_session_pos(sc) == 70, "failed eval moved pos");
+    toks[0] = (int32_t)nv;
+    T_CHECK(q4k_session_eval(sc, toks, 1, 0, la, &err) == Q4K_ERR_INVALID_ARG, "token id out of range accepted");
+    free(la); free(lb); free(lc); free(all);
+    q4k_session_free(sa); q4k_session_free(sb); q4k_session_free(sc);
+    q4k_backend_destroy(b1); q4k_backend_destroy(b3);
+    q4k_model_free(m);
+    remove(path);
+}
+
+static void test_trace(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    const char *path = tmp_path("trace");
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
+    q4k_session *s = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    int32_t toks[3] = {4, 8, 15};
+    int64_t len = 0, i;
+    const float *resid, *down, *layer1, *attn_resid;
+    float *lg;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "write"); return; }
+    q4k_model_load(path, NULL, &m, &err);
+    if (!m) { T_CHECK(0, "load: %s", err.msg); return; }
+    q4k_cpu_backend_create(NULL, &b, &err);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 8;
+    sd.trace = 1;
+    sd.trace_layer = 1;
+    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_OK, "session: %s", err.msg);
+    lg = (float *)malloc((size_t)m->hp.n_vocab * 4);
+    q4k_session_eval(s, toks, 3, 0, lg, &err);
+    layer1 = q4k_session_trace_layer(s, 1);
+    resid = q4k_session_trace_op(s, Q4K_OP_RESID_FFN, &len);
+    attn_resid = q4k_session_trace_op(s, Q4K_OP_RESID_ATTN, NULL);
+    down = q4k_session_trace_op(s, Q4K_OP_DOWN, NULL);
+    T_CHECK(layer1 && resid && down && attn_resid, "trace missing");
+    T_CHECK(len == m->hp.n_embd, "op length %lld", (long long)len);
+    if (layer1 && resid && down && attn_resid) {
+        T_CHECK(!memcmp(layer1, resid, (size_t)len * 4), "layer trace != last op of the traced layer");
+        for (i = 0; i < len; i++)
+            if (attn_resid[i] + down[i] != resid[i]) break;
+        T_CHECK(i == len, "resid_ffn != resid_attn + down at %lld", (long long)i);
+    }
+    T_CHECK(q4k_session_trace_layer(s, 2) == NULL, "trace of a layer that does not exist");
+    sd.trace_layer = 5;
+    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_ERR_INVALID_ARG, "trace_layer out of range accepted");
+    free(lg);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    remove(path);
+}
+
+static void expect_load_error(const tm_cfg *c, const char *skip, const char *extra, const char *scaling,
+                              q4k_result want, const char *needle) {
+    const char *path = tmp_path("bad");
+    q4k_model *m = NULL;
+    q4k_error err;
+    q4k_result r;
+    memset(&err, 0, sizeof err);
+    if (!tm_write(c, path, skip, extra, scaling)) { T_CHECK(0, "write"); return; }
+    r = q4k_model_load(path, NULL, &m, &err);
+    T_CHECK(r == want, "load of a model without '%s' / with '%s': %s, expected %s (%s)", skip ? skip : "-",
+            extra ? extra : "-", q4k_result_name(r), q4k_result_name(want), err.msg);
+    T_CHECK(strstr(err.msg, needle) != NULL, "message '%s' does not name '%s'", err.msg, needle);
+    q4k_model_free(m);
+    remove(path);
+}
+
+static void test_model_validation(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    expect_load_error(&c, "blk.1.attn_k.weight", NULL, NULL, Q4K_ERR_BAD_MODEL, "blk.1.attn_k.weight");
+    expect_load_error(&c, "blk.0.attn_q.bias", NULL, NULL, Q4K_ERR_BAD_MODEL, "blk.0.attn_q.bias");
+    expect_load_error(&c, "output_norm.weight", NULL, NULL, Q4K_ERR_BAD_MODEL, "output_norm.weight");
+    expect_load_error(&c, NULL, "blk.0.attn_sinks.weight", NULL, Q4K_ERR_UNSUPPORTED, "blk.0.attn_sinks.weight");
+    expect_load_error(&c, NULL, "blk.7.attn_norm.weight", NULL, Q4K_ERR_UNSUPPORTED, "blk.7.attn_norm.weight");
+    expect_load_error(&c, NULL, NULL, "yarn", Q4K_ERR_UNSUPPORTED, "yarn");
+    c.n_head_kv = 3;
+    expect_load_error(&c, NULL, NULL, NULL, Q4K_ERR_BAD_MODEL, "head_count_kv");
+    c = base_cfg(Q4K_ARCH_LLAMA);
+    /* a llama model with qwen2's biases has an unexpected tensor */
+    expect_load_error(&c, NULL, "blk.0.attn_q.bias", NULL, Q4K_ERR_UNSUPPORTED, "blk.0.attn_q.bias");
+    c.n_rot = 5;
+    expect_load_error(&c, NULL, NULL, NULL, Q4K_ERR_BAD_MODEL, "rope.dimension_count");
+}
+
+static void test_unknown_arch(void) {
+    q4k_gguf_writer *w = q4k_gguf_writer_new(32);
+    const char *path = tmp_path("arch");
+    q4k_model *m = NULL;
+    q4k_error err;
+    q4k_gguf_writer_set_str(w, "general.architecture", "mamba");
+    q4k_gguf_writer_write_file(w, path, &err);
+    q4k_gguf_writer_free(w);
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_ERR_UNSUPPORTED, "unknown arch accepted");
+    T_CHECK(strstr(err.msg, "mamba") != NULL, "message: %s", err.msg);
+    remove(path);
+}
+
+static void test_sampler(void) {
+    float logits[6] = {1.0f, 3.0f, 2.9f, -1.0f, 3.0f, 0.5f};
+    q4k_sampler_params p = q4k_sampler_defaults();
+    q4k_sampler *s;
+    int counts[6] = {0}, i;
+    T_CHECK(p.temp == 0.8f && p.top_k == 40 && p.top_p == 0.95f && p.min_p == 0.05f, "defaults differ from llama.cpp's");
+    p.temp = 0;
+    s = q4k_sampler_create(&p, 6);
+    T_CHECK(q4k_sampler_sample(s, logits) == 1, "greedy picks the lowest id among equal maxima");
+    q4k_sampler_free(s);
+    /* top-k 2: only ids 1 and 4 can come out */
+    p = q4k_sampler_defaults();
+    p.top_k = 2;
+    p.seed = 7;
+    s = q4k_sampler_create(&p, 6);
+    for (i = 0; i < 2000; i++) counts[q4k_sampler_sample(s, logits)]++;
+    T_CHECK(counts[0] + counts[2] + counts[3] + counts[5] == 0, "top-k 2 let others through");
+    T_CHECK(counts[1] > 800 && counts[4] > 800, "equal logits should split evenly: %d %d", counts[1], counts[4]);
+    q4k_sampler_free(s);
+    /* min-p 0.5: keeps logits within log(2) of the max: ids 1, 4, 2 */
+    memset(counts, 0, sizeof counts);
+    p = q4k_sampler_defaults();
+    p.min_p = 0.5f;
+    p.top_p = 1.0f;
+    p.seed = 3;
+    s = q4k_sampler_create(&p, 6);
+    for (i = 0; i < 3000; i++) counts[q4k_sampler_sample(s, logits)]++;
+    T_CHECK(counts[0] + counts[3] + counts[5] == 0 && counts[2] > 300, "min-p: %d %d %d %d %d %d", counts[0], counts[1],
+            counts[2], counts[3], counts[4], counts[5]);
+    q4k_sampler_free(s);
+    /* same seed, same sequence; temperature 1 frequencies follow softmax */
+    {
+        q4k_sampler *a, *b2;
+        int same = 1;
+        p = q4k_sampler_defaults();
+        p.seed = 99;
+        a = q4k_sampler_create(&p, 6);
+        b2 = q4k_sampler_create(&p, 6);
+        for (i = 0; i < 100; i++) same &= q4k_sampler_sample(a, logits) == q4k_sampler_sample(b2, logits);
+        T_CHECK(same, "same seed gave different samples");
+        q4k_sampler_free(a);
+        q4k_sampler_free(b2);
+    }
+    {
+        double e1 = exp(3.0), e2 = exp(2.9), want;
+        memset(counts, 0, sizeof counts);
+        p = q4k_sampler_defaults();
+        p.temp = 1.0f; p.top_k = 0; p.top_p = 1.0f; p.min_p = 0.0f; p.seed = 5;
+        s = q4k_sampler_create(&p, 6);
+        for (i = 0; i < 20000; i++) counts[q4k_sampler_sample(s, logits)]++;
+        want = e2 / (2 * e1 + e2 + exp(1.0) + exp(-1.0) + exp(0.5));
+        T_CHECK(fabs(counts[2] / 20000.0 - want) < 0.015, "id 2 drawn %.4f of the time, softmax says %.4f", counts[2] / 20000.0, want);
+        q4k_sampler_free(s);
+    }
+}
+
+static void test_chat_templates(void) {
+    q4k_chat_msg msgs[2] = {{"system", "S"}, {"user", "Hi"}};
+    char *t = q4k_chat_format(Q4K_CHAT_CHATML, msgs, 2, 1);
+    T_CHECK(t && !strcmp(t, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
+            "chatml: %s", t ? t : "(null)");
+    q4k_free(t);
+    t = q4k_chat_format(Q4K_CHAT_LLAMA3, msgs + 1, 1, 1);
+    T_CHECK(t && !strcmp(t, "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+            "llama3: %s", t ? t : "(null)");
+    q4k_free(t);
+}
+
+static void test_rope_angles(void) {
+    float c, s;
+    q4k_rope_cos_sin(3, 2, 8, 10000.0, 1.0, &c, &s);
+    T_CHECK(c == (float)cos(3.0 * pow(10000.0, -0.5)) && s == (float)sin(3.0 * pow(10000.0, -0.5)), "rope angle");
+    q4k_rope_cos_sin(3, 2, 8, 10000.0, 4.0, &c, &s);
+    T_CHECK(c == (float)cos(0.75 * pow(10000.0, -0.5)), "rope frequency factor");
+}
+
+int main(void) {
+    T_RUN(test_rope_angles);
+    T_RUN(test_chat_templates);
+    T_RUN(test_sampler);
+    T_RUN(test_forward_qwen2_f32);
+    T_RUN(test_forward_llama_f32_rope_freqs);
+    T_RUN(test_forward_quantized_types);
+    T_RUN(test_prefill_decode_threads);
+    T_RUN(test_trace);
+    T_RUN(test_model_validation);
+    T_RUN(test_unknown_arch);
+    T_EXIT();
+}
