@@ -680,6 +680,203 @@ Q4K_API uint16_t q4k_fp32_to_bf16(float f) {
 /* <<core */
 
 /* >>formats */
+
+/* Block formats. Each dequantizer is the scalar spec of its type: it gives
+   bit for bit the floats of ggml's reference dequantizers (and of the gguf
+   Python package, which mirrors them), so every faster kernel is held to it.
+   The operation order matters for that: the k-quants form d*sc and dmin*m
+   as floats first, then y = (d*sc)*q - dmin*m; Q6_K forms (d*sc)*q.
+
+   A fused multiply-add would round once where ggml rounds twice, so the
+   formats code asks the compiler not to contract a*b+c (clang honours the
+   STDC pragma; gcc contracts in GNU mode when the target has FMA, so it
+   gets its own switch there). Blocks are copied out with memcpy: rows may
+   sit at any address in a mapped file. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && defined(__FP_FAST_FMAF)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#define Q4K__GCC_FP_OPTIONS_PUSHED 1
+#endif
+
+static void q4k__dequantize_q4_0(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q4_0), y += Q4K_QK) {
+        q4k_block_q4_0 b;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        for (j = 0; j < Q4K_QK / 2; j++) {
+            y[j] = (float)((b.qs[j] & 0xF) - 8) * d;
+            y[j + Q4K_QK / 2] = (float)((b.qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void q4k__dequantize_q5_0(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q5_0), y += Q4K_QK) {
+        q4k_block_q5_0 b;
+        uint32_t qh;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        qh = (uint32_t)b.qh[0] | (uint32_t)b.qh[1] << 8 | (uint32_t)b.qh[2] << 16 | (uint32_t)b.qh[3] << 24;
+        for (j = 0; j < Q4K_QK / 2; j++) {
+            int lo = (b.qs[j] & 0xF) | (int)((qh >> j) & 1) << 4;
+            int hi = (b.qs[j] >> 4) | (int)((qh >> (j + Q4K_QK / 2)) & 1) << 4;
+            y[j] = (float)(lo - 16) * d;
+            y[j + Q4K_QK / 2] = (float)(hi - 16) * d;
+        }
+    }
+}
+
+static void q4k__dequantize_q8_0(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q8_0), y += Q4K_QK) {
+        q4k_block_q8_0 b;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        for (j = 0; j < Q4K_QK; j++) y[j] = (float)b.qs[j] * d;
+    }
+}
+
+/* The 12 scale bytes of Q4_K/Q5_K hold 8 six-bit scales and 8 six-bit mins:
+   bytes 0-3 scales 0-3 (low 6 bits), bytes 4-7 mins 0-3 (low 6 bits),
+   bytes 8-11 the low 4 bits of scales 4-7 (low nibble) and mins 4-7 (high
+   nibble), whose top 2 bits sit in the spare top bits of bytes 0-3 / 4-7. */
+static void q4k__scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Q4_K and Q5_K: 8 sub-blocks of 32. Sub-blocks 2k and 2k+1 share the 32
+   bytes qs[32k..32k+31]: low nibbles for 2k, high nibbles for 2k+1. Q5_K's
+   fifth bit of value e is bit e/32 of qh[e%32]. */
+static void q4k__dequantize_q4_K(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int s, l;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q4_K)) {
+        q4k_block_q4_K b;
+        float d, dmin;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        dmin = q4k_fp16_to_fp32(b.dmin);
+        for (s = 0; s < 8; s++, y += 32) {
+            const uint8_t *q = b.qs + 32 * (s / 2);
+            int shift = 4 * (s & 1), sc, m;
+            float d1, m1;
+            q4k__scale_min_k4(s, b.scales, &sc, &m);
+            d1 = d * (float)sc;
+            m1 = dmin * (float)m;
+            for (l = 0; l < 32; l++) y[l] = d1 * (float)((q[l] >> shift) & 0xF) - m1;
+        }
+    }
+}
+
+static void q4k__dequantize_q5_K(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int s, l;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q5_K)) {
+        q4k_block_q5_K b;
+        float d, dmin;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        dmin = q4k_fp16_to_fp32(b.dmin);
+        for (s = 0; s < 8; s++, y += 32) {
+            const uint8_t *q = b.qs + 32 * (s / 2);
+            int shift = 4 * (s & 1), sc, m;
+            float d1, m1;
+            q4k__scale_min_k4(s, b.scales, &sc, &m);
+            d1 = d * (float)sc;
+            m1 = dmin * (float)m;
+            for (l = 0; l < 32; l++) {
+                int v = ((q[l] >> shift) & 0xF) | ((b.qh[l] >> s) & 1) << 4;
+                y[l] = d1 * (float)v - m1;
+            }
+        }
+    }
+}
+
+/* Q6_K: 16 sub-blocks of 16 with signed 8-bit scales. Each half of 128
+   values uses 64 bytes of ql and 32 of qh: value h*128 + 32*g + l (g = 0..3,
+   l = 0..31) takes the low (g < 2) or high (g >= 2) nibble of
+   ql[64h + l + 32*(g&1)] and bits 2g..2g+1 of qh[32h + l]. */
+static void q4k__dequantize_q6_K(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int h, g, l;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q6_K)) {
+        q4k_block_q6_K b;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        for (h = 0; h < 2; h++) {
+            for (g = 0; g < 4; g++, y += 32) {
+                const uint8_t *ql = b.ql + 64 * h + 32 * (g & 1);
+                const uint8_t *qh = b.qh + 32 * h;
+                int shift = 4 * (g >> 1);
+                for (l = 0; l < 32; l++) {
+                    int q = (((ql[l] >> shift) & 0xF) | ((qh[l] >> (2 * g)) & 3) << 4) - 32;
+                    float ds = d * (float)b.scales[8 * h + 2 * g + l / 16];
+                    y[l] = ds * (float)q;
+                }
+            }
+        }
+    }
+}
+
+Q4K_API q4k_result q4k_dequantize_row(q4k_type type, const void *src, float *dst, int64_t n) {
+    const uint8_t *s = (const uint8_t *)src;
+    q4k_type_info t;
+    int64_t i;
+    switch (type) {
+    case Q4K_TYPE_F32: case Q4K_TYPE_F16: case Q4K_TYPE_BF16: case Q4K_TYPE_Q4_0: case Q4K_TYPE_Q5_0:
+    case Q4K_TYPE_Q8_0: case Q4K_TYPE_Q4_K: case Q4K_TYPE_Q5_K: case Q4K_TYPE_Q6_K:
+        break;
+    default:
+        return Q4K_ERR_UNSUPPORTED_TYPE;
+    }
+    t = q4k_type_traits((int)type);
+    if (n < 0 || n % t.block_size) return Q4K_ERR_INVALID_ARG;
+    if (n == 0) return Q4K_OK;
+    if (!src || !dst) return Q4K_ERR_INVALID_ARG;
+    switch (type) {
+    case Q4K_TYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case Q4K_TYPE_F16:
+        for (i = 0; i < n; i++) dst[i] = q4k_fp16_to_fp32((uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
+        break;
+    case Q4K_TYPE_BF16:
+        for (i = 0; i < n; i++) dst[i] = q4k_bf16_to_fp32((uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
+        break;
+    case Q4K_TYPE_Q4_0: q4k__dequantize_q4_0(s, dst, n / Q4K_QK); break;
+    case Q4K_TYPE_Q5_0: q4k__dequantize_q5_0(s, dst, n / Q4K_QK); break;
+    case Q4K_TYPE_Q8_0: q4k__dequantize_q8_0(s, dst, n / Q4K_QK); break;
+    case Q4K_TYPE_Q4_K: q4k__dequantize_q4_K(s, dst, n / Q4K_QK_K); break;
+    case Q4K_TYPE_Q5_K: q4k__dequantize_q5_K(s, dst, n / Q4K_QK_K); break;
+    case Q4K_TYPE_Q6_K: q4k__dequantize_q6_K(s, dst, n / Q4K_QK_K); break;
+    default: break;
+    }
+    return Q4K_OK;
+}
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#elif defined(Q4K__GCC_FP_OPTIONS_PUSHED)
+#pragma GCC pop_options
+#undef Q4K__GCC_FP_OPTIONS_PUSHED
+#endif
 /* <<formats */
 
 /* >>gguf */
