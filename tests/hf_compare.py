@@ -74,7 +74,7 @@ def export(model, arch, d, rope_freqs=None):
                  ("attention.head_count", cfg.num_attention_heads),
                  ("attention.head_count_kv", cfg.num_key_value_heads)]:
         lines.append(f"kv {arch}.{k} u32 {v}")
-    lines.append(f"kv {arch}.rope.freq_base f32 {cfg.rope_theta}")
+    lines.append(f"kv {arch}.rope.freq_base f32 {rope_base(model)}")
     lines.append(f"kv {arch}.attention.layer_norm_rms_epsilon f32 {cfg.rms_norm_eps}")
     tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     tensor("output_norm.weight", sd["model.norm.weight"])
@@ -105,6 +105,29 @@ def export(model, arch, d, rope_freqs=None):
     with open(man, "w") as f:
         f.write("\n".join(lines) + "\n")
     return man
+
+
+def rope_base(model):
+    # read the base back from the model's own frequencies: config field names
+    # moved between transformers versions (rope_theta, rope_parameters)
+    inv = model.model.rotary_emb.original_inv_freq if hasattr(model.model.rotary_emb, "original_inv_freq") \
+        else model.model.rotary_emb.inv_freq
+    inv = inv.detach().to(torch.float64).numpy()
+    hd = 2 * len(inv)
+    return float(round(inv[1] ** (-hd / 2.0)))
+
+
+def make_config(cls, rope_theta, rope_scaling=None, **kw):
+    params = {"rope_type": "default", "rope_theta": rope_theta}
+    if rope_scaling:
+        params = {**rope_scaling, "rope_theta": rope_theta}
+    try:
+        cfg = cls(rope_parameters=params, **kw)
+        if getattr(cfg, "rope_parameters", None) is None:
+            raise TypeError
+    except TypeError:
+        cfg = cls(rope_theta=rope_theta, rope_scaling=rope_scaling, **kw)
+    return cfg
 
 
 def hf_greedy(model, prompt, steps):
@@ -155,24 +178,23 @@ def main():
     torch.manual_seed(0)
     results = []
     bounds = [("f32", "f32", 0.9999), ("f32", "q8", 0.999), ("q8_0", "f32", 0.999), ("q8_0", "q8", 0.999)]
-    qcfg = transformers.Qwen2Config(vocab_size=320, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                                    num_attention_heads=8, num_key_value_heads=2, rope_theta=1000000.0,
-                                    rms_norm_eps=1e-6, max_position_embeddings=512, tie_word_embeddings=False,
-                                    use_sliding_window=False)
+    qkw = dict(vocab_size=320, hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=8,
+               num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=512, use_sliding_window=False)
+    qcfg = make_config(transformers.Qwen2Config, 1000000.0, tie_word_embeddings=False, **qkw)
     results.append(case("qwen2", transformers.Qwen2ForCausalLM(qcfg), "qwen2", bounds, seed=1))
-    qcfg.tie_word_embeddings = True
+    qcfg = make_config(transformers.Qwen2Config, 1000000.0, tie_word_embeddings=True, **qkw)
     results.append(case("qwen2_tied", transformers.Qwen2ForCausalLM(qcfg), "qwen2", bounds[:1], seed=2))
-    lcfg = transformers.LlamaConfig(vocab_size=300, hidden_size=128, intermediate_size=320, num_hidden_layers=3,
-                                    num_attention_heads=4, num_key_value_heads=1, rope_theta=500000.0,
-                                    rms_norm_eps=1e-5, max_position_embeddings=512, tie_word_embeddings=False)
+    lkw = dict(vocab_size=300, hidden_size=128, intermediate_size=320, num_hidden_layers=3, num_attention_heads=4,
+               num_key_value_heads=1, rms_norm_eps=1e-5, max_position_embeddings=512, tie_word_embeddings=False)
+    lcfg = make_config(transformers.LlamaConfig, 500000.0, **lkw)
     results.append(case("llama", transformers.LlamaForCausalLM(lcfg), "llama", bounds, seed=3))
     # Llama 3.1 rope scaling: q4k takes the frequency factors GGUF stores in rope_freqs.weight
-    lcfg31 = transformers.LlamaConfig(**{**lcfg.to_dict(), "rope_scaling": {
+    lcfg31 = make_config(transformers.LlamaConfig, 500000.0, rope_scaling={
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 64}})
+        "original_max_position_embeddings": 64}, **lkw)
     m31 = transformers.LlamaForCausalLM(lcfg31)
     hd = lcfg31.hidden_size // lcfg31.num_attention_heads
-    base = 1.0 / (lcfg31.rope_theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    base = 1.0 / (500000.0 ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
     scaled = m31.model.rotary_emb.inv_freq.detach().to(torch.float64).numpy()
     factors = base / scaled
     print(f"llama3.1 rope factors: min {factors.min():.3f} max {factors.max():.3f}")

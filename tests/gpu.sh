@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine (see the device tool): builds everything there,
+# runs the C tests (its CPU has AVX-512, which the CI machine lacks) and the
+# transformers oracle, and leaves logs under $OUT (or build/gpu-logs).
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-build/gpu-logs}; mkdir -p "$out"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+  echo "commit: $commit$(git diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
+  echo "date: $(date -u +%FT%TZ)"; uname -a; nproc
+  grep -m1 'model name' /proc/cpuinfo; grep -o 'avx512[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+} > "$out/machine.txt"
+cat "$out/machine.txt"
+make -j16 q4k build/tool_hf $(ls tests/test_*.c | sed 's|tests/\(.*\)\.c|build/\1|') > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+./q4k --version | tee "$out/version.txt"
+rc=0
+for t in build/test_*; do
+  echo "== $t"
+  "$t" > "$out/$(basename $t).log" 2>&1 || rc=1
+  grep -E '^(ok|FAIL|skip)' "$out/$(basename $t).log" | grep -v '^ok' ; grep -c '^ok' "$out/$(basename $t).log"
+done
+echo "== transformers oracle"
+PYTHONUNBUFFERED=1 python3 tests/hf_compare.py 2>&1 | tee "$out/hf_compare.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+exit $rc
