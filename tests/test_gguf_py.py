@@ -133,6 +133,74 @@ def check_file(path, align):
         assert np.asarray(t.data).tobytes() == expected_bytes(i, nbytes), f"{name}: data differs"
 
 
+def python_written_reads_in_q4k(path, align):
+    """The other direction: gguf.GGUFWriter writes, `q4k info --json` reads."""
+    import json
+    from gguf import GGUFWriter
+    rng = np.random.default_rng(align)
+    w = GGUFWriter(path, "qwen2")
+    if align != 32:
+        w.add_custom_alignment(align)
+    kv = [  # key, type, value, element type for arrays
+        ("p.u8", VT.UINT8, 7, None), ("p.i8", VT.INT8, -7, None), ("p.u16", VT.UINT16, 65535, None),
+        ("p.i16", VT.INT16, -32768, None), ("p.u32", VT.UINT32, 4294967295, None),
+        ("p.i32", VT.INT32, -2147483648, None), ("p.f32", VT.FLOAT32, 1e-6, None), ("p.bool", VT.BOOL, False, None),
+        ("p.u64", VT.UINT64, 18446744073709551615, None), ("p.i64", VT.INT64, -9223372036854775808, None),
+        ("p.f64", VT.FLOAT64, 0.1, None), ("p.str", VT.STRING, "Gr\u00fc\u00dfe \U0001f600\t\"x\"", None),
+        ("p.arr_u16", VT.ARRAY, [1, 65535], VT.UINT16), ("p.arr_f32", VT.ARRAY, [0.25, -2.0], VT.FLOAT32),
+        ("p.arr_bool", VT.ARRAY, [False, True], VT.BOOL), ("p.arr_i64", VT.ARRAY, [-1, 2], VT.INT64),
+        ("p.tokens", VT.ARRAY, [f"t{i}" for i in range(1000)], VT.STRING),
+        ("p.nested", VT.ARRAY, [[1, 2], [3]], None),
+    ]
+    for k, vt, v, sub in kv:
+        w.add_key_value(k, v, vt, sub_type=sub)
+    wrote = {}
+    for qt, (bs, ts) in BLOCK.items():
+        shape = [bs * 2 if bs > 1 else 24, 3]  # ne order
+        raw = rng.integers(0, 256, size=shape[1] * (shape[0] // bs) * ts, dtype=np.uint8)
+        name = f"py.{qt.name.lower()}"
+        if qt == QT.F32:
+            w.add_tensor(name, raw.view(np.float32).reshape(shape[1], shape[0]))
+        elif qt == QT.F16:
+            w.add_tensor(name, raw.view(np.float16).reshape(shape[1], shape[0]))
+        else:
+            w.add_tensor(name, raw.reshape(shape[1], -1), raw_dtype=qt)
+        wrote[name] = (qt, shape, raw.tobytes())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    out = subprocess.run(["./q4k", "info", "--json", path], capture_output=True, text=True)
+    assert out.returncode == 0, f"q4k info: rc {out.returncode}: {out.stderr.strip()}"
+    d = json.loads(out.stdout)
+    assert d["alignment"] == align and d["version"] == 3, (d["alignment"], d["version"])
+    meta = {m["key"]: m for m in d["metadata"]}
+    assert meta["general.architecture"]["value"] == "qwen2"
+    for k, vt, v, sub in kv:
+        m = meta[k]
+        assert m["type"] == vt.name, f"{k}: {m['type']} != {vt.name}"
+        if vt != VT.ARRAY:
+            if vt == VT.FLOAT32:  # printed as the shortest text that reads back as the same float32
+                assert np.float32(m["value"]) == np.float32(v), f"{k}: {m['value']!r} != {v!r}"
+            else:
+                assert m["value"] == v and type(m["value"]) is type(v), f"{k}: {m['value']!r} != {v!r}"
+        elif k == "p.nested":
+            assert m["elem_type"] == "ARRAY" and m["count"] == 2, m
+            assert [e["value"] for e in m["value"]] == [[1, 2], [3]] and m["value"][0]["elem_type"] == "INT32", m
+        else:
+            assert m["elem_type"] == sub.name and m["count"] == len(v), m
+            assert m["value"] == v[:8] and m["truncated"] == (len(v) > 8), f"{k}: {m['value']}"
+    blob = open(path, "rb").read()
+    tens = {x["name"]: x for x in d["tensors"]}
+    assert sorted(tens) == sorted(wrote), sorted(tens)
+    for name, (qt, shape, raw) in wrote.items():
+        x = tens[name]
+        assert x["type"] == qt.name and x["type_id"] == int(qt) and x["shape"] == shape, f"{name}: {x}"
+        assert x["bytes"] == len(raw) and x["offset"] % align == 0, f"{name}: {x}"
+        assert blob[x["file_offset"]:x["file_offset"] + x["bytes"]] == raw, f"{name}: bytes at q4k's offset differ"
+
+
 def run():
     if not os.access(TOOL, os.X_OK):
         print(f"FAIL test_gguf_py: {TOOL} missing (make test-bins)")
@@ -145,6 +213,12 @@ def run():
                 subprocess.run(args, check=True)
                 check(f"gguf_py_reads_sample_align{align}{'_streamed' if stream else ''}",
                       lambda: check_file(path, align))
+        if not os.access("./q4k", os.X_OK):
+            print("FAIL gguf_py_written_reads_in_q4k: ./q4k missing (make)")
+            return 1
+        for align in (32, 64):
+            path = os.path.join(d, f"py{align}.gguf")
+            check(f"gguf_py_written_reads_in_q4k_align{align}", lambda: python_written_reads_in_q4k(path, align))
     return 1 if failed else 0
 
 
