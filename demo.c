@@ -84,6 +84,11 @@ static int cmd_info(int argc, char **argv) {
     int json = 0, i;
     q4k_gguf *g;
     q4k_error err;
+    q4k_gguf_desc desc;
+    /* info shows any valid GGUF, also one with types q4k cannot run (the
+       table marks them); run and the model loader refuse those */
+    memset(&desc, 0, sizeof desc);
+    desc.allow_unimplemented = 1;
     for (i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (argv[i][0] == '-' && argv[i][1]) return usage_error("info: unknown flag '%s'", argv[i]);
@@ -91,7 +96,7 @@ static int cmd_info(int argc, char **argv) {
         else return usage_error("info: unexpected argument '%s'", argv[i]);
     }
     if (!path) return usage_error("info: missing FILE%s", "");
-    if (q4k_gguf_open_file(path, NULL, &g, &err) != Q4K_OK) {
+    if (q4k_gguf_open_file(path, &desc, &g, &err) != Q4K_OK) {
         fprintf(stderr, "q4k: %s\n", err.msg);
         return EXIT_ERROR;
     }

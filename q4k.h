@@ -274,6 +274,10 @@ Q4K_API void q4k_quantize_act_q8(const float *x, q4k_block_q8a *out, int64_t n);
 /* ------------------------------------------------------------------------ */
 
 /* >>gguf-api */
+/* GGUF v2/v3, little-endian files only (q4k reads the integers of the header
+   portably, but hands out tensor data and numeric arrays as stored). Every
+   field is validated at open; nothing after a successful open can fail on
+   the file's contents. */
 typedef enum q4k_gguf_type {
     Q4K_GGUF_UINT8 = 0,
     Q4K_GGUF_INT8 = 1,
@@ -291,12 +295,17 @@ typedef enum q4k_gguf_type {
     Q4K_GGUF_TYPE_COUNT = 13
 } q4k_gguf_type;
 
+/* "UINT32", "ARRAY", ...; "unknown" out of range */
+Q4K_API const char *q4k_gguf_type_name(q4k_gguf_type t);
+
 typedef struct q4k_gguf q4k_gguf;
 
 typedef struct q4k_gguf_desc {
     q4k_log_fn log; /* optional */
     void *log_user;
     int no_mmap;    /* read the file into memory instead of mapping it */
+    int allow_unimplemented; /* accept tensors of known types q4k cannot run
+                                (Q3_K, IQ2_XS...): for inspection tools */
 } q4k_gguf_desc;
 
 typedef struct q4k_tensor {
@@ -312,7 +321,8 @@ typedef struct q4k_tensor {
 
 /* Open and validate a GGUF file (mapped) or a buffer (used in place; it must
    outlive the q4k_gguf). desc may be NULL. On failure *out is NULL and err
-   (optional) says what is wrong, where (file offset) and with which value. */
+   (optional) says what is wrong, where (file offset) and with which value;
+   the message starts with the path when there is one, and is one line. */
 Q4K_API q4k_result q4k_gguf_open_file(const char *path, const q4k_gguf_desc *desc, q4k_gguf **out, q4k_error *err);
 Q4K_API q4k_result q4k_gguf_open_memory(const void *data, size_t size, const q4k_gguf_desc *desc, q4k_gguf **out, q4k_error *err);
 Q4K_API void q4k_gguf_close(q4k_gguf *g);
@@ -322,18 +332,19 @@ Q4K_API size_t q4k_gguf_alignment(const q4k_gguf *g);
 Q4K_API size_t q4k_gguf_file_size(const q4k_gguf *g);
 Q4K_API size_t q4k_gguf_data_offset(const q4k_gguf *g);
 
-/* metadata: keys by index */
+/* metadata: keys by index (file order), 0 <= i < key_count */
 Q4K_API int64_t q4k_gguf_key_count(const q4k_gguf *g);
-Q4K_API const char *q4k_gguf_key(const q4k_gguf *g, int64_t i);
-Q4K_API q4k_gguf_type q4k_gguf_key_type(const q4k_gguf *g, int64_t i);
-/* index of a key, -1 when absent */
+Q4K_API const char *q4k_gguf_key(const q4k_gguf *g, int64_t i); /* NULL out of range */
+Q4K_API q4k_gguf_type q4k_gguf_key_type(const q4k_gguf *g, int64_t i); /* TYPE_COUNT out of range */
+/* index of a key, -1 when absent (hash lookup) */
 Q4K_API int64_t q4k_gguf_find_key(const q4k_gguf *g, const char *key);
 
 /* Typed getters: Q4K_ERR_NOT_FOUND when the key is absent,
    Q4K_ERR_TYPE_MISMATCH when its type differs. The integer getters accept
-   any integer type whose value fits the result; get_f32 accepts FLOAT32 and
-   FLOAT64. Strings are not NUL-terminated in the file: get_str returns a
-   NUL-terminated copy owned by the q4k_gguf. */
+   any integer type whose value fits the result (else TYPE_MISMATCH);
+   get_f32 and get_f64 accept FLOAT32 and FLOAT64. Strings are not
+   NUL-terminated in the file: get_str returns a NUL-terminated copy owned by
+   the q4k_gguf (cut at the first NUL byte if the value holds one). */
 Q4K_API q4k_result q4k_gguf_get_u32(const q4k_gguf *g, const char *key, uint32_t *out);
 Q4K_API q4k_result q4k_gguf_get_i32(const q4k_gguf *g, const char *key, int32_t *out);
 Q4K_API q4k_result q4k_gguf_get_u64(const q4k_gguf *g, const char *key, uint64_t *out);
@@ -342,37 +353,82 @@ Q4K_API q4k_result q4k_gguf_get_f32(const q4k_gguf *g, const char *key, float *o
 Q4K_API q4k_result q4k_gguf_get_f64(const q4k_gguf *g, const char *key, double *out);
 Q4K_API q4k_result q4k_gguf_get_bool(const q4k_gguf *g, const char *key, int *out);
 Q4K_API q4k_result q4k_gguf_get_str(const q4k_gguf *g, const char *key, const char **out);
-/* Arrays: element type and count; then elements by index. For numeric
-   arrays, q4k_gguf_get_arr_data gives a pointer to the packed little-endian
-   elements (not aligned). Nested arrays: q4k_gguf_get_arr_type gives ARRAY. */
+/* Arrays: element type and count (elem_type ARRAY for an array of arrays,
+   read those with q4k_gguf_get_value / q4k_gguf_value_elem). For numeric
+   and bool arrays, q4k_gguf_get_arr_data gives a pointer to the packed
+   little-endian elements (not aligned; TYPE_MISMATCH for string and nested
+   arrays). get_arr_str gives element i of a string array in O(1): s points
+   into the file, is not NUL-terminated and has len bytes; an index out of
+   range gives Q4K_ERR_INVALID_ARG. */
 Q4K_API q4k_result q4k_gguf_get_arr(const q4k_gguf *g, const char *key, q4k_gguf_type *elem_type, uint64_t *count);
 Q4K_API q4k_result q4k_gguf_get_arr_data(const q4k_gguf *g, const char *key, const void **data);
 Q4K_API q4k_result q4k_gguf_get_arr_str(const q4k_gguf *g, const char *key, uint64_t i, const char **s, size_t *len);
 
+/* A view of one value, for generic walks (printing, nested arrays). */
+typedef struct q4k_gguf_value {
+    q4k_gguf_type type;
+    q4k_gguf_type elem_type;  /* ARRAY: type of the elements */
+    uint64_t count;           /* ARRAY: elements; STRING: bytes; else 1 */
+    const void *data;         /* scalar: its little-endian bytes; STRING: its
+                                 bytes (no NUL); ARRAY: the encoded elements */
+    uint64_t size;            /* bytes at data */
+    uint64_t file_offset;     /* of data */
+    const uint64_t *str_index; /* internal: element offsets of a string array */
+} q4k_gguf_value;
+Q4K_API q4k_result q4k_gguf_get_value(const q4k_gguf *g, const char *key, q4k_gguf_value *out);
+Q4K_API q4k_result q4k_gguf_key_value(const q4k_gguf *g, int64_t i, q4k_gguf_value *out);
+/* Element i of an array value: O(1) for numeric arrays and top-level string
+   arrays, O(i) inside nested arrays. INVALID_ARG when i >= count,
+   TYPE_MISMATCH when arr is not an array. */
+Q4K_API q4k_result q4k_gguf_value_elem(const q4k_gguf_value *arr, uint64_t i, q4k_gguf_value *out);
+
 /* tensors */
 Q4K_API int64_t q4k_gguf_tensor_count(const q4k_gguf *g);
-Q4K_API const q4k_tensor *q4k_gguf_tensor(const q4k_gguf *g, int64_t i);
-Q4K_API const q4k_tensor *q4k_gguf_find_tensor(const q4k_gguf *g, const char *name);
+Q4K_API const q4k_tensor *q4k_gguf_tensor(const q4k_gguf *g, int64_t i); /* NULL out of range */
+Q4K_API const q4k_tensor *q4k_gguf_find_tensor(const q4k_gguf *g, const char *name); /* NULL when absent */
 
-/* Write a human-readable (or --json) dump of metadata and tensor table. */
+/* Write a human-readable (json = 0) or JSON (json != 0: one object) dump of
+   the metadata and the tensor table. Long arrays show their first elements
+   and their count. */
 Q4K_API void q4k_gguf_print(const q4k_gguf *g, FILE *f, int json);
 
-/* Writer. Keys and tensors are written in the order they were added.
-   Tensor data is given at add time (kept by pointer until written) or
-   streamed after q4k_gguf_writer_begin: then pass data = NULL at add time
-   and call write_tensor once per tensor, in order. */
+/* Writer (GGUF v3). Keys and tensors are written in the order they were
+   added; setting a key again replaces its value in place. Tensor data is
+   given at add time (kept by pointer until written) or streamed after
+   q4k_gguf_writer_begin: then pass data = NULL at add time and call
+   write_tensor once per tensor, in order (write_tensor(w, NULL, err) writes
+   the data given at add time).
+   A failed set/add is remembered: write_file and begin then fail with its
+   message, so a caller may check only their result.
+   Setting "general.alignment" (UINT32, a power of two) changes the
+   alignment; q4k_gguf_writer_new(a) with a != 32 sets that key.
+   Any known tensor type may be written (not only the implemented ones). */
 typedef struct q4k_gguf_writer q4k_gguf_writer;
+/* NULL when out of memory or alignment is not a power of two <= 2^30 */
 Q4K_API q4k_gguf_writer *q4k_gguf_writer_new(uint32_t alignment /* 0: 32 */);
+/* frees; an unfinished streamed file is closed and removed */
 Q4K_API void q4k_gguf_writer_free(q4k_gguf_writer *w);
+/* scalar of any type but ARRAY: value points to the C type of `type`
+   (uint8_t .. double; BOOL: a uint8_t 0 or 1); STRING: value is the
+   NUL-terminated string itself */
 Q4K_API q4k_result q4k_gguf_writer_set(q4k_gguf_writer *w, const char *key, q4k_gguf_type type, const void *value);
 Q4K_API q4k_result q4k_gguf_writer_set_u32(q4k_gguf_writer *w, const char *key, uint32_t v);
 Q4K_API q4k_result q4k_gguf_writer_set_i32(q4k_gguf_writer *w, const char *key, int32_t v);
 Q4K_API q4k_result q4k_gguf_writer_set_f32(q4k_gguf_writer *w, const char *key, float v);
 Q4K_API q4k_result q4k_gguf_writer_set_bool(q4k_gguf_writer *w, const char *key, int v);
 Q4K_API q4k_result q4k_gguf_writer_set_str(q4k_gguf_writer *w, const char *key, const char *v);
-/* numeric (or bool) array of n elements of elem_type, packed */
+/* numeric (or bool: uint8_t 0/1) array of n elements of elem_type, packed */
 Q4K_API q4k_result q4k_gguf_writer_set_arr(q4k_gguf_writer *w, const char *key, q4k_gguf_type elem_type, const void *data, uint64_t n);
 Q4K_API q4k_result q4k_gguf_writer_set_arr_str(q4k_gguf_writer *w, const char *key, const char *const *strs, uint64_t n);
+/* Any array, nested ones included: data is the packed elements (numeric,
+   bool), const char *const * (STRING) or const q4k_gguf_arr * (ARRAY: each
+   element an array of its own type). Nesting depth at most 8. */
+typedef struct q4k_gguf_arr {
+    q4k_gguf_type elem_type;
+    uint64_t count;
+    const void *data;
+} q4k_gguf_arr;
+Q4K_API q4k_result q4k_gguf_writer_set_array(q4k_gguf_writer *w, const char *key, const q4k_gguf_arr *arr);
 Q4K_API q4k_result q4k_gguf_writer_add_tensor(q4k_gguf_writer *w, const char *name, q4k_type type, int n_dims, const int64_t *ne, const void *data);
 Q4K_API q4k_result q4k_gguf_writer_write_file(q4k_gguf_writer *w, const char *path, q4k_error *err);
 Q4K_API q4k_result q4k_gguf_writer_begin(q4k_gguf_writer *w, const char *path, q4k_error *err);
@@ -1443,6 +1499,1917 @@ Q4K_API size_t q4k_quantize_row(q4k_type type, const float *src, void *dst, int6
 /* <<formats */
 
 /* >>gguf */
+
+/* GGUF, as read and written here (every integer little-endian):
+      "GGUF", u32 version (2 or 3), u64 tensor_count, u64 kv_count
+      kv_count x     { string key, u32 value type, value }
+      tensor_count x { string name, u32 n_dims, u64 ne[n_dims], u32 type, u64 offset }
+      zero padding to the alignment (general.alignment, default 32)
+      data section: tensor offsets count from its start, each aligned
+   A string is a u64 byte count and the bytes (no NUL); an array is a u32
+   element type, a u64 count and the elements, which may be arrays again.
+   Version 1 used 32-bit counts and is refused. Every length and count is
+   checked against the bytes that remain before anything is allocated for it,
+   and all size arithmetic is overflow-checked. */
+
+#ifdef __cplusplus
+}
+#endif
+#include <errno.h>
+#if defined(__unix__) || defined(__unix) || defined(__APPLE__)
+#define Q4K__POSIX_IO 1
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define Q4K__GGUF_ALIGN 32
+#define Q4K__GGUF_MAX_ALIGN (1u << 30)
+#define Q4K__GGUF_MAX_DEPTH 8       /* arrays of arrays: levels at most */
+#define Q4K__GGUF_MAX_KEY 65535     /* bytes of a key (the spec's limit) */
+#define Q4K__GGUF_MAX_NAME 63       /* bytes of a tensor name (ggml: 64 with the NUL) */
+#define Q4K__GGUF_MIN_KV 13         /* key length, type, a 1-byte value */
+#define Q4K__GGUF_MIN_TENSOR 33     /* name length + 1 byte, n_dims, one dim, type, offset */
+#define Q4K__GGUF_SHOW 8            /* array elements shown by q4k_gguf_print */
+
+static uint32_t q4k__rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t q4k__rd64(const uint8_t *p) { return (uint64_t)q4k__rd32(p) | (uint64_t)q4k__rd32(p + 4) << 32; }
+static uint16_t q4k__rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* two's complement of the low `bits` bits, without implementation-defined casts */
+static int64_t q4k__sext(uint64_t x, int bits) {
+    uint64_t sign = (uint64_t)1 << (bits - 1);
+    x &= bits == 64 ? ~(uint64_t)0 : (sign << 1) - 1;
+    if (!(x & sign)) return (int64_t)x;
+    x = (bits == 64 ? ~(uint64_t)0 : (sign << 1) - 1) - x; /* = -value - 1 */
+    return -(int64_t)x - 1;
+}
+
+static size_t q4k__gguf_scalar_size(uint32_t t) {
+    switch (t) {
+    case Q4K_GGUF_UINT8: case Q4K_GGUF_INT8: case Q4K_GGUF_BOOL: return 1;
+    case Q4K_GGUF_UINT16: case Q4K_GGUF_INT16: return 2;
+    case Q4K_GGUF_UINT32: case Q4K_GGUF_INT32: case Q4K_GGUF_FLOAT32: return 4;
+    case Q4K_GGUF_UINT64: case Q4K_GGUF_INT64: case Q4K_GGUF_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+Q4K_API const char *q4k_gguf_type_name(q4k_gguf_type t) {
+    static const char *const names[] = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
+                                        "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
+    if ((int)t < 0 || (int)t >= (int)Q4K_GGUF_TYPE_COUNT) return "unknown";
+    return names[t];
+}
+
+/* Integer scalar at p: *neg says the value is below zero; then *s holds it,
+   else *u. Returns 0 for non-integer types. */
+static int q4k__gguf_int(q4k_gguf_type t, const uint8_t *p, int *neg, uint64_t *u, int64_t *s) {
+    int64_t v;
+    switch (t) {
+    case Q4K_GGUF_UINT8: *neg = 0; *u = p[0]; return 1;
+    case Q4K_GGUF_UINT16: *neg = 0; *u = q4k__rd16(p); return 1;
+    case Q4K_GGUF_UINT32: *neg = 0; *u = q4k__rd32(p); return 1;
+    case Q4K_GGUF_UINT64: *neg = 0; *u = q4k__rd64(p); return 1;
+    case Q4K_GGUF_INT8: v = q4k__sext(p[0], 8); break;
+    case Q4K_GGUF_INT16: v = q4k__sext(q4k__rd16(p), 16); break;
+    case Q4K_GGUF_INT32: v = q4k__sext(q4k__rd32(p), 32); break;
+    case Q4K_GGUF_INT64: v = q4k__sext(q4k__rd64(p), 64); break;
+    default: return 0;
+    }
+    *neg = v < 0;
+    if (v < 0) *s = v;
+    else *u = (uint64_t)v;
+    return 1;
+}
+
+static double q4k__gguf_float(q4k_gguf_type t, const uint8_t *p) {
+    if (t == Q4K_GGUF_FLOAT32) {
+        uint32_t b = q4k__rd32(p);
+        float f;
+        memcpy(&f, &b, 4);
+        return f;
+    } else {
+        uint64_t b = q4k__rd64(p);
+        double d;
+        memcpy(&d, &b, 8);
+        return d;
+    }
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes available); 0 when
+   invalid (overlong, surrogate, above U+10FFFF, cut short). */
+static size_t q4k__utf8_seq(const uint8_t *s, size_t n) {
+    uint32_t cp, min;
+    size_t len, k;
+    if (s[0] < 0x80) return 1;
+    if ((s[0] & 0xe0) == 0xc0) { len = 2; cp = s[0] & 0x1fu; min = 0x80; }
+    else if ((s[0] & 0xf0) == 0xe0) { len = 3; cp = s[0] & 0x0fu; min = 0x800; }
+    else if ((s[0] & 0xf8) == 0xf0) { len = 4; cp = s[0] & 0x07u; min = 0x10000; }
+    else return 0;
+    if (n < len) return 0;
+    for (k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (s[k] & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+static int q4k__utf8_valid(const uint8_t *s, size_t n) {
+    size_t i = 0, k;
+    while (i < n) {
+        if (s[i] < 0x80) { i++; continue; }
+        k = q4k__utf8_seq(s + i, n - i);
+        if (!k) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* A printable excerpt of bytes for one-line messages: printable ASCII as is,
+   anything else as \xNN, at most 64 bytes then "...". cap >= 272. */
+static const char *q4k__quote(char *buf, size_t cap, const void *bytes, uint64_t n) {
+    const uint8_t *s = (const uint8_t *)bytes;
+    size_t o = 0;
+    uint64_t i;
+    for (i = 0; i < n && i < 64 && o + 8 < cap; i++) {
+        if (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\' && s[i] != '\'') {
+            buf[o++] = (char)s[i];
+        } else {
+            snprintf(buf + o, cap - o, "\\x%02x", s[i]);
+            o += 4;
+        }
+    }
+    if (i < n && o + 4 <= cap) { memcpy(buf + o, "...", 3); o += 3; }
+    buf[o] = 0;
+    return buf;
+}
+
+/* FNV-1a */
+static uint64_t q4k__hash(const char *s, size_t n) {
+    uint64_t h = 14695981039346656037ULL;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* A growable hash index of names (borrowed, must stay put) to ids 0..n-1. */
+typedef struct q4k__index {
+    size_t *slot;  /* id + 1; 0 = empty */
+    size_t mask;   /* slots - 1 */
+    const char **name;
+    size_t *len;
+    size_t n, cap;
+} q4k__index;
+
+static void q4k__index_free(q4k__index *ix) {
+    Q4K_FREE(ix->slot);
+    Q4K_FREE((void *)ix->name);
+    Q4K_FREE(ix->len);
+    memset(ix, 0, sizeof *ix);
+}
+
+static int64_t q4k__index_find(const q4k__index *ix, const char *s, size_t n) {
+    size_t i, id;
+    if (!ix->slot) return -1;
+    for (i = (size_t)q4k__hash(s, n) & ix->mask;; i = (i + 1) & ix->mask) {
+        id = ix->slot[i];
+        if (!id) return -1;
+        if (ix->len[id - 1] == n && !memcmp(ix->name[id - 1], s, n)) return (int64_t)(id - 1);
+    }
+}
+
+static void q4k__index_place(q4k__index *ix, size_t id) {
+    size_t i = (size_t)q4k__hash(ix->name[id], ix->len[id]) & ix->mask;
+    while (ix->slot[i]) i = (i + 1) & ix->mask;
+    ix->slot[i] = id + 1;
+}
+
+/* Adds name as id n. Returns 0 when out of memory; *dup is the id of an
+   equal name already present (then nothing is added), else -1. */
+static int q4k__index_add(q4k__index *ix, const char *s, size_t n, int64_t *dup) {
+    *dup = q4k__index_find(ix, s, n);
+    if (*dup >= 0) return 1;
+    if (ix->n == ix->cap) {
+        size_t cap = ix->cap ? ix->cap * 2 : 16, i;
+        const char **nm;
+        size_t *ln, *sl;
+        if (cap > SIZE_MAX / 4 / sizeof(size_t)) return 0;
+        nm = (const char **)Q4K_REALLOC((void *)ix->name, cap * sizeof *nm);
+        if (!nm) return 0;
+        ix->name = nm;
+        ln = (size_t *)Q4K_REALLOC(ix->len, cap * sizeof *ln);
+        if (!ln) return 0;
+        ix->len = ln;
+        sl = (size_t *)Q4K_MALLOC(cap * 2 * sizeof *sl); /* load <= 1/2 */
+        if (!sl) return 0;
+        memset(sl, 0, cap * 2 * sizeof *sl);
+        Q4K_FREE(ix->slot);
+        ix->slot = sl;
+        ix->mask = cap * 2 - 1;
+        ix->cap = cap;
+        for (i = 0; i < ix->n; i++) q4k__index_place(ix, i);
+    }
+    ix->name[ix->n] = s;
+    ix->len[ix->n] = n;
+    q4k__index_place(ix, ix->n);
+    ix->n++;
+    return 1;
+}
+
+/* Bump allocator for the reader's strings: freed all at once. */
+typedef struct q4k__arena {
+    struct q4k__arena *next;
+    size_t used, cap;
+} q4k__arena;
+
+static char *q4k__arena_str(q4k__arena **a, const void *s, size_t n) {
+    char *p;
+    if (n >= SIZE_MAX - sizeof(q4k__arena) - 65536) return NULL;
+    if (!*a || (*a)->cap - (*a)->used < n + 1) {
+        size_t cap = n + 1 > 65536 ? n + 1 : 65536;
+        q4k__arena *b = (q4k__arena *)Q4K_MALLOC(sizeof *b + cap);
+        if (!b) return NULL;
+        b->next = *a;
+        b->used = 0;
+        b->cap = cap;
+        *a = b;
+    }
+    p = (char *)(*a + 1) + (*a)->used;
+    (*a)->used += n + 1;
+    if (n) memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+static void q4k__arena_free(q4k__arena *a) {
+    while (a) {
+        q4k__arena *next = a->next;
+        Q4K_FREE(a);
+        a = next;
+    }
+}
+
+/* ---- reader ------------------------------------------------------------ */
+
+typedef struct q4k__gguf_kv {
+    const char *key; /* NUL-terminated copy */
+    size_t key_len;
+    q4k_gguf_type type;
+    q4k_gguf_type elem_type; /* ARRAY */
+    uint64_t count;          /* ARRAY: elements; STRING: bytes; else 1 */
+    uint64_t kv_offset;      /* where the key starts */
+    uint64_t data_offset;    /* scalar value, string bytes or first element */
+    uint64_t size;           /* bytes from data_offset */
+    const char *str;         /* STRING: NUL-terminated copy */
+    uint64_t *str_index;     /* ARRAY of STRING: element offsets from data_offset */
+} q4k__gguf_kv;
+
+struct q4k_gguf {
+    const uint8_t *data;
+    size_t size;
+    void *map; /* mmap'ed (POSIX) */
+    size_t map_size;
+    uint8_t *owned; /* read into memory */
+    char *path;     /* NULL for buffers */
+    uint32_t version;
+    size_t alignment;
+    size_t data_offset;
+    q4k__gguf_kv *kv;
+    int64_t n_kv;
+    q4k_tensor *tensors;
+    uint64_t *info_off; /* file offset of each tensor's info, for messages */
+    int64_t n_tensors;
+    q4k__index kv_index, tensor_index;
+    q4k__arena *arena;
+};
+
+typedef struct q4k__rd {
+    const uint8_t *p;
+    size_t size, pos;
+    const char *path;
+    q4k_error *err;
+    char ctx[300]; /* "key 'general.name'", "tensor 'output.weight'" */
+} q4k__rd;
+
+static q4k_result q4k__rfail(q4k__rd *r, q4k_result code, uint64_t off, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+static q4k_result q4k__rfail(q4k__rd *r, q4k_result code, uint64_t off, const char *fmt, ...) {
+    char detail[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    return q4k__fail(r->err, code, "%s%s%s at offset %llu: %s", r->path ? r->path : "", r->path ? ": " : "",
+                     r->ctx, (unsigned long long)off, detail);
+}
+
+static uint64_t q4k__rd_left(const q4k__rd *r) { return (uint64_t)(r->size - r->pos); }
+
+static q4k_result q4k__rd_short(q4k__rd *r, uint64_t need, const char *what) {
+    return q4k__rfail(r, Q4K_ERR_TRUNCATED, r->pos,
+                      "%s needs %llu bytes but the file ends %llu bytes later (size %zu): truncated", what,
+                      (unsigned long long)need, (unsigned long long)q4k__rd_left(r), r->size);
+}
+
+static void q4k__rd_ctx(q4k__rd *r, const char *what, const void *name, uint64_t n) {
+    char q[272];
+    snprintf(r->ctx, sizeof r->ctx, "%s '%s'", what, q4k__quote(q, sizeof q, name, n));
+}
+
+static q4k_result q4k__gguf_bools(q4k__rd *r, const uint8_t *p, uint64_t n) {
+    uint64_t i;
+    for (i = 0; i < n; i++)
+        if (p[i] > 1)
+            return q4k__rfail(r, Q4K_ERR_BAD_BOOL, (uint64_t)(p - r->p) + i, "bool byte is %u, must be 0 or 1",
+                              (unsigned)p[i]);
+    return Q4K_OK;
+}
+
+/* Validates the array at r->pos (depth 1 for a key's own array) and steps
+   over it. Recursion is bounded by Q4K__GGUF_MAX_DEPTH. */
+static q4k_result q4k__gguf_scan_array(q4k__rd *r, int depth) {
+    uint64_t off = r->pos, count, need, i, len;
+    uint32_t et;
+    size_t sz;
+    q4k_result res;
+    if (q4k__rd_left(r) < 12) return q4k__rd_short(r, 12, "array header");
+    et = q4k__rd32(r->p + r->pos);
+    count = q4k__rd64(r->p + r->pos + 4);
+    if (et >= Q4K_GGUF_TYPE_COUNT)
+        return q4k__rfail(r, Q4K_ERR_BAD_ARRAY, off, "array element type %u is not a GGUF value type (0..12)", et);
+    if (et == Q4K_GGUF_ARRAY && depth >= Q4K__GGUF_MAX_DEPTH)
+        return q4k__rfail(r, Q4K_ERR_BAD_ARRAY, off, "arrays nested more than %d levels deep", Q4K__GGUF_MAX_DEPTH);
+    r->pos += 12;
+    sz = q4k__gguf_scalar_size(et);
+    if (!q4k__mul_u64(count, sz ? sz : et == Q4K_GGUF_STRING ? 8 : 12, &need) || need > q4k__rd_left(r))
+        return q4k__rfail(r, Q4K_ERR_BAD_COUNT, off + 4,
+                          "array of %llu %s elements cannot fit in the %llu bytes that remain",
+                          (unsigned long long)count, q4k_gguf_type_name((q4k_gguf_type)et),
+                          (unsigned long long)q4k__rd_left(r));
+    if (sz) {
+        if (et == Q4K_GGUF_BOOL && (res = q4k__gguf_bools(r, r->p + r->pos, count)) != Q4K_OK) return res;
+        r->pos += (size_t)need;
+        return Q4K_OK;
+    }
+    for (i = 0; i < count; i++) {
+        if (et == Q4K_GGUF_STRING) {
+            if (q4k__rd_left(r) < 8) return q4k__rd_short(r, 8, "string length");
+            len = q4k__rd64(r->p + r->pos);
+            if (len > q4k__rd_left(r) - 8)
+                return q4k__rfail(r, Q4K_ERR_BAD_STRING, r->pos,
+                                  "array element %llu: string of %llu bytes runs past the end of the file (%llu bytes remain)",
+                                  (unsigned long long)i, (unsigned long long)len,
+                                  (unsigned long long)(q4k__rd_left(r) - 8));
+            r->pos += 8 + (size_t)len;
+        } else if ((res = q4k__gguf_scan_array(r, depth + 1)) != Q4K_OK) {
+            return res;
+        }
+    }
+    return Q4K_OK;
+}
+
+/* Says what a file that is not GGUF is, when it is something common. */
+static q4k_result q4k__gguf_sniff(q4k__rd *r) {
+    const uint8_t *p = r->p;
+    size_t n = r->size, i = 0;
+    char q[272];
+    static const char lfs[] = "version https://git-lfs";
+    if (n >= sizeof lfs - 1 && !memcmp(p, lfs, sizeof lfs - 1))
+        return q4k__rfail(r, Q4K_ERR_LFS_POINTER, 0,
+                          "this is a Git LFS pointer (a small text file naming the real one), not the model: "
+                          "fetch the file itself (git lfs pull, or download it)");
+    if (n >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) i = 3; /* UTF-8 BOM */
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n' || p[i] == '\f' || p[i] == '\v')) i++;
+    {
+        static const char *const tags[] = {"<!doctype", "<html"};
+        size_t t, k;
+        for (t = 0; t < 2; t++) {
+            size_t tl = strlen(tags[t]);
+            if (n - i < tl) continue;
+            for (k = 0; k < tl; k++) {
+                uint8_t c = p[i + k];
+                if (c >= 'A' && c <= 'Z') c = (uint8_t)(c + 32);
+                if (c != (uint8_t)tags[t][k]) break;
+            }
+            if (k == tl)
+                return q4k__rfail(r, Q4K_ERR_HTML, (uint64_t)i,
+                                  "this is an HTML page, not a GGUF file: the download saved a web page "
+                                  "(use the file's direct download link)");
+        }
+    }
+    if (n >= 4 && (!memcmp(p, "tjgg", 4) || !memcmp(p, "lmgg", 4) || !memcmp(p, "fmgg", 4)))
+        return q4k__rfail(r, Q4K_ERR_NOT_GGUF, 0,
+                          "magic '%.4s' is an old GGML/GGJT model file, not GGUF: convert it to GGUF first", (const char *)p);
+    return q4k__rfail(r, Q4K_ERR_NOT_GGUF, 0, "magic is '%s', not 'GGUF'", q4k__quote(q, sizeof q, p, n < 4 ? n : 4));
+}
+
+static q4k_result q4k__gguf_oom(q4k__rd *r, const char *what) {
+    return q4k__fail(r->err, Q4K_ERR_OUT_OF_MEMORY, "%s%sout of memory for %s", r->path ? r->path : "",
+                     r->path ? ": " : "", what);
+}
+
+static q4k_result q4k__gguf_parse_kvs(q4k_gguf *g, q4k__rd *r, uint64_t n_kv) {
+    uint64_t i;
+    size_t cap = 0;
+    q4k_result res;
+    for (i = 0; i < n_kv; i++) {
+        uint64_t koff = r->pos, klen, slen;
+        const uint8_t *kp;
+        uint32_t t;
+        q4k__gguf_kv *kv;
+        int64_t dup;
+        size_t sz;
+        snprintf(r->ctx, sizeof r->ctx, "key #%llu", (unsigned long long)i);
+        if (q4k__rd_left(r) < 8) return q4k__rd_short(r, 8, "key length");
+        klen = q4k__rd64(r->p + r->pos);
+        if (klen == 0) return q4k__rfail(r, Q4K_ERR_BAD_KEY, koff, "key is empty");
+        if (klen > Q4K__GGUF_MAX_KEY)
+            return q4k__rfail(r, Q4K_ERR_BAD_KEY, koff, "key length %llu is over the limit of %d bytes",
+                              (unsigned long long)klen, Q4K__GGUF_MAX_KEY);
+        if (klen > q4k__rd_left(r) - 8) {
+            r->pos += 8;
+            return q4k__rd_short(r, klen, "key");
+        }
+        kp = r->p + r->pos + 8;
+        q4k__rd_ctx(r, "key", kp, klen);
+        if (!q4k__utf8_valid(kp, (size_t)klen)) return q4k__rfail(r, Q4K_ERR_BAD_UTF8, koff + 8, "key is not valid UTF-8");
+        if (memchr(kp, 0, (size_t)klen)) return q4k__rfail(r, Q4K_ERR_BAD_KEY, koff + 8, "key holds a NUL byte");
+        r->pos += 8 + (size_t)klen;
+        if (q4k__rd_left(r) < 4) return q4k__rd_short(r, 4, "value type");
+        t = q4k__rd32(r->p + r->pos);
+        if (t >= Q4K_GGUF_TYPE_COUNT)
+            return q4k__rfail(r, Q4K_ERR_BAD_VALUE_TYPE, r->pos, "value type %u is not a GGUF value type (0..12)", t);
+        r->pos += 4;
+        if ((size_t)g->n_kv == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            q4k__gguf_kv *nk = (q4k__gguf_kv *)Q4K_REALLOC(g->kv, nc * sizeof *nk);
+            if (!nk) return q4k__gguf_oom(r, "metadata");
+            g->kv = nk;
+            cap = nc;
+        }
+        kv = &g->kv[g->n_kv++];
+        memset(kv, 0, sizeof *kv);
+        kv->key = q4k__arena_str(&g->arena, kp, (size_t)klen);
+        if (!kv->key) return q4k__gguf_oom(r, "metadata keys");
+        kv->key_len = (size_t)klen;
+        kv->type = (q4k_gguf_type)t;
+        kv->kv_offset = koff;
+        kv->count = 1;
+        if (!q4k__index_add(&g->kv_index, kv->key, kv->key_len, &dup)) return q4k__gguf_oom(r, "the key index");
+        if (dup >= 0)
+            return q4k__rfail(r, Q4K_ERR_DUPLICATE_KEY, koff, "duplicate key (first defined at offset %llu)",
+                              (unsigned long long)g->kv[dup].kv_offset);
+        sz = q4k__gguf_scalar_size(t);
+        if (sz) {
+            if (q4k__rd_left(r) < sz) return q4k__rd_short(r, sz, "value");
+            if (t == Q4K_GGUF_BOOL && (res = q4k__gguf_bools(r, r->p + r->pos, 1)) != Q4K_OK) return res;
+            kv->data_offset = r->pos;
+            kv->size = sz;
+            r->pos += sz;
+        } else if (t == Q4K_GGUF_STRING) {
+            if (q4k__rd_left(r) < 8) return q4k__rd_short(r, 8, "string length");
+            slen = q4k__rd64(r->p + r->pos);
+            if (slen > q4k__rd_left(r) - 8)
+                return q4k__rfail(r, Q4K_ERR_BAD_STRING, r->pos,
+                                  "string of %llu bytes runs past the end of the file (%llu bytes remain)",
+                                  (unsigned long long)slen, (unsigned long long)(q4k__rd_left(r) - 8));
+            kv->data_offset = r->pos + 8;
+            kv->count = kv->size = slen;
+            kv->str = q4k__arena_str(&g->arena, r->p + r->pos + 8, (size_t)slen);
+            if (!kv->str) return q4k__gguf_oom(r, "a string value");
+            r->pos += 8 + (size_t)slen;
+        } else { /* ARRAY */
+            uint64_t start = r->pos, k, off;
+            if ((res = q4k__gguf_scan_array(r, 1)) != Q4K_OK) return res;
+            kv->elem_type = (q4k_gguf_type)q4k__rd32(r->p + start);
+            kv->count = q4k__rd64(r->p + start + 4);
+            kv->data_offset = start + 12;
+            kv->size = r->pos - kv->data_offset;
+            if (kv->elem_type == Q4K_GGUF_STRING && kv->count) {
+                /* count <= bytes / 8, so the table is no larger than the array */
+                if (kv->count > SIZE_MAX / sizeof(uint64_t)) return q4k__gguf_oom(r, "a string array index");
+                kv->str_index = (uint64_t *)Q4K_MALLOC((size_t)kv->count * sizeof(uint64_t));
+                if (!kv->str_index) return q4k__gguf_oom(r, "a string array index");
+                for (k = 0, off = 0; k < kv->count; k++) {
+                    kv->str_index[k] = off;
+                    off += 8 + q4k__rd64(r->p + kv->data_offset + off);
+                }
+            }
+        }
+    }
+    return Q4K_OK;
+}
+
+static q4k_result q4k__gguf_alignment(q4k_gguf *g, q4k__rd *r) {
+    int64_t i = q4k__index_find(&g->kv_index, "general.alignment", 17);
+    const q4k__gguf_kv *kv;
+    int neg = 0;
+    uint64_t u = 0;
+    int64_t s = 0;
+    g->alignment = Q4K__GGUF_ALIGN;
+    if (i < 0) return Q4K_OK;
+    kv = &g->kv[i];
+    snprintf(r->ctx, sizeof r->ctx, "key 'general.alignment'");
+    if (!q4k__gguf_int(kv->type, r->p + kv->data_offset, &neg, &u, &s))
+        return q4k__rfail(r, Q4K_ERR_BAD_ALIGNMENT, kv->kv_offset, "alignment has type %s, must be UINT32",
+                          q4k_gguf_type_name(kv->type));
+    if (neg)
+        return q4k__rfail(r, Q4K_ERR_BAD_ALIGNMENT, kv->data_offset, "alignment %lld is negative", (long long)s);
+    if (u == 0 || (u & (u - 1)) || u > Q4K__GGUF_MAX_ALIGN)
+        return q4k__rfail(r, Q4K_ERR_BAD_ALIGNMENT, kv->data_offset,
+                          "alignment %llu is not a power of two between 1 and 2^30", (unsigned long long)u);
+    g->alignment = (size_t)u;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__gguf_parse_tensors(q4k_gguf *g, q4k__rd *r, uint64_t n_t, int allow) {
+    uint64_t i;
+    size_t cap = 0;
+    int d;
+    for (i = 0; i < n_t; i++) {
+        uint64_t toff = r->pos, nlen, dims[4], elems, bytes;
+        const uint8_t *np;
+        uint32_t nd, type;
+        q4k_type_info tr;
+        q4k_tensor *t;
+        uint64_t *no;
+        int64_t dup;
+        snprintf(r->ctx, sizeof r->ctx, "tensor #%llu", (unsigned long long)i);
+        if (q4k__rd_left(r) < 8) return q4k__rd_short(r, 8, "tensor name length");
+        nlen = q4k__rd64(r->p + r->pos);
+        np = r->p + r->pos + 8;
+        if (nlen == 0) return q4k__rfail(r, Q4K_ERR_BAD_TENSOR_NAME, toff, "tensor name is empty");
+        if (nlen > Q4K__GGUF_MAX_NAME) {
+            uint64_t have = q4k__rd_left(r) - 8;
+            q4k__rd_ctx(r, "tensor", np, nlen < have ? nlen : have);
+            return q4k__rfail(r, Q4K_ERR_BAD_TENSOR_NAME, toff, "tensor name is %llu bytes, at most %d allowed",
+                              (unsigned long long)nlen, Q4K__GGUF_MAX_NAME);
+        }
+        if (nlen > q4k__rd_left(r) - 8) {
+            r->pos += 8;
+            return q4k__rd_short(r, nlen, "tensor name");
+        }
+        q4k__rd_ctx(r, "tensor", np, nlen);
+        if (!q4k__utf8_valid(np, (size_t)nlen))
+            return q4k__rfail(r, Q4K_ERR_BAD_UTF8, toff + 8, "tensor name is not valid UTF-8");
+        if (memchr(np, 0, (size_t)nlen))
+            return q4k__rfail(r, Q4K_ERR_BAD_TENSOR_NAME, toff + 8, "tensor name holds a NUL byte");
+        r->pos += 8 + (size_t)nlen;
+        if (q4k__rd_left(r) < 4) return q4k__rd_short(r, 4, "n_dims");
+        nd = q4k__rd32(r->p + r->pos);
+        if (nd < 1 || nd > 4) return q4k__rfail(r, Q4K_ERR_BAD_DIMS, r->pos, "n_dims is %u, must be 1..4", nd);
+        r->pos += 4;
+        if (q4k__rd_left(r) < 8 * nd) return q4k__rd_short(r, 8 * nd, "dims");
+        for (d = 0; d < 4; d++) {
+            dims[d] = d < (int)nd ? q4k__rd64(r->p + r->pos + 8 * d) : 1;
+            if (dims[d] == 0) return q4k__rfail(r, Q4K_ERR_BAD_DIMS, r->pos + 8 * d, "dim %d is 0", d);
+            if (dims[d] > (uint64_t)INT64_MAX)
+                return q4k__rfail(r, Q4K_ERR_BAD_DIMS, r->pos + 8 * d, "dim %d is %llu, above 2^63-1", d,
+                                  (unsigned long long)dims[d]);
+        }
+        r->pos += 8 * nd;
+        if (q4k__rd_left(r) < 12) return q4k__rd_short(r, 12, "tensor type and offset");
+        type = q4k__rd32(r->p + r->pos);
+        tr = q4k_type_traits((int)type);
+        if (!tr.name || !tr.type_size)
+            return q4k__rfail(r, Q4K_ERR_BAD_TYPE, r->pos, "type id %u is not a ggml tensor type", type);
+        if (!tr.implemented && !allow)
+            return q4k__rfail(r, Q4K_ERR_UNSUPPORTED_TYPE, r->pos,
+                              "type %s (id %u) is not implemented by q4k, which runs F32, F16, BF16, Q8_0, Q4_0, "
+                              "Q5_0, Q4_K, Q5_K and Q6_K",
+                              tr.name, type);
+        if (dims[0] % (uint64_t)tr.block_size)
+            return q4k__rfail(r, Q4K_ERR_BAD_SHAPE, toff, "ne[0] = %llu is not a multiple of the %s block size %lld",
+                              (unsigned long long)dims[0], tr.name, (long long)tr.block_size);
+        elems = 1;
+        bytes = dims[0] / (uint64_t)tr.block_size * tr.type_size;
+        for (d = 0; d < 4; d++) {
+            if (!q4k__mul_u64(elems, dims[d], &elems) || elems > (uint64_t)INT64_MAX ||
+                (d > 0 && !q4k__mul_u64(bytes, dims[d], &bytes)) || bytes > (uint64_t)SIZE_MAX)
+                return q4k__rfail(r, Q4K_ERR_OVERFLOW, toff,
+                                  "shape [%llu, %llu, %llu, %llu] of %s overflows the element count or byte size",
+                                  (unsigned long long)dims[0], (unsigned long long)dims[1],
+                                  (unsigned long long)dims[2], (unsigned long long)dims[3], tr.name);
+        }
+        if ((size_t)g->n_tensors == cap) { /* grown as read: memory follows the bytes actually present */
+            size_t nc = cap ? cap * 2 : 64;
+            q4k_tensor *nt = (q4k_tensor *)Q4K_REALLOC(g->tensors, nc * sizeof *nt);
+            if (!nt) return q4k__gguf_oom(r, "tensor infos");
+            g->tensors = nt;
+            no = (uint64_t *)Q4K_REALLOC(g->info_off, nc * sizeof *no);
+            if (!no) return q4k__gguf_oom(r, "tensor infos");
+            g->info_off = no;
+            cap = nc;
+        }
+        t = &g->tensors[g->n_tensors];
+        memset(t, 0, sizeof *t);
+        t->name = q4k__arena_str(&g->arena, np, (size_t)nlen);
+        if (!t->name) return q4k__gguf_oom(r, "tensor names");
+        if (!q4k__index_add(&g->tensor_index, t->name, (size_t)nlen, &dup)) return q4k__gguf_oom(r, "the tensor index");
+        if (dup >= 0)
+            return q4k__rfail(r, Q4K_ERR_DUPLICATE_TENSOR, toff, "duplicate tensor name (also tensor #%lld)",
+                              (long long)dup);
+        g->n_tensors++;
+        t->type = (q4k_type)type;
+        t->n_dims = (int)nd;
+        for (d = 0; d < 4; d++) t->ne[d] = (int64_t)dims[d];
+        t->nbytes = (size_t)bytes;
+        t->offset = q4k__rd64(r->p + r->pos + 4);
+        g->info_off[i] = toff;
+        r->pos += 12;
+    }
+    return Q4K_OK;
+}
+
+typedef struct q4k__span {
+    uint64_t start, end;
+    int64_t i;
+} q4k__span;
+
+static int q4k__span_cmp(const void *a, const void *b) {
+    const q4k__span *x = (const q4k__span *)a, *y = (const q4k__span *)b;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Offsets aligned, inside the file, no two tensors sharing a byte. */
+static q4k_result q4k__gguf_place_tensors(q4k_gguf *g, q4k__rd *r) {
+    const uint64_t *info_off = g->info_off;
+    int64_t i;
+    q4k__span *sp;
+    char q[272];
+    if (!g->n_tensors) return Q4K_OK;
+    for (i = 0; i < g->n_tensors; i++) {
+        q4k_tensor *t = &g->tensors[i];
+        uint64_t fo;
+        q4k__rd_ctx(r, "tensor", t->name, strlen(t->name));
+        if (t->offset % g->alignment)
+            return q4k__rfail(r, Q4K_ERR_BAD_OFFSET, info_off[i], "data offset %llu is not a multiple of the alignment %zu",
+                              (unsigned long long)t->offset, g->alignment);
+        if (!q4k__add_u64(g->data_offset, t->offset, &fo) || fo >= g->size)
+            return q4k__rfail(r, Q4K_ERR_BAD_OFFSET, info_off[i],
+                              "data offset %llu (data section at %zu) is past the end of the file (size %zu)",
+                              (unsigned long long)t->offset, g->data_offset, g->size);
+        if (t->nbytes > g->size - fo)
+            return q4k__rfail(r, Q4K_ERR_TRUNCATED, info_off[i],
+                              "data [%llu, %llu) runs %llu bytes past the end of the file (size %zu): truncated",
+                              (unsigned long long)fo, (unsigned long long)(fo + t->nbytes),
+                              (unsigned long long)(fo + t->nbytes - g->size), g->size);
+        t->file_offset = fo;
+        t->data = g->data + fo;
+    }
+    sp = (q4k__span *)Q4K_MALLOC((size_t)g->n_tensors * sizeof *sp);
+    if (!sp) return q4k__gguf_oom(r, "the overlap check");
+    for (i = 0; i < g->n_tensors; i++) {
+        sp[i].start = g->tensors[i].file_offset;
+        sp[i].end = sp[i].start + g->tensors[i].nbytes;
+        sp[i].i = i;
+    }
+    qsort(sp, (size_t)g->n_tensors, sizeof *sp, q4k__span_cmp);
+    for (i = 1; i < g->n_tensors; i++) {
+        if (sp[i].start < sp[i - 1].end) {
+            const q4k_tensor *a = &g->tensors[sp[i - 1].i], *b = &g->tensors[sp[i].i];
+            int64_t bi = sp[i].i;
+            q4k__rd_ctx(r, "tensor", b->name, strlen(b->name));
+            Q4K_FREE(sp);
+            return q4k__rfail(r, Q4K_ERR_TENSOR_OVERLAP, info_off[bi],
+                              "data [%llu, %llu) overlaps tensor '%s' at [%llu, %llu)",
+                              (unsigned long long)b->file_offset, (unsigned long long)(b->file_offset + b->nbytes),
+                              q4k__quote(q, sizeof q, a->name, strlen(a->name)), (unsigned long long)a->file_offset,
+                              (unsigned long long)(a->file_offset + a->nbytes));
+        }
+    }
+    Q4K_FREE(sp);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__gguf_parse(q4k_gguf *g, q4k__rd *r, int allow_unimplemented) {
+    uint64_t n_t, n_kv, left, need_kv, need_t, pad;
+    uint32_t v;
+    q4k_result res;
+    snprintf(r->ctx, sizeof r->ctx, "header");
+    if (r->size == 0) return q4k__rfail(r, Q4K_ERR_NOT_GGUF, 0, "the file is empty (0 bytes), not a GGUF file");
+    if (r->size < 4 || memcmp(r->p, "GGUF", 4)) return q4k__gguf_sniff(r);
+    if (r->size < 24)
+        return q4k__rfail(r, Q4K_ERR_TRUNCATED, r->size, "the header needs 24 bytes, the file has %zu: truncated", r->size);
+    v = q4k__rd32(r->p + 4);
+    if (v == 1)
+        return q4k__rfail(r, Q4K_ERR_BAD_VERSION, 4,
+                          "GGUF version 1 (32-bit counts) is not supported: convert the model again with a "
+                          "current llama.cpp (q4k reads versions 2 and 3)");
+    if (v != 2 && v != 3) {
+        uint32_t sw = (v >> 24) | (v >> 8 & 0xff00u) | (v << 8 & 0xff0000u) | (v << 24);
+        if (sw == 2 || sw == 3)
+            return q4k__rfail(r, Q4K_ERR_BAD_VERSION, 4,
+                              "version %u byte-swapped: a big-endian GGUF; q4k reads little-endian files only", sw);
+        return q4k__rfail(r, Q4K_ERR_BAD_VERSION, 4, "GGUF version %u is not supported (q4k reads versions 2 and 3)", v);
+    }
+    g->version = v;
+    n_t = q4k__rd64(r->p + 8);
+    n_kv = q4k__rd64(r->p + 16);
+    r->pos = 24;
+    left = q4k__rd_left(r);
+    if (!q4k__mul_u64(n_kv, Q4K__GGUF_MIN_KV, &need_kv) || need_kv > left)
+        return q4k__rfail(r, Q4K_ERR_BAD_COUNT, 16, "kv_count %llu cannot fit in the %llu bytes after the header",
+                          (unsigned long long)n_kv, (unsigned long long)left);
+    if (!q4k__mul_u64(n_t, Q4K__GGUF_MIN_TENSOR, &need_t) || need_t > left - need_kv)
+        return q4k__rfail(r, Q4K_ERR_BAD_COUNT, 8,
+                          "tensor_count %llu cannot fit in the %llu bytes after the header (with %llu keys)",
+                          (unsigned long long)n_t, (unsigned long long)left, (unsigned long long)n_kv);
+    if ((res = q4k__gguf_parse_kvs(g, r, n_kv)) != Q4K_OK) return res;
+    if ((res = q4k__gguf_alignment(g, r)) != Q4K_OK) return res;
+    snprintf(r->ctx, sizeof r->ctx, "tensor infos");
+    if (n_t > q4k__rd_left(r) / Q4K__GGUF_MIN_TENSOR)
+        return q4k__rfail(r, Q4K_ERR_BAD_COUNT, r->pos,
+                          "tensor_count %llu cannot fit in the %llu bytes left after the metadata",
+                          (unsigned long long)n_t, (unsigned long long)q4k__rd_left(r));
+    if ((res = q4k__gguf_parse_tensors(g, r, n_t, allow_unimplemented)) != Q4K_OK) return res;
+    pad = (g->alignment - r->pos % g->alignment) % g->alignment;
+    g->data_offset = r->pos + (size_t)pad;
+    if (g->data_offset < r->pos) g->data_offset = SIZE_MAX; /* wrapped: every tensor is then out of the file */
+    return q4k__gguf_place_tensors(g, r);
+}
+
+Q4K_API void q4k_gguf_close(q4k_gguf *g) {
+    int64_t i;
+    if (!g) return;
+    for (i = 0; i < g->n_kv; i++) Q4K_FREE(g->kv[i].str_index);
+    Q4K_FREE(g->kv);
+    Q4K_FREE(g->tensors);
+    Q4K_FREE(g->info_off);
+    q4k__index_free(&g->kv_index);
+    q4k__index_free(&g->tensor_index);
+    q4k__arena_free(g->arena);
+#ifdef Q4K__POSIX_IO
+    if (g->map) munmap(g->map, g->map_size);
+#endif
+    Q4K_FREE(g->owned);
+    Q4K_FREE(g->path);
+    Q4K_FREE(g);
+}
+
+static q4k_result q4k__gguf_finish(q4k_gguf *g, const q4k_gguf_desc *desc, q4k_gguf **out, q4k_error *err) {
+    q4k__rd r;
+    q4k_error local;
+    q4k_result res;
+    memset(&r, 0, sizeof r);
+    r.p = g->data;
+    r.size = g->size;
+    r.path = g->path;
+    r.err = err ? err : &local;
+    res = q4k__gguf_parse(g, &r, desc && desc->allow_unimplemented);
+    if (res != Q4K_OK) {
+        if (desc) q4k__log(desc->log, desc->log_user, Q4K_LOG_ERROR, "%s", r.err->msg);
+        q4k_gguf_close(g);
+        return res;
+    }
+    if (err) {
+        err->code = Q4K_OK;
+        err->msg[0] = 0;
+    }
+    if (desc)
+        q4k__log(desc->log, desc->log_user, Q4K_LOG_INFO, "%s: GGUF v%u, %lld keys, %lld tensors, %zu bytes%s",
+                 g->path ? g->path : "(memory)", (unsigned)g->version, (long long)g->n_kv,
+                 (long long)g->n_tensors, g->size, g->map ? " (mapped)" : "");
+    *out = g;
+    return Q4K_OK;
+}
+
+static q4k_gguf *q4k__gguf_new(void) {
+    q4k_gguf *g = (q4k_gguf *)Q4K_MALLOC(sizeof *g);
+    if (g) memset(g, 0, sizeof *g);
+    return g;
+}
+
+Q4K_API q4k_result q4k_gguf_open_memory(const void *data, size_t size, const q4k_gguf_desc *desc, q4k_gguf **out,
+                                        q4k_error *err) {
+    q4k_gguf *g;
+    if (!out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_open_memory: out is NULL");
+    *out = NULL;
+    if (!data && size) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_open_memory: data is NULL");
+    if (!(g = q4k__gguf_new())) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "out of memory");
+    g->data = data ? (const uint8_t *)data : (const uint8_t *)"";
+    g->size = size;
+    return q4k__gguf_finish(g, desc, out, err);
+}
+
+/* Reads a whole stream (non-POSIX systems, pipes) into g->owned. */
+static q4k_result q4k__gguf_read_stream(q4k_gguf *g, const char *path, q4k_error *err) {
+    FILE *f = fopen(path, "rb");
+    size_t cap = 0, n = 0, got;
+    if (!f) return q4k__fail(err, Q4K_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    for (;;) {
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 1u << 20;
+            uint8_t *p = nc > cap ? (uint8_t *)Q4K_REALLOC(g->owned, nc) : NULL;
+            if (!p) {
+                fclose(f);
+                return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "%s: out of memory reading the file (%zu bytes so far)", path, n);
+            }
+            g->owned = p;
+            cap = nc;
+        }
+        got = fread(g->owned + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    if (ferror(f)) {
+        fclose(f);
+        return q4k__fail(err, Q4K_ERR_IO, "%s: read error", path);
+    }
+    fclose(f);
+    g->data = g->owned;
+    g->size = n;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__gguf_load(q4k_gguf *g, const char *path, int no_mmap, q4k_error *err) {
+#ifdef Q4K__POSIX_IO
+    struct stat st;
+    size_t size, got = 0;
+    int fd = open(path, O_RDONLY), e;
+    if (fd < 0) return q4k__fail(err, Q4K_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        e = errno;
+        close(fd);
+        return q4k__fail(err, Q4K_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return q4k__fail(err, Q4K_ERR_IO, "%s: is a directory, not a file", path);
+    }
+    if (!S_ISREG(st.st_mode)) { /* a pipe or a device: no size to map */
+        close(fd);
+        return q4k__gguf_read_stream(g, path, err);
+    }
+    if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return q4k__fail(err, Q4K_ERR_IO, "%s: too large for this address space", path);
+    }
+    size = (size_t)st.st_size;
+    g->data = (const uint8_t *)"";
+    g->size = 0;
+    if (size == 0) {
+        close(fd);
+        return Q4K_OK;
+    }
+    if (!no_mmap) {
+        void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            close(fd);
+            g->map = m;
+            g->map_size = size;
+            g->data = (const uint8_t *)m;
+            g->size = size;
+            return Q4K_OK;
+        }
+    }
+    g->owned = (uint8_t *)Q4K_MALLOC(size);
+    if (!g->owned) {
+        close(fd);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes", path, size);
+    }
+    while (got < size) {
+        size_t want = size - got > ((size_t)1 << 30) ? ((size_t)1 << 30) : size - got;
+        ssize_t n = read(fd, g->owned + got, want);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            e = errno;
+            close(fd);
+            return q4k__fail(err, Q4K_ERR_IO, "%s: read error at byte %zu: %s", path, got, strerror(e));
+        }
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (got != size) return q4k__fail(err, Q4K_ERR_IO, "%s: file shrank while reading (%zu of %zu bytes)", path, got, size);
+    g->data = g->owned;
+    g->size = size;
+    return Q4K_OK;
+#else
+    (void)no_mmap;
+    return q4k__gguf_read_stream(g, path, err);
+#endif
+}
+
+Q4K_API q4k_result q4k_gguf_open_file(const char *path, const q4k_gguf_desc *desc, q4k_gguf **out, q4k_error *err) {
+    q4k_gguf *g;
+    q4k_result res;
+    q4k_error local;
+    size_t n;
+    if (!out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_open_file: out is NULL");
+    *out = NULL;
+    if (!path) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_open_file: path is NULL");
+    if (!(g = q4k__gguf_new())) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "out of memory");
+    n = strlen(path);
+    g->path = (char *)Q4K_MALLOC(n + 1);
+    if (!g->path) {
+        Q4K_FREE(g);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    memcpy(g->path, path, n + 1);
+    res = q4k__gguf_load(g, path, desc && desc->no_mmap, err ? err : &local);
+    if (res != Q4K_OK) {
+        if (desc) q4k__log(desc->log, desc->log_user, Q4K_LOG_ERROR, "%s", (err ? err : &local)->msg);
+        q4k_gguf_close(g);
+        return res;
+    }
+    return q4k__gguf_finish(g, desc, out, err);
+}
+
+Q4K_API uint32_t q4k_gguf_version(const q4k_gguf *g) { return g ? g->version : 0; }
+Q4K_API size_t q4k_gguf_alignment(const q4k_gguf *g) { return g ? g->alignment : 0; }
+Q4K_API size_t q4k_gguf_file_size(const q4k_gguf *g) { return g ? g->size : 0; }
+Q4K_API size_t q4k_gguf_data_offset(const q4k_gguf *g) { return g ? g->data_offset : 0; }
+Q4K_API int64_t q4k_gguf_key_count(const q4k_gguf *g) { return g ? g->n_kv : 0; }
+
+Q4K_API const char *q4k_gguf_key(const q4k_gguf *g, int64_t i) {
+    return g && i >= 0 && i < g->n_kv ? g->kv[i].key : NULL;
+}
+
+Q4K_API q4k_gguf_type q4k_gguf_key_type(const q4k_gguf *g, int64_t i) {
+    return g && i >= 0 && i < g->n_kv ? g->kv[i].type : Q4K_GGUF_TYPE_COUNT;
+}
+
+Q4K_API int64_t q4k_gguf_find_key(const q4k_gguf *g, const char *key) {
+    if (!g || !key) return -1;
+    return q4k__index_find(&g->kv_index, key, strlen(key));
+}
+
+static const q4k__gguf_kv *q4k__gguf_kv_of(const q4k_gguf *g, const char *key) {
+    int64_t i = q4k_gguf_find_key(g, key);
+    return i < 0 ? NULL : &g->kv[i];
+}
+
+/* the integer value of a key, range-checked by the caller */
+static q4k_result q4k__gguf_get_int(const q4k_gguf *g, const char *key, int *neg, uint64_t *u, int64_t *s) {
+    const q4k__gguf_kv *kv;
+    if (!g || !key) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    if (!q4k__gguf_int(kv->type, g->data + kv->data_offset, neg, u, s)) return Q4K_ERR_TYPE_MISMATCH;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_u32(const q4k_gguf *g, const char *key, uint32_t *out) {
+    int neg = 0;
+    uint64_t u = 0;
+    int64_t s = 0;
+    q4k_result res = q4k__gguf_get_int(g, key, &neg, &u, &s);
+    if (res != Q4K_OK) return res;
+    if (neg || u > UINT32_MAX) return Q4K_ERR_TYPE_MISMATCH;
+    if (out) *out = (uint32_t)u;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_i32(const q4k_gguf *g, const char *key, int32_t *out) {
+    int neg = 0;
+    uint64_t u = 0;
+    int64_t s = 0;
+    q4k_result res = q4k__gguf_get_int(g, key, &neg, &u, &s);
+    if (res != Q4K_OK) return res;
+    if (neg ? s < INT32_MIN : u > (uint64_t)INT32_MAX) return Q4K_ERR_TYPE_MISMATCH;
+    if (out) *out = neg ? (int32_t)s : (int32_t)u;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_u64(const q4k_gguf *g, const char *key, uint64_t *out) {
+    int neg = 0;
+    uint64_t u = 0;
+    int64_t s = 0;
+    q4k_result res = q4k__gguf_get_int(g, key, &neg, &u, &s);
+    if (res != Q4K_OK) return res;
+    if (neg) return Q4K_ERR_TYPE_MISMATCH;
+    if (out) *out = u;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_i64(const q4k_gguf *g, const char *key, int64_t *out) {
+    int neg = 0;
+    uint64_t u = 0;
+    int64_t s = 0;
+    q4k_result res = q4k__gguf_get_int(g, key, &neg, &u, &s);
+    if (res != Q4K_OK) return res;
+    if (!neg && u > (uint64_t)INT64_MAX) return Q4K_ERR_TYPE_MISMATCH;
+    if (out) *out = neg ? s : (int64_t)u;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_f64(const q4k_gguf *g, const char *key, double *out) {
+    const q4k__gguf_kv *kv;
+    if (!g || !key) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    if (kv->type != Q4K_GGUF_FLOAT32 && kv->type != Q4K_GGUF_FLOAT64) return Q4K_ERR_TYPE_MISMATCH;
+    if (out) *out = q4k__gguf_float(kv->type, g->data + kv->data_offset);
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_f32(const q4k_gguf *g, const char *key, float *out) {
+    double d = 0;
+    q4k_result res = q4k_gguf_get_f64(g, key, &d);
+    if (res == Q4K_OK && out) *out = (float)d;
+    return res;
+}
+
+Q4K_API q4k_result q4k_gguf_get_bool(const q4k_gguf *g, const char *key, int *out) {
+    const q4k__gguf_kv *kv;
+    if (!g || !key) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    if (kv->type != Q4K_GGUF_BOOL) return Q4K_ERR_TYPE_MISMATCH;
+    if (out) *out = g->data[kv->data_offset];
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_str(const q4k_gguf *g, const char *key, const char **out) {
+    const q4k__gguf_kv *kv;
+    if (!g || !key) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    if (kv->type != Q4K_GGUF_STRING) return Q4K_ERR_TYPE_MISMATCH;
+    if (out) *out = kv->str;
+    return Q4K_OK;
+}
+
+static void q4k__gguf_kv_view(const q4k_gguf *g, const q4k__gguf_kv *kv, q4k_gguf_value *v) {
+    memset(v, 0, sizeof *v);
+    v->type = kv->type;
+    v->elem_type = kv->type == Q4K_GGUF_ARRAY ? kv->elem_type : Q4K_GGUF_TYPE_COUNT;
+    v->count = kv->count;
+    v->data = g->data + kv->data_offset;
+    v->size = kv->size;
+    v->file_offset = kv->data_offset;
+    v->str_index = kv->str_index;
+}
+
+Q4K_API q4k_result q4k_gguf_get_value(const q4k_gguf *g, const char *key, q4k_gguf_value *out) {
+    const q4k__gguf_kv *kv;
+    if (!g || !key || !out) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    q4k__gguf_kv_view(g, kv, out);
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_key_value(const q4k_gguf *g, int64_t i, q4k_gguf_value *out) {
+    if (!g || !out) return Q4K_ERR_INVALID_ARG;
+    if (i < 0 || i >= g->n_kv) return Q4K_ERR_NOT_FOUND;
+    q4k__gguf_kv_view(g, &g->kv[i], out);
+    return Q4K_OK;
+}
+
+/* Bytes of the encoding of one value of type t at p (avail bytes); 0 when
+   it does not fit. Values of an open q4k_gguf always fit; the checks guard
+   hand-made views. */
+static uint64_t q4k__gguf_enc_size(const uint8_t *p, uint64_t avail, uint32_t t, int depth) {
+    size_t sz = q4k__gguf_scalar_size(t);
+    uint64_t n, k, off, e, need;
+    uint32_t et;
+    if (sz) return sz <= avail ? sz : 0;
+    if (avail < (t == Q4K_GGUF_STRING ? 8u : 12u)) return 0;
+    if (t == Q4K_GGUF_STRING) {
+        n = q4k__rd64(p);
+        return n <= avail - 8 ? 8 + n : 0;
+    }
+    if (t != Q4K_GGUF_ARRAY || depth > Q4K__GGUF_MAX_DEPTH) return 0;
+    et = q4k__rd32(p);
+    n = q4k__rd64(p + 4);
+    if ((sz = q4k__gguf_scalar_size(et)) != 0)
+        return q4k__mul_u64(n, sz, &need) && need <= avail - 12 ? 12 + need : 0;
+    for (k = 0, off = 12; k < n; k++) {
+        if (!(e = q4k__gguf_enc_size(p + off, avail - off, et, depth + 1))) return 0;
+        off += e;
+    }
+    return off;
+}
+
+Q4K_API q4k_result q4k_gguf_value_elem(const q4k_gguf_value *arr, uint64_t i, q4k_gguf_value *out) {
+    const uint8_t *p;
+    uint64_t off = 0, k, e;
+    size_t sz;
+    if (!arr || !out) return Q4K_ERR_INVALID_ARG;
+    if (arr->type != Q4K_GGUF_ARRAY) return Q4K_ERR_TYPE_MISMATCH;
+    if (i >= arr->count) return Q4K_ERR_INVALID_ARG;
+    p = (const uint8_t *)arr->data;
+    memset(out, 0, sizeof *out);
+    out->type = arr->elem_type;
+    out->elem_type = Q4K_GGUF_TYPE_COUNT;
+    if ((sz = q4k__gguf_scalar_size(arr->elem_type)) != 0) {
+        if (i >= arr->size / sz) return Q4K_ERR_INVALID_ARG;
+        off = i * sz;
+        out->count = 1;
+        out->size = sz;
+        out->data = p + off;
+        out->file_offset = arr->file_offset + off;
+        return Q4K_OK;
+    }
+    if (arr->elem_type == Q4K_GGUF_STRING && arr->str_index) {
+        off = arr->str_index[i];
+    } else {
+        for (k = 0; k < i; k++) {
+            if (!(e = q4k__gguf_enc_size(p + off, arr->size - off, arr->elem_type, 1))) return Q4K_ERR_INVALID_ARG;
+            off += e;
+        }
+    }
+    if (!(e = q4k__gguf_enc_size(p + off, arr->size - off, arr->elem_type, 1))) return Q4K_ERR_INVALID_ARG;
+    if (arr->elem_type == Q4K_GGUF_STRING) {
+        out->count = out->size = e - 8;
+        out->data = p + off + 8;
+        out->file_offset = arr->file_offset + off + 8;
+    } else if (arr->elem_type == Q4K_GGUF_ARRAY) {
+        out->elem_type = (q4k_gguf_type)q4k__rd32(p + off);
+        out->count = q4k__rd64(p + off + 4);
+        out->data = p + off + 12;
+        out->size = e - 12;
+        out->file_offset = arr->file_offset + off + 12;
+    } else {
+        return Q4K_ERR_INVALID_ARG;
+    }
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_arr(const q4k_gguf *g, const char *key, q4k_gguf_type *elem_type, uint64_t *count) {
+    const q4k__gguf_kv *kv;
+    if (!g || !key) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    if (kv->type != Q4K_GGUF_ARRAY) return Q4K_ERR_TYPE_MISMATCH;
+    if (elem_type) *elem_type = kv->elem_type;
+    if (count) *count = kv->count;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_arr_data(const q4k_gguf *g, const char *key, const void **data) {
+    const q4k__gguf_kv *kv;
+    if (!g || !key) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    if (kv->type != Q4K_GGUF_ARRAY || !q4k__gguf_scalar_size(kv->elem_type)) return Q4K_ERR_TYPE_MISMATCH;
+    if (data) *data = g->data + kv->data_offset;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_get_arr_str(const q4k_gguf *g, const char *key, uint64_t i, const char **s, size_t *len) {
+    const q4k__gguf_kv *kv;
+    uint64_t off;
+    if (!g || !key) return Q4K_ERR_INVALID_ARG;
+    if (!(kv = q4k__gguf_kv_of(g, key))) return Q4K_ERR_NOT_FOUND;
+    if (kv->type != Q4K_GGUF_ARRAY || kv->elem_type != Q4K_GGUF_STRING) return Q4K_ERR_TYPE_MISMATCH;
+    if (i >= kv->count) return Q4K_ERR_INVALID_ARG;
+    off = kv->data_offset + kv->str_index[i];
+    if (s) *s = (const char *)g->data + off + 8;
+    if (len) *len = (size_t)q4k__rd64(g->data + off);
+    return Q4K_OK;
+}
+
+Q4K_API int64_t q4k_gguf_tensor_count(const q4k_gguf *g) { return g ? g->n_tensors : 0; }
+
+Q4K_API const q4k_tensor *q4k_gguf_tensor(const q4k_gguf *g, int64_t i) {
+    return g && i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
+}
+
+Q4K_API const q4k_tensor *q4k_gguf_find_tensor(const q4k_gguf *g, const char *name) {
+    int64_t i;
+    if (!g || !name) return NULL;
+    i = q4k__index_find(&g->tensor_index, name, strlen(name));
+    return i < 0 ? NULL : &g->tensors[i];
+}
+
+/* ---- printing ---------------------------------------------------------- */
+
+/* JSON: escaped, invalid UTF-8 as U+FFFD. Text: quoted with C escapes,
+   invalid bytes as \xNN, cut after max bytes with the length noted. */
+static void q4k__print_str(FILE *f, const uint8_t *s, uint64_t n, int json, uint64_t max) {
+    uint64_t i = 0, lim = json ? n : (n < max ? n : max);
+    fputc('"', f);
+    while (i < lim) {
+        uint8_t c = s[i];
+        size_t k;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c == '\n') fputs("\\n", f);
+        else if (c == '\t') fputs("\\t", f);
+        else if (c == '\r') fputs("\\r", f);
+        else if (c < 0x20 || c == 0x7f) fprintf(f, json ? "\\u%04x" : "\\x%02x", c);
+        else if (c < 0x80) fputc(c, f);
+        else if ((k = q4k__utf8_seq(s + i, (size_t)(n - i))) != 0) {
+            fwrite(s + i, 1, k, f);
+            i += k;
+            continue;
+        } else if (json) fputs("\\ufffd", f);
+        else fprintf(f, "\\x%02x", c);
+        i++;
+    }
+    fputc('"', f);
+    if (i < n) fprintf(f, "... (%llu bytes)", (unsigned long long)n);
+}
+
+/* shortest %g that reads back as the same value; non-finite as a string */
+static void q4k__print_float(FILE *f, double v, int f32, int json) {
+    char buf[400]; /* %.17g needs 25; gcc assumes the worst case of %g */
+    int p;
+    if (v != v || v > 1.7976931348623157e308 || v < -1.7976931348623157e308) {
+        const char *s = v != v ? "nan" : v > 0 ? "inf" : "-inf";
+        fprintf(f, json ? "\"%s\"" : "%s", s);
+        return;
+    }
+    for (p = f32 ? 6 : 15; p < (f32 ? 9 : 17); p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, v);
+        if (f32 ? (float)strtod(buf, NULL) == (float)v : strtod(buf, NULL) == v) break;
+    }
+    snprintf(buf, sizeof buf, "%.*g", p, v);
+    fputs(buf, f);
+}
+
+static void q4k__print_value(FILE *f, const q4k_gguf_value *v, int json, int depth);
+
+/* the elements of an array: "[a, b, ... (N total)]" or, in JSON, the
+   members "elem_type", "count", "value" (first elements), "truncated" */
+static void q4k__print_array(FILE *f, const q4k_gguf_value *v, int json, int depth) {
+    uint64_t show = depth <= 1 ? Q4K__GGUF_SHOW : depth == 2 ? 4 : 2, i; /* bounded output for deep nests */
+    q4k_gguf_value e;
+    if (show > v->count) show = v->count;
+    if (json)
+        fprintf(f, "\"elem_type\": \"%s\", \"count\": %llu, \"value\": [", q4k_gguf_type_name(v->elem_type),
+                (unsigned long long)v->count);
+    else
+        fputc('[', f);
+    for (i = 0; i < show; i++) {
+        if (i) fputs(", ", f);
+        if (q4k_gguf_value_elem(v, i, &e) != Q4K_OK) break;
+        q4k__print_value(f, &e, json, depth + 1);
+    }
+    if (json) fprintf(f, "], \"truncated\": %s", show < v->count ? "true" : "false");
+    else if (show < v->count) fprintf(f, "%s... (%llu total)]", show ? ", " : "", (unsigned long long)v->count);
+    else fputc(']', f);
+}
+
+static void q4k__print_value(FILE *f, const q4k_gguf_value *v, int json, int depth) {
+    const uint8_t *p = (const uint8_t *)v->data;
+    int neg = 0;
+    uint64_t u = 0;
+    int64_t s = 0;
+    if (q4k__gguf_int(v->type, p, &neg, &u, &s)) {
+        if (neg) fprintf(f, "%lld", (long long)s);
+        else fprintf(f, "%llu", (unsigned long long)u);
+    } else if (v->type == Q4K_GGUF_FLOAT32 || v->type == Q4K_GGUF_FLOAT64) {
+        q4k__print_float(f, q4k__gguf_float(v->type, p), v->type == Q4K_GGUF_FLOAT32, json);
+    } else if (v->type == Q4K_GGUF_BOOL) {
+        fputs(p[0] ? "true" : "false", f);
+    } else if (v->type == Q4K_GGUF_STRING) {
+        q4k__print_str(f, p, v->size, json, depth ? 40 : 120);
+    } else if (v->type == Q4K_GGUF_ARRAY) {
+        if (json && depth) fputc('{', f);
+        q4k__print_array(f, v, json, depth ? depth : 1);
+        if (json && depth) fputc('}', f);
+    }
+}
+
+/* tensor names are valid UTF-8 but may hold control characters */
+static void q4k__print_name(FILE *f, const char *s, int width) {
+    int n = 0;
+    for (; *s; s++, n++) {
+        if ((uint8_t)*s < 0x20 || *s == 0x7f) {
+            fprintf(f, "\\x%02x", (uint8_t)*s);
+            n += 3;
+        } else {
+            fputc(*s, f);
+            if (((uint8_t)*s & 0xc0) == 0x80) n--; /* continuation byte: same column */
+        }
+    }
+    for (; n < width; n++) fputc(' ', f);
+}
+
+static void q4k__print_shape(FILE *f, const q4k_tensor *t, int width) {
+    char buf[128];
+    int o = 0, d;
+    for (d = 0; d < t->n_dims; d++)
+        o += snprintf(buf + o, sizeof buf - (size_t)o, "%s%lld", d ? ", " : "[", (long long)t->ne[d]);
+    snprintf(buf + o, sizeof buf - (size_t)o, "]");
+    fprintf(f, "%-*s", width, buf);
+}
+
+Q4K_API void q4k_gguf_print(const q4k_gguf *g, FILE *f, int json) {
+    int64_t i, n_by_type[Q4K_TYPE_COUNT];
+    uint64_t bytes = 0, params = 0, bytes_by_type[Q4K_TYPE_COUNT];
+    int kw = 8, nw = 4, first, unimpl = 0, d;
+    q4k_gguf_value v;
+    if (!g || !f) return;
+    memset(n_by_type, 0, sizeof n_by_type);
+    memset(bytes_by_type, 0, sizeof bytes_by_type);
+    for (i = 0; i < g->n_tensors; i++) {
+        const q4k_tensor *t = &g->tensors[i];
+        uint64_t el = 1;
+        for (d = 0; d < 4; d++) el *= (uint64_t)t->ne[d];
+        bytes += t->nbytes;
+        params += el;
+        if ((int)t->type >= 0 && (int)t->type < Q4K_TYPE_COUNT) {
+            n_by_type[t->type]++;
+            bytes_by_type[t->type] += t->nbytes;
+        }
+        if (!q4k_type_traits((int)t->type).implemented) unimpl++;
+        if ((int)strlen(t->name) > nw) nw = (int)strlen(t->name);
+    }
+    if (json) {
+        fputs("{\"file\": ", f);
+        if (g->path) q4k__print_str(f, (const uint8_t *)g->path, strlen(g->path), 1, 0);
+        else fputs("null", f);
+        fprintf(f, ", \"file_size\": %zu, \"version\": %u, \"alignment\": %zu, \"data_offset\": %zu,\n", g->size,
+                (unsigned)g->version, g->alignment, g->data_offset);
+        fprintf(f, " \"key_count\": %lld, \"tensor_count\": %lld, \"tensor_bytes\": %llu, \"parameters\": %llu,\n",
+                (long long)g->n_kv, (long long)g->n_tensors, (unsigned long long)bytes, (unsigned long long)params);
+        fputs(" \"metadata\": [", f);
+        for (i = 0; i < g->n_kv; i++) {
+            q4k_gguf_key_value(g, i, &v);
+            fputs(i ? ",\n  {\"key\": " : "\n  {\"key\": ", f);
+            q4k__print_str(f, (const uint8_t *)g->kv[i].key, g->kv[i].key_len, 1, 0);
+            fprintf(f, ", \"type\": \"%s\", ", q4k_gguf_type_name(v.type));
+            if (v.type == Q4K_GGUF_ARRAY) {
+                q4k__print_array(f, &v, 1, 1);
+            } else {
+                fputs("\"value\": ", f);
+                q4k__print_value(f, &v, 1, 0);
+            }
+            fputc('}', f);
+        }
+        fputs("],\n \"tensors\": [", f);
+        for (i = 0; i < g->n_tensors; i++) {
+            const q4k_tensor *t = &g->tensors[i];
+            fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
+            q4k__print_str(f, (const uint8_t *)t->name, strlen(t->name), 1, 0);
+            fprintf(f, ", \"type\": \"%s\", \"type_id\": %d, \"implemented\": %s, \"shape\": [", q4k_type_name((int)t->type),
+                    (int)t->type, q4k_type_traits((int)t->type).implemented ? "true" : "false");
+            for (d = 0; d < t->n_dims; d++) fprintf(f, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+            fprintf(f, "], \"bytes\": %zu, \"offset\": %llu, \"file_offset\": %llu}", t->nbytes,
+                    (unsigned long long)t->offset, (unsigned long long)t->file_offset);
+        }
+        fputs("]}\n", f);
+        return;
+    }
+    for (i = 0; i < g->n_kv; i++)
+        if ((int)g->kv[i].key_len > kw) kw = g->kv[i].key_len > 48 ? 48 : (int)g->kv[i].key_len;
+    fprintf(f, "file: %s\n", g->path ? g->path : "(memory)");
+    fprintf(f, "GGUF v%u, %zu bytes, alignment %zu, data section at offset %zu\n", (unsigned)g->version, g->size,
+            g->alignment, g->data_offset);
+    fprintf(f, "metadata: %lld keys\n", (long long)g->n_kv);
+    for (i = 0; i < g->n_kv; i++) {
+        char ty[32];
+        q4k_gguf_key_value(g, i, &v);
+        if (v.type == Q4K_GGUF_ARRAY) snprintf(ty, sizeof ty, "[%s]", q4k_gguf_type_name(v.elem_type));
+        else snprintf(ty, sizeof ty, "%s", q4k_gguf_type_name(v.type));
+        fputs("  ", f);
+        q4k__print_name(f, g->kv[i].key, kw);
+        fprintf(f, "  %-9s ", ty);
+        q4k__print_value(f, &v, 0, 0);
+        fputc('\n', f);
+    }
+    fprintf(f, "tensors: %lld, %llu bytes, %llu parameters\n", (long long)g->n_tensors, (unsigned long long)bytes,
+            (unsigned long long)params);
+    if (g->n_tensors) {
+        fprintf(f, "  %5s  %-*s  %-7s  %-26s %12s %12s\n", "#", nw, "name", "type", "shape", "bytes", "offset");
+        for (i = 0; i < g->n_tensors; i++) {
+            const q4k_tensor *t = &g->tensors[i];
+            char ty[16];
+            snprintf(ty, sizeof ty, "%s%s", q4k_type_name((int)t->type),
+                     q4k_type_traits((int)t->type).implemented ? "" : "*");
+            fprintf(f, "  %5lld  ", (long long)i);
+            q4k__print_name(f, t->name, nw);
+            fprintf(f, "  %-7s  ", ty);
+            q4k__print_shape(f, t, 26);
+            fprintf(f, " %12zu %12llu\n", t->nbytes, (unsigned long long)t->offset);
+        }
+        fputs("types:", f);
+        for (i = 0, first = 1; i < Q4K_TYPE_COUNT; i++) {
+            if (!n_by_type[i]) continue;
+            fprintf(f, "%s %s x %lld (%llu bytes)", first ? "" : ",", q4k_type_name((int)i), (long long)n_by_type[i],
+                    (unsigned long long)bytes_by_type[i]);
+            first = 0;
+        }
+        fputc('\n', f);
+        if (unimpl) fprintf(f, "* %d tensor%s of a type q4k does not implement: q4k cannot run this model\n", unimpl, unimpl == 1 ? "" : "s");
+    }
+}
+
+/* ---- writer ------------------------------------------------------------ */
+
+typedef struct q4k__wbuf {
+    uint8_t *p;
+    size_t n, cap;
+    int oom;
+} q4k__wbuf;
+
+static void q4k__wbuf_put(q4k__wbuf *b, const void *d, size_t n) {
+    if (b->oom || !n) return;
+    if (n > b->cap - b->n) {
+        size_t nc = b->cap ? b->cap : 256;
+        uint8_t *p;
+        while (nc - b->n < n) {
+            if (nc > SIZE_MAX / 2) { b->oom = 1; return; }
+            nc *= 2;
+        }
+        if (!(p = (uint8_t *)Q4K_REALLOC(b->p, nc))) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void q4k__wbuf_u32(q4k__wbuf *b, uint32_t v) {
+    uint8_t x[4];
+    int i;
+    for (i = 0; i < 4; i++) x[i] = (uint8_t)(v >> (8 * i));
+    q4k__wbuf_put(b, x, 4);
+}
+
+static void q4k__wbuf_u64(q4k__wbuf *b, uint64_t v) {
+    uint8_t x[8];
+    int i;
+    for (i = 0; i < 8; i++) x[i] = (uint8_t)(v >> (8 * i));
+    q4k__wbuf_put(b, x, 8);
+}
+
+typedef struct q4k__wkv {
+    char *key;
+    size_t key_len;
+    uint8_t *val; /* u32 type + encoded value */
+    size_t val_size;
+} q4k__wkv;
+
+typedef struct q4k__wtensor {
+    char *name;
+    q4k_type type;
+    int n_dims;
+    int64_t ne[4];
+    uint64_t nbytes, offset;
+    const void *data;
+} q4k__wtensor;
+
+struct q4k_gguf_writer {
+    uint32_t alignment;
+    q4k__wkv *kv;
+    size_t n_kv, cap_kv;
+    q4k__wtensor *t;
+    size_t n_t, cap_t;
+    q4k__index kv_index, t_index;
+    q4k_error first; /* first failed set/add; code Q4K_OK when none */
+    FILE *f;         /* while streaming */
+    char *path;
+    size_t next;     /* next tensor to stream */
+};
+
+static q4k_result q4k__wfail(q4k_gguf_writer *w, q4k_result code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static q4k_result q4k__wfail(q4k_gguf_writer *w, q4k_result code, const char *fmt, ...) {
+    va_list ap;
+    if (w->first.code != Q4K_OK) return code;
+    w->first.code = code;
+    va_start(ap, fmt);
+    vsnprintf(w->first.msg, sizeof w->first.msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static char *q4k__strdup(const char *s, size_t n) {
+    char *p = (char *)Q4K_MALLOC(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
+
+Q4K_API void q4k_gguf_writer_free(q4k_gguf_writer *w) {
+    size_t i;
+    if (!w) return;
+    if (w->f) {
+        fclose(w->f);
+        remove(w->path);
+    }
+    for (i = 0; i < w->n_kv; i++) {
+        Q4K_FREE(w->kv[i].key);
+        Q4K_FREE(w->kv[i].val);
+    }
+    for (i = 0; i < w->n_t; i++) Q4K_FREE(w->t[i].name);
+    Q4K_FREE(w->kv);
+    Q4K_FREE(w->t);
+    q4k__index_free(&w->kv_index);
+    q4k__index_free(&w->t_index);
+    Q4K_FREE(w->path);
+    Q4K_FREE(w);
+}
+
+Q4K_API q4k_gguf_writer *q4k_gguf_writer_new(uint32_t alignment) {
+    q4k_gguf_writer *w;
+    if (alignment == 0) alignment = Q4K__GGUF_ALIGN;
+    if ((alignment & (alignment - 1)) || alignment > Q4K__GGUF_MAX_ALIGN) return NULL;
+    if (!(w = (q4k_gguf_writer *)Q4K_MALLOC(sizeof *w))) return NULL;
+    memset(w, 0, sizeof *w);
+    w->alignment = Q4K__GGUF_ALIGN;
+    if (alignment != Q4K__GGUF_ALIGN && q4k_gguf_writer_set_u32(w, "general.alignment", alignment) != Q4K_OK) {
+        q4k_gguf_writer_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* Stores key = the encoded value in b (taken over, freed on failure). */
+static q4k_result q4k__w_setkv(q4k_gguf_writer *w, const char *key, q4k__wbuf *b) {
+    size_t n = strlen(key);
+    int64_t dup;
+    q4k__wkv *kv;
+    if (b->oom) {
+        Q4K_FREE(b->p);
+        return q4k__wfail(w, Q4K_ERR_OUT_OF_MEMORY, "key '%.200s': out of memory", key);
+    }
+    if (n == 17 && !memcmp(key, "general.alignment", 17)) {
+        uint32_t a = b->n == 8 ? q4k__rd32(b->p + 4) : 0;
+        if (b->n != 8 || q4k__rd32(b->p) != Q4K_GGUF_UINT32 || !a || (a & (a - 1)) || a > Q4K__GGUF_MAX_ALIGN) {
+            Q4K_FREE(b->p);
+            return q4k__wfail(w, Q4K_ERR_BAD_ALIGNMENT, "key 'general.alignment' must be a UINT32 power of two up to 2^30");
+        }
+        w->alignment = a;
+    }
+    dup = q4k__index_find(&w->kv_index, key, n);
+    if (dup >= 0) {
+        Q4K_FREE(w->kv[dup].val);
+        w->kv[dup].val = b->p;
+        w->kv[dup].val_size = b->n;
+        return Q4K_OK;
+    }
+    if (w->n_kv == w->cap_kv) {
+        size_t nc = w->cap_kv ? w->cap_kv * 2 : 16;
+        q4k__wkv *nk = (q4k__wkv *)Q4K_REALLOC(w->kv, nc * sizeof *nk);
+        if (!nk) {
+            Q4K_FREE(b->p);
+            return q4k__wfail(w, Q4K_ERR_OUT_OF_MEMORY, "key '%.200s': out of memory", key);
+        }
+        w->kv = nk;
+        w->cap_kv = nc;
+    }
+    kv = &w->kv[w->n_kv];
+    if (!(kv->key = q4k__strdup(key, n)) || !q4k__index_add(&w->kv_index, kv->key, n, &dup)) {
+        Q4K_FREE(kv->key);
+        Q4K_FREE(b->p);
+        return q4k__wfail(w, Q4K_ERR_OUT_OF_MEMORY, "key '%.200s': out of memory", key);
+    }
+    kv->key_len = n;
+    kv->val = b->p;
+    kv->val_size = b->n;
+    w->n_kv++;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__w_check_key(q4k_gguf_writer *w, const char *key) {
+    size_t n;
+    char q[272];
+    if (!key || !*key) return q4k__wfail(w, Q4K_ERR_BAD_KEY, "metadata key is %s", key ? "empty" : "NULL");
+    n = strlen(key);
+    if (n > Q4K__GGUF_MAX_KEY)
+        return q4k__wfail(w, Q4K_ERR_BAD_KEY, "key '%s' is %zu bytes, at most %d allowed", q4k__quote(q, sizeof q, key, n),
+                          n, Q4K__GGUF_MAX_KEY);
+    if (!q4k__utf8_valid((const uint8_t *)key, n))
+        return q4k__wfail(w, Q4K_ERR_BAD_UTF8, "key '%s' is not valid UTF-8", q4k__quote(q, sizeof q, key, n));
+    if (w->f) return q4k__wfail(w, Q4K_ERR_INVALID_ARG, "key '%s': set after q4k_gguf_writer_begin", q4k__quote(q, sizeof q, key, n));
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_writer_set(q4k_gguf_writer *w, const char *key, q4k_gguf_type type, const void *value) {
+    q4k__wbuf b;
+    size_t sz;
+    q4k_result res;
+    if (!w) return Q4K_ERR_INVALID_ARG;
+    if ((res = q4k__w_check_key(w, key)) != Q4K_OK) return res;
+    if ((int)type < 0 || (int)type >= (int)Q4K_GGUF_TYPE_COUNT || type == Q4K_GGUF_ARRAY)
+        return q4k__wfail(w, Q4K_ERR_BAD_VALUE_TYPE, "key '%.200s': type %d is not a GGUF scalar type%s", key, (int)type,
+                          type == Q4K_GGUF_ARRAY ? " (use q4k_gguf_writer_set_array)" : "");
+    if (!value) return q4k__wfail(w, Q4K_ERR_INVALID_ARG, "key '%.200s': value is NULL", key);
+    if (type == Q4K_GGUF_BOOL && *(const uint8_t *)value > 1)
+        return q4k__wfail(w, Q4K_ERR_BAD_BOOL, "key '%.200s': bool byte %u, must be 0 or 1", key, *(const uint8_t *)value);
+    memset(&b, 0, sizeof b);
+    q4k__wbuf_u32(&b, (uint32_t)type);
+    if (type == Q4K_GGUF_STRING) {
+        size_t n = strlen((const char *)value);
+        q4k__wbuf_u64(&b, n);
+        q4k__wbuf_put(&b, value, n);
+    } else {
+        sz = q4k__gguf_scalar_size((uint32_t)type);
+        q4k__wbuf_put(&b, value, sz);
+    }
+    return q4k__w_setkv(w, key, &b);
+}
+
+Q4K_API q4k_result q4k_gguf_writer_set_u32(q4k_gguf_writer *w, const char *key, uint32_t v) {
+    return q4k_gguf_writer_set(w, key, Q4K_GGUF_UINT32, &v);
+}
+Q4K_API q4k_result q4k_gguf_writer_set_i32(q4k_gguf_writer *w, const char *key, int32_t v) {
+    return q4k_gguf_writer_set(w, key, Q4K_GGUF_INT32, &v);
+}
+Q4K_API q4k_result q4k_gguf_writer_set_f32(q4k_gguf_writer *w, const char *key, float v) {
+    return q4k_gguf_writer_set(w, key, Q4K_GGUF_FLOAT32, &v);
+}
+Q4K_API q4k_result q4k_gguf_writer_set_bool(q4k_gguf_writer *w, const char *key, int v) {
+    uint8_t b = v != 0;
+    return q4k_gguf_writer_set(w, key, Q4K_GGUF_BOOL, &b);
+}
+Q4K_API q4k_result q4k_gguf_writer_set_str(q4k_gguf_writer *w, const char *key, const char *v) {
+    return q4k_gguf_writer_set(w, key, Q4K_GGUF_STRING, v);
+}
+
+static q4k_result q4k__w_enc_array(q4k_gguf_writer *w, const char *key, q4k__wbuf *b, const q4k_gguf_arr *a, int depth) {
+    size_t sz;
+    uint64_t i, bytes;
+    q4k_result res;
+    if (!a) return q4k__wfail(w, Q4K_ERR_INVALID_ARG, "key '%.200s': array is NULL", key);
+    if ((int)a->elem_type < 0 || (int)a->elem_type >= (int)Q4K_GGUF_TYPE_COUNT)
+        return q4k__wfail(w, Q4K_ERR_BAD_ARRAY, "key '%.200s': array element type %d is not a GGUF type", key,
+                          (int)a->elem_type);
+    if (a->elem_type == Q4K_GGUF_ARRAY && depth >= Q4K__GGUF_MAX_DEPTH)
+        return q4k__wfail(w, Q4K_ERR_BAD_ARRAY, "key '%.200s': arrays nested more than %d levels deep", key,
+                          Q4K__GGUF_MAX_DEPTH);
+    if (a->count && !a->data) return q4k__wfail(w, Q4K_ERR_INVALID_ARG, "key '%.200s': array data is NULL", key);
+    q4k__wbuf_u32(b, (uint32_t)a->elem_type);
+    q4k__wbuf_u64(b, a->count);
+    if ((sz = q4k__gguf_scalar_size((uint32_t)a->elem_type)) != 0) {
+        if (!q4k__mul_u64(a->count, sz, &bytes) || bytes > SIZE_MAX)
+            return q4k__wfail(w, Q4K_ERR_OVERFLOW, "key '%.200s': array of %llu elements is too large", key,
+                              (unsigned long long)a->count);
+        if (a->elem_type == Q4K_GGUF_BOOL)
+            for (i = 0; i < a->count; i++)
+                if (((const uint8_t *)a->data)[i] > 1)
+                    return q4k__wfail(w, Q4K_ERR_BAD_BOOL, "key '%.200s': bool element %llu is %u, must be 0 or 1", key,
+                                      (unsigned long long)i, ((const uint8_t *)a->data)[i]);
+        q4k__wbuf_put(b, a->data, (size_t)bytes);
+    } else if (a->elem_type == Q4K_GGUF_STRING) {
+        const char *const *s = (const char *const *)a->data;
+        for (i = 0; i < a->count; i++) {
+            size_t n;
+            if (!s[i])
+                return q4k__wfail(w, Q4K_ERR_INVALID_ARG, "key '%.200s': string element %llu is NULL", key,
+                                  (unsigned long long)i);
+            n = strlen(s[i]);
+            q4k__wbuf_u64(b, n);
+            q4k__wbuf_put(b, s[i], n);
+        }
+    } else {
+        const q4k_gguf_arr *sub = (const q4k_gguf_arr *)a->data;
+        for (i = 0; i < a->count; i++)
+            if ((res = q4k__w_enc_array(w, key, b, &sub[i], depth + 1)) != Q4K_OK) return res;
+    }
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_writer_set_array(q4k_gguf_writer *w, const char *key, const q4k_gguf_arr *arr) {
+    q4k__wbuf b;
+    q4k_result res;
+    if (!w) return Q4K_ERR_INVALID_ARG;
+    if ((res = q4k__w_check_key(w, key)) != Q4K_OK) return res;
+    memset(&b, 0, sizeof b);
+    q4k__wbuf_u32(&b, Q4K_GGUF_ARRAY);
+    if ((res = q4k__w_enc_array(w, key, &b, arr, 1)) != Q4K_OK) {
+        Q4K_FREE(b.p);
+        return res;
+    }
+    return q4k__w_setkv(w, key, &b);
+}
+
+Q4K_API q4k_result q4k_gguf_writer_set_arr(q4k_gguf_writer *w, const char *key, q4k_gguf_type elem_type, const void *data,
+                                           uint64_t n) {
+    q4k_gguf_arr a;
+    if (!w) return Q4K_ERR_INVALID_ARG;
+    if (!q4k__gguf_scalar_size((uint32_t)elem_type))
+        return q4k__wfail(w, Q4K_ERR_BAD_ARRAY, "key '%.200s': q4k_gguf_writer_set_arr takes numeric or bool elements, not %s",
+                          key ? key : "(null)", q4k_gguf_type_name(elem_type));
+    a.elem_type = elem_type;
+    a.count = n;
+    a.data = data;
+    return q4k_gguf_writer_set_array(w, key, &a);
+}
+
+Q4K_API q4k_result q4k_gguf_writer_set_arr_str(q4k_gguf_writer *w, const char *key, const char *const *strs, uint64_t n) {
+    q4k_gguf_arr a;
+    a.elem_type = Q4K_GGUF_STRING;
+    a.count = n;
+    a.data = strs;
+    return q4k_gguf_writer_set_array(w, key, &a);
+}
+
+Q4K_API q4k_result q4k_gguf_writer_add_tensor(q4k_gguf_writer *w, const char *name, q4k_type type, int n_dims,
+                                              const int64_t *ne, const void *data) {
+    q4k_type_info tr;
+    uint64_t bytes, elems = 1;
+    size_t n;
+    int d;
+    int64_t dup;
+    q4k__wtensor *t;
+    char q[272];
+    if (!w) return Q4K_ERR_INVALID_ARG;
+    if (!name || !*name) return q4k__wfail(w, Q4K_ERR_BAD_TENSOR_NAME, "tensor name is %s", name ? "empty" : "NULL");
+    n = strlen(name);
+    q4k__quote(q, sizeof q, name, n);
+    if (n > Q4K__GGUF_MAX_NAME)
+        return q4k__wfail(w, Q4K_ERR_BAD_TENSOR_NAME, "tensor '%s': name is %zu bytes, at most %d allowed", q, n,
+                          Q4K__GGUF_MAX_NAME);
+    if (!q4k__utf8_valid((const uint8_t *)name, n))
+        return q4k__wfail(w, Q4K_ERR_BAD_UTF8, "tensor '%s': name is not valid UTF-8", q);
+    if (w->f) return q4k__wfail(w, Q4K_ERR_INVALID_ARG, "tensor '%s': added after q4k_gguf_writer_begin", q);
+    tr = q4k_type_traits((int)type);
+    if (!tr.name || !tr.type_size) return q4k__wfail(w, Q4K_ERR_BAD_TYPE, "tensor '%s': type id %d is unknown", q, (int)type);
+    if (n_dims < 1 || n_dims > 4 || !ne)
+        return q4k__wfail(w, Q4K_ERR_BAD_DIMS, "tensor '%s': n_dims is %d, must be 1..4 (with ne given)", q, n_dims);
+    for (d = 0; d < n_dims; d++)
+        if (ne[d] < 1) return q4k__wfail(w, Q4K_ERR_BAD_DIMS, "tensor '%s': dim %d is %lld", q, d, (long long)ne[d]);
+    if (ne[0] % tr.block_size)
+        return q4k__wfail(w, Q4K_ERR_BAD_SHAPE, "tensor '%s': ne[0] = %lld is not a multiple of the %s block size %lld", q,
+                          (long long)ne[0], tr.name, (long long)tr.block_size);
+    bytes = (uint64_t)(ne[0] / tr.block_size) * tr.type_size;
+    for (d = 0; d < n_dims; d++)
+        if (!q4k__mul_u64(elems, (uint64_t)ne[d], &elems) || elems > (uint64_t)INT64_MAX ||
+            (d > 0 && !q4k__mul_u64(bytes, (uint64_t)ne[d], &bytes)) || bytes > SIZE_MAX)
+            return q4k__wfail(w, Q4K_ERR_OVERFLOW, "tensor '%s': size overflows", q);
+    if (q4k__index_find(&w->t_index, name, n) >= 0)
+        return q4k__wfail(w, Q4K_ERR_DUPLICATE_TENSOR, "tensor '%s' is added twice", q);
+    if (w->n_t == w->cap_t) {
+        size_t nc = w->cap_t ? w->cap_t * 2 : 64;
+        q4k__wtensor *nt = (q4k__wtensor *)Q4K_REALLOC(w->t, nc * sizeof *nt);
+        if (!nt) return q4k__wfail(w, Q4K_ERR_OUT_OF_MEMORY, "tensor '%s': out of memory", q);
+        w->t = nt;
+        w->cap_t = nc;
+    }
+    t = &w->t[w->n_t];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = q4k__strdup(name, n)) || !q4k__index_add(&w->t_index, t->name, n, &dup)) {
+        Q4K_FREE(t->name);
+        return q4k__wfail(w, Q4K_ERR_OUT_OF_MEMORY, "tensor '%s': out of memory", q);
+    }
+    t->type = type;
+    t->n_dims = n_dims;
+    for (d = 0; d < 4; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
+    t->nbytes = bytes;
+    t->data = data;
+    w->n_t++;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__w_io(q4k_gguf_writer *w, q4k_error *err, const char *what) {
+    int e = errno;
+    q4k_result res = q4k__fail(err, Q4K_ERR_IO, "%s: %s: %s", w->path, what, e ? strerror(e) : "I/O error");
+    if (w->f) fclose(w->f);
+    w->f = NULL;
+    remove(w->path);
+    Q4K_FREE(w->path);
+    w->path = NULL;
+    return res;
+}
+
+static int q4k__w_zeros(FILE *f, uint64_t n) {
+    static const uint8_t zeros[256] = {0};
+    while (n) {
+        size_t k = n > sizeof zeros ? sizeof zeros : (size_t)n;
+        if (fwrite(zeros, 1, k, f) != k) return 0;
+        n -= k;
+    }
+    return 1;
+}
+
+Q4K_API q4k_result q4k_gguf_writer_begin(q4k_gguf_writer *w, const char *path, q4k_error *err) {
+    q4k__wbuf b;
+    uint64_t off = 0, pad;
+    size_t i;
+    int d;
+    if (!w || !path) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_writer_begin: %s is NULL", w ? "path" : "writer");
+    if (w->first.code != Q4K_OK) {
+        if (err) *err = w->first;
+        return w->first.code;
+    }
+    if (w->f) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%s: the writer is already streaming to %s", path, w->path);
+    for (i = 0; i < w->n_t; i++) {
+        w->t[i].offset = off;
+        pad = (w->alignment - w->t[i].nbytes % w->alignment) % w->alignment;
+        if (!q4k__add_u64(off, w->t[i].nbytes, &off) || !q4k__add_u64(off, pad, &off))
+            return q4k__fail(err, Q4K_ERR_OVERFLOW, "%s: tensor data size overflows", path);
+    }
+    memset(&b, 0, sizeof b);
+    q4k__wbuf_put(&b, "GGUF", 4);
+    q4k__wbuf_u32(&b, 3);
+    q4k__wbuf_u64(&b, w->n_t);
+    q4k__wbuf_u64(&b, w->n_kv);
+    for (i = 0; i < w->n_kv; i++) {
+        q4k__wbuf_u64(&b, w->kv[i].key_len);
+        q4k__wbuf_put(&b, w->kv[i].key, w->kv[i].key_len);
+        q4k__wbuf_put(&b, w->kv[i].val, w->kv[i].val_size);
+    }
+    for (i = 0; i < w->n_t; i++) {
+        const q4k__wtensor *t = &w->t[i];
+        size_t n = strlen(t->name);
+        q4k__wbuf_u64(&b, n);
+        q4k__wbuf_put(&b, t->name, n);
+        q4k__wbuf_u32(&b, (uint32_t)t->n_dims);
+        for (d = 0; d < t->n_dims; d++) q4k__wbuf_u64(&b, (uint64_t)t->ne[d]);
+        q4k__wbuf_u32(&b, (uint32_t)t->type);
+        q4k__wbuf_u64(&b, t->offset);
+    }
+    if (b.oom) {
+        Q4K_FREE(b.p);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "%s: out of memory for the header", path);
+    }
+    if (!(w->path = q4k__strdup(path, strlen(path)))) {
+        Q4K_FREE(b.p);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    errno = 0;
+    if (!(w->f = fopen(path, "wb"))) {
+        int e = errno;
+        Q4K_FREE(b.p);
+        Q4K_FREE(w->path);
+        w->path = NULL;
+        return q4k__fail(err, Q4K_ERR_IO, "%s: cannot create: %s", path, e ? strerror(e) : "I/O error");
+    }
+    pad = (w->alignment - b.n % w->alignment) % w->alignment;
+    if (fwrite(b.p, 1, b.n, w->f) != b.n || !q4k__w_zeros(w->f, pad)) {
+        Q4K_FREE(b.p);
+        return q4k__w_io(w, err, "write failed");
+    }
+    Q4K_FREE(b.p);
+    w->next = 0;
+    if (err) {
+        err->code = Q4K_OK;
+        err->msg[0] = 0;
+    }
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_writer_write_tensor(q4k_gguf_writer *w, const void *data, q4k_error *err) {
+    const q4k__wtensor *t;
+    uint64_t pad;
+    if (!w || !w->f) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_writer_write_tensor: call q4k_gguf_writer_begin first");
+    if (w->next >= w->n_t)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%s: all %zu tensors are written already", w->path, w->n_t);
+    t = &w->t[w->next];
+    if (!data) data = t->data;
+    if (!data) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%s: tensor '%.100s': no data given", w->path, t->name);
+    pad = (w->alignment - t->nbytes % w->alignment) % w->alignment;
+    errno = 0;
+    if (fwrite(data, 1, (size_t)t->nbytes, w->f) != t->nbytes || !q4k__w_zeros(w->f, pad))
+        return q4k__w_io(w, err, "write failed");
+    w->next++;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_writer_end(q4k_gguf_writer *w, q4k_error *err) {
+    int bad;
+    if (!w || !w->f) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_writer_end: call q4k_gguf_writer_begin first");
+    if (w->next != w->n_t) {
+        q4k_result res = q4k__fail(err, Q4K_ERR_INVALID_ARG, "%s: only %zu of %zu tensors written; file removed", w->path,
+                                   w->next, w->n_t);
+        fclose(w->f);
+        w->f = NULL;
+        remove(w->path);
+        Q4K_FREE(w->path);
+        w->path = NULL;
+        return res;
+    }
+    errno = 0;
+    bad = ferror(w->f) != 0;
+    bad |= fclose(w->f) != 0;
+    w->f = NULL;
+    if (bad) return q4k__w_io(w, err, "write failed");
+    Q4K_FREE(w->path);
+    w->path = NULL;
+    if (err) {
+        err->code = Q4K_OK;
+        err->msg[0] = 0;
+    }
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_gguf_writer_write_file(q4k_gguf_writer *w, const char *path, q4k_error *err) {
+    size_t i;
+    q4k_result res;
+    if (!w || !path) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_gguf_writer_write_file: %s is NULL", w ? "path" : "writer");
+    if (w->first.code == Q4K_OK)
+        for (i = 0; i < w->n_t; i++)
+            if (!w->t[i].data)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                                 "%s: tensor '%.100s' has no data (give it to add_tensor, or stream with begin/write_tensor)",
+                                 path, w->t[i].name);
+    if ((res = q4k_gguf_writer_begin(w, path, err)) != Q4K_OK) return res;
+    for (i = 0; i < w->n_t; i++)
+        if ((res = q4k_gguf_writer_write_tensor(w, NULL, err)) != Q4K_OK) return res;
+    return q4k_gguf_writer_end(w, err);
+}
+
 /* <<gguf */
 
 /* >>cpu */
