@@ -697,6 +697,546 @@ Q4K_API uint16_t q4k_fp32_to_bf16(float f) {
 /* <<core */
 
 /* >>formats */
+
+/* Block formats. Each dequantizer is the scalar spec of its type: it gives
+   bit for bit the floats of ggml's reference dequantizers (and of the gguf
+   Python package, which mirrors them), so every faster kernel is held to it.
+   The k-quants form d*sc and dmin*m as floats first, then y = d1*q - m1;
+   Q6_K forms (d*sc)*q. Every product here is exact in float: an 11-bit fp16
+   mantissa times integers of at most 12 significant bits together (Q6_K:
+   a scale of 7, |sc| <= 128, and a quant of 5, |q| <= 32; Q8_0: a quant
+   of 7) needs at most 23 of float's 24 bits, and no product leaves float's
+   exponent range. Only the final subtraction of the k-quant min rounds, so a
+   kernel that uses FMA, or multiplies in another order, gets the same bits.
+
+   The quantizers are not so lucky: trunc(x*id + 8.5f) must round x*id before
+   the add to match the reference byte for byte, so the formats code asks the
+   compiler not to contract a*b+c into an FMA (clang honours the STDC pragma;
+   gcc contracts in GNU mode when the target has FMA, so it gets its own
+   switch there). Blocks are copied out with memcpy: rows may sit at any
+   address in a mapped file. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && defined(__FP_FAST_FMAF)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#define Q4K__GCC_FP_OPTIONS_PUSHED 1
+#endif
+
+static void q4k__dequantize_q4_0(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q4_0), y += Q4K_QK) {
+        q4k_block_q4_0 b;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        for (j = 0; j < Q4K_QK / 2; j++) {
+            y[j] = (float)((b.qs[j] & 0xF) - 8) * d;
+            y[j + Q4K_QK / 2] = (float)((b.qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void q4k__dequantize_q5_0(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q5_0), y += Q4K_QK) {
+        q4k_block_q5_0 b;
+        uint32_t qh;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        qh = (uint32_t)b.qh[0] | (uint32_t)b.qh[1] << 8 | (uint32_t)b.qh[2] << 16 | (uint32_t)b.qh[3] << 24;
+        for (j = 0; j < Q4K_QK / 2; j++) {
+            int lo = (b.qs[j] & 0xF) | (int)((qh >> j) & 1) << 4;
+            int hi = (b.qs[j] >> 4) | (int)((qh >> (j + Q4K_QK / 2)) & 1) << 4;
+            y[j] = (float)(lo - 16) * d;
+            y[j + Q4K_QK / 2] = (float)(hi - 16) * d;
+        }
+    }
+}
+
+static void q4k__dequantize_q8_0(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q8_0), y += Q4K_QK) {
+        q4k_block_q8_0 b;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        for (j = 0; j < Q4K_QK; j++) y[j] = (float)b.qs[j] * d;
+    }
+}
+
+/* The 12 scale bytes of Q4_K/Q5_K hold 8 six-bit scales and 8 six-bit mins:
+   bytes 0-3 scales 0-3 (low 6 bits), bytes 4-7 mins 0-3 (low 6 bits),
+   bytes 8-11 the low 4 bits of scales 4-7 (low nibble) and mins 4-7 (high
+   nibble), whose top 2 bits sit in the spare top bits of bytes 0-3 / 4-7. */
+static void q4k__scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Q4_K and Q5_K: 8 sub-blocks of 32. Sub-blocks 2k and 2k+1 share the 32
+   bytes qs[32k..32k+31]: low nibbles for 2k, high nibbles for 2k+1. Q5_K's
+   fifth bit of value e is bit e/32 of qh[e%32]. */
+static void q4k__dequantize_q4_K(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int s, l;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q4_K)) {
+        q4k_block_q4_K b;
+        float d, dmin;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        dmin = q4k_fp16_to_fp32(b.dmin);
+        for (s = 0; s < 8; s++, y += 32) {
+            const uint8_t *q = b.qs + 32 * (s / 2);
+            int shift = 4 * (s & 1), sc, m;
+            float d1, m1;
+            q4k__scale_min_k4(s, b.scales, &sc, &m);
+            d1 = d * (float)sc;
+            m1 = dmin * (float)m;
+            for (l = 0; l < 32; l++) y[l] = d1 * (float)((q[l] >> shift) & 0xF) - m1;
+        }
+    }
+}
+
+static void q4k__dequantize_q5_K(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int s, l;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q5_K)) {
+        q4k_block_q5_K b;
+        float d, dmin;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        dmin = q4k_fp16_to_fp32(b.dmin);
+        for (s = 0; s < 8; s++, y += 32) {
+            const uint8_t *q = b.qs + 32 * (s / 2);
+            int shift = 4 * (s & 1), sc, m;
+            float d1, m1;
+            q4k__scale_min_k4(s, b.scales, &sc, &m);
+            d1 = d * (float)sc;
+            m1 = dmin * (float)m;
+            for (l = 0; l < 32; l++) {
+                int v = ((q[l] >> shift) & 0xF) | ((b.qh[l] >> s) & 1) << 4;
+                y[l] = d1 * (float)v - m1;
+            }
+        }
+    }
+}
+
+/* Q6_K: 16 sub-blocks of 16 with signed 8-bit scales. Each half of 128
+   values uses 64 bytes of ql and 32 of qh: value h*128 + 32*g + l (g = 0..3,
+   l = 0..31) takes the low (g < 2) or high (g >= 2) nibble of
+   ql[64h + l + 32*(g&1)] and bits 2g..2g+1 of qh[32h + l]. */
+static void q4k__dequantize_q6_K(const uint8_t *src, float *y, int64_t nb) {
+    int64_t i;
+    int h, g, l;
+    for (i = 0; i < nb; i++, src += sizeof(q4k_block_q6_K)) {
+        q4k_block_q6_K b;
+        float d;
+        memcpy(&b, src, sizeof b);
+        d = q4k_fp16_to_fp32(b.d);
+        for (h = 0; h < 2; h++) {
+            for (g = 0; g < 4; g++, y += 32) {
+                const uint8_t *ql = b.ql + 64 * h + 32 * (g & 1);
+                const uint8_t *qh = b.qh + 32 * h;
+                int shift = 4 * (g >> 1);
+                for (l = 0; l < 32; l++) {
+                    int q = (((ql[l] >> shift) & 0xF) | ((qh[l] >> (2 * g)) & 3) << 4) - 32;
+                    float ds = d * (float)b.scales[8 * h + 2 * g + l / 16];
+                    y[l] = ds * (float)q;
+                }
+            }
+        }
+    }
+}
+
+Q4K_API q4k_result q4k_dequantize_row(q4k_type type, const void *src, float *dst, int64_t n) {
+    const uint8_t *s = (const uint8_t *)src;
+    q4k_type_info t;
+    int64_t i;
+    switch (type) {
+    case Q4K_TYPE_F32: case Q4K_TYPE_F16: case Q4K_TYPE_BF16: case Q4K_TYPE_Q4_0: case Q4K_TYPE_Q5_0:
+    case Q4K_TYPE_Q8_0: case Q4K_TYPE_Q4_K: case Q4K_TYPE_Q5_K: case Q4K_TYPE_Q6_K:
+        break;
+    default:
+        return Q4K_ERR_UNSUPPORTED_TYPE;
+    }
+    t = q4k_type_traits((int)type);
+    if (n < 0 || n % t.block_size) return Q4K_ERR_INVALID_ARG;
+    if (n == 0) return Q4K_OK;
+    if (!src || !dst) return Q4K_ERR_INVALID_ARG;
+    switch (type) {
+    case Q4K_TYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case Q4K_TYPE_F16:
+        for (i = 0; i < n; i++) dst[i] = q4k_fp16_to_fp32((uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
+        break;
+    case Q4K_TYPE_BF16:
+        for (i = 0; i < n; i++) dst[i] = q4k_bf16_to_fp32((uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
+        break;
+    case Q4K_TYPE_Q4_0: q4k__dequantize_q4_0(s, dst, n / Q4K_QK); break;
+    case Q4K_TYPE_Q5_0: q4k__dequantize_q5_0(s, dst, n / Q4K_QK); break;
+    case Q4K_TYPE_Q8_0: q4k__dequantize_q8_0(s, dst, n / Q4K_QK); break;
+    case Q4K_TYPE_Q4_K: q4k__dequantize_q4_K(s, dst, n / Q4K_QK_K); break;
+    case Q4K_TYPE_Q5_K: q4k__dequantize_q5_K(s, dst, n / Q4K_QK_K); break;
+    case Q4K_TYPE_Q6_K: q4k__dequantize_q6_K(s, dst, n / Q4K_QK_K); break;
+    default: break;
+    }
+    return Q4K_OK;
+}
+
+/* ---- quantizers --------------------------------------------------------- */
+
+/* Round to nearest, ties to even, for |x| < 2^22: adding 1.5 * 2^23 leaves
+   the integer in the low mantissa bits, rounded by the FPU. */
+static int q4k__nearest_int(float x) {
+    float v = x + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (int)(i & 0x007FFFFF) - 0x00400000;
+}
+
+static int q4k__clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* float to integer in [lo, hi], NaN to lo: the C cast of an out-of-range
+   float is undefined, and a scale of inf or 0 * inf can produce one */
+static int q4k__clamp_to_int(float v, int lo, int hi) {
+    if (!(v >= (float)lo)) return lo;
+    if (v > (float)hi) return hi;
+    return (int)v;
+}
+
+/* Q8_0, Q4_0 and Q5_0 follow ggml's reference quantizers, and so match the
+   gguf Python package byte for byte: d from the value of largest magnitude
+   (the first one on ties; its sign kept for Q4_0/Q5_0 so that it lands on
+   the one-sided end of the range, -8 or -16), q = roundf(x/d) with ties away
+   from zero for Q8_0, q = trunc(x/d + 8.5) (or 16.5) for Q4_0/Q5_0. */
+static void q4k__quantize_q8_0(const float *x, uint8_t *dst, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, x += Q4K_QK, dst += sizeof(q4k_block_q8_0)) {
+        q4k_block_q8_0 b;
+        float amax = 0.0f, d, id;
+        for (j = 0; j < Q4K_QK; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        b.d = q4k_fp32_to_fp16(d);
+        for (j = 0; j < Q4K_QK; j++) b.qs[j] = (int8_t)q4k__clamp_to_int(roundf(x[j] * id), -128, 127);
+        memcpy(dst, &b, sizeof b);
+    }
+}
+
+/* signed value of largest magnitude, the first one on ties */
+static float q4k__signed_absmax(const float *x, int n) {
+    float amax = fabsf(x[0]), max = x[0];
+    int j;
+    for (j = 1; j < n; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    return max;
+}
+
+static void q4k__quantize_q4_0(const float *x, uint8_t *dst, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, x += Q4K_QK, dst += sizeof(q4k_block_q4_0)) {
+        q4k_block_q4_0 b;
+        float d = q4k__signed_absmax(x, Q4K_QK) / -8.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        b.d = q4k_fp32_to_fp16(d);
+        for (j = 0; j < Q4K_QK / 2; j++) {
+            int lo = q4k__clamp_to_int(truncf(x[j] * id + 8.5f), 0, 15);
+            int hi = q4k__clamp_to_int(truncf(x[j + Q4K_QK / 2] * id + 8.5f), 0, 15);
+            b.qs[j] = (uint8_t)(lo | hi << 4);
+        }
+        memcpy(dst, &b, sizeof b);
+    }
+}
+
+static void q4k__quantize_q5_0(const float *x, uint8_t *dst, int64_t nb) {
+    int64_t i;
+    int j;
+    for (i = 0; i < nb; i++, x += Q4K_QK, dst += sizeof(q4k_block_q5_0)) {
+        q4k_block_q5_0 b;
+        float d = q4k__signed_absmax(x, Q4K_QK) / -16.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint32_t qh = 0;
+        b.d = q4k_fp32_to_fp16(d);
+        for (j = 0; j < Q4K_QK / 2; j++) {
+            int lo = q4k__clamp_to_int(truncf(x[j] * id + 16.5f), 0, 31);
+            int hi = q4k__clamp_to_int(truncf(x[j + Q4K_QK / 2] * id + 16.5f), 0, 31);
+            b.qs[j] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
+            qh |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + Q4K_QK / 2);
+        }
+        for (j = 0; j < 4; j++) b.qh[j] = (uint8_t)(qh >> (8 * j));
+        memcpy(dst, &b, sizeof b);
+    }
+}
+
+/* Scale and min of one Q4_K sub-block: x ~ scale * L + min with L in
+   0..nmax, min <= 0, minimising the weighted squared error. Start from the
+   min/max grid, then try nstep+1 slightly different grids (nmax + rmin +
+   rdelta*k levels across the range) and for each take the weighted
+   least-squares scale and min of the levels it picks, keeping the best.
+   Returns the scale; *neg_min = -min >= 0. */
+static float q4k__fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L, float *neg_min,
+                                uint8_t *Ltry, float rmin, float rdelta, int nstep) {
+    float lo = x[0], hi = x[0], sum_w = w[0], sum_x = w[0] * x[0];
+    float iscale, scale, best_err = 0.0f;
+    int i, k;
+    for (i = 1; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (lo > 0.0f) lo = 0.0f;
+    if (hi == lo) {
+        memset(L, 0, (size_t)n);
+        *neg_min = -lo;
+        return 0.0f;
+    }
+    iscale = (float)nmax / (hi - lo);
+    scale = 1.0f / iscale;
+    for (i = 0; i < n; i++) {
+        float e;
+        L[i] = (uint8_t)q4k__clampi(q4k__nearest_int(iscale * (x[i] - lo)), 0, nmax);
+        e = scale * (float)L[i] + lo - x[i];
+        best_err += w[i] * e * e;
+    }
+    for (k = 0; k <= nstep; k++) {
+        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f, det;
+        iscale = (rmin + rdelta * (float)k + (float)nmax) / (hi - lo);
+        for (i = 0; i < n; i++) {
+            int l = q4k__clampi(q4k__nearest_int(iscale * (x[i] - lo)), 0, nmax);
+            Ltry[i] = (uint8_t)l;
+            sum_l += w[i] * (float)l;
+            sum_l2 += w[i] * (float)l * (float)l;
+            sum_xl += w[i] * (float)l * x[i];
+        }
+        det = sum_w * sum_l2 - sum_l * sum_l;
+        if (det > 0.0f) {
+            float s = (sum_w * sum_xl - sum_x * sum_l) / det;
+            float m = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            float err = 0.0f;
+            if (m > 0.0f) { /* the format needs min <= 0: refit the scale alone */
+                m = 0.0f;
+                s = sum_xl / sum_l2;
+            }
+            for (i = 0; i < n; i++) {
+                float e = s * (float)Ltry[i] + m - x[i];
+                err += w[i] * e * e;
+            }
+            if (err < best_err) {
+                memcpy(L, Ltry, (size_t)n);
+                best_err = err;
+                scale = s;
+                lo = m;
+            }
+        }
+    }
+    *neg_min = -lo;
+    return scale;
+}
+
+/* Q4_K: fit (scale, min) of each of the 8 sub-blocks of 32 with weights
+   rms(sub-block) + |x| (large values matter more), quantize the 8 scales and
+   8 mins to 6 bits against d = max scale / 63 and dmin = max min / 63 (fp16),
+   then requantize the values with the scales as stored. */
+static void q4k__quantize_q4_K(const float *x, uint8_t *dst, int64_t nb) {
+    int64_t i;
+    int j, l;
+    for (i = 0; i < nb; i++, x += Q4K_QK_K, dst += sizeof(q4k_block_q4_K)) {
+        q4k_block_q4_K b;
+        uint8_t L[Q4K_QK_K], Ltry[32];
+        float w[32], scales[8], mins[8], max_scale = 0.0f, max_min = 0.0f, inv_scale, inv_min, d, dmin;
+        for (j = 0; j < 8; j++) {
+            const float *xs = x + 32 * j;
+            float sum_x2 = 0.0f, av;
+            for (l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
+            av = sqrtf(sum_x2 / 32.0f);
+            for (l = 0; l < 32; l++) w[l] = av + fabsf(xs[l]);
+            scales[j] = q4k__fit_scale_min(32, 15, xs, w, L + 32 * j, &mins[j], Ltry, -1.0f, 0.1f, 20);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+        inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+        memset(b.scales, 0, sizeof b.scales);
+        for (j = 0; j < 8; j++) {
+            int ls = q4k__clampi(q4k__nearest_int(inv_scale * scales[j]), 0, 63);
+            int lm = q4k__clampi(q4k__nearest_int(inv_min * mins[j]), 0, 63);
+            if (j < 4) {
+                b.scales[j] = (uint8_t)ls;
+                b.scales[j + 4] = (uint8_t)lm;
+            } else {
+                b.scales[j + 4] = (uint8_t)((ls & 0xF) | (lm & 0xF) << 4);
+                b.scales[j - 4] |= (uint8_t)((ls >> 4) << 6);
+                b.scales[j] |= (uint8_t)((lm >> 4) << 6);
+            }
+        }
+        b.d = q4k_fp32_to_fp16(max_scale / 63.0f);
+        b.dmin = q4k_fp32_to_fp16(max_min / 63.0f);
+        d = q4k_fp16_to_fp32(b.d);
+        dmin = q4k_fp16_to_fp32(b.dmin);
+        for (j = 0; j < 8; j++) {
+            int sc, m;
+            float d1, m1;
+            q4k__scale_min_k4(j, b.scales, &sc, &m);
+            d1 = d * (float)sc;
+            m1 = dmin * (float)m;
+            if (d1 == 0.0f) continue; /* every level decodes to -m1: keep the fit's */
+            for (l = 0; l < 32; l++)
+                L[32 * j + l] = (uint8_t)q4k__clampi(q4k__nearest_int((x[32 * j + l] + m1) / d1), 0, 15);
+        }
+        for (j = 0; j < 4; j++)
+            for (l = 0; l < 32; l++) b.qs[32 * j + l] = (uint8_t)(L[64 * j + l] | L[64 * j + 32 + l] << 4);
+        memcpy(dst, &b, sizeof b);
+    }
+}
+
+/* Scale of one Q6_K sub-block, x ~ scale * l with l in -nmax..nmax-1 and
+   weights x^2: start at the grid that puts the value of largest magnitude
+   on -nmax, take the weighted least-squares scale of its levels, then try
+   grids with nmax +- 0.1k (k = 1..9) levels and keep the one whose levels
+   fit best (largest sum_xl^2 / sum_l2). L gets l + nmax. */
+static float q4k__fit_scale_sym(int n, int nmax, const float *x, uint8_t *L) {
+    float amax = 0.0f, max = 0.0f, iscale, sum_lx = 0.0f, sum_l2 = 0.0f, scale, best;
+    int i, k;
+    for (i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) {
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    iscale = -(float)nmax / max;
+    for (i = 0; i < n; i++) {
+        int l = q4k__clampi(q4k__nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        float w = x[i] * x[i];
+        L[i] = (uint8_t)(l + nmax);
+        sum_lx += w * x[i] * (float)l;
+        sum_l2 += w * (float)l * (float)l;
+    }
+    scale = sum_l2 > 0.0f ? sum_lx / sum_l2 : 0.0f;
+    best = scale * sum_lx;
+    for (k = -9; k <= 9; k++) {
+        if (k == 0) continue;
+        iscale = -((float)nmax + 0.1f * (float)k) / max;
+        sum_lx = sum_l2 = 0.0f;
+        for (i = 0; i < n; i++) {
+            int l = q4k__clampi(q4k__nearest_int(iscale * x[i]), -nmax, nmax - 1);
+            float w = x[i] * x[i];
+            sum_lx += w * x[i] * (float)l;
+            sum_l2 += w * (float)l * (float)l;
+        }
+        if (sum_l2 > 0.0f && sum_lx * sum_lx > best * sum_l2) {
+            for (i = 0; i < n; i++)
+                L[i] = (uint8_t)(nmax + q4k__clampi(q4k__nearest_int(iscale * x[i]), -nmax, nmax - 1));
+            scale = sum_lx / sum_l2;
+            best = scale * sum_lx;
+        }
+    }
+    return scale;
+}
+
+/* Q6_K: fit a scale per sub-block of 16, quantize the 16 scales to signed
+   8 bits against d (the largest-magnitude scale lands on -128), requantize
+   the values with the stored scales to -32..31. */
+static void q4k__quantize_q6_K(const float *x, uint8_t *dst, int64_t nb) {
+    int64_t i;
+    int j, l, h;
+    for (i = 0; i < nb; i++, x += Q4K_QK_K, dst += sizeof(q4k_block_q6_K)) {
+        q4k_block_q6_K b;
+        uint8_t L[Q4K_QK_K];
+        float scales[16], max_scale = 0.0f, max_abs = 0.0f, iscale, d;
+        for (j = 0; j < 16; j++) {
+            scales[j] = q4k__fit_scale_sym(16, 32, x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > max_abs) {
+                max_abs = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        memset(&b, 0, sizeof b);
+        if (max_abs >= 1e-15f) {
+            iscale = -128.0f / max_scale;
+            b.d = q4k_fp32_to_fp16(1.0f / iscale);
+            for (j = 0; j < 16; j++) b.scales[j] = (int8_t)q4k__clampi(q4k__nearest_int(iscale * scales[j]), -128, 127);
+            d = q4k_fp16_to_fp32(b.d);
+            for (j = 0; j < 16; j++) {
+                float ds = d * (float)b.scales[j];
+                if (ds == 0.0f) continue;
+                for (l = 0; l < 16; l++)
+                    L[16 * j + l] = (uint8_t)(32 + q4k__clampi(q4k__nearest_int(x[16 * j + l] / ds), -32, 31));
+            }
+            for (h = 0; h < 2; h++) {
+                const uint8_t *Lh = L + 128 * h;
+                for (l = 0; l < 32; l++) {
+                    b.ql[64 * h + l] = (uint8_t)((Lh[l] & 0xF) | (Lh[l + 64] & 0xF) << 4);
+                    b.ql[64 * h + 32 + l] = (uint8_t)((Lh[l + 32] & 0xF) | (Lh[l + 96] & 0xF) << 4);
+                    b.qh[32 * h + l] = (uint8_t)((Lh[l] >> 4) | (Lh[l + 32] >> 4) << 2 | (Lh[l + 64] >> 4) << 4 |
+                                                 (Lh[l + 96] >> 4) << 6);
+                }
+            }
+        }
+        memcpy(dst, &b, sizeof b);
+    }
+}
+
+Q4K_API size_t q4k_quantize_row(q4k_type type, const float *src, void *dst, int64_t n) {
+    uint8_t *d = (uint8_t *)dst;
+    size_t size;
+    int64_t i;
+    switch (type) {
+    case Q4K_TYPE_F32: case Q4K_TYPE_F16: case Q4K_TYPE_BF16: case Q4K_TYPE_Q4_0: case Q4K_TYPE_Q5_0:
+    case Q4K_TYPE_Q8_0: case Q4K_TYPE_Q4_K: case Q4K_TYPE_Q6_K:
+        break;
+    default:
+        return 0;
+    }
+    size = q4k_row_size(type, n);
+    if (size == 0 || !src || !dst) return 0;
+    switch (type) {
+    case Q4K_TYPE_F32:
+        memcpy(dst, src, size);
+        break;
+    case Q4K_TYPE_F16:
+    case Q4K_TYPE_BF16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = type == Q4K_TYPE_F16 ? q4k_fp32_to_fp16(src[i]) : q4k_fp32_to_bf16(src[i]);
+            d[2 * i] = (uint8_t)(h & 0xFF);
+            d[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        break;
+    case Q4K_TYPE_Q4_0: q4k__quantize_q4_0(src, d, n / Q4K_QK); break;
+    case Q4K_TYPE_Q5_0: q4k__quantize_q5_0(src, d, n / Q4K_QK); break;
+    case Q4K_TYPE_Q8_0: q4k__quantize_q8_0(src, d, n / Q4K_QK); break;
+    case Q4K_TYPE_Q4_K: q4k__quantize_q4_K(src, d, n / Q4K_QK_K); break;
+    case Q4K_TYPE_Q6_K: q4k__quantize_q6_K(src, d, n / Q4K_QK_K); break;
+    default: break;
+    }
+    return size;
+}
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#elif defined(Q4K__GCC_FP_OPTIONS_PUSHED)
+#pragma GCC pop_options
+#undef Q4K__GCC_FP_OPTIONS_PUSHED
+#endif
 /* <<formats */
 
 /* >>gguf */
