@@ -459,28 +459,45 @@ Q4K_API unsigned q4k_cpu_paths_compiled(void);
 Q4K_API unsigned q4k_cpu_paths_detected(void);
 Q4K_API const char *q4k_cpu_path_name(q4k_cpu_path p);
 /* Resolve AUTO (and the Q4K_CPU variable) to a concrete path; an explicit
-   path that this CPU lacks gives Q4K_ERR_UNSUPPORTED. */
+   path that this CPU lacks gives Q4K_ERR_UNSUPPORTED, an unknown name in
+   Q4K_CPU Q4K_ERR_INVALID_ARG. */
 Q4K_API q4k_result q4k_cpu_resolve_path(q4k_cpu_path want, q4k_cpu_path *out, q4k_error *err);
 
-/* A pool of worker threads; n_threads <= 1 runs jobs on the caller. */
+/* A pool of worker threads; n_threads <= 1 runs jobs on the caller (so does
+   every pool of a build without pthreads). NULL when out of memory. A pool
+   runs one job at a time: use it from one thread at a time. */
 typedef struct q4k_pool q4k_pool;
 typedef void (*q4k_pool_fn)(void *ctx, int ith, int nth);
 Q4K_API q4k_pool *q4k_pool_create(int n_threads);
 Q4K_API void q4k_pool_destroy(q4k_pool *p);
+/* threads of the pool, the caller included; 1 for NULL */
 Q4K_API int q4k_pool_threads(const q4k_pool *p);
-/* run fn(ctx, ith, nth) for ith = 0..nth-1 in parallel and wait */
+/* run fn(ctx, ith, nth) for ith = 0..nth-1 in parallel and wait; the caller
+   runs ith 0. p may be NULL (one share, on the caller). */
 Q4K_API void q4k_pool_run(q4k_pool *p, q4k_pool_fn fn, void *ctx);
 
 typedef struct q4k_cpu {
-    q4k_cpu_path path; /* concrete: not AUTO */
+    q4k_cpu_path path; /* AUTO is resolved at every call */
     q4k_act_mode act;
     q4k_pool *pool;    /* may be NULL: single thread */
 } q4k_cpu;
 
 /* Y[j][r] = sum_c W[r][c] * X[j][c] for r < rows, j < n.
    W: rows x cols of `type`, row-major, q4k_row_size(type, cols) bytes a row.
-   X: n x cols floats; Y: n x rows floats. The result of a row does not
-   depend on the thread count. */
+   X: n x cols floats; Y: n x rows floats (must not overlap X).
+   Types F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K.
+   Q4K_ACT_F32: each weight row is decoded exactly (q4k_dequantize_row) and
+   dotted with the float activations in float. Q4K_ACT_Q8: the quantized types
+   take activations quantized once per call by q4k_quantize_act_q8 and sum
+   exact integer dots per 32 values (per 16 for Q6_K's sub-blocks), scaled in
+   float; F32/F16/BF16 weights take float activations as in Q4K_ACT_F32. The
+   exact formulas are at the scalar kernels (`>>cpu`); SIMD paths compute the
+   same exact integers and differ from scalar only in float summation order.
+   The result of a row depends neither on the thread count nor on n (a column
+   of a matrix product equals the matrix-vector product of that column).
+   Errors: Q4K_ERR_INVALID_ARG (NULL pointer, negative size, cols not a
+   multiple of the block size, bad act mode or path), Q4K_ERR_UNSUPPORTED_TYPE,
+   Q4K_ERR_UNSUPPORTED (path not usable here), Q4K_ERR_OUT_OF_MEMORY. */
 Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y);
 /* <<cpu-api */
 
@@ -3439,9 +3456,7 @@ Q4K_API unsigned q4k_cpu_paths_compiled(void) {
 #ifdef Q4K__X86
     m |= (1u << Q4K_CPU_AVX2) | (1u << Q4K_CPU_AVX512);
 #endif
-#ifdef Q4K__NEON
-    m |= 1u << Q4K_CPU_NEON;
-#endif
+    /* no NEON kernels yet: the path is detected but not compiled */
     return m;
 }
 
@@ -3488,6 +3503,1121 @@ Q4K_API q4k_result q4k_cpu_resolve_path(q4k_cpu_path want, q4k_cpu_path *out, q4
         return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "this CPU lacks the instructions of path %s",
                          q4k_cpu_path_name(want));
     *out = want;
+    return Q4K_OK;
+}
+/* ---- thread pool --------------------------------------------------------
+
+   Workers wait for a generation counter to change: they spin a little (a
+   decode step launches a few hundred short jobs back to back) and then sleep
+   on a condition variable, so an idle pool costs no CPU. The caller runs
+   share 0 itself. Without pthreads every pool has one thread. */
+
+#if !defined(Q4K_NO_THREADS) && (defined(__unix__) || defined(__APPLE__))
+#define Q4K__THREADS 1
+#include <pthread.h>
+#else
+#define Q4K__THREADS 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define Q4K__LOAD(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
+#define Q4K__STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#define Q4K__DEC(p) __atomic_sub_fetch(p, 1, __ATOMIC_ACQ_REL)
+#define Q4K__SPIN_ITERS 4000
+#else /* no atomics known: every access below is also done under the mutex */
+#define Q4K__LOAD(p) (*(p))
+#define Q4K__STORE(p, v) (*(p) = (v))
+#define Q4K__DEC(p) (--*(p))
+#define Q4K__SPIN_ITERS 0
+#endif
+
+#if defined(Q4K__X86)
+#define Q4K__PAUSE() _mm_pause()
+#else
+#define Q4K__PAUSE() ((void)0)
+#endif
+
+#if Q4K__THREADS
+struct q4k__worker {
+    q4k_pool *pool;
+    int ith;
+};
+#endif
+
+struct q4k_pool {
+    int n; /* threads, the caller included */
+#if Q4K__THREADS
+    pthread_t *threads;
+    struct q4k__worker *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    q4k_pool_fn fn;
+    void *ctx;
+    unsigned gen;  /* bumped (under mu) to start a job or to stop */
+    int pending;   /* workers still running the current job */
+    int stop;
+#endif
+};
+
+#if Q4K__THREADS
+static void *q4k__pool_main(void *arg) {
+    struct q4k__worker *wk = (struct q4k__worker *)arg;
+    q4k_pool *p = wk->pool;
+    unsigned seen = 0, g;
+    for (;;) {
+        int spin;
+        for (spin = 0; (g = Q4K__LOAD(&p->gen)) == seen && spin < Q4K__SPIN_ITERS; spin++) Q4K__PAUSE();
+        if (g == seen) {
+            pthread_mutex_lock(&p->mu);
+            while ((g = Q4K__LOAD(&p->gen)) == seen) pthread_cond_wait(&p->cv_work, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        seen = g;
+        if (Q4K__LOAD(&p->stop)) break;
+        p->fn(p->ctx, wk->ith, p->n);
+        if (Q4K__DEC(&p->pending) == 0) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->cv_done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    return NULL;
+}
+#endif
+
+Q4K_API q4k_pool *q4k_pool_create(int n_threads) {
+    q4k_pool *p = (q4k_pool *)Q4K_MALLOC(sizeof *p);
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->n = 1;
+#if Q4K__THREADS
+    if (n_threads > 1) {
+        int i;
+        p->threads = (pthread_t *)Q4K_MALLOC(sizeof(pthread_t) * (size_t)n_threads);
+        p->workers = (struct q4k__worker *)Q4K_MALLOC(sizeof(struct q4k__worker) * (size_t)n_threads);
+        if (!p->threads || !p->workers) {
+            Q4K_FREE(p->threads);
+            Q4K_FREE(p->workers);
+            Q4K_FREE(p);
+            return NULL;
+        }
+        pthread_mutex_init(&p->mu, NULL);
+        pthread_cond_init(&p->cv_work, NULL);
+        pthread_cond_init(&p->cv_done, NULL);
+        /* a thread that cannot be created makes the pool smaller, not fail */
+        for (i = 1; i < n_threads; i++) {
+            p->workers[i].pool = p;
+            p->workers[i].ith = i;
+            if (pthread_create(&p->threads[i], NULL, q4k__pool_main, &p->workers[i]) != 0) break;
+            p->n = i + 1;
+        }
+    }
+#else
+    (void)n_threads;
+#endif
+    return p;
+}
+
+Q4K_API void q4k_pool_destroy(q4k_pool *p) {
+    if (!p) return;
+#if Q4K__THREADS
+    if (p->threads) {
+        int i;
+        pthread_mutex_lock(&p->mu);
+        Q4K__STORE(&p->stop, 1);
+        Q4K__STORE(&p->gen, p->gen + 1);
+        pthread_cond_broadcast(&p->cv_work);
+        pthread_mutex_unlock(&p->mu);
+        for (i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+        pthread_cond_destroy(&p->cv_done);
+        pthread_cond_destroy(&p->cv_work);
+        pthread_mutex_destroy(&p->mu);
+        Q4K_FREE(p->threads);
+        Q4K_FREE(p->workers);
+    }
+#endif
+    Q4K_FREE(p);
+}
+
+Q4K_API int q4k_pool_threads(const q4k_pool *p) { return p ? p->n : 1; }
+
+Q4K_API void q4k_pool_run(q4k_pool *p, q4k_pool_fn fn, void *ctx) {
+#if Q4K__THREADS
+    int spin;
+    if (p && p->n > 1) {
+        p->fn = fn;
+        p->ctx = ctx;
+        Q4K__STORE(&p->pending, p->n - 1);
+        pthread_mutex_lock(&p->mu);
+        Q4K__STORE(&p->gen, p->gen + 1);
+        pthread_cond_broadcast(&p->cv_work);
+        pthread_mutex_unlock(&p->mu);
+        fn(ctx, 0, p->n);
+        for (spin = 0; Q4K__LOAD(&p->pending) != 0 && spin < Q4K__SPIN_ITERS; spin++) Q4K__PAUSE();
+        if (Q4K__LOAD(&p->pending) != 0) {
+            pthread_mutex_lock(&p->mu);
+            while (Q4K__LOAD(&p->pending) != 0) pthread_cond_wait(&p->cv_done, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        return;
+    }
+#endif
+    (void)p;
+    fn(ctx, 0, 1);
+}
+
+/* ---- activation quantization --------------------------------------------
+
+   The one 8-bit activation scheme of every backend. Per block of 32 floats,
+   in IEEE single precision with correctly rounded operations:
+      amax = max |x_i|                (NaN elements are ignored)
+      d    = amax / 127.0f
+      id   = d != 0 ? 1.0f / d : 0.0f
+      q_i  = clamp(roundeven(x_i * id), -127, 127)   (NaN products give 0)
+      sum  = q_0 + ... + q_31
+   roundeven is round half to even, independent of the FP environment. The
+   clamp never binds for finite normal inputs (|x_i * id| <= 127 * (1 + 3u));
+   it only matters when amax is subnormal and 1/d overflows. GPU kernels must
+   use IEEE division (no fast-math reciprocal) and keep subnormals. */
+
+static float q4k__round_even(float v) {
+    float f = floorf(v), r = v - f; /* exact for |v| < 2^23 */
+    if (r > 0.5f || (r == 0.5f && fmodf(f, 2.0f) != 0.0f)) f += 1.0f;
+    return f;
+}
+
+Q4K_API void q4k_quantize_act_q8(const float *x, q4k_block_q8a *out, int64_t n) {
+    int64_t b, nb = n / Q4K_QK;
+    int i;
+    for (b = 0; b < nb; b++) {
+        const float *xb = x + b * Q4K_QK;
+        float amax = 0.0f, d, id;
+        int32_t sum = 0;
+        for (i = 0; i < Q4K_QK; i++) {
+            float a = fabsf(xb[i]);
+            if (a > amax) amax = a;
+        }
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (i = 0; i < Q4K_QK; i++) {
+            float r = q4k__round_even(xb[i] * id);
+            int q = r >= 127.0f ? 127 : r <= -127.0f ? -127 : r == r ? (int)r : 0;
+            out[b].qs[i] = (int8_t)q;
+            sum += q;
+        }
+        out[b].d = d;
+        out[b].sum = sum;
+    }
+}
+
+/* ---- kernels: shared definitions -----------------------------------------
+
+   A kernel computes, for one weight row and nc <= Q4K__NT consecutive
+   activation rows (columns of Y), nc dot products. The arithmetic of each
+   column is the same whatever nc is, and rows never share arithmetic, so a
+   result depends neither on the thread count nor on the tiling. */
+
+#define Q4K__NT 8 /* most columns a kernel call handles */
+
+typedef struct q4k__act {
+    const q4k_block_q8a *q; /* n rows of nbx blocks */
+    const float *d;         /* q[i].d, contiguous */
+    const float *bs;        /* q[i].d * (float)q[i].sum */
+    int64_t nbx;            /* blocks per row: cols / 32 */
+} q4k__act;
+
+/* Q8 mode: integer dots against q4k_block_q8a activations */
+typedef void (*q4k__qdot_fn)(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                             int64_t ys);
+/* float activations: weights of type F32, F16 or BF16 (x rows of xs floats) */
+typedef void (*q4k__fdot_fn)(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y, int64_t ys);
+
+typedef struct q4k__kernels {
+    q4k__fdot_fn f32, f16, bf16; /* NULL: decode with q4k_dequantize_row, then f32 */
+    q4k__qdot_fn q8_0, q4_0, q5_0, q4_K, q5_K, q6_K;
+    int nt; /* columns per call */
+} q4k__kernels;
+
+/* the 8 six-bit scales and mins of a Q4_K / Q5_K super-block */
+static void q4k__scale_min_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
+    int j;
+    for (j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+    }
+    for (j = 4; j < 8; j++) {
+        sc[j] = (uint8_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+        mn[j] = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    }
+}
+
+/* ---- scalar kernels: the specification ----------------------------------
+
+   Float activations (Q4K_ACT_F32, and F32/F16/BF16 weights in either mode):
+   the weight row is decoded exactly (q4k_dequantize_row) and
+      y = sum over 32-blocks b, in order, of s_b,
+      s_b = sum over i in b, in order, of w_i * x_i     (a last block may be short)
+   in float. SIMD paths accumulate in lanes: same value up to float rounding.
+
+   Q8 mode (quantized weights): x is quantized by q4k_quantize_act_q8; every
+   product of integers below is exact in int32 and converts exactly to float.
+   With dx_j, sx_j, qx the scale, sum and quants of activation block j:
+      Q8_0, Q4_0, Q5_0 (weight block b = d * q):
+         y = sum_b (d_b * dx_b) * (float)(sum_i q_i * qx_i)
+      Q4_K, Q5_K (sub-block j: w = d * sc_j * q - dmin * m_j, q >= 0):
+         y = sum over super-blocks of  d * A - dmin * B,
+         A = sum_j dx_j * (float)(sc_j * sum_i q_i * qx_i)
+         B = sum_j (float)m_j * (dx_j * (float)sx_j)
+      Q6_K (16-value sub-block k: w = d * sc_k * q, q in -32..31; one
+         activation block j covers sub-blocks 2j and 2j+1):
+         y = sum over super-blocks of  d * A,
+         A = sum_j dx_j * (float)(sc_2j * sum_{i<16} q_i qx_i + sc_2j+1 * sum_{i>=16} q_i qx_i)
+   all sums in order; SIMD paths sum the same exact integers in another float
+   order. */
+
+static float q4k__fdot_ref(const float *w, const float *x, int64_t n) {
+    float acc = 0.0f;
+    int64_t b, i;
+    for (b = 0; b < n; b += Q4K_QK) {
+        int64_t e = b + Q4K_QK < n ? b + Q4K_QK : n;
+        float s = 0.0f;
+        for (i = b; i < e; i++) s += w[i] * x[i];
+        acc += s;
+    }
+    return acc;
+}
+
+static void q4k__fdot_f32_scalar(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
+                                 int64_t ys) {
+    int c;
+    for (c = 0; c < nc; c++) y[c * ys] = q4k__fdot_ref((const float *)w, x + c * xs, cols);
+}
+
+static void q4k__qdot_q8_0_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                  int64_t ys) {
+    const q4k_block_q8_0 *w = (const q4k_block_q8_0 *)wv;
+    int64_t b, nb = cols / Q4K_QK;
+    int c, i;
+    for (c = 0; c < nc; c++) {
+        const q4k_block_q8a *x = a->q + (j + c) * a->nbx;
+        float acc = 0.0f;
+        for (b = 0; b < nb; b++) {
+            int32_t s = 0;
+            for (i = 0; i < Q4K_QK; i++) s += w[b].qs[i] * x[b].qs[i];
+            acc += (q4k_fp16_to_fp32(w[b].d) * x[b].d) * (float)s;
+        }
+        y[c * ys] = acc;
+    }
+}
+
+/* q[32] = the signed quants of a Q4_0 / Q5_0 block */
+static void q4k__unpack_q4_0(const q4k_block_q4_0 *w, int8_t *q) {
+    int i;
+    for (i = 0; i < 16; i++) {
+        q[i] = (int8_t)((w->qs[i] & 0xF) - 8);
+        q[i + 16] = (int8_t)((w->qs[i] >> 4) - 8);
+    }
+}
+
+static void q4k__unpack_q5_0(const q4k_block_q5_0 *w, int8_t *q) {
+    uint32_t qh = (uint32_t)w->qh[0] | (uint32_t)w->qh[1] << 8 | (uint32_t)w->qh[2] << 16 | (uint32_t)w->qh[3] << 24;
+    int i;
+    for (i = 0; i < 16; i++) {
+        q[i] = (int8_t)(((w->qs[i] & 0xF) | ((qh >> i) & 1) << 4) - 16);
+        q[i + 16] = (int8_t)(((w->qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4) - 16);
+    }
+}
+
+static void q4k__qdot_q4_0_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                  int64_t ys) {
+    const q4k_block_q4_0 *w = (const q4k_block_q4_0 *)wv;
+    int64_t b, nb = cols / Q4K_QK;
+    float acc[Q4K__NT] = {0};
+    int8_t q[Q4K_QK];
+    int c, i;
+    for (b = 0; b < nb; b++) {
+        float d = q4k_fp16_to_fp32(w[b].d);
+        q4k__unpack_q4_0(&w[b], q);
+        for (c = 0; c < nc; c++) {
+            const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b;
+            int32_t s = 0;
+            for (i = 0; i < Q4K_QK; i++) s += q[i] * x->qs[i];
+            acc[c] += (d * x->d) * (float)s;
+        }
+    }
+    for (c = 0; c < nc; c++) y[c * ys] = acc[c];
+}
+
+static void q4k__qdot_q5_0_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                  int64_t ys) {
+    const q4k_block_q5_0 *w = (const q4k_block_q5_0 *)wv;
+    int64_t b, nb = cols / Q4K_QK;
+    float acc[Q4K__NT] = {0};
+    int8_t q[Q4K_QK];
+    int c, i;
+    for (b = 0; b < nb; b++) {
+        float d = q4k_fp16_to_fp32(w[b].d);
+        q4k__unpack_q5_0(&w[b], q);
+        for (c = 0; c < nc; c++) {
+            const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b;
+            int32_t s = 0;
+            for (i = 0; i < Q4K_QK; i++) s += q[i] * x->qs[i];
+            acc[c] += (d * x->d) * (float)s;
+        }
+    }
+    for (c = 0; c < nc; c++) y[c * ys] = acc[c];
+}
+
+/* Q4_K / Q5_K share everything but the quants: q[256] unsigned */
+static void q4k__qdot_k45_scalar(const uint8_t *q, const uint8_t *scales, float d, float dmin, const q4k__act *a,
+                                 int64_t b, int64_t j, int nc, float *acc) {
+    uint8_t sc[8], mn[8];
+    int c, k, i;
+    q4k__scale_min_k4(scales, sc, mn);
+    for (c = 0; c < nc; c++) {
+        const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8;
+        const float *bs = a->bs + (j + c) * a->nbx + b * 8;
+        float sa = 0.0f, sb = 0.0f;
+        for (k = 0; k < 8; k++) {
+            int32_t s = 0;
+            for (i = 0; i < Q4K_QK; i++) s += q[k * 32 + i] * x[k].qs[i];
+            sa += x[k].d * (float)(sc[k] * s);
+            sb += (float)mn[k] * bs[k];
+        }
+        acc[c] += d * sa - dmin * sb;
+    }
+}
+
+static void q4k__qdot_q4_K_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                  int64_t ys) {
+    const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv;
+    int64_t b, nb = cols / Q4K_QK_K;
+    float acc[Q4K__NT] = {0};
+    uint8_t q[Q4K_QK_K];
+    int c, k, l;
+    for (b = 0; b < nb; b++) {
+        for (k = 0; k < 4; k++)
+            for (l = 0; l < 32; l++) {
+                q[64 * k + l] = w[b].qs[32 * k + l] & 0xF;
+                q[64 * k + 32 + l] = w[b].qs[32 * k + l] >> 4;
+            }
+        q4k__qdot_k45_scalar(q, w[b].scales, q4k_fp16_to_fp32(w[b].d), q4k_fp16_to_fp32(w[b].dmin), a, b, j, nc, acc);
+    }
+    for (c = 0; c < nc; c++) y[c * ys] = acc[c];
+}
+
+static void q4k__qdot_q5_K_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                  int64_t ys) {
+    const q4k_block_q5_K *w = (const q4k_block_q5_K *)wv;
+    int64_t b, nb = cols / Q4K_QK_K;
+    float acc[Q4K__NT] = {0};
+    uint8_t q[Q4K_QK_K];
+    int c, k, l;
+    for (b = 0; b < nb; b++) {
+        for (k = 0; k < 4; k++)
+            for (l = 0; l < 32; l++) {
+                q[64 * k + l] = (uint8_t)((w[b].qs[32 * k + l] & 0xF) | ((w[b].qh[l] >> (2 * k)) & 1) << 4);
+                q[64 * k + 32 + l] = (uint8_t)((w[b].qs[32 * k + l] >> 4) | ((w[b].qh[l] >> (2 * k + 1)) & 1) << 4);
+            }
+        q4k__qdot_k45_scalar(q, w[b].scales, q4k_fp16_to_fp32(w[b].d), q4k_fp16_to_fp32(w[b].dmin), a, b, j, nc, acc);
+    }
+    for (c = 0; c < nc; c++) y[c * ys] = acc[c];
+}
+
+/* q[256] = the signed quants (-32..31) of a Q6_K super-block, in value order */
+static void q4k__unpack_q6_K(const q4k_block_q6_K *w, int8_t *q) {
+    int h, l;
+    for (h = 0; h < 2; h++) {
+        const uint8_t *ql = w->ql + 64 * h, *qh = w->qh + 32 * h;
+        int8_t *o = q + 128 * h;
+        for (l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+        }
+    }
+}
+
+static void q4k__qdot_q6_K_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                  int64_t ys) {
+    const q4k_block_q6_K *w = (const q4k_block_q6_K *)wv;
+    int64_t b, nb = cols / Q4K_QK_K;
+    float acc[Q4K__NT] = {0};
+    int8_t q[Q4K_QK_K];
+    int c, k, i;
+    for (b = 0; b < nb; b++) {
+        float d = q4k_fp16_to_fp32(w[b].d);
+        q4k__unpack_q6_K(&w[b], q);
+        for (c = 0; c < nc; c++) {
+            const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8;
+            float sa = 0.0f;
+            for (k = 0; k < 8; k++) {
+                int32_t s0 = 0, s1 = 0;
+                for (i = 0; i < 16; i++) s0 += q[32 * k + i] * x[k].qs[i];
+                for (i = 16; i < 32; i++) s1 += q[32 * k + i] * x[k].qs[i];
+                sa += x[k].d * (float)(w[b].scales[2 * k] * s0 + w[b].scales[2 * k + 1] * s1);
+            }
+            acc[c] += d * sa;
+        }
+    }
+    for (c = 0; c < nc; c++) y[c * ys] = acc[c];
+}
+
+static const q4k__kernels q4k__kernels_scalar = {
+    q4k__fdot_f32_scalar, NULL, NULL,
+    q4k__qdot_q8_0_scalar, q4k__qdot_q4_0_scalar, q4k__qdot_q5_0_scalar,
+    q4k__qdot_q4_K_scalar, q4k__qdot_q5_K_scalar, q4k__qdot_q6_K_scalar,
+    Q4K__NT};
+
+#ifdef Q4K__X86
+/* ---- AVX2 + FMA + F16C ---------------------------------------------------
+
+   Integer dots with vpmaddubsw (unsigned x signed bytes to int16 pairs, never
+   saturating here: |pair| <= 2 * 128 * 127) and vpmaddwd. Signed weights use
+   the sign trick: |w| times x with the sign of w. Kernels are written once
+   for nc columns and instantiated for each nc (Q4K__AVX2_TILES), so the
+   column loops unroll and accumulators stay in registers. */
+
+#define Q4K__AVX2_FN __attribute__((target("avx2,fma,f16c")))
+#define Q4K__AVX2_INL static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define Q4K__NT_AVX2 4
+
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
+#define Q4K__UNROLL _Pragma("GCC unroll 8")
+#else
+#define Q4K__UNROLL
+#endif
+
+/* fixed-order horizontal sum */
+Q4K__AVX2_INL float q4k__hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+Q4K__AVX2_INL float q4k__h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* float weights: 0 = F32, 1 = F16, 2 = BF16 */
+Q4K__AVX2_INL __m256 q4k__load8w(const void *w, int64_t i, int wt) {
+    if (wt == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    if (wt == 2)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i))), 16));
+    return _mm256_loadu_ps((const float *)w + i);
+}
+
+Q4K__AVX2_INL float q4k__load1w(const void *w, int64_t i, int wt) {
+    if (wt == 1) return q4k__h2f(((const uint16_t *)w)[i]);
+    if (wt == 2) return q4k_bf16_to_fp32(((const uint16_t *)w)[i]);
+    return ((const float *)w)[i];
+}
+
+Q4K__AVX2_INL void q4k__fdot_avx2_t(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
+                                    int64_t ys, int wt) {
+    __m256 a0[Q4K__NT_AVX2], a1[Q4K__NT_AVX2];
+    float t[Q4K__NT_AVX2];
+    int64_t i = 0;
+    int c;
+    Q4K__UNROLL for (c = 0; c < nc; c++) a0[c] = a1[c] = _mm256_setzero_ps();
+    for (; i + 16 <= cols; i += 16) {
+        __m256 w0 = q4k__load8w(w, i, wt), w1 = q4k__load8w(w, i + 8, wt);
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            a0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + c * xs + i), a0[c]);
+            a1[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + c * xs + i + 8), a1[c]);
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) t[c] = 0.0f;
+    for (; i < cols; i++) {
+        float wi = q4k__load1w(w, i, wt);
+        Q4K__UNROLL for (c = 0; c < nc; c++) t[c] += wi * x[c * xs + i];
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(_mm256_add_ps(a0[c], a1[c])) + t[c];
+}
+
+#define Q4K__AVX2_TILES(name, body_t, extra)                                                                    \
+    Q4K__AVX2_FN static void name(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,   \
+                                  int64_t ys) {                                                                 \
+        switch (nc) {                                                                                           \
+        case 1: body_t(w, cols, x, xs, 1, y, ys, extra); break;                                                 \
+        case 2: body_t(w, cols, x, xs, 2, y, ys, extra); break;                                                 \
+        case 3: body_t(w, cols, x, xs, 3, y, ys, extra); break;                                                 \
+        default: body_t(w, cols, x, xs, 4, y, ys, extra); break;                                                \
+        }                                                                                                       \
+    }
+Q4K__AVX2_TILES(q4k__fdot_f32_avx2, q4k__fdot_avx2_t, 0)
+Q4K__AVX2_TILES(q4k__fdot_f16_avx2, q4k__fdot_avx2_t, 1)
+Q4K__AVX2_TILES(q4k__fdot_bf16_avx2, q4k__fdot_avx2_t, 2)
+
+#define Q4K__AVX2_QTILES(name, body_t)                                                                          \
+    Q4K__AVX2_FN static void name(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,  \
+                                  int64_t ys) {                                                                 \
+        switch (nc) {                                                                                           \
+        case 1: body_t(w, cols, a, j, 1, y, ys); break;                                                         \
+        case 2: body_t(w, cols, a, j, 2, y, ys); break;                                                         \
+        case 3: body_t(w, cols, a, j, 3, y, ys); break;                                                         \
+        default: body_t(w, cols, a, j, 4, y, ys); break;                                                        \
+        }                                                                                                       \
+    }
+
+/* 32 signed weights q (|q| <= 128) times 32 activations: 8 int32 partial sums */
+Q4K__AVX2_INL __m256i q4k__dot32_sign(__m256i absw, __m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(absw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+}
+
+/* The 32-value types: wq(b) gives block b's 32 signed quants. */
+#define Q4K__AVX2_Q32_BODY(blk_t, wq_expr)                                                                      \
+    const blk_t *w = (const blk_t *)wv;                                                                         \
+    int64_t b, nb = cols / Q4K_QK;                                                                              \
+    __m256 acc[Q4K__NT_AVX2];                                                                                   \
+    int c;                                                                                                      \
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();                                         \
+    for (b = 0; b < nb; b++) {                                                                                  \
+        const float d = q4k__h2f(w[b].d);                                                                       \
+        const __m256i q = wq_expr;                                                                              \
+        const __m256i aq = _mm256_sign_epi8(q, q);                                                              \
+        Q4K__UNROLL for (c = 0; c < nc; c++) {                                                                  \
+            const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b;                                               \
+            __m256i s = q4k__dot32_sign(aq, q, _mm256_loadu_si256((const __m256i *)x->qs));                     \
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x->d), acc[c]);                  \
+        }                                                                                                       \
+    }                                                                                                           \
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(acc[c]);
+
+Q4K__AVX2_INL __m256i q4k__q8_0_avx2(const q4k_block_q8_0 *w) {
+    return _mm256_loadu_si256((const __m256i *)w->qs);
+}
+
+Q4K__AVX2_INL __m256i q4k__q4_0_avx2(const q4k_block_q4_0 *w) {
+    __m128i q = _mm_loadu_si128((const __m128i *)w->qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0xF)), _mm256_set1_epi8(8));
+}
+
+/* the 32 bits of qh spread to bytes: 0x10 where bit i is set */
+Q4K__AVX2_INL __m256i q4k__bits_to_bytes(uint32_t bits) {
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                          3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+Q4K__AVX2_INL __m256i q4k__q5_0_avx2(const q4k_block_q5_0 *w) {
+    __m128i q = _mm_loadu_si128((const __m128i *)w->qs);
+    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0xF));
+    uint32_t qh;
+    memcpy(&qh, w->qh, 4);
+    v = _mm256_or_si256(v, q4k__bits_to_bytes(qh));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(16));
+}
+
+Q4K__AVX2_INL void q4k__qdot_q8_0_avx2_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                         int64_t ys) {
+    Q4K__AVX2_Q32_BODY(q4k_block_q8_0, q4k__q8_0_avx2(&w[b]))
+}
+Q4K__AVX2_INL void q4k__qdot_q4_0_avx2_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                         int64_t ys) {
+    Q4K__AVX2_Q32_BODY(q4k_block_q4_0, q4k__q4_0_avx2(&w[b]))
+}
+Q4K__AVX2_INL void q4k__qdot_q5_0_avx2_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                         int64_t ys) {
+    Q4K__AVX2_Q32_BODY(q4k_block_q5_0, q4k__q5_0_avx2(&w[b]))
+}
+Q4K__AVX2_QTILES(q4k__qdot_q8_0_avx2, q4k__qdot_q8_0_avx2_t)
+Q4K__AVX2_QTILES(q4k__qdot_q4_0_avx2, q4k__qdot_q4_0_avx2_t)
+Q4K__AVX2_QTILES(q4k__qdot_q5_0_avx2, q4k__qdot_q5_0_avx2_t)
+
+/* Q4_K and Q5_K: per 64-value chunk k the low nibbles are sub-block 2k and the
+   high nibbles sub-block 2k+1 (plus bit 2k / 2k+1 of qh for Q5_K). */
+Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                        int64_t ys, int is_q5) {
+    int64_t b, nb = cols / Q4K_QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF), m16 = _mm256_set1_epi8(0x10);
+    __m256 acc[Q4K__NT_AVX2];
+    int c, k;
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
+    for (b = 0; b < nb; b++) {
+        const uint8_t *qs, *scales;
+        uint8_t sc[8], mn[8];
+        float d, dmin;
+        __m256i hb = _mm256_setzero_si256();
+        __m256 sa[Q4K__NT_AVX2], mf;
+        if (is_q5) {
+            const q4k_block_q5_K *w = (const q4k_block_q5_K *)wv + b;
+            qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
+            hb = _mm256_loadu_si256((const __m256i *)w->qh);
+        } else {
+            const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
+            qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
+        }
+        q4k__scale_min_k4(scales, sc, mn);
+        Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = _mm256_setzero_ps();
+        for (k = 0; k < 4; k++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            const __m256i s0 = _mm256_set1_epi16(sc[2 * k]), s1 = _mm256_set1_epi16(sc[2 * k + 1]);
+            if (is_q5) {
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4), m16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hb, 3), m16));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
+            Q4K__UNROLL for (c = 0; c < nc; c++) {
+                const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 2 * k;
+                __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)x[0].qs));
+                __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)x[1].qs));
+                sa[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p0, s0)), _mm256_set1_ps(x[0].d), sa[c]);
+                sa[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p1, s1)), _mm256_set1_ps(x[1].d), sa[c]);
+            }
+        }
+        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            __m256 sb = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), sa[c], acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), sb, acc[c]);
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(acc[c]);
+}
+Q4K__AVX2_INL void q4k__qdot_q4_K_avx2_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                         int64_t ys) {
+    q4k__qdot_k45_avx2_t(wv, cols, a, j, nc, y, ys, 0);
+}
+Q4K__AVX2_INL void q4k__qdot_q5_K_avx2_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                         int64_t ys) {
+    q4k__qdot_k45_avx2_t(wv, cols, a, j, nc, y, ys, 1);
+}
+Q4K__AVX2_QTILES(q4k__qdot_q4_K_avx2, q4k__qdot_q4_K_avx2_t)
+Q4K__AVX2_QTILES(q4k__qdot_q5_K_avx2, q4k__qdot_q5_K_avx2_t)
+
+/* Q6_K: per 128-value half, groups g = 0..3 of 32 values (activation block
+   4h+g, sub-blocks 8h+2g and 8h+2g+1) take their low 4 bits from ql (low
+   nibbles of ql[0..31], ql[32..63], then the high nibbles) and 2 bits from qh
+   (bits 2g, 2g+1). */
+Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                         int64_t ys) {
+    const q4k_block_q6_K *w = (const q4k_block_q6_K *)wv;
+    int64_t b, nb = cols / Q4K_QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+    __m256 acc[Q4K__NT_AVX2];
+    int c, h, g;
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
+    for (b = 0; b < nb; b++) {
+        __m256 sa[Q4K__NT_AVX2];
+        Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = _mm256_setzero_ps();
+        for (h = 0; h < 2; h++) {
+            const __m256i la = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
+            const __m256i lb = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+            for (g = 0; g < 4; g++) {
+                const int8_t *sc = w[b].scales + 8 * h + 2 * g;
+                __m256i lo4 = g == 0 ? _mm256_and_si256(la, m4)
+                            : g == 1 ? _mm256_and_si256(lb, m4)
+                            : g == 2 ? _mm256_and_si256(_mm256_srli_epi16(la, 4), m4)
+                                     : _mm256_and_si256(_mm256_srli_epi16(lb, 4), m4);
+                __m256i hi2 = g == 0 ? _mm256_slli_epi16(qh, 4)
+                            : g == 1 ? _mm256_slli_epi16(qh, 2)
+                            : g == 2 ? qh
+                                     : _mm256_srli_epi16(qh, 2);
+                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo4, _mm256_and_si256(hi2, m30)), k32);
+                const __m256i aq = _mm256_sign_epi8(q, q);
+                const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+                Q4K__UNROLL for (c = 0; c < nc; c++) {
+                    const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 4 * h + g;
+                    __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x->qs), q);
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, xv), s16);
+                    sa[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(x->d), sa[c]);
+                }
+            }
+        }
+        Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(q4k__h2f(w[b].d)), sa[c], acc[c]);
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(acc[c]);
+}
+Q4K__AVX2_QTILES(q4k__qdot_q6_K_avx2, q4k__qdot_q6_K_avx2_t)
+
+static const q4k__kernels q4k__kernels_avx2 = {
+    q4k__fdot_f32_avx2, q4k__fdot_f16_avx2, q4k__fdot_bf16_avx2,
+    q4k__qdot_q8_0_avx2, q4k__qdot_q4_0_avx2, q4k__qdot_q5_0_avx2,
+    q4k__qdot_q4_K_avx2, q4k__qdot_q5_K_avx2, q4k__qdot_q6_K_avx2,
+    Q4K__NT_AVX2};
+
+/* ---- AVX-512 F/BW/VL -----------------------------------------------------
+
+   zmm versions of the float dots and of the k-quants (two 32-value blocks per
+   register); the 32-value types Q8_0/Q4_0/Q5_0 run the AVX2 kernels, which
+   this path's CPUs have. AVX-512 has no vpsignb: the sign of the weights goes
+   to the activations through a mask subtraction. */
+
+#define Q4K__AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define Q4K__AVX512_INL static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define Q4K__NT_AVX512 8
+
+Q4K__AVX512_INL float q4k__hsum16(__m512 v) {
+    __m256 lo = _mm512_castps512_ps256(v);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    return q4k__hsum8(_mm256_add_ps(lo, hi));
+}
+
+Q4K__AVX512_INL __m512 q4k__load16w(const void *w, int64_t i, int wt) {
+    if (wt == 1) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    if (wt == 2)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i))), 16));
+    return _mm512_loadu_ps((const float *)w + i);
+}
+
+Q4K__AVX512_INL void q4k__fdot_avx512_t(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
+                                        int64_t ys, int wt) {
+    __m512 a0[Q4K__NT_AVX512], a1[Q4K__NT_AVX512];
+    float t[Q4K__NT_AVX512];
+    int64_t i = 0;
+    int c;
+    Q4K__UNROLL for (c = 0; c < nc; c++) a0[c] = a1[c] = _mm512_setzero_ps();
+    for (; i + 32 <= cols; i += 32) {
+        __m512 w0 = q4k__load16w(w, i, wt), w1 = q4k__load16w(w, i + 16, wt);
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            a0[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + c * xs + i), a0[c]);
+            a1[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + c * xs + i + 16), a1[c]);
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) t[c] = 0.0f;
+    for (; i < cols; i++) {
+        float wi = q4k__load1w(w, i, wt);
+        Q4K__UNROLL for (c = 0; c < nc; c++) t[c] += wi * x[c * xs + i];
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(_mm512_add_ps(a0[c], a1[c])) + t[c];
+}
+
+#define Q4K__AVX512_SWITCH(call)                                                                                \
+    switch (nc) {                                                                                               \
+    case 1: call(1); break;                                                                                     \
+    case 2: call(2); break;                                                                                     \
+    case 3: call(3); break;                                                                                     \
+    case 4: call(4); break;                                                                                     \
+    case 5: call(5); break;                                                                                     \
+    case 6: call(6); break;                                                                                     \
+    case 7: call(7); break;                                                                                     \
+    default: call(8); break;                                                                                    \
+    }
+
+#define Q4K__CALL_F(n_) q4k__fdot_avx512_t(w, cols, x, xs, n_, y, ys, Q4K__WT)
+#define Q4K__WT 0
+Q4K__AVX512_FN static void q4k__fdot_f32_avx512(const void *w, int64_t cols, const float *x, int64_t xs, int nc,
+                                                float *y, int64_t ys) {
+    Q4K__AVX512_SWITCH(Q4K__CALL_F)
+}
+#undef Q4K__WT
+#define Q4K__WT 1
+Q4K__AVX512_FN static void q4k__fdot_f16_avx512(const void *w, int64_t cols, const float *x, int64_t xs, int nc,
+                                                float *y, int64_t ys) {
+    Q4K__AVX512_SWITCH(Q4K__CALL_F)
+}
+#undef Q4K__WT
+#define Q4K__WT 2
+Q4K__AVX512_FN static void q4k__fdot_bf16_avx512(const void *w, int64_t cols, const float *x, int64_t xs, int nc,
+                                                 float *y, int64_t ys) {
+    Q4K__AVX512_SWITCH(Q4K__CALL_F)
+}
+#undef Q4K__WT
+#undef Q4K__CALL_F
+
+/* two activation blocks side by side: [x0.qs | x1.qs] */
+Q4K__AVX512_INL __m512i q4k__x2_avx512(const q4k_block_q8a *x0, const q4k_block_q8a *x1) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x0->qs)),
+                              _mm256_loadu_si256((const __m256i *)x1->qs), 1);
+}
+
+/* [lo x 16 | hi x 16] int16 lanes */
+Q4K__AVX512_INL __m512i q4k__pair16_avx512(int lo, int hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)lo)), _mm256_set1_epi16((short)hi), 1);
+}
+
+/* lane i takes v[idx_i]: the scale of the block lane i belongs to */
+static const int32_t q4k__pair_idx[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+
+Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc,
+                                            float *y, int64_t ys, int is_q5) {
+    int64_t b, nb = cols / Q4K_QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0xF), one = _mm512_set1_epi8(1);
+    const __m512i pidx = _mm512_loadu_si512((const void *)q4k__pair_idx);
+    __m512 acc[Q4K__NT_AVX512];
+    int c, k;
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
+    for (b = 0; b < nb; b++) {
+        const uint8_t *qs, *scales;
+        uint8_t sc[8], mn[8];
+        float d, dmin;
+        __m512i hb = _mm512_setzero_si512();
+        __m512 sa[Q4K__NT_AVX512];
+        __m256 dx[Q4K__NT_AVX512];
+        __m256 mf;
+        if (is_q5) {
+            const q4k_block_q5_K *w = (const q4k_block_q5_K *)wv + b;
+            qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
+            hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w->qh));
+        } else {
+            const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
+            qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
+        }
+        q4k__scale_min_k4(scales, sc, mn);
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            sa[c] = _mm512_setzero_ps();
+            dx[c] = _mm256_loadu_ps(a->d + (j + c) * a->nbx + b * 8);
+        }
+        for (k = 0; k < 4; k++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+            __m512i wq = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+            const __m512i s16 = q4k__pair16_avx512(sc[2 * k], sc[2 * k + 1]);
+            const __m512i didx = _mm512_add_epi32(pidx, _mm512_set1_epi32(2 * k));
+            if (is_q5) {
+                __m512i h = _mm512_srlv_epi16(hb, q4k__pair16_avx512(2 * k, 2 * k + 1));
+                wq = _mm512_or_si512(wq, _mm512_slli_epi16(_mm512_and_si512(h, one), 4));
+            }
+            Q4K__UNROLL for (c = 0; c < nc; c++) {
+                const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 2 * k;
+                __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(wq, q4k__x2_avx512(x, x + 1)), s16);
+                __m512 dv = _mm512_permutexvar_ps(didx, _mm512_castps256_ps512(dx[c]));
+                sa[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, sa[c]);
+            }
+        }
+        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            __m256 sb = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
+            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d), sa[c], acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin), _mm512_castps256_ps512(sb), acc[c]);
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(acc[c]);
+}
+
+/* Q6_K, two groups per zmm: [g0 | g1] from the low nibbles of ql[0..63] and
+   qh bits 0-1 / 2-3, [g2 | g3] from the high nibbles and qh bits 4-5 / 6-7 */
+Q4K__AVX512_INL void q4k__qdot_q6_K_avx512_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc,
+                                             float *y, int64_t ys) {
+    static const int16_t sidx[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                     2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    const q4k_block_q6_K *w = (const q4k_block_q6_K *)wv;
+    int64_t b, nb = cols / Q4K_QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30), k32 = _mm512_set1_epi8(32);
+    const __m512i sbase = _mm512_loadu_si512((const void *)sidx);
+    const __m512i pidx = _mm512_loadu_si512((const void *)q4k__pair_idx);
+    const __m512i sh01 = q4k__pair16_avx512(4, 2), sh23 = q4k__pair16_avx512(0, 2);
+    __m512 acc[Q4K__NT_AVX512];
+    int c, h, p;
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
+    for (b = 0; b < nb; b++) {
+        const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales)));
+        __m512 sa[Q4K__NT_AVX512];
+        __m256 dx[Q4K__NT_AVX512];
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            sa[c] = _mm512_setzero_ps();
+            dx[c] = _mm256_loadu_ps(a->d + (j + c) * a->nbx + b * 8);
+        }
+        for (h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(w[b].ql + 64 * h));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
+            for (p = 0; p < 2; p++) {
+                const int blk = 4 * h + 2 * p; /* activation blocks blk, blk+1 */
+                __m512i lo4 = p == 0 ? _mm512_and_si512(ql, m4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
+                __m512i hi2 = p == 0 ? _mm512_sllv_epi16(qh, sh01) : _mm512_srlv_epi16(qh, sh23);
+                const __m512i q = _mm512_sub_epi8(_mm512_or_si512(lo4, _mm512_and_si512(hi2, m30)), k32);
+                const __m512i aq = _mm512_abs_epi8(q);
+                const __mmask64 neg = _mm512_movepi8_mask(q);
+                const __m512i s16 = _mm512_permutexvar_epi16(_mm512_add_epi16(sbase, _mm512_set1_epi16((short)(2 * blk))), sc);
+                const __m512i didx = _mm512_add_epi32(pidx, _mm512_set1_epi32(blk));
+                Q4K__UNROLL for (c = 0; c < nc; c++) {
+                    const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + blk;
+                    __m512i xv = q4k__x2_avx512(x, x + 1);
+                    __m512i pr;
+                    xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+                    pr = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, xv), s16);
+                    sa[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr),
+                                            _mm512_permutexvar_ps(didx, _mm512_castps256_ps512(dx[c])), sa[c]);
+                }
+            }
+        }
+        Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(q4k__h2f(w[b].d)), sa[c], acc[c]);
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(acc[c]);
+}
+
+#define Q4K__CALL_Q(n_) q4k__qdot_k45_avx512_t(w, cols, a, j, n_, y, ys, Q4K__Q5)
+#define Q4K__Q5 0
+Q4K__AVX512_FN static void q4k__qdot_q4_K_avx512(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc,
+                                                 float *y, int64_t ys) {
+    Q4K__AVX512_SWITCH(Q4K__CALL_Q)
+}
+#undef Q4K__Q5
+#define Q4K__Q5 1
+Q4K__AVX512_FN static void q4k__qdot_q5_K_avx512(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc,
+                                                 float *y, int64_t ys) {
+    Q4K__AVX512_SWITCH(Q4K__CALL_Q)
+}
+#undef Q4K__Q5
+#undef Q4K__CALL_Q
+#define Q4K__CALL_Q(n_) q4k__qdot_q6_K_avx512_t(w, cols, a, j, n_, y, ys)
+Q4K__AVX512_FN static void q4k__qdot_q6_K_avx512(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc,
+                                                 float *y, int64_t ys) {
+    Q4K__AVX512_SWITCH(Q4K__CALL_Q)
+}
+#undef Q4K__CALL_Q
+
+/* the 32-value kernels are AVX2 ones called with at most 4 columns */
+#define Q4K__AVX512_FROM_AVX2(name, avx2)                                                                      \
+    Q4K__AVX512_FN static void name(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y, \
+                                    int64_t ys) {                                                              \
+        int c0;                                                                                                \
+        for (c0 = 0; c0 < nc; c0 += Q4K__NT_AVX2)                                                              \
+            avx2(w, cols, a, j + c0, nc - c0 < Q4K__NT_AVX2 ? nc - c0 : Q4K__NT_AVX2, y + c0 * ys, ys);         \
+    }
+Q4K__AVX512_FROM_AVX2(q4k__qdot_q8_0_avx512, q4k__qdot_q8_0_avx2)
+Q4K__AVX512_FROM_AVX2(q4k__qdot_q4_0_avx512, q4k__qdot_q4_0_avx2)
+Q4K__AVX512_FROM_AVX2(q4k__qdot_q5_0_avx512, q4k__qdot_q5_0_avx2)
+
+static const q4k__kernels q4k__kernels_avx512 = {
+    q4k__fdot_f32_avx512, q4k__fdot_f16_avx512, q4k__fdot_bf16_avx512,
+    q4k__qdot_q8_0_avx512, q4k__qdot_q4_0_avx512, q4k__qdot_q5_0_avx512,
+    q4k__qdot_q4_K_avx512, q4k__qdot_q5_K_avx512, q4k__qdot_q6_K_avx512,
+    Q4K__NT_AVX512};
+#endif /* Q4K__X86 */
+
+/* ---- matmul ------------------------------------------------------------- */
+
+typedef struct q4k__mm {
+    const q4k__kernels *k;
+    q4k__fdot_fn fdot;  /* float mode: kernel of the (decoded) weight type */
+    q4k__qdot_fn qdot;  /* Q8 mode */
+    int decode;         /* float mode: decode each row with q4k_dequantize_row */
+    q4k_type type;
+    const uint8_t *w;
+    size_t row_bytes;
+    int64_t rows, cols, n, jblk;
+    const float *x;
+    float *y;
+    float *scratch;     /* decode: cols floats per thread */
+    q4k__act act;
+    q4k_block_q8a *xq;  /* Q8 mode: the writable side of act */
+    float *xd, *xbs;
+} q4k__mm;
+
+/* quantize the activation rows of share ith */
+static void q4k__mm_quantize(void *ctx, int ith, int nth) {
+    q4k__mm *m = (q4k__mm *)ctx;
+    int64_t j0 = m->n * ith / nth, j1 = m->n * (ith + 1) / nth, i;
+    int64_t nbx = m->act.nbx;
+    if (j1 <= j0) return;
+    q4k_quantize_act_q8(m->x + j0 * m->cols, m->xq + j0 * nbx, (j1 - j0) * m->cols);
+    for (i = j0 * nbx; i < j1 * nbx; i++) {
+        m->xd[i] = m->xq[i].d;
+        m->xbs[i] = m->xq[i].d * (float)m->xq[i].sum;
+    }
+}
+
+/* rows of share ith; activation rows in blocks of jblk so that they stay in
+   cache while the weights stream by, and in tiles of k->nt per kernel call */
+static void q4k__mm_rows(void *ctx, int ith, int nth) {
+    q4k__mm *m = (q4k__mm *)ctx;
+    int64_t r0 = m->rows * ith / nth, r1 = m->rows * (ith + 1) / nth, r, j0, j;
+    int nt = m->k->nt;
+    float *tmp = m->scratch ? m->scratch + (size_t)ith * (size_t)m->cols : NULL;
+    for (j0 = 0; j0 < m->n; j0 += m->jblk) {
+        int64_t j1 = j0 + m->jblk < m->n ? j0 + m->jblk : m->n;
+        for (r = r0; r < r1; r++) {
+            const void *wr = m->w + (size_t)r * m->row_bytes;
+            if (m->qdot) {
+                for (j = j0; j < j1; j += nt)
+                    m->qdot(wr, m->cols, &m->act, j, (int)(j1 - j < nt ? j1 - j : nt), m->y + j * m->rows + r, m->rows);
+                continue;
+            }
+            if (m->decode) {
+                q4k_dequantize_row(m->type, wr, tmp, m->cols);
+                wr = tmp;
+            }
+            for (j = j0; j < j1; j += nt)
+                m->fdot(wr, m->cols, m->x + j * m->cols, m->cols, (int)(j1 - j < nt ? j1 - j : nt),
+                        m->y + j * m->rows + r, m->rows);
+        }
+    }
+}
+
+Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, int64_t rows, int64_t cols,
+                              const float *x, int64_t n, float *y) {
+    q4k_type_info ti = q4k_type_traits((int)type);
+    q4k__mm m;
+    q4k_cpu_path path;
+    q4k_result res;
+    int nth, quantized;
+    size_t act_bytes;
+    void *buf = NULL;
+    if (!cpu || !w || !x || !y || rows < 0 || cols <= 0 || n < 0) return Q4K_ERR_INVALID_ARG;
+    if (!ti.name || !ti.implemented) return Q4K_ERR_UNSUPPORTED_TYPE;
+    if (cols % ti.block_size) return Q4K_ERR_INVALID_ARG;
+    if (cpu->act != Q4K_ACT_Q8 && cpu->act != Q4K_ACT_F32) return Q4K_ERR_INVALID_ARG;
+    res = q4k_cpu_resolve_path(cpu->path, &path, NULL);
+    if (res != Q4K_OK) return res;
+    if (rows == 0 || n == 0) return Q4K_OK;
+
+    memset(&m, 0, sizeof m);
+    m.k = &q4k__kernels_scalar;
+#ifdef Q4K__X86
+    if (path == Q4K_CPU_AVX2) m.k = &q4k__kernels_avx2;
+    if (path == Q4K_CPU_AVX512) m.k = &q4k__kernels_avx512;
+#endif
+    m.type = type;
+    m.w = (const uint8_t *)w;
+    m.row_bytes = q4k_row_size(type, cols);
+    m.rows = rows;
+    m.cols = cols;
+    m.n = n;
+    m.x = x;
+    m.y = y;
+    nth = q4k_pool_threads(cpu->pool);
+    quantized = type != Q4K_TYPE_F32 && type != Q4K_TYPE_F16 && type != Q4K_TYPE_BF16;
+
+    if (quantized && cpu->act == Q4K_ACT_Q8) {
+        switch (type) {
+        case Q4K_TYPE_Q8_0: m.qdot = m.k->q8_0; break;
+        case Q4K_TYPE_Q4_0: m.qdot = m.k->q4_0; break;
+        case Q4K_TYPE_Q5_0: m.qdot = m.k->q5_0; break;
+        case Q4K_TYPE_Q4_K: m.qdot = m.k->q4_K; break;
+        case Q4K_TYPE_Q5_K: m.qdot = m.k->q5_K; break;
+        default: m.qdot = m.k->q6_K; break;
+        }
+        m.act.nbx = cols / Q4K_QK;
+        act_bytes = (size_t)n * (size_t)m.act.nbx * (sizeof(q4k_block_q8a) + 2 * sizeof(float));
+        buf = Q4K_MALLOC(act_bytes);
+        if (!buf) return Q4K_ERR_OUT_OF_MEMORY;
+        m.xq = (q4k_block_q8a *)buf;
+        m.xd = (float *)(m.xq + n * m.act.nbx);
+        m.xbs = m.xd + n * m.act.nbx;
+        m.act.q = m.xq;
+        m.act.d = m.xd;
+        m.act.bs = m.xbs;
+        if (n > 1)
+            q4k_pool_run(cpu->pool, q4k__mm_quantize, &m);
+        else
+            q4k__mm_quantize(&m, 0, 1);
+        act_bytes = (size_t)cols + (size_t)cols / 4; /* per activation row */
+    } else {
+        m.fdot = type == Q4K_TYPE_F32 ? m.k->f32 : type == Q4K_TYPE_F16 ? m.k->f16 : type == Q4K_TYPE_BF16 ? m.k->bf16 : NULL;
+        if (!m.fdot) {
+            m.decode = 1;
+            m.fdot = m.k->f32;
+            buf = Q4K_MALLOC(sizeof(float) * (size_t)cols * (size_t)nth);
+            if (!buf) return Q4K_ERR_OUT_OF_MEMORY;
+            m.scratch = (float *)buf;
+        }
+        act_bytes = (size_t)cols * sizeof(float);
+    }
+    /* about 512 KiB of activations per pass over the weights */
+    m.jblk = (int64_t)((512u << 10) / act_bytes);
+    m.jblk = m.jblk < m.k->nt ? m.k->nt : m.jblk - m.jblk % m.k->nt;
+    q4k_pool_run(cpu->pool, q4k__mm_rows, &m);
+    Q4K_FREE(buf);
     return Q4K_OK;
 }
 /* <<cpu */
