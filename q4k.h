@@ -3739,15 +3739,12 @@ typedef struct q4k__kernels {
 } q4k__kernels;
 
 /* the 8 six-bit scales and mins of a Q4_K / Q5_K super-block */
-static void q4k__scale_min_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
-    int j;
-    for (j = 0; j < 4; j++) {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-    }
-    for (j = 4; j < 8; j++) {
-        sc[j] = (uint8_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
-        mn[j] = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+static void q4k__scales_mins_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
+    int j, a, b;
+    for (j = 0; j < 8; j++) {
+        q4k__scale_min_k4(j, s, &a, &b);
+        sc[j] = (uint8_t)a;
+        mn[j] = (uint8_t)b;
     }
 }
 
@@ -3873,7 +3870,7 @@ static void q4k__qdot_k45_scalar(const uint8_t *q, const uint8_t *scales, float 
                                  int64_t b, int64_t j, int nc, float *acc) {
     uint8_t sc[8], mn[8];
     int c, k, i;
-    q4k__scale_min_k4(scales, sc, mn);
+    q4k__scales_mins_k4(scales, sc, mn);
     for (c = 0; c < nc; c++) {
         const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8;
         const float *bs = a->bs + (j + c) * a->nbx + b * 8;
@@ -4153,7 +4150,7 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
             const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
             qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
         }
-        q4k__scale_min_k4(scales, sc, mn);
+        q4k__scales_mins_k4(scales, sc, mn);
         Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = _mm256_setzero_ps();
         for (k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
@@ -4362,7 +4359,7 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
             const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
             qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
         }
-        q4k__scale_min_k4(scales, sc, mn);
+        q4k__scales_mins_k4(scales, sc, mn);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             sa[c] = _mm512_setzero_ps();
             dx[c] = _mm256_loadu_ps(a->d + (j + c) * a->nbx + b * 8);
