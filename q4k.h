@@ -612,6 +612,11 @@ typedef struct q4k_session_desc {
     q4k_act_mode act;   /* Q4K_ACT_Q8 (default) or Q4K_ACT_F32 (reference) */
     int trace;          /* capture the residual stream after every layer */
     int trace_layer;    /* and every op of this layer (-1: none); of the last token */
+    /* Test-only fault injection: relative Gaussian noise of this size added
+       to every matrix product's output (0: none), to measure how errors grow
+       and to prove that parity gates fail. */
+    float perturb;
+    uint64_t perturb_seed;
 } q4k_session_desc;
 
 /* Flags of q4k_session_eval. */
@@ -5051,6 +5056,7 @@ typedef struct q4k__cpu_session {
     float *rope_c, *rope_s; /* [batch][n_rot/2] */
     float *scores;          /* [n_threads][n_ctx] */
     int n_threads;
+    uint64_t perturb_state;
 } q4k__cpu_session;
 
 /* y = x / sqrt(mean(x^2) + eps) * w   (x, y: [n]) */
@@ -5076,10 +5082,27 @@ static void q4k__rope(float *v, const float *c, const float *s, int64_t n_rot, i
 
 static float q4k__silu(float x) { return x / (1.0f + expf(-x)); }
 
+/* y[i] *= 1 + perturb * N(0,1)  (test-only fault injection) */
+static void q4k__perturb(q4k__cpu_session *cs, float *y, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        uint64_t a, b;
+        double u, v;
+        a = (cs->perturb_state += 0x9E3779B97F4A7C15ull);
+        a = (a ^ (a >> 30)) * 0xBF58476D1CE4E5B9ull;
+        a = (a ^ (a >> 27)) * 0x94D049BB133111EBull;
+        b = a ^ (a >> 31);
+        u = ((double)(b >> 11) + 0.5) / 9007199254740992.0;
+        v = (double)(b & 0x7ff) / 2048.0;
+        y[i] *= (float)(1.0 + (double)cs->base.desc.perturb * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+    }
+}
+
 static q4k_result q4k__cpu_matmul_t(q4k__cpu_session *cs, const q4k_tensor *w, const float *x, int64_t n, float *y,
                                     q4k_error *err) {
     q4k_result r = q4k_matmul(&cs->cpu, w->type, w->data, w->ne[1], w->ne[0], x, n, y);
     if (r) return q4k__fail(err, r, "cpu: matmul of tensor '%s' failed: %s", w->name, q4k_result_string(r));
+    if (cs->base.desc.perturb != 0.0f) q4k__perturb(cs, y, w->ne[1] * n);
     return Q4K_OK;
 }
 
@@ -5296,6 +5319,7 @@ static q4k_result q4k__cpu_session_create(q4k_backend *b, const q4k_model *m, co
     cs->base.destroy = q4k__cpu_session_destroy;
     cs->cpu = cb->cpu;
     cs->cpu.act = d->act;
+    cs->perturb_state = d->perturb_seed;
     cs->n_threads = cb->cpu.pool ? q4k_pool_threads(cb->cpu.pool) : 1;
     cs->k_cache = (uint16_t *)Q4K_MALLOC(kv_elems * 2);
     cs->v_cache = (uint16_t *)Q4K_MALLOC(kv_elems * 2);

@@ -10,6 +10,12 @@
 #include <string.h>
 #include <math.h>
 
+#if defined(__GNUC__)
+#define T__UNUSED __attribute__((unused))
+#else
+#define T__UNUSED
+#endif
+
 static int t__failed_now, t__skipped_now, t__n_fail;
 static char t__skip_why[256];
 
@@ -62,18 +68,18 @@ static char t__skip_why[256];
 
 /* deterministic random numbers for fixtures (xorshift64*) */
 typedef struct t_rng { unsigned long long s; } t_rng;
-static unsigned long long t_rng_next(t_rng *r) {
+T__UNUSED static unsigned long long t_rng_next(t_rng *r) {
     r->s ^= r->s >> 12; r->s ^= r->s << 25; r->s ^= r->s >> 27;
     return r->s * 2685821657736338717ULL;
 }
 /* uniform in [0, 1) */
-static double t_rng_unif(t_rng *r) { return (double)(t_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+T__UNUSED static double t_rng_unif(t_rng *r) { return (double)(t_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
 /* standard normal (Box-Muller) */
-static double t_rng_gauss(t_rng *r) {
+T__UNUSED static double t_rng_gauss(t_rng *r) {
     double u = t_rng_unif(r), v = t_rng_unif(r);
     if (u < 1e-300) u = 1e-300;
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
 /* quick mode (sanitizer builds): smaller shapes */
-static int t_quick(void) { const char *q = getenv("Q4K_TEST_QUICK"); return q && *q && *q != '0'; }
+T__UNUSED static int t_quick(void) { const char *q = getenv("Q4K_TEST_QUICK"); return q && *q && *q != '0'; }
 #endif

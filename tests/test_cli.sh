@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The q4k command end to end on synthetic models: synth, info, run (greedy
+# output independent of threads, logits file layout, chat template, stop at
+# the context end), and the exit codes of bad input.
+set -u
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+Q=./q4k
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; }
+check() { # name, condition command...
+    local name=$1; shift
+    if "$@"; then ok "$name"; else fail "$name" "$*"; fi
+}
+
+$Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 2>"$tmp/synth.err"
+check synth_tiny test -s "$tmp/tiny.gguf"
+$Q info "$tmp/tiny.gguf" > "$tmp/info.txt" 2>&1
+check synth_tiny_info grep -q 'blk.3.ffn_down.weight' "$tmp/info.txt"
+# the Q4_K_M recipe: attn_v / ffn_down of layer 0 (i < n/8 with n=4 is none; i >= 7n/8 = 3.5 -> layer 3) are Q6_K
+check synth_recipe_q6k_last_layer grep -Eq 'blk\.3\.ffn_down\.weight.*Q6_K' "$tmp/info.txt"
+check synth_recipe_q4k_first_layer grep -Eq 'blk\.0\.ffn_down\.weight.*Q4_K' "$tmp/info.txt"
+check synth_recipe_output_q6k grep -Eq '(^|[^.a-z_])output\.weight.*Q6_K' "$tmp/info.txt"
+
+# greedy output is the same with 1 and 2 threads
+$Q run "$tmp/tiny.gguf" "Hello there" -n 24 --temp 0 -t 1 > "$tmp/t1.txt" 2>"$tmp/t1.err"; rc1=$?
+$Q run "$tmp/tiny.gguf" "Hello there" -n 24 --temp 0 -t 2 > "$tmp/t2.txt" 2>"$tmp/t2.err"; rc2=$?
+check run_exit_0 test $rc1 -eq 0 -a $rc2 -eq 0
+check run_threads_same_output cmp -s "$tmp/t1.txt" "$tmp/t2.txt"
+check run_output_nonempty test -s "$tmp/t1.txt"
+check run_prints_timings grep -q 'eval time' "$tmp/t1.err"
+check run_prints_summary grep -q 'arch qwen2' "$tmp/t1.err"
+check run_echoes_seed grep -q 'seed' "$tmp/t1.err"
+# sampling with a seed is reproducible, and differs from another seed
+$Q run "$tmp/tiny.gguf" "Hello" -n 24 --seed 11 --quiet > "$tmp/s1.txt" 2>/dev/null
+$Q run "$tmp/tiny.gguf" "Hello" -n 24 --seed 11 --quiet > "$tmp/s2.txt" 2>/dev/null
+$Q run "$tmp/tiny.gguf" "Hello" -n 24 --seed 12 --quiet > "$tmp/s3.txt" 2>/dev/null
+check run_seed_reproducible cmp -s "$tmp/s1.txt" "$tmp/s2.txt"
+check run_seed_changes_output bash -c "! cmp -s '$tmp/s1.txt' '$tmp/s3.txt'"
+
+# --logits-out: header, then (token, position, n_vocab floats) per evaluated position
+$Q run "$tmp/tiny.gguf" "Hi" --raw -n 3 --temp 0 --quiet --logits-out "$tmp/l.bin" > /dev/null 2>&1
+python3 - "$tmp/l.bin" <<'PY' > "$tmp/logits.txt" 2>&1
+import struct, sys, math
+b = open(sys.argv[1], "rb").read()
+assert b[:8] == b"Q4KLOGIT", b[:8]
+ver, nv = struct.unpack("<II", b[8:16])
+assert ver == 1, ver
+rec = 8 + 4 * nv
+n = (len(b) - 16) // rec
+assert (len(b) - 16) % rec == 0
+pos = [struct.unpack("<ii", b[16 + i * rec:24 + i * rec])[1] for i in range(n)]
+assert pos == list(range(n)), pos
+first = struct.unpack("<%df" % nv, b[24:24 + 4 * nv])
+m = sum(first) / nv
+sd = math.sqrt(sum((x - m) ** 2 for x in first) / nv)
+print("positions", n, "n_vocab", nv, "std", sd)
+assert n >= 3, n
+PY
+check logits_out_layout grep -q '^positions' "$tmp/logits.txt"
+
+# the context ends: generation stops with a message, exit 0
+$Q run "$tmp/tiny.gguf" "Hello" -c 40 -n 100 --temp 0 > /dev/null 2>"$tmp/ctx.err"; rc=$?
+check run_context_full_message grep -q 'context is full' "$tmp/ctx.err"
+check run_context_full_exit_0 test $rc -eq 0
+
+# bad input: exit codes 1 (error) and 2 (usage), one clear line
+$Q run "$tmp/missing.gguf" "x" > /dev/null 2>"$tmp/e1.err"; rc=$?
+check run_missing_file_exit_1 test $rc -eq 1
+check run_missing_file_names_it grep -q 'missing.gguf' "$tmp/e1.err"
+$Q run "$tmp/tiny.gguf" "x" --temp abc > /dev/null 2>"$tmp/e2.err"; rc=$?
+check run_bad_flag_value_exit_2 test $rc -eq 2
+$Q run "$tmp/tiny.gguf" "x" --frobnicate > /dev/null 2>&1; rc=$?
+check run_unknown_flag_exit_2 test $rc -eq 2
+$Q run "$tmp/tiny.gguf" "x" --backend cuda > /dev/null 2>"$tmp/e3.err"; rc=$?
+check run_unavailable_backend_exit_2 test $rc -eq 2
+$Q frobnicate > /dev/null 2>&1; rc=$?
+check unknown_command_exit_2 test $rc -eq 2
+$Q synth "$tmp/x.gguf" --preset 13b > /dev/null 2>&1; rc=$?
+check synth_unknown_preset_exit_2 test $rc -eq 2
+printf 'version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n' > "$tmp/lfs.gguf"
+$Q run "$tmp/lfs.gguf" "x" > /dev/null 2>"$tmp/e4.err"; rc=$?
+check run_lfs_pointer_exit_1 test $rc -eq 1
+check run_lfs_pointer_says_so grep -qi 'lfs' "$tmp/e4.err"
+check run_help_documents_exit_codes bash -c "$Q run --help | grep -q 'exit codes'"
+check version_lists_paths bash -c "$Q --version | grep -q 'cpu paths detected'"
+
+# other quantization mixes load and run
+for qn in mixed q8_0 f32; do
+    $Q synth "$tmp/$qn.gguf" --preset tiny --layers 2 --quant $qn 2>/dev/null &&
+    $Q run "$tmp/$qn.gguf" "abc" -n 4 --temp 0 --quiet > /dev/null 2>"$tmp/$qn.err"
+    check "synth_and_run_$qn" test $? -eq 0
+done
+$Q info "$tmp/mixed.gguf" > "$tmp/mixed.txt"
+for ty in F32 F16 BF16 Q8_0 Q4_0 Q5_0 Q4_K Q5_K Q6_K; do
+    grep -q " $ty " "$tmp/mixed.txt" || grep -q "$ty" "$tmp/mixed.txt" || { fail "synth_mixed_has_$ty" "no $ty tensor"; continue; }
+done
+n_types=$(grep -oE '\b(F32|F16|BF16|Q8_0|Q4_0|Q5_0|Q4_K|Q5_K|Q6_K)\b' "$tmp/mixed.txt" | sort -u | wc -l)
+check synth_mixed_has_every_type test "$n_types" -eq 9
