@@ -628,7 +628,10 @@ static void test_open_errors(void) {
     T_CHECK(q4k_gguf_open_file("/nonexistent-q4k/model.gguf", &desc, &g, &err) == Q4K_ERR_IO && g == NULL, "missing");
     T_CHECK(contains(err.msg, "/nonexistent-q4k/model.gguf"), "%s", err.msg);
     T_CHECK(cap.n == 1 && cap.level == Q4K_LOG_ERROR && !strcmp(cap.last, err.msg), "logged: %s", cap.last);
-    T_CHECK(q4k_gguf_open_file("/", NULL, &g, &err) == Q4K_ERR_IO && contains(err.msg, "directory"), "%s", err.msg);
+    T_CHECK(q4k_gguf_open_file("/", NULL, &g, &err) == Q4K_ERR_IO && !strncmp(err.msg, "/: ", 3), "%s", err.msg);
+#if defined(__unix__) || defined(__APPLE__)
+    T_CHECK(contains(err.msg, "directory"), "%s", err.msg);
+#endif
     T_CHECK(q4k_gguf_open_file(NULL, NULL, &g, &err) == Q4K_ERR_INVALID_ARG, "NULL path");
     T_CHECK(q4k_gguf_open_memory(NULL, 5, NULL, &g, &err) == Q4K_ERR_INVALID_ARG, "NULL data");
     T_CHECK(q4k_gguf_open_memory("GGUF", 4, NULL, NULL, &err) == Q4K_ERR_INVALID_ARG, "NULL out");

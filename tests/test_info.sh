@@ -77,6 +77,12 @@ for x in d["tensors"]:
 EOF
 then ok info_json_content; else fail info_json_content; fi
 
+# a pipe has no size to map: read as a stream, same output
+if cat "$tmp/s.gguf" | "$Q4K" info --json /dev/stdin >"$tmp/pipe.json" 2>"$tmp/err" &&
+   python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); a.pop("file"); b.pop("file"); assert a == b' "$tmp/pipe.json" "$tmp/s.json"; then
+    ok info_reads_pipe
+else fail info_reads_pipe "$(cat "$tmp/err")"; fi
+
 # a type q4k cannot run: shown and marked, not refused by info
 out=$("$Q4K" info "$tmp/q3k.gguf" 2>&1); rc=$?
 if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -Eq 'blk\.0\.q3k\.weight +Q3_K\*' &&
