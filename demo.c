@@ -604,11 +604,6 @@ static int run_eval(run_state *st, const int32_t *toks, int64_t n, int is_prompt
     return 1;
 }
 
-static int is_stop_token(const run_state *st, int32_t id) {
-    return id == q4k_tokenizer_eos(st->tok) || id == q4k_tokenizer_eot(st->tok) ||
-           id == q4k_tokenizer_find(st->tok, "<|im_end|>") || id == q4k_tokenizer_find(st->tok, "<|eot_id|>") ||
-           id == q4k_tokenizer_find(st->tok, "<|endoftext|>");
-}
 
 /* sample and stream up to n_predict tokens; returns 0 on error */
 static int run_generate(run_state *st, int64_t n_predict, int *stopped_by_eos) {
@@ -622,7 +617,7 @@ static int run_generate(run_state *st, int64_t n_predict, int *stopped_by_eos) {
         int32_t id = q4k_sampler_sample(st->sampler, st->logits);
         const char *bytes;
         size_t blen;
-        if (is_stop_token(st, id)) {
+        if (q4k_tokenizer_is_eog(st->tok, id)) {
             *stopped_by_eos = 1;
             /* the end-of-turn token goes into the cache: the next turn follows it */
             if (st->o->interactive && q4k_session_pos(st->sess) < st->sess->n_ctx && !run_eval(st, &id, 1, 0)) return 0;

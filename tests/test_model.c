@@ -612,6 +612,105 @@ static void test_rope_angles(void) {
     T_CHECK(c == (float)cos(0.75 * pow(10000.0, -0.5)), "rope frequency factor");
 }
 
+/* relative L2 distance of two logit vectors */
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double d = 0, bb = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) { d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); bb += (double)b[i] * b[i]; }
+    return sqrt(d / (bb + 1e-300));
+}
+
+/* The tiny synthetic model (./q4k synth) is usable for parity work: its
+   logits are spread (std in [1, 10]) and its attention is far from uniform
+   (checked in the float64 reference). */
+static void test_synth_tiny_statistics(void) {
+    const char *path = tmp_path("synth_tiny.gguf");
+    char cmd[512];
+    q4k_model *m = NULL;
+    q4k_error err;
+    ref_model R;
+    int32_t toks[8] = {10, 200, 33, 1500, 7, 7, 99, 640};
+    double *lg, mean = 0, var = 0, ratio;
+    int64_t i, nv;
+    snprintf(cmd, sizeof cmd, "./q4k synth %s --preset tiny --seed 5 2>/dev/null", path);
+    T_CHECK(system(cmd) == 0, "%s failed", cmd);
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_OK, "load: %s", err.msg);
+    if (!m) return;
+    T_CHECK(m->hp.n_embd == 256 && m->hp.n_head == 8 && m->hp.n_head_kv == 2 && m->hp.n_ff == 768 &&
+            m->hp.n_layer == 4 && m->hp.n_vocab == 2048 && !m->hp.tied_embeddings, "tiny preset shapes");
+    nv = m->hp.n_vocab;
+    lg = (double *)malloc((size_t)nv * 8);
+    ref_init(&R, m, 8);
+    for (i = 0; i < 8; i++) ref_token(&R, toks[i], lg);
+    for (i = 0; i < nv; i++) mean += lg[i] / (double)nv;
+    for (i = 0; i < nv; i++) var += (lg[i] - mean) * (lg[i] - mean) / (double)nv;
+    ratio = R.max_attn_prob_sum / R.uniform_sum;
+    printf("  tiny: logits std %.3f; mean largest attention weight %.3f = %.2f x uniform\n", sqrt(var),
+           R.max_attn_prob_sum / (double)R.n_attn, ratio);
+    T_CHECK(sqrt(var) >= 1.0 && sqrt(var) <= 10.0, "logits std %.3f outside [1, 10]", sqrt(var));
+    T_CHECK(ratio > 1.5, "attention too close to uniform: largest weight %.2f x uniform", ratio);
+    ref_free(&R);
+    free(lg);
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* How much a relative 1e-5 error in every matmul output grows by the
+   logits, on the synthetic presets (Q4K_TEST_PRESETS, default "tiny 0.5b").
+   DESIGN.md's gate thresholds assume growth well under 1000x. */
+static void test_perturbation_growth(void) {
+    const char *env = getenv("Q4K_TEST_PRESETS");
+    char presets[256], *p, *save = NULL;
+    snprintf(presets, sizeof presets, "%s", env ? env : (t_quick() ? "tiny" : "tiny 0.5b"));
+    for (p = strtok_r(presets, " ", &save); p; p = strtok_r(NULL, " ", &save)) {
+        const char *path = tmp_path("perturb.gguf");
+        char cmd[512];
+        q4k_model *m = NULL;
+        q4k_backend *b = NULL;
+        q4k_session *s0 = NULL, *s1 = NULL;
+        q4k_session_desc sd;
+        q4k_error err;
+        int32_t toks[6] = {11, 220, 4000, 17, 900, 3};
+        float *l0, *l1;
+        double growth = 0;
+        int step;
+        snprintf(cmd, sizeof cmd, "./q4k synth %s --preset %s --fast --seed 9 2>/dev/null", path, p);
+        T_CHECK(system(cmd) == 0, "%s failed", cmd);
+        if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { T_CHECK(0, "load %s: %s", p, err.msg); continue; }
+        q4k_cpu_backend_create(NULL, &b, &err);
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = 16;
+        sd.trace_layer = -1;
+        sd.act = Q4K_ACT_F32;
+        q4k_session_create(b, m, &sd, &s0, &err);
+        sd.perturb = 1e-5f;
+        sd.perturb_seed = 1;
+        q4k_session_create(b, m, &sd, &s1, &err);
+        l0 = (float *)malloc((size_t)m->hp.n_vocab * 4);
+        l1 = (float *)malloc((size_t)m->hp.n_vocab * 4);
+        for (step = 0; step < 3; step++) {
+            int64_t n = step == 0 ? 4 : 1;
+            const int32_t *t = step == 0 ? toks : &toks[3 + step];
+            double e;
+            q4k_session_eval(s0, t, n, 0, l0, &err);
+            q4k_session_eval(s1, t, n, 0, l1, &err);
+            e = rel_err(l1, l0, m->hp.n_vocab) / 1e-5;
+            if (e > growth) growth = e;
+        }
+        printf("  preset %s (%lld layers): a 1e-5 relative error in every matmul grows %.1fx by the logits\n", p,
+               (long long)m->hp.n_layer, growth);
+        T_CHECK(growth > 0.1, "%s: the perturbation did not reach the logits (%.3g)", p, growth);
+        T_CHECK(growth < 1000.0, "%s: errors grow %.0fx: badly conditioned synthetic model", p, growth);
+        free(l0);
+        free(l1);
+        q4k_session_free(s0);
+        q4k_session_free(s1);
+        q4k_backend_destroy(b);
+        q4k_model_free(m);
+        remove(path);
+    }
+}
+
 int main(void) {
     T_RUN(test_rope_angles);
     T_RUN(test_chat_templates);
@@ -623,5 +722,7 @@ int main(void) {
     T_RUN(test_trace);
     T_RUN(test_model_validation);
     T_RUN(test_unknown_arch);
+    T_RUN(test_synth_tiny_statistics);
+    T_RUN(test_perturbation_growth);
     T_EXIT();
 }
