@@ -193,7 +193,7 @@ static void synth_rows(void *ctx, int ith, int nth) {
             gauss_fill(buf, cols, &s, 0.5f);
             break;
         case W_EMBD:
-            gauss_fill(buf, cols, &s, 1.0f);
+            gauss_fill(buf, cols, &s, t->scale);
             if (j->outliers)
                 for (c = 0; c < cols; c++)
                     if (is_outlier_channel(c, cols)) buf[c] *= 300.0f;
@@ -373,10 +373,12 @@ static int cmd_synth(int argc, char **argv) {
         float deep = (float)(1.0 / sqrt(2.0 * (double)p.n_layer));
         q4k_type emb_type = p.tied ? synth_matrix_type(quant, "output", 0, p.n_layer, d, &counter)
                                    : synth_matrix_type(quant, "token_embd", 0, p.n_layer, d, &counter);
-        ADD(W_EMBD, emb_type, d, n_vocab, 1.0f, "token_embd.weight");
+        /* tied: the embedding is also the output projection, scaled for logits of std ~3 */
+        ADD(W_EMBD, emb_type, d, n_vocab, p.tied ? (float)(3.0 / sqrt((double)d)) : 1.0f, "token_embd.weight");
         ADD(W_NORM, Q4K_TYPE_F32, d, 0, 0.0f, "output_norm.weight");
+        /* logits with a std of about 3, as trained models have */
         if (!p.tied) ADD(W_MATRIX, synth_matrix_type(quant, "output", 0, p.n_layer, d, &counter), d, n_vocab,
-                         (float)(1.0 / sqrt((double)d)), "output.weight");
+                         (float)(3.0 / sqrt((double)d)), "output.weight");
         for (l = 0; l < p.n_layer; l++) {
             float sd = (float)(1.0 / sqrt((double)d)), sf = (float)(1.0 / sqrt((double)p.n_ff));
             float so = (float)(1.0 / sqrt((double)qd));
@@ -416,7 +418,7 @@ static int cmd_synth(int argc, char **argv) {
         job.t = t;
         job.out = buf;
         job.seed = seed * 0x9E3779B97F4A7C15ull + (uint64_t)i;
-        job.fast = fast && t->kind == W_MATRIX;
+        job.fast = fast && (t->kind == W_MATRIX || (t->kind == W_EMBD && !outliers));
         job.outliers = outliers;
         if (job.fast && ti.block_size > 1) {
             /* a pool of 4096 quantized Gaussian blocks to draw rows from */
@@ -507,7 +509,7 @@ static void print_model_summary(const q4k_model *m, const char *path, int64_t n_
     memset(counts, 0, sizeof counts);
     for (i = 0; i < q4k_gguf_tensor_count(m->gguf); i++) counts[q4k_gguf_tensor(m->gguf, i)->type]++;
     fprintf(stderr, "model: %s\n", path);
-    fprintf(stderr, "  arch %s, %.2fB params, %lld layers, embd %lld, ff %lld, heads %lld/%lld (kv), head_dim %lld, vocab %lld%s\n",
+    fprintf(stderr, "  arch %s, %.3fB params, %lld layers, embd %lld, ff %lld, heads %lld/%lld (kv), head_dim %lld, vocab %lld%s\n",
             q4k_arch_name(hp->arch), (double)q4k_model_n_params(m) / 1e9, (long long)hp->n_layer,
             (long long)hp->n_embd, (long long)hp->n_ff, (long long)hp->n_head, (long long)hp->n_head_kv,
             (long long)hp->head_dim, (long long)hp->n_vocab, hp->tied_embeddings ? ", tied embeddings" : "");
@@ -561,15 +563,16 @@ static int64_t run_tokenize(run_state *st, const char *text, int add_bos) {
     int64_t n = 0;
     unsigned flags = Q4K_TOKENIZE_SPECIAL | (add_bos ? Q4K_TOKENIZE_ADD_BOS : 0u);
     q4k_error err;
-    q4k_result r = q4k_tokenize(st->tok, text, strlen(text), flags, st->toks, st->toks_cap, &n, &err);
-    if (r == Q4K_OK) return n;
-    if (n > st->toks_cap) {
+    if (q4k_tokenize(st->tok, text, strlen(text), flags, NULL, 0, &n, &err) == Q4K_OK && n > st->toks_cap) {
         int32_t *nt = (int32_t *)realloc(st->toks, (size_t)n * sizeof(int32_t));
-        if (!nt) return -1;
+        if (!nt) {
+            fprintf(stderr, "q4k: out of memory for %lld prompt tokens\n", (long long)n);
+            return -1;
+        }
         st->toks = nt;
         st->toks_cap = n;
-        if (q4k_tokenize(st->tok, text, strlen(text), flags, st->toks, st->toks_cap, &n, &err) == Q4K_OK) return n;
     }
+    if (q4k_tokenize(st->tok, text, strlen(text), flags, st->toks, st->toks_cap, &n, &err) == Q4K_OK) return n;
     fprintf(stderr, "q4k: cannot tokenize the prompt: %s\n", err.msg);
     return -1;
 }

@@ -60,7 +60,7 @@ PY
 check logits_out_layout grep -q '^positions' "$tmp/logits.txt"
 
 # the context ends: generation stops with a message, exit 0
-$Q run "$tmp/tiny.gguf" "Hello" -c 40 -n 100 --temp 0 > /dev/null 2>"$tmp/ctx.err"; rc=$?
+$Q run "$tmp/tiny.gguf" "Hello" --raw -c 16 -n 100 --temp 0 > /dev/null 2>"$tmp/ctx.err"; rc=$?
 check run_context_full_message grep -q 'context is full' "$tmp/ctx.err"
 check run_context_full_exit_0 test $rc -eq 0
 
@@ -92,8 +92,5 @@ for qn in mixed q8_0 f32; do
     check "synth_and_run_$qn" test $? -eq 0
 done
 $Q info "$tmp/mixed.gguf" > "$tmp/mixed.txt"
-for ty in F32 F16 BF16 Q8_0 Q4_0 Q5_0 Q4_K Q5_K Q6_K; do
-    grep -q " $ty " "$tmp/mixed.txt" || grep -q "$ty" "$tmp/mixed.txt" || { fail "synth_mixed_has_$ty" "no $ty tensor"; continue; }
-done
 n_types=$(grep -oE '\b(F32|F16|BF16|Q8_0|Q4_0|Q5_0|Q4_K|Q5_K|Q6_K)\b' "$tmp/mixed.txt" | sort -u | wc -l)
 check synth_mixed_has_every_type test "$n_types" -eq 9

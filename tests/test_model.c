@@ -670,7 +670,7 @@ static void test_perturbation_growth(void) {
         q4k_session *s0 = NULL, *s1 = NULL;
         q4k_session_desc sd;
         q4k_error err;
-        int32_t toks[6] = {11, 220, 4000, 17, 900, 3};
+        int32_t toks[6] = {11, 220, 1999, 17, 900, 3};
         float *l0, *l1;
         double growth = 0;
         int step;

@@ -15,15 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* no GGUF reading here: see test_tokenizer.c */
-#if defined(__GNUC__)
-#pragma weak q4k_gguf_get_str
-#pragma weak q4k_gguf_get_arr
-#pragma weak q4k_gguf_get_arr_str
-#pragma weak q4k_gguf_get_arr_data
-#pragma weak q4k_gguf_get_u32
-#pragma weak q4k_gguf_get_bool
-#endif
 
 static const char *const specials[] = {
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
