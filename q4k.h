@@ -3885,14 +3885,32 @@ typedef struct q4k__kernels {
     int nt; /* columns per call */
 } q4k__kernels;
 
-/* the 8 six-bit scales and mins of a Q4_K / Q5_K super-block */
-static void q4k__scales_mins_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
+/* the 8 six-bit scales and mins of a Q4_K / Q5_K super-block (>>formats) */
+static void q4k__scales_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
     int j, a, b;
     for (j = 0; j < 8; j++) {
         q4k__scale_min_k4(j, s, &a, &b);
         sc[j] = (uint8_t)a;
         mn[j] = (uint8_t)b;
     }
+}
+
+/* the same, a word at a time (SIMD paths): bytes 0-3 hold scales 0-3 and
+   the top bits of scales 4-7, bytes 4-7 mins 0-3 and the top bits of mins
+   4-7, bytes 8-11 the low nibbles of scales 4-7 and mins 4-7 */
+static inline void q4k__scales_k4_words(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
+    uint32_t u0, u1, u2, v;
+    memcpy(&u0, s, 4);
+    memcpy(&u1, s + 4, 4);
+    memcpy(&u2, s + 8, 4);
+    v = u0 & 0x3f3f3f3fu;
+    memcpy(sc, &v, 4);
+    v = (u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4;
+    memcpy(sc + 4, &v, 4);
+    v = u1 & 0x3f3f3f3fu;
+    memcpy(mn, &v, 4);
+    v = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4;
+    memcpy(mn + 4, &v, 4);
 }
 
 /* ---- scalar kernels: the specification ----------------------------------
@@ -4017,7 +4035,7 @@ static void q4k__qdot_k45_scalar(const uint8_t *q, const uint8_t *scales, float 
                                  int64_t b, int64_t j, int nc, float *acc) {
     uint8_t sc[8], mn[8];
     int c, k, i;
-    q4k__scales_mins_k4(scales, sc, mn);
+    q4k__scales_k4(scales, sc, mn);
     for (c = 0; c < nc; c++) {
         const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8;
         const float *bs = a->bs + (j + c) * a->nbx + b * 8;
@@ -4126,6 +4144,11 @@ static const q4k__kernels q4k__kernels_scalar = {
 #define Q4K__AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #define Q4K__AVX2_INL static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 #define Q4K__NT_AVX2 4
+/* prefetch distance for streamed weights: the hardware prefetcher alone
+   leaves a compute-heavy loop short of memory bandwidth */
+#ifndef Q4K__PF_DIST
+#define Q4K__PF_DIST 1024
+#endif
 
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
 #define Q4K__UNROLL _Pragma("GCC unroll 8")
@@ -4142,6 +4165,46 @@ Q4K__AVX2_INL float q4k__hsum8(__m256 v) {
 }
 
 Q4K__AVX2_INL float q4k__h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* q4k_quantize_act_q8, bit for bit: max and the clamp are exact, the product
+   is the same IEEE multiply, vroundps rounds half to even */
+Q4K__AVX2_FN static void q4k__quantize_act_avx2(const float *x, q4k_block_q8a *out, int64_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int64_t b, nb = n / Q4K_QK;
+    for (b = 0; b < nb; b++) {
+        const float *xb = x + b * Q4K_QK;
+        __m256 v[4], mx = _mm256_setzero_ps(), vid;
+        __m256i q[4], s, p;
+        __m128 m4;
+        float amax, d, id;
+        int i;
+        for (i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+            mx = _mm256_max_ps(_mm256_and_ps(v[i], absmask), mx); /* a NaN element keeps mx */
+        }
+        m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        amax = _mm_cvtss_f32(m4);
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        vid = _mm256_set1_ps(id);
+        for (i = 0; i < 4; i++) {
+            __m256 r = _mm256_round_ps(_mm256_mul_ps(v[i], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q)); /* NaN -> 0 */
+            q[i] = _mm256_cvttps_epi32(_mm256_max_ps(_mm256_min_ps(r, lim), nlim));
+        }
+        s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        s = _mm256_hadd_epi32(s, s);
+        s = _mm256_hadd_epi32(s, s);
+        p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)out[b].qs, _mm256_permutevar8x32_epi32(p, order));
+        out[b].d = d;
+        out[b].sum = _mm_cvtsi128_si32(_mm256_castsi256_si128(s)) + _mm256_extract_epi32(s, 4);
+    }
+}
 
 /* float weights: 0 = F32, 1 = F16, 2 = BF16 */
 Q4K__AVX2_INL __m256 q4k__load8w(const void *w, int64_t i, int wt) {
@@ -4287,8 +4350,8 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
         const uint8_t *qs, *scales;
         uint8_t sc[8], mn[8];
         float d, dmin;
-        __m256i hb = _mm256_setzero_si256();
-        __m256 sa[Q4K__NT_AVX2], mf;
+        __m256i hb = _mm256_setzero_si256(), sc16;
+        __m256 sa[Q4K__NT_AVX2], sb[Q4K__NT_AVX2], mf;
         if (is_q5) {
             const q4k_block_q5_K *w = (const q4k_block_q5_K *)wv + b;
             qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
@@ -4297,12 +4360,18 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
             const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
             qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
         }
-        q4k__scales_mins_k4(scales, sc, mn);
-        Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = _mm256_setzero_ps();
+        _mm_prefetch((const char *)scales + Q4K__PF_DIST, _MM_HINT_T0);
+        _mm_prefetch((const char *)scales + Q4K__PF_DIST + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)scales + Q4K__PF_DIST + 128, _MM_HINT_T0);
+        q4k__scales_k4_words(scales, sc, mn);
+        /* the 8 scales as int16 in both 128-bit lanes; vpshufb picks one */
+        sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+        Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = sb[c] = _mm256_setzero_ps();
         for (k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            const __m256i s0 = _mm256_set1_epi16(sc[2 * k]), s1 = _mm256_set1_epi16(sc[2 * k + 1]);
+            const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * 2 * k)));
+            const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * k + 1))));
             if (is_q5) {
                 lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4), m16));
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hb, 3), m16));
@@ -4313,14 +4382,14 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
                 __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)x[0].qs));
                 __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)x[1].qs));
                 sa[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p0, s0)), _mm256_set1_ps(x[0].d), sa[c]);
-                sa[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p1, s1)), _mm256_set1_ps(x[1].d), sa[c]);
+                sb[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p1, s1)), _mm256_set1_ps(x[1].d), sb[c]);
             }
         }
         mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
         Q4K__UNROLL for (c = 0; c < nc; c++) {
-            __m256 sb = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), sa[c], acc[c]);
-            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), sb, acc[c]);
+            __m256 mins = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_add_ps(sa[c], sb[c]), acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), mins, acc[c]);
         }
     }
     Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(acc[c]);
@@ -4349,8 +4418,12 @@ Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k
     int c, h, g;
     Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
     for (b = 0; b < nb; b++) {
-        __m256 sa[Q4K__NT_AVX2];
-        Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = _mm256_setzero_ps();
+        __m256 sa[2][Q4K__NT_AVX2]; /* even and odd groups: two dependency chains */
+        _mm_prefetch((const char *)&w[b] + Q4K__PF_DIST, _MM_HINT_T0);
+        _mm_prefetch((const char *)&w[b] + Q4K__PF_DIST + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)&w[b] + Q4K__PF_DIST + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)&w[b] + Q4K__PF_DIST + 192, _MM_HINT_T0);
+        Q4K__UNROLL for (c = 0; c < nc; c++) sa[0][c] = sa[1][c] = _mm256_setzero_ps();
         for (h = 0; h < 2; h++) {
             const __m256i la = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
             const __m256i lb = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
@@ -4372,11 +4445,12 @@ Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k
                     const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 4 * h + g;
                     __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x->qs), q);
                     __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, xv), s16);
-                    sa[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(x->d), sa[c]);
+                    sa[g & 1][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(x->d), sa[g & 1][c]);
                 }
             }
         }
-        Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(q4k__h2f(w[b].d)), sa[c], acc[c]);
+        Q4K__UNROLL for (c = 0; c < nc; c++)
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(q4k__h2f(w[b].d)), _mm256_add_ps(sa[0][c], sa[1][c]), acc[c]);
     }
     Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(acc[c]);
 }
@@ -4395,14 +4469,23 @@ static const q4k__kernels q4k__kernels_avx2 = {
    this path's CPUs have. AVX-512 has no vpsignb: the sign of the weights goes
    to the activations through a mask subtraction. */
 
+/* g++ 12 sees the _mm512_undefined_* placeholders inside the intrinsics as
+   uninitialized reads */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 #define Q4K__AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define Q4K__AVX512_INL static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define Q4K__NT_AVX512 8
 
+/* through memory: g++ 12 warns on the 512-to-256 extract intrinsics */
 Q4K__AVX512_INL float q4k__hsum16(__m512 v) {
-    __m256 lo = _mm512_castps512_ps256(v);
-    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    return q4k__hsum8(_mm256_add_ps(lo, hi));
+    float t[16];
+    _mm512_storeu_ps(t, v);
+    return q4k__hsum8(_mm256_add_ps(_mm256_loadu_ps(t), _mm256_loadu_ps(t + 8)));
 }
 
 Q4K__AVX512_INL __m512 q4k__load16w(const void *w, int64_t i, int wt) {
@@ -4495,7 +4578,7 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
         uint8_t sc[8], mn[8];
         float d, dmin;
         __m512i hb = _mm512_setzero_si512();
-        __m512 sa[Q4K__NT_AVX512];
+        __m512 sa[Q4K__NT_AVX512], sb[Q4K__NT_AVX512]; /* even and odd chunks */
         __m256 dx[Q4K__NT_AVX512];
         __m256 mf;
         if (is_q5) {
@@ -4506,9 +4589,9 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
             const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
             qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
         }
-        q4k__scales_mins_k4(scales, sc, mn);
+        q4k__scales_k4_words(scales, sc, mn);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
-            sa[c] = _mm512_setzero_ps();
+            sa[c] = sb[c] = _mm512_setzero_ps();
             dx[c] = _mm256_loadu_ps(a->d + (j + c) * a->nbx + b * 8);
         }
         for (k = 0; k < 4; k++) {
@@ -4525,14 +4608,17 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
                 const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 2 * k;
                 __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(wq, q4k__x2_avx512(x, x + 1)), s16);
                 __m512 dv = _mm512_permutexvar_ps(didx, _mm512_castps256_ps512(dx[c]));
-                sa[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, sa[c]);
+                if (k & 1)
+                    sb[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, sb[c]);
+                else
+                    sa[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, sa[c]);
             }
         }
         mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
         Q4K__UNROLL for (c = 0; c < nc; c++) {
-            __m256 sb = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
-            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d), sa[c], acc[c]);
-            acc[c] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin), _mm512_castps256_ps512(sb), acc[c]);
+            __m256 mins = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
+            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_add_ps(sa[c], sb[c]), acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin), _mm512_zextps256_ps512(mins), acc[c]);
         }
     }
     Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(acc[c]);
@@ -4555,10 +4641,10 @@ Q4K__AVX512_INL void q4k__qdot_q6_K_avx512_t(const void *wv, int64_t cols, const
     Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
     for (b = 0; b < nb; b++) {
         const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales)));
-        __m512 sa[Q4K__NT_AVX512];
+        __m512 sa[2][Q4K__NT_AVX512]; /* p = 0 and 1: two dependency chains */
         __m256 dx[Q4K__NT_AVX512];
         Q4K__UNROLL for (c = 0; c < nc; c++) {
-            sa[c] = _mm512_setzero_ps();
+            sa[0][c] = sa[1][c] = _mm512_setzero_ps();
             dx[c] = _mm256_loadu_ps(a->d + (j + c) * a->nbx + b * 8);
         }
         for (h = 0; h < 2; h++) {
@@ -4579,12 +4665,13 @@ Q4K__AVX512_INL void q4k__qdot_q6_K_avx512_t(const void *wv, int64_t cols, const
                     __m512i pr;
                     xv = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
                     pr = _mm512_madd_epi16(_mm512_maddubs_epi16(aq, xv), s16);
-                    sa[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr),
-                                            _mm512_permutexvar_ps(didx, _mm512_castps256_ps512(dx[c])), sa[c]);
+                    sa[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pr),
+                                               _mm512_permutexvar_ps(didx, _mm512_castps256_ps512(dx[c])), sa[p][c]);
                 }
             }
         }
-        Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(q4k__h2f(w[b].d)), sa[c], acc[c]);
+        Q4K__UNROLL for (c = 0; c < nc; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(q4k__h2f(w[b].d)), _mm512_add_ps(sa[0][c], sa[1][c]), acc[c]);
     }
     Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(acc[c]);
 }
@@ -4627,12 +4714,16 @@ static const q4k__kernels q4k__kernels_avx512 = {
     q4k__qdot_q8_0_avx512, q4k__qdot_q4_0_avx512, q4k__qdot_q5_0_avx512,
     q4k__qdot_q4_K_avx512, q4k__qdot_q5_K_avx512, q4k__qdot_q6_K_avx512,
     Q4K__NT_AVX512};
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif /* Q4K__X86 */
 
 /* ---- matmul ------------------------------------------------------------- */
 
 typedef struct q4k__mm {
     const q4k__kernels *k;
+    void (*quantize)(const float *x, q4k_block_q8a *out, int64_t n);
     q4k__fdot_fn fdot;  /* float mode: kernel of the (decoded) weight type */
     q4k__qdot_fn qdot;  /* Q8 mode */
     int decode;         /* float mode: decode each row with q4k_dequantize_row */
@@ -4654,7 +4745,7 @@ static void q4k__mm_quantize(void *ctx, int ith, int nth) {
     int64_t j0 = m->n * ith / nth, j1 = m->n * (ith + 1) / nth, i;
     int64_t nbx = m->act.nbx;
     if (j1 <= j0) return;
-    q4k_quantize_act_q8(m->x + j0 * m->cols, m->xq + j0 * nbx, (j1 - j0) * m->cols);
+    m->quantize(m->x + j0 * m->cols, m->xq + j0 * nbx, (j1 - j0) * m->cols);
     for (i = j0 * nbx; i < j1 * nbx; i++) {
         m->xd[i] = m->xq[i].d;
         m->xbs[i] = m->xq[i].d * (float)m->xq[i].sum;
@@ -4707,9 +4798,11 @@ Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, 
 
     memset(&m, 0, sizeof m);
     m.k = &q4k__kernels_scalar;
+    m.quantize = q4k_quantize_act_q8;
 #ifdef Q4K__X86
     if (path == Q4K_CPU_AVX2) m.k = &q4k__kernels_avx2;
     if (path == Q4K_CPU_AVX512) m.k = &q4k__kernels_avx512;
+    if (path == Q4K_CPU_AVX2 || path == Q4K_CPU_AVX512) m.quantize = q4k__quantize_act_avx2;
 #endif
     m.type = type;
     m.w = (const uint8_t *)w;
