@@ -482,6 +482,7 @@ static void test_trace(void) {
         T_CHECK(i == len, "resid_ffn != resid_attn + down at %lld", (long long)i);
     }
     T_CHECK(q4k_session_trace_layer(s, 2) == NULL, "trace of a layer that does not exist");
+    q4k_session_free(s);
     sd.trace_layer = 5;
     T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_ERR_INVALID_ARG, "trace_layer out of range accepted");
     free(lg);
