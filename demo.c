@@ -550,8 +550,11 @@ typedef struct run_state {
     q4k_session *sess;
     q4k_sampler *sampler;
     q4k_chat_template tmpl;
-    float *logits;
     FILE *logits_f;
+    q4k_utf8_stream utf8;
+    int32_t prev;  /* the token whose logits come next */
+    int64_t n_gen; /* tokens generated in this turn */
+    double t_first;
     int32_t *toks;
     int64_t toks_cap;
     double t_prompt_ms, t_eval_ms;
@@ -577,68 +580,85 @@ static int64_t run_tokenize(run_state *st, const char *text, int add_bos) {
     return -1;
 }
 
-/* evaluate tokens; the logits of the last one land in st->logits */
-static int run_eval(run_state *st, const int32_t *toks, int64_t n, int is_prompt) {
+/* --logits-out wants the logits of every prompt position: all but the last
+   prompt token are evaluated here, the last one by q4k_generate. */
+static int run_prompt_prefix(run_state *st, const int32_t *toks, int64_t n) {
     q4k_error err;
     int64_t n_vocab = st->model->hp.n_vocab, pos0 = q4k_session_pos(st->sess);
-    double t0 = now_ms();
-    float *all = NULL;
-    q4k_result r;
-    if (st->logits_f && n > 1) {
-        all = (float *)malloc((size_t)(n * n_vocab) * sizeof(float));
-        if (!all) { fprintf(stderr, "q4k: out of memory for --logits-out\n"); return 0; }
-    }
-    r = q4k_session_eval(st->sess, toks, n, all ? Q4K_EVAL_ALL_LOGITS : 0u, all ? all : st->logits, &err);
-    if (r != Q4K_OK) {
+    float *all;
+    if (n <= 0) return 1;
+    all = (float *)malloc((size_t)(n * n_vocab) * sizeof(float));
+    if (!all) { fprintf(stderr, "q4k: out of memory for --logits-out\n"); return 0; }
+    if (q4k_session_eval(st->sess, toks, n, Q4K_EVAL_ALL_LOGITS, all, &err) != Q4K_OK) {
+        fprintf(stderr, "q4k: %s\n", err.msg);
         free(all);
-        if (r == Q4K_ERR_CONTEXT_FULL) fprintf(stderr, "\nq4k: context is full (%lld tokens): generation stops; use -c to allow more\n", (long long)st->sess->n_ctx);
-        else fprintf(stderr, "q4k: %s\n", err.msg);
         return 0;
     }
-    if (all) memcpy(st->logits, all + (n - 1) * n_vocab, (size_t)n_vocab * sizeof(float));
-    if (st->logits_f && !write_logits(st->logits_f, toks, n, pos0, all ? all : st->logits, n_vocab)) {
+    if (!write_logits(st->logits_f, toks, n, pos0, all, n_vocab)) {
         fprintf(stderr, "q4k: cannot write --logits-out %s\n", st->o->logits_out);
         free(all);
         return 0;
     }
     free(all);
-    if (is_prompt) { st->t_prompt_ms += now_ms() - t0; st->n_prompt += n; }
-    else { st->t_eval_ms += now_ms() - t0; st->n_eval += n; }
     return 1;
 }
 
-
-/* sample and stream up to n_predict tokens; returns 0 on error */
-static int run_generate(run_state *st, int64_t n_predict, int *stopped_by_eos) {
-    q4k_utf8_stream us;
-    int64_t i;
+/* per sampled token: timing, the logits record, streamed UTF-8 text */
+static int on_token(void *user, int32_t id, const float *logits) {
+    run_state *st = (run_state *)user;
+    const char *bytes;
     char out[64];
-    size_t len;
-    *stopped_by_eos = 0;
-    q4k_utf8_stream_init(&us);
-    for (i = 0; (n_predict < 0 || i < n_predict) && !g_interrupted; i++) {
-        int32_t id = q4k_sampler_sample(st->sampler, st->logits);
-        const char *bytes;
-        size_t blen;
-        if (q4k_tokenizer_is_eog(st->tok, id)) {
-            *stopped_by_eos = 1;
-            /* the end-of-turn token goes into the cache: the next turn follows it */
-            if (st->o->interactive && q4k_session_pos(st->sess) < st->sess->n_ctx && !run_eval(st, &id, 1, 0)) return 0;
-            break;
-        }
-        bytes = q4k_token_bytes(st->tok, id, &blen);
-        while (blen > 0) {
-            size_t used = q4k_utf8_stream_push(&us, bytes, blen, out, sizeof out, &len);
-            fwrite(out, 1, len, stdout);
-            bytes += used;
-            blen -= used;
-        }
-        fflush(stdout);
-        if (!run_eval(st, &id, 1, 0)) break;
+    size_t blen, len;
+    if (st->n_gen == 0) st->t_first = now_ms();
+    if (st->logits_f && !write_logits(st->logits_f, &st->prev, 1, q4k_session_pos(st->sess) - 1, logits, st->model->hp.n_vocab)) {
+        fprintf(stderr, "q4k: cannot write --logits-out %s\n", st->o->logits_out);
+        return 1;
     }
-    q4k_utf8_stream_flush(&us, out, sizeof out, &len);
+    st->prev = id;
+    st->n_gen++;
+    bytes = q4k_token_bytes(st->tok, id, &blen);
+    while (blen > 0) {
+        size_t used = q4k_utf8_stream_push(&st->utf8, bytes, blen, out, sizeof out, &len);
+        fwrite(out, 1, len, stdout);
+        bytes += used;
+        blen -= used;
+    }
+    fflush(stdout);
+    return g_interrupted != 0;
+}
+
+/* one turn: the prompt tokens, then generation; 0 on error */
+static int run_turn(run_state *st, const int32_t *toks, int64_t n) {
+    q4k_error err;
+    q4k_result r;
+    char out[8];
+    size_t len;
+    int64_t n_gen = 0, pos0 = q4k_session_pos(st->sess);
+    double t0 = now_ms(), t1;
+    if (st->logits_f && !run_prompt_prefix(st, toks, n - 1)) return 0;
+    st->prev = toks[n - 1];
+    st->n_gen = 0;
+    q4k_utf8_stream_init(&st->utf8);
+    r = q4k_generate(st->sess, st->tok, st->sampler, st->logits_f ? toks + n - 1 : toks, st->logits_f ? 1 : n,
+                     st->o->n_predict, st->o->interactive ? Q4K_GEN_EVAL_EOG : 0u, on_token, st, &n_gen, &err);
+    t1 = now_ms();
+    q4k_utf8_stream_flush(&st->utf8, out, sizeof out, &len);
     fwrite(out, 1, len, stdout);
     fflush(stdout);
+    if (st->n_gen == 0) st->t_first = t1;
+    st->t_prompt_ms += st->t_first - t0;
+    st->n_prompt += n;
+    st->t_eval_ms += t1 - st->t_first;
+    st->n_eval += q4k_session_pos(st->sess) - pos0 - n;
+    if (r == Q4K_ERR_CONTEXT_FULL) {
+        fprintf(stderr, "\nq4k: context is full (%lld tokens): generation stops; use -c to allow more\n",
+                (long long)st->sess->n_ctx);
+        return q4k_session_pos(st->sess) > pos0; /* a prompt that never fit is an error */
+    }
+    if (r != Q4K_OK && r != Q4K_ERR_STOPPED) {
+        fprintf(stderr, "q4k: %s\n", err.msg);
+        return 0;
+    }
     return 1;
 }
 
@@ -695,7 +715,7 @@ static int cmd_run(int argc, char **argv) {
     q4k_session_desc sd;
     q4k_backend *backend = NULL;
     char *prompt_buf = NULL, *text = NULL;
-    int i, rc = EXIT_ERROR, eos;
+    int i, rc = EXIT_ERROR;
     int seed_given = 0;
     double v;
     memset(&o, 0, sizeof o);
@@ -788,8 +808,7 @@ static int cmd_run(int argc, char **argv) {
         goto done;
     }
     st.sampler = q4k_sampler_create(&o.sp, st.model->hp.n_vocab);
-    st.logits = (float *)malloc((size_t)st.model->hp.n_vocab * sizeof(float));
-    if (!st.sampler || !st.logits) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
+    if (!st.sampler) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
     if (o.logits_out) {
         uint32_t hdr[2];
         hdr[0] = 1;
@@ -843,8 +862,7 @@ static int cmd_run(int argc, char **argv) {
             n = run_tokenize(&st, text, first);
             if (n < 0) goto done;
             if (n == 0) { user = NULL; continue; }
-            if (!run_eval(&st, st.toks, n, 1)) { rc = g_interrupted ? EXIT_OK : EXIT_ERROR; goto timings; }
-            if (!run_generate(&st, o.n_predict, &eos)) goto timings;
+            if (!run_turn(&st, st.toks, n)) goto timings;
             first = 0;
             user = NULL;
             if (g_interrupted) break;
@@ -859,7 +877,6 @@ done:
     if (st.logits_f) fclose(st.logits_f);
     free(text);
     free(st.toks);
-    free(st.logits);
     q4k_sampler_free(st.sampler);
     q4k_session_free(st.sess);
     q4k_backend_destroy(backend);

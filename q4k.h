@@ -867,6 +867,19 @@ typedef struct q4k_chat_msg {
    the caller frees with q4k_free(). NULL when out of memory. */
 Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int64_t n, int add_assistant);
 Q4K_API void q4k_free(void *p);
+/* Generation: evaluate `tokens`, then sample up to n_predict tokens (-1: no
+   limit), evaluating each. After each sample cb (optional) gets the token
+   and the logits it was drawn from; a nonzero return stops generation
+   (Q4K_ERR_STOPPED). Ends with Q4K_OK at an end-of-generation token (not
+   passed to cb; evaluated into the cache with Q4K_GEN_EVAL_EOG, so that a
+   chat can go on) or after n_predict tokens, and with Q4K_ERR_CONTEXT_FULL
+   when the context is full. *n_generated (optional) counts the tokens
+   passed to cb. */
+#define Q4K_GEN_EVAL_EOG 1u
+typedef int (*q4k_token_fn)(void *user, int32_t token, const float *logits);
+Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sampler *smp, const int32_t *tokens,
+                                int64_t n, int64_t n_predict, unsigned flags, q4k_token_fn cb, void *user,
+                                int64_t *n_generated, q4k_error *err);
 /* <<model-api */
 
 #ifdef __cplusplus
@@ -7501,6 +7514,37 @@ Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int
         return NULL;
     }
     return b.p;
+}
+
+/* --- generation ------------------------------------------------------------ */
+
+Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sampler *smp, const int32_t *tokens,
+                                int64_t n, int64_t n_predict, unsigned flags, q4k_token_fn cb, void *user,
+                                int64_t *n_generated, q4k_error *err) {
+    int64_t i, n_vocab;
+    float *logits;
+    q4k_result r;
+    if (n_generated) *n_generated = 0;
+    if (!s || !tok || !smp) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "generate: session, tokenizer and sampler are required");
+    n_vocab = s->model->hp.n_vocab;
+    logits = (float *)Q4K_MALLOC((size_t)n_vocab * sizeof(float));
+    if (!logits) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "generate: out of memory for %lld logits", (long long)n_vocab);
+    r = q4k_session_eval(s, tokens, n, 0, logits, err);
+    for (i = 0; r == Q4K_OK && (n_predict < 0 || i < n_predict); i++) {
+        int32_t id = q4k_sampler_sample(smp, logits);
+        if (q4k_tokenizer_is_eog(tok, id)) {
+            if ((flags & Q4K_GEN_EVAL_EOG) && s->pos < s->n_ctx) r = q4k_session_eval(s, &id, 1, 0, logits, err);
+            break;
+        }
+        if (n_generated) (*n_generated)++;
+        if (cb && cb(user, id, logits)) {
+            r = q4k__fail(err, Q4K_ERR_STOPPED, "generate: stopped by the callback after %lld tokens", (long long)(i + 1));
+            break;
+        }
+        r = q4k_session_eval(s, &id, 1, 0, logits, err);
+    }
+    Q4K_FREE(logits);
+    return r;
 }
 
 /* <<model */

@@ -141,7 +141,10 @@ def hf_greedy(model, prompt, steps):
 
 
 def q4k_logits(gguf, act, ids, n_vocab):
-    out = subprocess.run([TOOL, "logits", gguf, act] + [str(i) for i in ids], check=True, capture_output=True).stdout
+    r = subprocess.run([TOOL, "logits", gguf, act] + [str(i) for i in ids], capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"tool_hf logits failed: {r.stderr.decode()}")
+    out = r.stdout
     return np.frombuffer(out, dtype=np.float32).reshape(len(ids), n_vocab).astype(np.float64)
 
 

@@ -38,7 +38,10 @@ static int cmd_write(const char *manifest, const char *out, const char *type_nam
         char a[512], b[512], c[512], d[512], e[512];
         int n = sscanf(line, "%511s %511s %511s %511s %511s", a, b, c, d, e);
         if (n >= 4 && !strcmp(a, "kv")) {
-            char *val = strstr(line, d);
+            int off = 0;
+            char *val;
+            sscanf(line, "%*s %*s %*s %n", &off);
+            val = line + off;
             val[strcspn(val, "\n")] = 0;
             if (!strcmp(c, "u32")) q4k_gguf_writer_set_u32(w, b, (uint32_t)strtoul(val, NULL, 10));
             else if (!strcmp(c, "f32")) q4k_gguf_writer_set_f32(w, b, strtof(val, NULL));
