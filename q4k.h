@@ -1563,20 +1563,16 @@ static void q4k__scales_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
 
 /* the same, a word at a time (SIMD paths): bytes 0-3 hold scales 0-3 and
    the top bits of scales 4-7, bytes 4-7 mins 0-3 and the top bits of mins
-   4-7, bytes 8-11 the low nibbles of scales 4-7 and mins 4-7 */
-static inline void q4k__scales_k4_words(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
-    uint32_t u0, u1, u2, v;
+   4-7, bytes 8-11 the low nibbles of scales 4-7 and mins 4-7. Byte j of
+   *sc / *mn is scale / min j; they stay in registers (no store-to-load
+   forwarding stall). */
+static inline void q4k__scales_k4_words(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
+    uint32_t u0, u1, u2;
     memcpy(&u0, s, 4);
     memcpy(&u1, s + 4, 4);
     memcpy(&u2, s + 8, 4);
-    v = u0 & 0x3f3f3f3fu;
-    memcpy(sc, &v, 4);
-    v = (u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4;
-    memcpy(sc + 4, &v, 4);
-    v = u1 & 0x3f3f3f3fu;
-    memcpy(mn, &v, 4);
-    v = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4;
-    memcpy(mn + 4, &v, 4);
+    *sc = (uint64_t)(u0 & 0x3f3f3f3fu) | (uint64_t)((u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4) << 32;
+    *mn = (uint64_t)(u1 & 0x3f3f3f3fu) | (uint64_t)(((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4) << 32;
 }
 
 /* ---- scalar kernels: the specification ----------------------------------
@@ -1887,26 +1883,34 @@ Q4K__AVX2_INL float q4k__load1w(const void *w, int64_t i, int wt) {
     return ((const float *)w)[i];
 }
 
+/* The last cols % 16 values go through the same FMAs, zero-padded: plain C
+   there would be contracted to FMA or not depending on the tile width, and a
+   column must not depend on it. */
 Q4K__AVX2_INL void q4k__fdot_avx2_t(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
                                     int64_t ys, int wt) {
     __m256 a0[Q4K__NT_AVX2], a1[Q4K__NT_AVX2];
-    float t[Q4K__NT_AVX2];
-    int64_t i = 0;
+    int64_t i = 0, e = cols - cols % 16;
     int c;
     Q4K__UNROLL for (c = 0; c < nc; c++) a0[c] = a1[c] = _mm256_setzero_ps();
-    for (; i + 16 <= cols; i += 16) {
+    for (; i < e; i += 16) {
         __m256 w0 = q4k__load8w(w, i, wt), w1 = q4k__load8w(w, i + 8, wt);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             a0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + c * xs + i), a0[c]);
             a1[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + c * xs + i + 8), a1[c]);
         }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) t[c] = 0.0f;
-    for (; i < cols; i++) {
-        float wi = q4k__load1w(w, i, wt);
-        Q4K__UNROLL for (c = 0; c < nc; c++) t[c] += wi * x[c * xs + i];
+    if (e < cols) {
+        float wt16[16] = {0}, xt[16] = {0};
+        __m256 w0, w1;
+        for (i = e; i < cols; i++) wt16[i - e] = q4k__load1w(w, i, wt);
+        w0 = _mm256_loadu_ps(wt16), w1 = _mm256_loadu_ps(wt16 + 8);
+        for (c = 0; c < nc; c++) {
+            for (i = e; i < cols; i++) xt[i - e] = x[c * xs + i];
+            a0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), a0[c]);
+            a1[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), a1[c]);
+        }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(_mm256_add_ps(a0[c], a1[c])) + t[c];
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(_mm256_add_ps(a0[c], a1[c]));
 }
 
 #define Q4K__AVX2_TILES(name, body_t, extra)                                                                    \
@@ -2014,7 +2018,7 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
     Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
     for (b = 0; b < nb; b++) {
         const uint8_t *qs, *scales;
-        uint8_t sc[8], mn[8];
+        uint64_t sc, mn;
         float d, dmin;
         __m256i hb = _mm256_setzero_si256(), sc16;
         __m256 sa[Q4K__NT_AVX2], sb[Q4K__NT_AVX2], mf;
@@ -2029,9 +2033,9 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
         _mm_prefetch((const char *)scales + Q4K__PF_DIST, _MM_HINT_T0);
         _mm_prefetch((const char *)scales + Q4K__PF_DIST + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)scales + Q4K__PF_DIST + 128, _MM_HINT_T0);
-        q4k__scales_k4_words(scales, sc, mn);
+        q4k__scales_k4_words(scales, &sc, &mn);
         /* the 8 scales as int16 in both 128-bit lanes; vpshufb picks one */
-        sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+        sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
         Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = sb[c] = _mm256_setzero_ps();
         for (k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
@@ -2051,7 +2055,7 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
                 sb[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p1, s1)), _mm256_set1_ps(x[1].d), sb[c]);
             }
         }
-        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
+        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             __m256 mins = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_add_ps(sa[c], sb[c]), acc[c]);
@@ -2094,8 +2098,12 @@ Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k
             const __m256i la = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
             const __m256i lb = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+            int64_t sc8;
+            __m256i sc16;
+            memcpy(&sc8, w[b].scales + 8 * h, 8);
+            /* the half's 8 scales as int16 in both 128-bit lanes */
+            sc16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_cvtsi64_si128((long long)sc8)));
             for (g = 0; g < 4; g++) {
-                const int8_t *sc = w[b].scales + 8 * h + 2 * g;
                 __m256i lo4 = g == 0 ? _mm256_and_si256(la, m4)
                             : g == 1 ? _mm256_and_si256(lb, m4)
                             : g == 2 ? _mm256_and_si256(_mm256_srli_epi16(la, 4), m4)
@@ -2106,7 +2114,10 @@ Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k
                                      : _mm256_srli_epi16(qh, 2);
                 const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo4, _mm256_and_si256(hi2, m30)), k32);
                 const __m256i aq = _mm256_sign_epi8(q, q);
-                const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+                /* [scale 2g x 8 | scale 2g+1 x 8] */
+                const __m256i s16 = _mm256_shuffle_epi8(
+                    sc16, _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * g + 1))),
+                                           _mm_set1_epi16((short)(0x0100 + 0x0202 * 2 * g))));
                 Q4K__UNROLL for (c = 0; c < nc; c++) {
                     const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 4 * h + g;
                     __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x->qs), q);
@@ -2165,23 +2176,28 @@ Q4K__AVX512_INL __m512 q4k__load16w(const void *w, int64_t i, int wt) {
 Q4K__AVX512_INL void q4k__fdot_avx512_t(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
                                         int64_t ys, int wt) {
     __m512 a0[Q4K__NT_AVX512], a1[Q4K__NT_AVX512];
-    float t[Q4K__NT_AVX512];
-    int64_t i = 0;
+    int64_t i = 0, e = cols - cols % 32;
     int c;
     Q4K__UNROLL for (c = 0; c < nc; c++) a0[c] = a1[c] = _mm512_setzero_ps();
-    for (; i + 32 <= cols; i += 32) {
+    for (; i < e; i += 32) {
         __m512 w0 = q4k__load16w(w, i, wt), w1 = q4k__load16w(w, i + 16, wt);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             a0[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + c * xs + i), a0[c]);
             a1[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + c * xs + i + 16), a1[c]);
         }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) t[c] = 0.0f;
-    for (; i < cols; i++) {
-        float wi = q4k__load1w(w, i, wt);
-        Q4K__UNROLL for (c = 0; c < nc; c++) t[c] += wi * x[c * xs + i];
+    if (e < cols) { /* zero-padded, as in q4k__fdot_avx2_t */
+        float wt32[32] = {0}, xt[32] = {0};
+        __m512 w0, w1;
+        for (i = e; i < cols; i++) wt32[i - e] = q4k__load1w(w, i, wt);
+        w0 = _mm512_loadu_ps(wt32), w1 = _mm512_loadu_ps(wt32 + 16);
+        for (c = 0; c < nc; c++) {
+            for (i = e; i < cols; i++) xt[i - e] = x[c * xs + i];
+            a0[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), a0[c]);
+            a1[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xt + 16), a1[c]);
+        }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(_mm512_add_ps(a0[c], a1[c])) + t[c];
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(_mm512_add_ps(a0[c], a1[c]));
 }
 
 #define Q4K__AVX512_SWITCH(call)                                                                                \
@@ -2241,7 +2257,7 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
     Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
     for (b = 0; b < nb; b++) {
         const uint8_t *qs, *scales;
-        uint8_t sc[8], mn[8];
+        uint64_t sc, mn;
         float d, dmin;
         __m512i hb = _mm512_setzero_si512();
         __m512 sa[Q4K__NT_AVX512], sb[Q4K__NT_AVX512]; /* even and odd chunks */
@@ -2255,7 +2271,7 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
             const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
             qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
         }
-        q4k__scales_k4_words(scales, sc, mn);
+        q4k__scales_k4_words(scales, &sc, &mn);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             sa[c] = sb[c] = _mm512_setzero_ps();
             dx[c] = _mm256_loadu_ps(a->d + (j + c) * a->nbx + b * 8);
@@ -2264,7 +2280,7 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
             __m512i wq = _mm512_and_si512(
                 _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-            const __m512i s16 = q4k__pair16_avx512(sc[2 * k], sc[2 * k + 1]);
+            const __m512i s16 = q4k__pair16_avx512((int)(sc >> (16 * k)) & 0xFF, (int)(sc >> (16 * k + 8)) & 0xFF);
             const __m512i didx = _mm512_add_epi32(pidx, _mm512_set1_epi32(2 * k));
             if (is_q5) {
                 __m512i h = _mm512_srlv_epi16(hb, q4k__pair16_avx512(2 * k, 2 * k + 1));
@@ -2280,7 +2296,7 @@ Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const 
                     sa[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, sa[c]);
             }
         }
-        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
+        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             __m256 mins = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
             acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_add_ps(sa[c], sb[c]), acc[c]);
