@@ -3910,20 +3910,16 @@ static void q4k__scales_k4(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
 
 /* the same, a word at a time (SIMD paths): bytes 0-3 hold scales 0-3 and
    the top bits of scales 4-7, bytes 4-7 mins 0-3 and the top bits of mins
-   4-7, bytes 8-11 the low nibbles of scales 4-7 and mins 4-7 */
-static inline void q4k__scales_k4_words(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
-    uint32_t u0, u1, u2, v;
+   4-7, bytes 8-11 the low nibbles of scales 4-7 and mins 4-7. Byte j of
+   *sc / *mn is scale / min j; they stay in registers (no store-to-load
+   forwarding stall). */
+static inline void q4k__scales_k4_words(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
+    uint32_t u0, u1, u2;
     memcpy(&u0, s, 4);
     memcpy(&u1, s + 4, 4);
     memcpy(&u2, s + 8, 4);
-    v = u0 & 0x3f3f3f3fu;
-    memcpy(sc, &v, 4);
-    v = (u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4;
-    memcpy(sc + 4, &v, 4);
-    v = u1 & 0x3f3f3f3fu;
-    memcpy(mn, &v, 4);
-    v = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4;
-    memcpy(mn + 4, &v, 4);
+    *sc = (uint64_t)(u0 & 0x3f3f3f3fu) | (uint64_t)((u2 & 0x0f0f0f0fu) | ((u0 >> 6) & 0x03030303u) << 4) << 32;
+    *mn = (uint64_t)(u1 & 0x3f3f3f3fu) | (uint64_t)(((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 6) & 0x03030303u) << 4) << 32;
 }
 
 /* ---- scalar kernels: the specification ----------------------------------
@@ -4234,26 +4230,34 @@ Q4K__AVX2_INL float q4k__load1w(const void *w, int64_t i, int wt) {
     return ((const float *)w)[i];
 }
 
+/* The last cols % 16 values go through the same FMAs, zero-padded: plain C
+   there would be contracted to FMA or not depending on the tile width, and a
+   column must not depend on it. */
 Q4K__AVX2_INL void q4k__fdot_avx2_t(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
                                     int64_t ys, int wt) {
     __m256 a0[Q4K__NT_AVX2], a1[Q4K__NT_AVX2];
-    float t[Q4K__NT_AVX2];
-    int64_t i = 0;
+    int64_t i = 0, e = cols - cols % 16;
     int c;
     Q4K__UNROLL for (c = 0; c < nc; c++) a0[c] = a1[c] = _mm256_setzero_ps();
-    for (; i + 16 <= cols; i += 16) {
+    for (; i < e; i += 16) {
         __m256 w0 = q4k__load8w(w, i, wt), w1 = q4k__load8w(w, i + 8, wt);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             a0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + c * xs + i), a0[c]);
             a1[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + c * xs + i + 8), a1[c]);
         }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) t[c] = 0.0f;
-    for (; i < cols; i++) {
-        float wi = q4k__load1w(w, i, wt);
-        Q4K__UNROLL for (c = 0; c < nc; c++) t[c] += wi * x[c * xs + i];
+    if (e < cols) {
+        float wt16[16] = {0}, xt[16] = {0};
+        __m256 w0, w1;
+        for (i = e; i < cols; i++) wt16[i - e] = q4k__load1w(w, i, wt);
+        w0 = _mm256_loadu_ps(wt16), w1 = _mm256_loadu_ps(wt16 + 8);
+        for (c = 0; c < nc; c++) {
+            for (i = e; i < cols; i++) xt[i - e] = x[c * xs + i];
+            a0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), a0[c]);
+            a1[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), a1[c]);
+        }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(_mm256_add_ps(a0[c], a1[c])) + t[c];
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(_mm256_add_ps(a0[c], a1[c]));
 }
 
 #define Q4K__AVX2_TILES(name, body_t, extra)                                                                    \
@@ -4361,7 +4365,7 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
     Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
     for (b = 0; b < nb; b++) {
         const uint8_t *qs, *scales;
-        uint8_t sc[8], mn[8];
+        uint64_t sc, mn;
         float d, dmin;
         __m256i hb = _mm256_setzero_si256(), sc16;
         __m256 sa[Q4K__NT_AVX2], sb[Q4K__NT_AVX2], mf;
@@ -4376,9 +4380,9 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
         _mm_prefetch((const char *)scales + Q4K__PF_DIST, _MM_HINT_T0);
         _mm_prefetch((const char *)scales + Q4K__PF_DIST + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)scales + Q4K__PF_DIST + 128, _MM_HINT_T0);
-        q4k__scales_k4_words(scales, sc, mn);
+        q4k__scales_k4_words(scales, &sc, &mn);
         /* the 8 scales as int16 in both 128-bit lanes; vpshufb picks one */
-        sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+        sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
         Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = sb[c] = _mm256_setzero_ps();
         for (k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
@@ -4398,7 +4402,7 @@ Q4K__AVX2_INL void q4k__qdot_k45_avx2_t(const void *wv, int64_t cols, const q4k_
                 sb[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p1, s1)), _mm256_set1_ps(x[1].d), sb[c]);
             }
         }
-        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
+        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             __m256 mins = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_add_ps(sa[c], sb[c]), acc[c]);
@@ -4441,8 +4445,12 @@ Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k
             const __m256i la = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
             const __m256i lb = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+            int64_t sc8;
+            __m256i sc16;
+            memcpy(&sc8, w[b].scales + 8 * h, 8);
+            /* the half's 8 scales as int16 in both 128-bit lanes */
+            sc16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_cvtsi64_si128((long long)sc8)));
             for (g = 0; g < 4; g++) {
-                const int8_t *sc = w[b].scales + 8 * h + 2 * g;
                 __m256i lo4 = g == 0 ? _mm256_and_si256(la, m4)
                             : g == 1 ? _mm256_and_si256(lb, m4)
                             : g == 2 ? _mm256_and_si256(_mm256_srli_epi16(la, 4), m4)
@@ -4453,7 +4461,10 @@ Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k
                                      : _mm256_srli_epi16(qh, 2);
                 const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo4, _mm256_and_si256(hi2, m30)), k32);
                 const __m256i aq = _mm256_sign_epi8(q, q);
-                const __m256i s16 = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+                /* [scale 2g x 8 | scale 2g+1 x 8] */
+                const __m256i s16 = _mm256_shuffle_epi8(
+                    sc16, _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * g + 1))),
+                                           _mm_set1_epi16((short)(0x0100 + 0x0202 * 2 * g))));
                 Q4K__UNROLL for (c = 0; c < nc; c++) {
                     const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 4 * h + g;
                     __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x->qs), q);
@@ -4477,10 +4488,14 @@ static const q4k__kernels q4k__kernels_avx2 = {
 
 /* ---- AVX-512 F/BW/VL -----------------------------------------------------
 
-   zmm versions of the float dots and of the k-quants (two 32-value blocks per
-   register); the 32-value types Q8_0/Q4_0/Q5_0 run the AVX2 kernels, which
-   this path's CPUs have. AVX-512 has no vpsignb: the sign of the weights goes
-   to the activations through a mask subtraction. */
+   zmm versions of the float dots and of Q6_K (two 32-value blocks per
+   register). Q8_0/Q4_0/Q5_0/Q4_K/Q5_K run the AVX2 kernels, which this
+   path's CPUs have: a zmm Q4_K kernel (pairs of 32-byte activation loads
+   joined by vinserti64x4, scales and block scales spread by permutes) ran at
+   half the speed of the ymm one on a Sapphire Rapids-class Xeon (5.0 vs 10.0
+   GB/s, one thread, 3584x18944) and no faster for 64 columns: the shuffles
+   all compete for port 5. AVX-512 has no vpsignb: the sign of the weights
+   goes to the activations through a mask subtraction. */
 
 /* g++ 12 sees the _mm512_undefined_* placeholders inside the intrinsics as
    uninitialized reads */
@@ -4512,23 +4527,28 @@ Q4K__AVX512_INL __m512 q4k__load16w(const void *w, int64_t i, int wt) {
 Q4K__AVX512_INL void q4k__fdot_avx512_t(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
                                         int64_t ys, int wt) {
     __m512 a0[Q4K__NT_AVX512], a1[Q4K__NT_AVX512];
-    float t[Q4K__NT_AVX512];
-    int64_t i = 0;
+    int64_t i = 0, e = cols - cols % 32;
     int c;
     Q4K__UNROLL for (c = 0; c < nc; c++) a0[c] = a1[c] = _mm512_setzero_ps();
-    for (; i + 32 <= cols; i += 32) {
+    for (; i < e; i += 32) {
         __m512 w0 = q4k__load16w(w, i, wt), w1 = q4k__load16w(w, i + 16, wt);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             a0[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + c * xs + i), a0[c]);
             a1[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + c * xs + i + 16), a1[c]);
         }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) t[c] = 0.0f;
-    for (; i < cols; i++) {
-        float wi = q4k__load1w(w, i, wt);
-        Q4K__UNROLL for (c = 0; c < nc; c++) t[c] += wi * x[c * xs + i];
+    if (e < cols) { /* zero-padded, as in q4k__fdot_avx2_t */
+        float wt32[32] = {0}, xt[32] = {0};
+        __m512 w0, w1;
+        for (i = e; i < cols; i++) wt32[i - e] = q4k__load1w(w, i, wt);
+        w0 = _mm512_loadu_ps(wt32), w1 = _mm512_loadu_ps(wt32 + 16);
+        for (c = 0; c < nc; c++) {
+            for (i = e; i < cols; i++) xt[i - e] = x[c * xs + i];
+            a0[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), a0[c]);
+            a1[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xt + 16), a1[c]);
+        }
     }
-    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(_mm512_add_ps(a0[c], a1[c])) + t[c];
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(_mm512_add_ps(a0[c], a1[c]));
 }
 
 #define Q4K__AVX512_SWITCH(call)                                                                                \
@@ -4577,65 +4597,6 @@ Q4K__AVX512_INL __m512i q4k__pair16_avx512(int lo, int hi) {
 
 /* lane i takes v[idx_i]: the scale of the block lane i belongs to */
 static const int32_t q4k__pair_idx[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
-
-Q4K__AVX512_INL void q4k__qdot_k45_avx512_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc,
-                                            float *y, int64_t ys, int is_q5) {
-    int64_t b, nb = cols / Q4K_QK_K;
-    const __m512i m4 = _mm512_set1_epi8(0xF), one = _mm512_set1_epi8(1);
-    const __m512i pidx = _mm512_loadu_si512((const void *)q4k__pair_idx);
-    __m512 acc[Q4K__NT_AVX512];
-    int c, k;
-    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
-    for (b = 0; b < nb; b++) {
-        const uint8_t *qs, *scales;
-        uint8_t sc[8], mn[8];
-        float d, dmin;
-        __m512i hb = _mm512_setzero_si512();
-        __m512 sa[Q4K__NT_AVX512], sb[Q4K__NT_AVX512]; /* even and odd chunks */
-        __m256 dx[Q4K__NT_AVX512];
-        __m256 mf;
-        if (is_q5) {
-            const q4k_block_q5_K *w = (const q4k_block_q5_K *)wv + b;
-            qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
-            hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w->qh));
-        } else {
-            const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
-            qs = w->qs, scales = w->scales, d = q4k__h2f(w->d), dmin = q4k__h2f(w->dmin);
-        }
-        q4k__scales_k4_words(scales, sc, mn);
-        Q4K__UNROLL for (c = 0; c < nc; c++) {
-            sa[c] = sb[c] = _mm512_setzero_ps();
-            dx[c] = _mm256_loadu_ps(a->d + (j + c) * a->nbx + b * 8);
-        }
-        for (k = 0; k < 4; k++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
-            __m512i wq = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-            const __m512i s16 = q4k__pair16_avx512(sc[2 * k], sc[2 * k + 1]);
-            const __m512i didx = _mm512_add_epi32(pidx, _mm512_set1_epi32(2 * k));
-            if (is_q5) {
-                __m512i h = _mm512_srlv_epi16(hb, q4k__pair16_avx512(2 * k, 2 * k + 1));
-                wq = _mm512_or_si512(wq, _mm512_slli_epi16(_mm512_and_si512(h, one), 4));
-            }
-            Q4K__UNROLL for (c = 0; c < nc; c++) {
-                const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 2 * k;
-                __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(wq, q4k__x2_avx512(x, x + 1)), s16);
-                __m512 dv = _mm512_permutexvar_ps(didx, _mm512_castps256_ps512(dx[c]));
-                if (k & 1)
-                    sb[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, sb[c]);
-                else
-                    sa[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, sa[c]);
-            }
-        }
-        mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
-        Q4K__UNROLL for (c = 0; c < nc; c++) {
-            __m256 mins = _mm256_mul_ps(mf, _mm256_loadu_ps(a->bs + (j + c) * a->nbx + b * 8));
-            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_add_ps(sa[c], sb[c]), acc[c]);
-            acc[c] = _mm512_fnmadd_ps(_mm512_set1_ps(dmin), _mm512_zextps256_ps512(mins), acc[c]);
-        }
-    }
-    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(acc[c]);
-}
 
 /* Q6_K, two groups per zmm: [g0 | g1] from the low nibbles of ql[0..63] and
    qh bits 0-1 / 2-3, [g2 | g3] from the high nibbles and qh bits 4-5 / 6-7 */
@@ -4689,20 +4650,6 @@ Q4K__AVX512_INL void q4k__qdot_q6_K_avx512_t(const void *wv, int64_t cols, const
     Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum16(acc[c]);
 }
 
-#define Q4K__CALL_Q(n_) q4k__qdot_k45_avx512_t(w, cols, a, j, n_, y, ys, Q4K__Q5)
-#define Q4K__Q5 0
-Q4K__AVX512_FN static void q4k__qdot_q4_K_avx512(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc,
-                                                 float *y, int64_t ys) {
-    Q4K__AVX512_SWITCH(Q4K__CALL_Q)
-}
-#undef Q4K__Q5
-#define Q4K__Q5 1
-Q4K__AVX512_FN static void q4k__qdot_q5_K_avx512(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc,
-                                                 float *y, int64_t ys) {
-    Q4K__AVX512_SWITCH(Q4K__CALL_Q)
-}
-#undef Q4K__Q5
-#undef Q4K__CALL_Q
 #define Q4K__CALL_Q(n_) q4k__qdot_q6_K_avx512_t(w, cols, a, j, n_, y, ys)
 Q4K__AVX512_FN static void q4k__qdot_q6_K_avx512(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc,
                                                  float *y, int64_t ys) {
@@ -4710,7 +4657,7 @@ Q4K__AVX512_FN static void q4k__qdot_q6_K_avx512(const void *w, int64_t cols, co
 }
 #undef Q4K__CALL_Q
 
-/* the 32-value kernels are AVX2 ones called with at most 4 columns */
+/* AVX2 kernels called with at most 4 columns */
 #define Q4K__AVX512_FROM_AVX2(name, avx2)                                                                      \
     Q4K__AVX512_FN static void name(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y, \
                                     int64_t ys) {                                                              \
@@ -4721,6 +4668,8 @@ Q4K__AVX512_FN static void q4k__qdot_q6_K_avx512(const void *w, int64_t cols, co
 Q4K__AVX512_FROM_AVX2(q4k__qdot_q8_0_avx512, q4k__qdot_q8_0_avx2)
 Q4K__AVX512_FROM_AVX2(q4k__qdot_q4_0_avx512, q4k__qdot_q4_0_avx2)
 Q4K__AVX512_FROM_AVX2(q4k__qdot_q5_0_avx512, q4k__qdot_q5_0_avx2)
+Q4K__AVX512_FROM_AVX2(q4k__qdot_q4_K_avx512, q4k__qdot_q4_K_avx2)
+Q4K__AVX512_FROM_AVX2(q4k__qdot_q5_K_avx512, q4k__qdot_q5_K_avx2)
 
 static const q4k__kernels q4k__kernels_avx512 = {
     q4k__fdot_f32_avx512, q4k__fdot_f16_avx512, q4k__fdot_bf16_avx512,
