@@ -43,14 +43,22 @@ static void tm_tensor(tm_file *f, const char *name, q4k_type type, int64_t ne0, 
         int64_t r;
         for (r = 0; r < ne1; r++) {
             if (q4k_quantize_row(type, x + r * ne0, q + (size_t)r * rs, ne0)) continue;
-            /* no quantizer (Q5_K): random blocks with d = dmin = std / 500 */
+            /* no quantizer (Q5_K): random blocks, centred: every min equals its
+               scale and dmin = 16 d, so a value is d * sc * (q - 16) */
             {
-                size_t i, bs = q4k_type_traits(type).type_size;
-                uint16_t d = q4k_fp32_to_fp16((float)(std / 500.0));
-                for (i = 0; i < rs; i++) q[(size_t)r * rs + i] = (unsigned char)t_rng_next(&f->rng);
+                size_t i, j, bs = q4k_type_traits(type).type_size;
+                uint16_t d = q4k_fp32_to_fp16((float)(std / 60.0)), dmin = q4k_fp32_to_fp16((float)(16.0 * std / 60.0));
+                unsigned char *row = q + (size_t)r * rs;
+                for (i = 0; i < rs; i++) row[i] = (unsigned char)t_rng_next(&f->rng);
                 for (i = 0; i < rs; i += bs) {
-                    memcpy(q + (size_t)r * rs + i, &d, 2);
-                    memcpy(q + (size_t)r * rs + i + 2, &d, 2);
+                    unsigned char *sc = row + i + 4;
+                    memcpy(row + i, &d, 2);
+                    memcpy(row + i + 2, &dmin, 2);
+                    for (j = 0; j < 4; j++) {
+                        sc[j] &= 0x47; /* scales up to 7 (+64 for the high bits of 4-7) */
+                        sc[j + 4] = sc[j];
+                        sc[j + 8] = (unsigned char)((sc[j + 8] & 7) * 0x11);
+                    }
                 }
             }
         }
