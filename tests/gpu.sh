@@ -5,9 +5,9 @@
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-build/gpu-logs}; mkdir -p "$out"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit=${Q4K_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 {
-  echo "commit: $commit$(git diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
+  echo "commit: $commit"
   echo "date: $(date -u +%FT%TZ)"; uname -a; nproc
   grep -m1 'model name' /proc/cpuinfo; grep -o 'avx512[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
