@@ -55,7 +55,7 @@ def randomize(model, seed):
                 p.copy_(std * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
-def export(model, arch, d, rope_freqs=None):
+def export(model, arch, d, rope_freqs=None, permute=True):
     cfg = model.config
     sd = {k: v.detach().to(torch.float64).numpy() for k, v in model.state_dict().items()}
     lines = []
@@ -85,7 +85,7 @@ def export(model, arch, d, rope_freqs=None):
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         q, k = sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"]
-        if arch == "llama":
+        if arch == "llama" and permute:
             q = permute_for_gguf(q, cfg.num_attention_heads)
             k = permute_for_gguf(k, cfg.num_key_value_heads)
         tensor(f"blk.{i}.attn_norm.weight", sd[p + "input_layernorm.weight"])
@@ -152,7 +152,7 @@ def cosines(a, b):
     return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
 
 
-def case(name, model, arch, bounds, rope_freqs=None, seed=0):
+def case(name, model, arch, bounds, rope_freqs=None, seed=0, expect_fail=False, permute=True):
     randomize(model, seed)
     model = model.to(torch.float64).eval()
     rng = np.random.default_rng(seed)
@@ -161,7 +161,7 @@ def case(name, model, arch, bounds, rope_freqs=None, seed=0):
     ids, ref = hf_greedy(model, prompt, 8)
     failed = False
     with tempfile.TemporaryDirectory() as d:
-        man = export(model, arch, d, rope_freqs)
+        man = export(model, arch, d, rope_freqs, permute)
         for wtype, act, bound in bounds:
             gguf = os.path.join(d, f"m_{wtype}.gguf")
             subprocess.run([TOOL, "write", man, gguf, wtype], check=True)
@@ -171,8 +171,10 @@ def case(name, model, arch, bounds, rope_freqs=None, seed=0):
             agree = int((ours[len(prompt) - 1:].argmax(1) == ref[len(prompt) - 1:].argmax(1)).sum())
             line = (f"{name} weights {wtype} activations {act}: min cosine {c.min():.7f} over {len(c)} positions, "
                     f"argmax agrees at {agree}/{len(c)} (bound {bound})")
-            ok = c.min() >= bound
+            ok = (c.min() >= bound) != expect_fail
             failed |= not ok
+            if expect_fail:
+                line = "control (must miss the bound): " + line
             print(("ok " if ok else "FAIL ") + line, flush=True)
     return not failed
 
@@ -202,6 +204,12 @@ def main():
     factors = base / scaled
     print(f"llama3.1 rope factors: min {factors.min():.3f} max {factors.max():.3f}")
     results.append(case("llama3.1_rope", m31, "llama", bounds[:1], rope_freqs=factors, seed=4))
+    # controls: the comparison can fail. Without the factors the rope is wrong;
+    # without the q/k row permutation the rotary pairs are wrong.
+    results.append(case("llama3.1_rope_without_factors", m31, "llama", bounds[:1], rope_freqs=None, seed=4,
+                        expect_fail=True))
+    results.append(case("llama_without_permutation", transformers.LlamaForCausalLM(lcfg), "llama", bounds[:1],
+                        seed=3, expect_fail=True, permute=False))
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     sys.exit(0 if all(results) else 1)
 
