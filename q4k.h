@@ -3982,7 +3982,8 @@ static void q4k__qdot_q8_0_scalar(const void *wv, int64_t cols, const q4k__act *
 }
 
 /* q[32] = the signed quants of a Q4_0 / Q5_0 block */
-static void q4k__unpack_q4_0(const q4k_block_q4_0 *w, int8_t *q) {
+static void q4k__unpack_q4_0(const void *wv, int8_t *q) {
+    const q4k_block_q4_0 *w = (const q4k_block_q4_0 *)wv;
     int i;
     for (i = 0; i < 16; i++) {
         q[i] = (int8_t)((w->qs[i] & 0xF) - 8);
@@ -3990,7 +3991,8 @@ static void q4k__unpack_q4_0(const q4k_block_q4_0 *w, int8_t *q) {
     }
 }
 
-static void q4k__unpack_q5_0(const q4k_block_q5_0 *w, int8_t *q) {
+static void q4k__unpack_q5_0(const void *wv, int8_t *q) {
+    const q4k_block_q5_0 *w = (const q4k_block_q5_0 *)wv;
     uint32_t qh = (uint32_t)w->qh[0] | (uint32_t)w->qh[1] << 8 | (uint32_t)w->qh[2] << 16 | (uint32_t)w->qh[3] << 24;
     int i;
     for (i = 0; i < 16; i++) {
@@ -3999,16 +4001,19 @@ static void q4k__unpack_q5_0(const q4k_block_q5_0 *w, int8_t *q) {
     }
 }
 
-static void q4k__qdot_q4_0_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
-                                  int64_t ys) {
-    const q4k_block_q4_0 *w = (const q4k_block_q4_0 *)wv;
+/* Q4_0 and Q5_0: unpack each block to 32 signed quants, then the Q8_0 dot */
+static void q4k__qdot_legacy_scalar(const unsigned char *w, size_t bsize, void (*unpack)(const void *, int8_t *),
+                                    int64_t cols, const q4k__act *a, int64_t j, int nc, float *y, int64_t ys) {
     int64_t b, nb = cols / Q4K_QK;
     float acc[Q4K__NT] = {0};
     int8_t q[Q4K_QK];
     int c, i;
     for (b = 0; b < nb; b++) {
-        float d = q4k_fp16_to_fp32(w[b].d);
-        q4k__unpack_q4_0(&w[b], q);
+        uint16_t dh;
+        float d;
+        memcpy(&dh, w + (size_t)b * bsize, 2); /* every legacy block starts with its fp16 d */
+        d = q4k_fp16_to_fp32(dh);
+        unpack(w + (size_t)b * bsize, q);
         for (c = 0; c < nc; c++) {
             const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b;
             int32_t s = 0;
@@ -4019,24 +4024,14 @@ static void q4k__qdot_q4_0_scalar(const void *wv, int64_t cols, const q4k__act *
     for (c = 0; c < nc; c++) y[c * ys] = acc[c];
 }
 
+static void q4k__qdot_q4_0_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                  int64_t ys) {
+    q4k__qdot_legacy_scalar((const unsigned char *)wv, sizeof(q4k_block_q4_0), q4k__unpack_q4_0, cols, a, j, nc, y, ys);
+}
+
 static void q4k__qdot_q5_0_scalar(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
                                   int64_t ys) {
-    const q4k_block_q5_0 *w = (const q4k_block_q5_0 *)wv;
-    int64_t b, nb = cols / Q4K_QK;
-    float acc[Q4K__NT] = {0};
-    int8_t q[Q4K_QK];
-    int c, i;
-    for (b = 0; b < nb; b++) {
-        float d = q4k_fp16_to_fp32(w[b].d);
-        q4k__unpack_q5_0(&w[b], q);
-        for (c = 0; c < nc; c++) {
-            const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b;
-            int32_t s = 0;
-            for (i = 0; i < Q4K_QK; i++) s += q[i] * x->qs[i];
-            acc[c] += (d * x->d) * (float)s;
-        }
-    }
-    for (c = 0; c < nc; c++) y[c * ys] = acc[c];
+    q4k__qdot_legacy_scalar((const unsigned char *)wv, sizeof(q4k_block_q5_0), q4k__unpack_q5_0, cols, a, j, nc, y, ys);
 }
 
 /* Q4_K / Q5_K share everything but the quants: q[256] unsigned */
