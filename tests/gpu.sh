@@ -24,4 +24,12 @@ done
 echo "== transformers oracle"
 PYTHONUNBUFFERED=1 python3 tests/hf_compare.py 2>&1 | tee "$out/hf_compare.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+if [ "${Q4K_GPU_BENCH:-0}" = 1 ]; then
+  echo "== CPU decode of a synthetic 7b (Q4_K_M, --fast) on this machine's cores"
+  ./q4k synth /tmp/q7b.gguf --preset 7b --fast -t "$(nproc)" 2>&1 | tail -1
+  for t in "$(nproc)" 8 2; do
+    ./q4k run /tmp/q7b.gguf "What is 2 + 2?" -n 32 --temp 0 -t "$t" 2>&1 >/dev/null | grep -E 'load time|eval time' | sed "s/^/-t $t: /"
+  done | tee "$out/cpu_7b.log"
+  rm -f /tmp/q7b.gguf
+fi
 exit $rc
