@@ -194,9 +194,10 @@ static void synth_rows(void *ctx, int ith, int nth) {
             break;
         case W_EMBD:
             gauss_fill(buf, cols, &s, t->scale);
-            if (j->outliers)
+            if (j->outliers) /* every token: |x| >= 300 std in the outlier channels */
                 for (c = 0; c < cols; c++)
-                    if (is_outlier_channel(c, cols)) buf[c] *= 300.0f;
+                    if (is_outlier_channel(c, cols))
+                        buf[c] = (buf[c] < 0 ? -t->scale : t->scale) * (300.0f + 100.0f * fabsf(buf[c]) / t->scale);
             break;
         case W_MATRIX:
             gauss_fill(buf, cols, &s, t->scale);
@@ -539,7 +540,7 @@ static int write_logits(FILE *f, const int32_t *toks, int64_t n, int64_t pos0, c
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *system, *backend, *logits_out;
     int64_t n_predict, n_ctx;
-    int n_threads, raw, interactive, verbose, quiet, ref;
+    int n_threads, raw, interactive, verbose, quiet, ref, ignore_eos;
     q4k_sampler_params sp;
 } run_opts;
 
@@ -640,7 +641,9 @@ static int run_turn(run_state *st, const int32_t *toks, int64_t n) {
     st->n_gen = 0;
     q4k_utf8_stream_init(&st->utf8);
     r = q4k_generate(st->sess, st->tok, st->sampler, st->logits_f ? toks + n - 1 : toks, st->logits_f ? 1 : n,
-                     st->o->n_predict, st->o->interactive ? Q4K_GEN_EVAL_EOG : 0u, on_token, st, &n_gen, &err);
+                     st->o->n_predict,
+                     (st->o->interactive ? Q4K_GEN_EVAL_EOG : 0u) | (st->o->ignore_eos ? Q4K_GEN_IGNORE_EOG : 0u),
+                     on_token, st, &n_gen, &err);
     t1 = now_ms();
     q4k_utf8_stream_flush(&st->utf8, out, sizeof out, &len);
     fwrite(out, 1, len, stdout);
@@ -688,6 +691,7 @@ static const char *run_help =
     "  --raw              send the prompt as is, without the chat template\n"
     "  -i                 interactive chat; the conversation stays in the KV cache\n"
     "  --backend cpu      the backend (cpu)\n"
+    "  --ignore-eos       go on past end-of-generation tokens (benchmarks)\n"
     "  --ref              reference mode: float activations (no 8-bit activation quantization)\n"
     "  --logits-out FILE  write the logits of every evaluated position: \"Q4KLOGIT\", u32 version 1,\n"
     "                     u32 n_vocab, then per position i32 token, i32 position, n_vocab x f32\n"
@@ -743,6 +747,7 @@ static int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--raw")) o.raw = 1;
         else if (!strcmp(a, "-i")) o.interactive = 1;
         else if (!strcmp(a, "--ref")) o.ref = 1;
+        else if (!strcmp(a, "--ignore-eos")) o.ignore_eos = 1;
         else if (!strcmp(a, "-v")) o.verbose = 1;
         else if (!strcmp(a, "--quiet")) o.quiet = 1;
         else if (a[0] == '-' && a[1]) return usage_error("run: unknown flag or missing value '%s'", a);

@@ -33,6 +33,7 @@
       Q4K_MALLOC(n), Q4K_REALLOC(p,n), Q4K_FREE(p)
                             override the allocator: all three or none
       Q4K_NO_SIMD           compile the scalar CPU kernels only
+      Q4K_NO_THREADS        no thread pool (every job runs on the caller)
 
    Errors: every fallible call returns a q4k_result; calls that can fail for
    reasons worth explaining also fill an optional q4k_error with a message
@@ -876,6 +877,7 @@ Q4K_API void q4k_free(void *p);
    when the context is full. *n_generated (optional) counts the tokens
    passed to cb. */
 #define Q4K_GEN_EVAL_EOG 1u
+#define Q4K_GEN_IGNORE_EOG 2u /* go on past end-of-generation tokens (benchmarks) */
 typedef int (*q4k_token_fn)(void *user, int32_t token, const float *logits);
 Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sampler *smp, const int32_t *tokens,
                                 int64_t n, int64_t n_predict, unsigned flags, q4k_token_fn cb, void *user,
@@ -7476,7 +7478,7 @@ Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sa
     r = q4k_session_eval(s, tokens, n, 0, logits, err);
     for (i = 0; r == Q4K_OK && (n_predict < 0 || i < n_predict); i++) {
         int32_t id = q4k_sampler_sample(smp, logits);
-        if (q4k_tokenizer_is_eog(tok, id)) {
+        if (!(flags & Q4K_GEN_IGNORE_EOG) && q4k_tokenizer_is_eog(tok, id)) {
             if ((flags & Q4K_GEN_EVAL_EOG) && s->pos < s->n_ctx) r = q4k_session_eval(s, &id, 1, 0, logits, err);
             break;
         }

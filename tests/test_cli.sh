@@ -64,6 +64,21 @@ $Q run "$tmp/tiny.gguf" "Hello" --raw -c 16 -n 100 --temp 0 > /dev/null 2>"$tmp/
 check run_context_full_message grep -q 'context is full' "$tmp/ctx.err"
 check run_context_full_exit_0 test $rc -eq 0
 
+# -i: two turns in one KV cache; the second prompt follows the first answer
+printf 'Hello\nAnd again\n' | $Q run "$tmp/tiny.gguf" -i -n 6 --temp 0 -c 512 > "$tmp/i.out" 2>"$tmp/i.err"; rc=$?
+check interactive_exit_0 test $rc -eq 0
+check interactive_two_prompts test "$(grep -o '^> ' "$tmp/i.err" | wc -l)" -ge 2
+n1=$(grep 'prompt eval time' "$tmp/i.err" | sed 's|.*/ *\([0-9]*\) tokens.*|\1|')
+check interactive_both_turns_evaluated test "${n1:-0}" -gt 70
+# Ctrl-C stops generation, still prints the timings, exits 0
+$Q run "$tmp/tiny.gguf" "Hello" --raw -n -1 -c 30000 --ignore-eos --temp 0 > "$tmp/c.out" 2>"$tmp/c.err" &
+pid=$!
+sleep 1.5; kill -INT $pid; wait $pid; rc=$?
+check ctrl_c_exit_0 test $rc -eq 0
+check ctrl_c_prints_timings grep -q 'eval time' "$tmp/c.err"
+check ctrl_c_after_some_output test -s "$tmp/c.out"
+check ctrl_c_before_the_context_end bash -c "! grep -q 'context is full' '$tmp/c.err'"
+
 # bad input: exit codes 1 (error) and 2 (usage), one clear line
 $Q run "$tmp/missing.gguf" "x" > /dev/null 2>"$tmp/e1.err"; rc=$?
 check run_missing_file_exit_1 test $rc -eq 1

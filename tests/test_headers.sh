@@ -92,3 +92,15 @@ if (cd "$tmp/vendor" && cc -O2 -Wall -Werror -Ithird_party/q4k src/main.c -o app
 else
     echo "FAIL headers_vendored_build"; cat "$tmp/err" "$tmp/vendor/out.txt" 2>/dev/null | head -n 20
 fi
+
+# the README's embedding example compiles as it stands and runs on a synthetic model
+awk '/^```c$/{f=1;next}/^```$/{if(f){exit}}f' README.md > "$tmp/readme.c"
+if [ ! -x ./q4k ]; then
+    echo "FAIL readme_example: ./q4k not built"
+elif gcc -std=c99 -Wall -Wextra -Werror -I. "$tmp/readme.c" -o "$tmp/readme" -lm -lpthread -ldl 2>"$tmp/err" &&
+     ./q4k synth "$tmp/tiny.gguf" --preset tiny --layers 1 2>/dev/null && "$tmp/readme" "$tmp/tiny.gguf" "Hello" > "$tmp/readme.out" &&
+     [ -s "$tmp/readme.out" ]; then
+    echo "ok readme_example"
+else
+    echo "FAIL readme_example"; head -n 20 "$tmp/err"
+fi

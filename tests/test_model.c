@@ -749,6 +749,61 @@ static void test_generate(void) {
     remove(path);
 }
 
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --outliers: a few channels of the residual stream hundreds of times larger
+   than the rest, as trained models have; and the memory estimate. */
+static void test_synth_outliers_and_memory(void) {
+    const char *path = tmp_path("outliers.gguf");
+    char cmd[512];
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
+    q4k_session *s = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    int32_t toks[4] = {300, 301, 302, 303};
+    const float *x;
+    float *mag, median;
+    int64_t i, d;
+    uint64_t e1, e2, kv_per_pos;
+    snprintf(cmd, sizeof cmd, "./q4k synth %s --preset tiny --layers 2 --outliers 2>/dev/null", path);
+    T_CHECK(system(cmd) == 0, "%s failed", cmd);
+    if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { T_CHECK(0, "load: %s", err.msg); return; }
+    q4k_cpu_backend_create(NULL, &b, &err);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 8;
+    sd.trace = 1;
+    sd.trace_layer = -1;
+    q4k_session_create(b, m, &sd, &s, &err);
+    T_CHECK(q4k_session_eval(s, toks, 4, 0, NULL, &err) == Q4K_OK, "eval: %s", err.msg);
+    d = m->hp.n_embd;
+    x = q4k_session_trace_layer(s, 0);
+    mag = (float *)malloc((size_t)d * 4);
+    for (i = 0; i < d; i++) mag[i] = fabsf(x[i]);
+    qsort(mag, (size_t)d, 4, cmp_float);
+    median = mag[d / 2];
+    printf("  --outliers: |x| after layer 0: channel 7 %.1f, channel %lld %.1f, median %.3f\n", fabsf(x[7]),
+           (long long)(d / 3), fabsf(x[d / 3]), median);
+    T_CHECK(fabsf(x[7]) > 100 * median && fabsf(x[d / 3]) > 100 * median && fabsf(x[d - 5]) > 100 * median,
+            "outlier channels are not hundreds of times the median");
+    T_CHECK(mag[d - 4] < 100 * median, "more than three outlier channels");
+    /* the estimate grows by exactly the f16 KV cache of the added positions */
+    e1 = q4k_session_memory_estimate(m, 100, 1);
+    e2 = q4k_session_memory_estimate(m, 200, 1);
+    kv_per_pos = 2ull * 2ull * (uint64_t)m->hp.n_layer * (uint64_t)(m->hp.n_head_kv * m->hp.head_dim);
+    T_CHECK(e2 - e1 >= 100 * kv_per_pos && e2 - e1 <= 100 * kv_per_pos + 100 * 64 * 4, "estimate %llu -> %llu",
+            (unsigned long long)e1, (unsigned long long)e2);
+    T_CHECK(e1 >= 100 * kv_per_pos, "estimate %llu below the KV cache alone", (unsigned long long)e1);
+    free(mag);
+    q4k_session_free(s);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    remove(path);
+}
+
 /* How much a relative 1e-5 error in every matmul output grows by the
    logits, on the synthetic presets (Q4K_TEST_PRESETS, default "tiny 0.5b").
    DESIGN.md's gate thresholds assume growth well under 1000x. */
@@ -818,6 +873,7 @@ int main(void) {
     T_RUN(test_unknown_arch);
     T_RUN(test_synth_tiny_statistics);
     T_RUN(test_generate);
+    T_RUN(test_synth_outliers_and_memory);
     T_RUN(test_perturbation_growth);
     T_EXIT();
 }
