@@ -17,8 +17,8 @@ $Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 2>"$tmp/synth.err"
 check synth_tiny test -s "$tmp/tiny.gguf"
 $Q info "$tmp/tiny.gguf" > "$tmp/info.txt" 2>&1
 check synth_tiny_info grep -q 'blk.3.ffn_down.weight' "$tmp/info.txt"
-# the Q4_K_M recipe: attn_v / ffn_down of layer 0 (i < n/8 with n=4 is none; i >= 7n/8 = 3.5 -> layer 3) are Q6_K
-check synth_recipe_q6k_last_layer grep -Eq 'blk\.3\.ffn_down\.weight.*Q6_K' "$tmp/info.txt"
+# the Q4_K_M recipe: attn_v / ffn_down are Q6_K on layers i < n/8, i >= 7n/8 or (i - n/8) % 3 == 2: with n = 4, layers 2 and 3
+check synth_recipe_q6k_layers_2_3 bash -c "grep -Eq 'blk\.2\.ffn_down\.weight.*Q6_K' $tmp/info.txt && grep -Eq 'blk\.3\.attn_v\.weight.*Q6_K' $tmp/info.txt"
 check synth_recipe_q4k_first_layer grep -Eq 'blk\.0\.ffn_down\.weight.*Q4_K' "$tmp/info.txt"
 check synth_recipe_output_q6k grep -Eq '(^|[^.a-z_])output\.weight.*Q6_K' "$tmp/info.txt"
 
@@ -78,6 +78,50 @@ check ctrl_c_exit_0 test $rc -eq 0
 check ctrl_c_prints_timings grep -q 'eval time' "$tmp/c.err"
 check ctrl_c_after_some_output test -s "$tmp/c.out"
 check ctrl_c_before_the_context_end bash -c "! grep -q 'context is full' '$tmp/c.err'"
+
+# 0.5b shapes: 896-wide rows cannot hold Q4_K/Q6_K super-blocks: Q5_0 and Q8_0 instead
+$Q synth "$tmp/05b.gguf" --preset 0.5b --layers 2 --fast 2>/dev/null
+$Q info "$tmp/05b.gguf" > "$tmp/05b.txt" 2>&1
+check synth_05b_fallback_q5_0 grep -Eq 'blk\.0\.attn_q\.weight +Q5_0' "$tmp/05b.txt"
+check synth_05b_fallback_q8_0 grep -Eq 'token_embd\.weight +Q8_0' "$tmp/05b.txt"
+check synth_05b_k_quants_where_they_fit grep -Eq 'blk\.1\.ffn_down\.weight +Q6_K' "$tmp/05b.txt"
+check synth_05b_tied bash -c "! grep -Eq '^ *output\.weight' '$tmp/05b.txt'"
+$Q run "$tmp/05b.gguf" "Hi" -n 2 --temp 0 --quiet > /dev/null 2>&1
+check synth_05b_runs test $? -eq 0
+
+# the Qwen vocabulary: q4k tokenizes the ChatML prompt into as many tokens as tiktoken does
+data=""
+for d in "${Q4K_TEST_DATA:-}" ../shared/data ../../shared/data; do [ -n "$d" ] && [ -f "$d/qwen.tiktoken" ] && data=$d && break; done
+if [ -z "$data" ]; then
+    echo "skip qwen_vocab_chat_prompt: qwen.tiktoken not found (../shared/data)"
+else
+    $Q synth "$tmp/qv.gguf" --preset tiny --layers 1 --fast --vocab "$data/qwen.tiktoken" 2>/dev/null
+    $Q run "$tmp/qv.gguf" "What is 2 + 2? Ünïcödé 😀" -n 3 --temp 0 > /dev/null 2>"$tmp/qv.err"
+    got=$(grep 'prompt eval time' "$tmp/qv.err" | sed 's|.*/ *\([0-9]*\) tokens.*|\1|')
+    want=$(python3 - "$data/qwen.tiktoken" <<'PY' 2>&1
+import base64, sys
+try:
+    import tiktoken
+except ImportError:
+    print("no-tiktoken"); sys.exit(0)
+ranks = {}
+for line in open(sys.argv[1], "rb"):
+    t, r = line.split()
+    ranks[base64.b64decode(t)] = int(r)
+pat = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+enc = tiktoken.Encoding("qwen", pat_str=pat, mergeable_ranks=ranks,
+                        special_tokens={"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645})
+text = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2 + 2? Ünïcödé 😀<|im_end|>\n<|im_start|>assistant\n")
+print(len(enc.encode(text, allowed_special="all")))
+PY
+)
+    if [ "$want" = "no-tiktoken" ]; then
+        echo "skip qwen_vocab_chat_prompt: python package tiktoken missing"
+    else
+        check qwen_vocab_chat_prompt test "${got:-x}" = "$want"
+    fi
+fi
 
 # bad input: exit codes 1 (error) and 2 (usage), one clear line
 $Q run "$tmp/missing.gguf" "x" > /dev/null 2>"$tmp/e1.err"; rc=$?

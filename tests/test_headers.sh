@@ -42,6 +42,17 @@ check headers_clang_c99 clang -std=c99 c
 check headers_gxx_cxx11 g++ -std=c++11 c++
 check headers_clangxx_cxx11 clang++ -std=c++11 c++
 
+# the q4k command itself builds clean four ways
+for cc in "gcc -std=c99" "clang -std=c99" "g++ -std=c++11 -x c++" "clang++ -std=c++11 -x c++"; do
+    name="demo_$(echo "$cc" | cut -d' ' -f1 | tr '+' 'x')"
+    if $cc -O1 -Wall -Wextra -Wpedantic -Werror demo.c -o "$tmp/q4k_demo" -lm -lpthread -ldl 2>"$tmp/err" &&
+       "$tmp/q4k_demo" --version >/dev/null; then
+        echo "ok $name"
+    else
+        echo "FAIL $name"; head -n 20 "$tmp/err"
+    fi
+done
+
 # Q4K_STATIC and the allocator overrides
 cat > "$tmp/static.c" <<'C'
 #include <stdlib.h>
