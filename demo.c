@@ -27,6 +27,8 @@ static const char *usage_text =
     "commands:\n"
     "  run MODEL [PROMPT]     generate text (q4k run --help for the options)\n"
     "  info FILE [--json]     print a GGUF file's metadata and tensor table\n"
+    "  bench MODEL [-p N] [-n N] [-t T] [--bw GB/s]\n"
+    "                         prompt and decode speed (q4k bench --help)\n"
     "  synth OUT.gguf --preset tiny|0.5b|1.5b|7b [--layers N] [--vocab PATH.tiktoken]\n"
     "        [--quant q4_k_m|mixed|q8_0|f32] [--fast] [--outliers] [--seed S] [-t THREADS]\n"
     "                         write a synthetic model with Qwen2.5's shapes\n"
@@ -891,6 +893,101 @@ done:
     return rc;
 }
 
+/* ---- q4k bench ---------------------------------------------------------- */
+
+static const char *bench_help =
+    "usage: q4k bench MODEL [-p N] [-n N] [-t THREADS] [--ref] [--bw GB/s] [--backend cpu]\n"
+    "  evaluates N prompt tokens in one pass (default 128), then N single-token decode\n"
+    "  steps (default 32), and prints tokens/s and the bytes a decode step reads.\n"
+    "  --bw GB/s: the device's memory bandwidth, to print the fraction of the floor\n"
+    "  (decode time >= weight bytes / bandwidth) that decode reached.\n";
+
+static int cmd_bench(int argc, char **argv) {
+    const char *path = NULL, *backend_name = "cpu";
+    int64_t n_prompt = 128, n_gen = 32, i, n_vocab;
+    int n_threads = 0, ref = 0;
+    double bw = 0, v, t0, t_prompt, t_gen;
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
+    q4k_session *s = NULL;
+    q4k_session_desc sd;
+    q4k_cpu_backend_desc bd;
+    q4k_error err;
+    int32_t *toks = NULL;
+    float *logits = NULL;
+    uint64_t step_bytes;
+    q4k_cpu_path path_used;
+    int rc = EXIT_ERROR;
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(bench_help, stdout); return EXIT_OK; }
+        else if (!strcmp(a, "-p") && has) { if (!parse_num(a, argv[++i], 1, 1 << 20, &v)) return EXIT_USAGE; n_prompt = (int64_t)v; }
+        else if (!strcmp(a, "-n") && has) { if (!parse_num(a, argv[++i], 1, 1 << 20, &v)) return EXIT_USAGE; n_gen = (int64_t)v; }
+        else if (!strcmp(a, "-t") && has) { if (!parse_num(a, argv[++i], 1, 1024, &v)) return EXIT_USAGE; n_threads = (int)v; }
+        else if (!strcmp(a, "--bw") && has) { if (!parse_num(a, argv[++i], 0.001, 1e6, &v)) return EXIT_USAGE; bw = v; }
+        else if (!strcmp(a, "--backend") && has) backend_name = argv[++i];
+        else if (!strcmp(a, "--ref")) ref = 1;
+        else if (a[0] == '-' && a[1]) return usage_error("bench: unknown flag or missing value '%s'", a);
+        else if (!path) path = a;
+        else return usage_error("bench: unexpected argument '%s'", a);
+    }
+    if (!path) return usage_error("bench: missing MODEL%s", "");
+    if (strcmp(backend_name, "cpu")) return usage_error("bench: backend '%s' is not available (this build runs: cpu)", backend_name);
+    if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { fprintf(stderr, "q4k: %s\n", err.msg); return EXIT_ERROR; }
+    memset(&bd, 0, sizeof bd);
+    bd.n_threads = n_threads;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = n_prompt + n_gen + 1;
+    sd.act = ref ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+    sd.trace_layer = -1;
+    n_vocab = m->hp.n_vocab;
+    toks = (int32_t *)malloc((size_t)n_prompt * sizeof(int32_t));
+    logits = (float *)malloc((size_t)n_vocab * sizeof(float));
+    if (!toks || !logits) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
+    if (q4k_cpu_backend_create(&bd, &b, &err) || q4k_session_create(b, m, &sd, &s, &err)) {
+        fprintf(stderr, "q4k: %s\n", err.msg);
+        goto done;
+    }
+    for (i = 0; i < n_prompt; i++) toks[i] = (int32_t)((i * 7919 + 13) % n_vocab);
+    /* warm-up: one token through every weight, then forget it */
+    if (q4k_session_eval(s, toks, 1, 0, logits, &err)) { fprintf(stderr, "q4k: %s\n", err.msg); goto done; }
+    q4k_session_rewind(s, 0);
+    t0 = now_ms();
+    if (q4k_session_eval(s, toks, n_prompt, 0, logits, &err)) { fprintf(stderr, "q4k: %s\n", err.msg); goto done; }
+    t_prompt = now_ms() - t0;
+    t0 = now_ms();
+    for (i = 0; i < n_gen; i++) {
+        int32_t id = (int32_t)q4k_argmax(logits, n_vocab);
+        if (q4k_session_eval(s, &id, 1, 0, logits, &err)) { fprintf(stderr, "q4k: %s\n", err.msg); goto done; }
+    }
+    t_gen = now_ms() - t0;
+    /* a decode step reads every weight once, but only one row of the embedding */
+    step_bytes = q4k_model_weight_bytes(m) - m->tok_embd->nbytes + (uint64_t)q4k_row_size(m->tok_embd->type, m->hp.n_embd);
+    if (m->hp.tied_embeddings) step_bytes += m->tok_embd->nbytes;
+    printf("model: %s (%s, %lld layers, %.2f GiB of weights)\n", path, q4k_arch_name(m->hp.arch),
+           (long long)m->hp.n_layer, (double)q4k_model_weight_bytes(m) / 1073741824.0);
+    if (q4k_cpu_resolve_path(Q4K_CPU_AUTO, &path_used, &err) != Q4K_OK) path_used = Q4K_CPU_SCALAR;
+    printf("backend: cpu, %s kernels, %d threads, %s activations\n", q4k_cpu_path_name(path_used),
+           n_threads ? n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN), ref ? "f32" : "q8");
+    printf("prompt: %lld tokens in %.1f ms: %.2f tokens/s\n", (long long)n_prompt, t_prompt, 1e3 * (double)n_prompt / t_prompt);
+    printf("decode: %lld tokens in %.1f ms: %.2f tokens/s (%.2f ms/token)\n", (long long)n_gen, t_gen,
+           1e3 * (double)n_gen / t_gen, t_gen / (double)n_gen);
+    printf("decode reads %.3f GB a token: %.1f GB/s", (double)step_bytes / 1e9, (double)step_bytes / 1e6 / (t_gen / (double)n_gen));
+    if (bw > 0)
+        printf(", %.0f%% of the %.0f GB/s floor (%.1f tokens/s at most)", 100.0 * ((double)step_bytes / 1e6 / (t_gen / (double)n_gen)) / bw,
+               bw, bw * 1e9 / (double)step_bytes);
+    printf("\n");
+    rc = EXIT_OK;
+done:
+    q4k_session_free(s);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    free(toks);
+    free(logits);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *cmd;
     if (argc < 2) {
@@ -906,5 +1003,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", cmd);
 }

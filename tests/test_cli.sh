@@ -123,6 +123,14 @@ PY
     fi
 fi
 
+# bench: prompt and decode speed, bytes a step reads, fraction of a given floor
+$Q bench "$tmp/tiny.gguf" -p 16 -n 4 -t 1 --bw 10 > "$tmp/bench.txt" 2>&1; rc=$?
+check bench_exit_0 test $rc -eq 0
+check bench_reports grep -q 'decode: 4 tokens' "$tmp/bench.txt"
+check bench_floor grep -q 'of the 10 GB/s floor' "$tmp/bench.txt"
+$Q bench "$tmp/tiny.gguf" --bw -3 > /dev/null 2>&1; rc=$?
+check bench_bad_flag_exit_2 test $rc -eq 2
+
 # bad input: exit codes 1 (error) and 2 (usage), one clear line
 $Q run "$tmp/missing.gguf" "x" > /dev/null 2>"$tmp/e1.err"; rc=$?
 check run_missing_file_exit_1 test $rc -eq 1
