@@ -652,9 +652,13 @@ static int run_turn(run_state *st, const int32_t *toks, int64_t n) {
     fflush(stdout);
     if (st->n_gen == 0) st->t_first = t1;
     st->t_prompt_ms += st->t_first - t0;
-    st->n_prompt += n;
     st->t_eval_ms += t1 - st->t_first;
-    st->n_eval += q4k_session_pos(st->sess) - pos0 - n;
+    {
+        /* a prompt that did not fit was not evaluated: count what was */
+        int64_t done = q4k_session_pos(st->sess) - pos0;
+        st->n_prompt += done < n ? done : n;
+        st->n_eval += done > n ? done - n : 0;
+    }
     if (r == Q4K_ERR_CONTEXT_FULL) {
         fprintf(stderr, "\nq4k: context is full (%lld tokens): generation stops; use -c to allow more\n",
                 (long long)st->sess->n_ctx);

@@ -5361,6 +5361,7 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     q4k_tokenizer *t;
     int64_t i, n, n_raw = 0;
     size_t total = 0, o = 0, cap, max_merge = 0;
+    int64_t n_skipped = 0;
     unsigned char *buf = NULL;
     q4k__special_key *keys = NULL;
     size_t n_special = 0;
@@ -5505,8 +5506,19 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
                            kp, (long long)i, q4k__esc(s, l, e1));
             goto fail;
         }
+        /* BPE never makes a control, unknown or unused token out of plain
+           text (that could turn a user's words into an end-of-generation
+           mark): such merges are left out */
+        if (!q4k__tok_is_plain(t->type[left]) || !q4k__tok_is_plain(t->type[right]) ||
+            !q4k__tok_is_plain(t->type[res])) {
+            n_skipped++;
+            continue;
+        }
         q4k__merge_add(t, left, right, (int32_t)i, res);
     }
+    if (n_skipped)
+        q4k__log(d->log, d->log_user, Q4K_LOG_WARN,
+                 "tokenizer: %lld merges join or make special tokens; left out", (long long)n_skipped);
 
     /* special ids */
     if (d->set_ids) {
@@ -6691,6 +6703,12 @@ Q4K_API q4k_result q4k_model_from_gguf(q4k_gguf *g, const q4k_model_desc *desc, 
                          emb ? "not 2-dimensional" : "missing");
     n_vocab = emb->ne[1];
     hp.n_vocab = n_vocab;
+    /* every layer has at least 9 tensors: refuse a block_count the file cannot hold
+       before sizing anything from it */
+    if (hp.n_layer > q4k_gguf_tensor_count(g) / 9)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL,
+                         "model: block_count %lld needs at least %lld tensors but the file holds %lld",
+                         (long long)hp.n_layer, (long long)hp.n_layer * 9, (long long)q4k_gguf_tensor_count(g));
     q_dim = hp.n_head * hp.head_dim;
     kv_dim = hp.n_head_kv * hp.head_dim;
     m = (q4k_model *)Q4K_MALLOC(sizeof *m);

@@ -63,6 +63,11 @@ check logits_out_layout grep -q '^positions' "$tmp/logits.txt"
 $Q run "$tmp/tiny.gguf" "Hello" --raw -c 16 -n 100 --temp 0 > /dev/null 2>"$tmp/ctx.err"; rc=$?
 check run_context_full_message grep -q 'context is full' "$tmp/ctx.err"
 check run_context_full_exit_0 test $rc -eq 0
+# a templated prompt longer than the context: an error, exit 1, and no negative token counts
+$Q run "$tmp/tiny.gguf" "Hello there, how are you" -c 8 -n 4 --temp 0 > /dev/null 2>"$tmp/ctx2.err"; rc=$?
+check run_prompt_over_context_exit_1 test $rc -eq 1
+check run_prompt_over_context_message grep -q 'context' "$tmp/ctx2.err"
+check run_prompt_over_context_counts bash -c "! grep -Eq '/ +-[0-9]+ tokens' '$tmp/ctx2.err'"
 
 # -i: two turns in one KV cache; the second prompt follows the first answer
 printf 'Hello\nAnd again\n' | $Q run "$tmp/tiny.gguf" -i -n 6 --temp 0 -c 512 > "$tmp/i.out" 2>"$tmp/i.err"; rc=$?

@@ -9,6 +9,7 @@
 typedef struct tm_cfg {
     q4k_arch arch;
     int64_t n_embd, n_head, n_head_kv, n_ff, n_vocab, n_layer, n_rot;
+    int64_t n_layer_key; /* block_count written, when not 0 */
     int tied, rope_freqs;
     q4k_type wtype;
     uint64_t seed;
@@ -80,7 +81,7 @@ static int tm_write(const tm_cfg *c, const char *path, const char *skip, const c
     f.w = q4k_gguf_writer_new(32);
     q4k_gguf_writer_set_str(f.w, "general.architecture", arch);
 #define KEY_U32(k, v) snprintf(key, sizeof key, "%s." k, arch), q4k_gguf_writer_set_u32(f.w, key, (uint32_t)(v))
-    KEY_U32("block_count", c->n_layer);
+    KEY_U32("block_count", c->n_layer_key ? c->n_layer_key : c->n_layer);
     KEY_U32("context_length", 256);
     KEY_U32("embedding_length", c->n_embd);
     KEY_U32("feed_forward_length", c->n_ff);
@@ -537,6 +538,9 @@ static void test_model_validation(void) {
     expect_load_error(&c, NULL, NULL, "yarn", Q4K_ERR_UNSUPPORTED, "yarn");
     c.n_head_kv = 3;
     expect_load_error(&c, NULL, NULL, NULL, Q4K_ERR_BAD_MODEL, "head_count_kv");
+    c = base_cfg(Q4K_ARCH_QWEN2);
+    c.n_layer_key = 50000000; /* tensors for 2 layers, a block_count of 50M: refused before any allocation */
+    expect_load_error(&c, NULL, NULL, NULL, Q4K_ERR_BAD_MODEL, "block_count 50000000");
     c = base_cfg(Q4K_ARCH_LLAMA);
     /* a llama model with qwen2's biases has an unexpected tensor */
     expect_load_error(&c, NULL, "blk.0.attn_q.bias", NULL, Q4K_ERR_UNSUPPORTED, "blk.0.attn_q.bias");

@@ -825,6 +825,40 @@ static void test_user_defined_tokens(void) {
     q4k_tokenizer_free(t);
 }
 
+/* merges that would make a control, unknown or unused token out of plain
+   text are left out; ordinary merges still apply */
+static void test_merges_never_make_special_tokens(void) {
+    small_vocab v;
+    static const char *const merges[] = {"a b", "c d", "e f", "g h"};
+    q4k_vocab_desc d;
+    q4k_tokenizer *t;
+    q4k_error err;
+    int64_t n;
+    int32_t *ids, ab, cd, ef, gh;
+    small_init(&v);
+    ab = small_add(&v, "ab", Q4K_TOKEN_CONTROL);
+    cd = small_add(&v, "cd", Q4K_TOKEN_NORMAL);
+    ef = small_add(&v, "ef", Q4K_TOKEN_UNUSED);
+    gh = small_add(&v, "gh", Q4K_TOKEN_UNKNOWN);
+    small_desc(&v, &d, merges, 4, "qwen2");
+    d.set_ids = 1;
+    d.bos_id = d.eot_id = d.pad_id = -1;
+    d.eos_id = ab; /* the worst case: the merge would end generation */
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_OK, "%s", err.msg);
+    if (t__failed_now) return;
+    ids = tok_all(t, "abcdefgh", 8, 0, &n);
+    T_CHECK(n == 7 && ids[0] == 'a' && ids[1] == 'b' && ids[2] == cd && ids[3] == 'e' && ids[5] == 'g',
+            "plain text gave %d ids, first %d", (int)n, n ? (int)ids[0] : -1);
+    T_CHECK(n < 1 || ids[0] != ab, "plain text became the control token");
+    free(ids);
+    ids = tok_all(t, "ab", 2, Q4K_TOKENIZE_SPECIAL, &n);
+    T_CHECK(n == 1 && ids[0] == ab, "the control token still matches as special text: %d ids", (int)n);
+    free(ids);
+    (void)ef;
+    (void)gh;
+    q4k_tokenizer_free(t);
+}
+
 static void test_synthetic_vocab(void) {
     q4k_vocab_strings v;
     q4k_vocab_desc d;
@@ -1085,6 +1119,7 @@ int main(void) {
     T_RUN(test_llama_bpe_qwen_vocab);
     T_RUN(test_small_vocab_pretokenizers);
     T_RUN(test_user_defined_tokens);
+    T_RUN(test_merges_never_make_special_tokens);
     T_RUN(test_synthetic_vocab);
     T_RUN(test_errors);
     T_RUN(test_from_gguf);
