@@ -864,6 +864,125 @@ static void test_perturbation_growth(void) {
     }
 }
 
+/* ---- fuzz: mutated model files ------------------------------------------ */
+
+static unsigned char *tm_read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *b;
+    long len;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    b = (unsigned char *)malloc((size_t)len + 1);
+    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+/* A small model whose header is mutated at random (byte flips, and integer or
+   float hyperparameters overwritten with edge values): every file is either
+   refused with a one-line message or loads a model that evaluates without a
+   fault (ASan and UBSan builds run this too). */
+static void test_model_fuzz(void) {
+    static const uint64_t edge[] = {0, 1, 2, 3, 5, 7, 8, 64, 255, 256, 4096, 0x7fffffffu, 0x80000000u, 0xffffffffu,
+                                    (uint64_t)1 << 40, ((uint64_t)1 << 40) + 1, ~(uint64_t)0};
+    static const float fedge[] = {0.0f, -1.0f, 1e-30f, 1e30f, 3e38f, 1.0f, 1e6f};
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    const char *path = tmp_path("fuzz");
+    unsigned char *file, *m;
+    size_t n = 0, data_off = 0;
+    int iters = t_quick() ? 400 : 3000, it, loaded = 0, refused = 0, evaluated = 0;
+    q4k_backend *b = NULL;
+    q4k_gguf *g;
+    q4k_error err;
+    t_rng rng;
+    rng.s = 777;
+    c.n_layer = 2;
+    c.wtype = Q4K_TYPE_Q8_0;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "cannot write %s", path); return; }
+    file = tm_read_all(path, &n);
+    remove(path);
+    T_CHECK(file != NULL, "read %s", path);
+    if (!file) return;
+    if (q4k_gguf_open_memory(file, n, NULL, &g, &err) == Q4K_OK) {
+        data_off = (size_t)q4k_gguf_data_offset(g);
+        q4k_gguf_close(g);
+    }
+    T_CHECK(data_off > 0, "seed file opens");
+    T_CHECK(q4k_cpu_backend_create(NULL, &b, &err) == Q4K_OK, "backend: %s", err.msg);
+    if (!data_off || !b) { free(file); return; }
+    m = (unsigned char *)malloc(n);
+    for (it = 0; it < iters; it++) {
+        q4k_model *mod = NULL;
+        q4k_result r;
+        int k, muts = 1 + (int)(t_rng_next(&rng) % 3);
+        memcpy(m, file, n);
+        for (k = 0; k < muts; k++) {
+            if (t_rng_next(&rng) % 3) {
+                /* overwrite a numeric metadata value */
+                q4k_gguf_value v;
+                int64_t key;
+                if (q4k_gguf_open_memory(m, n, NULL, &g, &err) != Q4K_OK) break;
+                key = (int64_t)(t_rng_next(&rng) % (uint64_t)q4k_gguf_key_count(g));
+                if (q4k_gguf_key_value(g, key, &v) == Q4K_OK && v.type != Q4K_GGUF_STRING && v.type != Q4K_GGUF_ARRAY &&
+                    v.file_offset + v.size <= n) {
+                    if (v.type == Q4K_GGUF_FLOAT32) {
+                        float f = fedge[t_rng_next(&rng) % (sizeof fedge / sizeof fedge[0])];
+                        memcpy(m + v.file_offset, &f, 4);
+                    } else {
+                        uint64_t e = edge[t_rng_next(&rng) % (sizeof edge / sizeof edge[0])];
+                        size_t j;
+                        for (j = 0; j < v.size && j < 8; j++) m[v.file_offset + j] = (unsigned char)(e >> (8 * j));
+                    }
+                }
+                q4k_gguf_close(g);
+            } else {
+                size_t pos = (size_t)(t_rng_next(&rng) % data_off);
+                m[pos] ^= (unsigned char)(1u << (t_rng_next(&rng) % 8));
+            }
+        }
+        if (q4k_gguf_open_memory(m, n, NULL, &g, &err) != Q4K_OK) {
+            refused++;
+            T_CHECK(err.msg[0] && !strchr(err.msg, '\n'), "iteration %d: gguf message '%s'", it, err.msg);
+            continue;
+        }
+        r = q4k_model_from_gguf(g, NULL, &mod, &err);
+        if (r != Q4K_OK) {
+            refused++;
+            T_CHECK(err.code == r && err.msg[0] && !strchr(err.msg, '\n'), "iteration %d: model message '%s'", it, err.msg);
+            T_CHECK(mod == NULL, "iteration %d: a refused model is returned", it);
+        } else {
+            q4k_session *s = NULL;
+            q4k_session_desc sd;
+            int32_t toks[2];
+            float *lg = (float *)malloc((size_t)mod->hp.n_vocab * sizeof(float));
+            loaded++;
+            memset(&sd, 0, sizeof sd);
+            sd.n_ctx = 8;
+            sd.trace_layer = -1;
+            toks[0] = (int32_t)(it % mod->hp.n_vocab);
+            toks[1] = (int32_t)((it * 7 + 1) % mod->hp.n_vocab);
+            if (q4k_session_memory_estimate(mod, 8, 2) < ((uint64_t)256 << 20) &&
+                q4k_session_create(b, mod, &sd, &s, &err) == Q4K_OK) {
+                r = q4k_session_eval(s, toks, 2, 0, lg, &err);
+                T_CHECK(r == Q4K_OK, "iteration %d: a model that loaded fails to evaluate: %s", it, err.msg);
+                evaluated++;
+                q4k_session_free(s);
+            }
+            free(lg);
+            q4k_model_free(mod);
+        }
+        q4k_gguf_close(g);
+    }
+    printf("  %d mutated models: %d refused, %d loaded (%d evaluated)\n", iters, refused, loaded, evaluated);
+    T_CHECK(refused > iters / 4 && loaded > iters / 20, "the mutations are too %s", refused <= iters / 4 ? "mild" : "harsh");
+    free(m);
+    free(file);
+    q4k_backend_destroy(b);
+}
+
 int main(void) {
     T_RUN(test_rope_angles);
     T_RUN(test_chat_templates);
@@ -879,5 +998,6 @@ int main(void) {
     T_RUN(test_generate);
     T_RUN(test_synth_outliers_and_memory);
     T_RUN(test_perturbation_growth);
+    T_RUN(test_model_fuzz);
     T_EXIT();
 }
