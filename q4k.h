@@ -806,7 +806,9 @@ Q4K_API q4k_result q4k_session_create(q4k_backend *b, const q4k_model *m, const 
 Q4K_API void q4k_session_free(q4k_session *s);
 /* Evaluate n tokens at the session's position; logits gets n_vocab floats
    (of the last token) or n x n_vocab with Q4K_EVAL_ALL_LOGITS (may be NULL).
-   Q4K_ERR_CONTEXT_FULL when pos + n > n_ctx (nothing is evaluated). */
+   Q4K_ERR_CONTEXT_FULL when pos + n > n_ctx (nothing is evaluated).
+   Q4K_ERR_BAD_MODEL when a logit is NaN or infinite (the tokens were
+   evaluated and the position has advanced; the logits are not to be used). */
 Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags,
                                     float *logits, q4k_error *err);
 /* Forget tokens from position pos on (0 resets); multi-turn chat keeps the prefix. */
@@ -6863,7 +6865,22 @@ Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64
         if (tokens[i] < 0 || tokens[i] >= s->model->hp.n_vocab)
             return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval: token id %d at index %lld is out of range (vocab %lld)",
                              (int)tokens[i], (long long)i, (long long)s->model->hp.n_vocab);
-    return s->eval(s, tokens, n, flags, logits, err);
+    {
+        /* never hand out a NaN or an infinity as if it were a logit */
+        q4k_result r = s->eval(s, tokens, n, flags, logits, err);
+        int64_t rows = (flags & Q4K_EVAL_ALL_LOGITS) ? n : 1, nv = s->model->hp.n_vocab, k;
+        if (r != Q4K_OK || !logits) return r;
+        for (i = 0; i < rows; i++)
+            for (k = 0; k < nv; k++) {
+                float v = logits[i * nv + k];
+                if (v - v != 0.0f)
+                    return q4k__fail(err, Q4K_ERR_BAD_MODEL,
+                                     "eval: the logit of token id %lld at position %lld is %s: the model's weights (or "
+                                     "an overflow) produce non-finite values",
+                                     (long long)k, (long long)(s->pos - rows + i), v != v ? "NaN" : "infinite");
+            }
+        return Q4K_OK;
+    }
 }
 
 Q4K_API q4k_result q4k_session_rewind(q4k_session *s, int64_t pos) {

@@ -983,6 +983,55 @@ static void test_model_fuzz(void) {
     q4k_backend_destroy(b);
 }
 
+/* A NaN in the weights never comes out as logits: eval fails and says so. */
+static void test_nonfinite_logits(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    const char *path = tmp_path("nan");
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
+    q4k_session *s = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    const q4k_tensor *t;
+    unsigned char *file;
+    size_t n = 0;
+    float nan_v, *lg;
+    int32_t toks[3] = {1, 2, 3};
+    FILE *f;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "cannot write %s", path); return; }
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_OK, "load: %s", err.msg);
+    if (!m) return;
+    t = q4k_gguf_find_tensor(m->gguf, "output_norm.weight");
+    file = tm_read_all(path, &n);
+    nan_v = (float)(0.0 * HUGE_VAL); /* NaN */
+    if (t && file) memcpy(file + t->file_offset + 4 * 5, &nan_v, 4); /* channel 5 of the final norm */
+    q4k_model_free(m);
+    m = NULL;
+    f = fopen(path, "wb");
+    if (f && file) fwrite(file, 1, n, f);
+    if (f) fclose(f);
+    free(file);
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_OK, "load: %s", err.msg);
+    T_CHECK(q4k_cpu_backend_create(NULL, &b, &err) == Q4K_OK, "backend: %s", err.msg);
+    if (!m || !b) { q4k_model_free(m); q4k_backend_destroy(b); return; }
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 16;
+    sd.trace_layer = -1;
+    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_OK, "session: %s", err.msg);
+    lg = (float *)malloc((size_t)m->hp.n_vocab * 3 * sizeof(float));
+    if (s) {
+        T_CHECK(q4k_session_eval(s, toks, 3, Q4K_EVAL_ALL_LOGITS, lg, &err) == Q4K_ERR_BAD_MODEL, "NaN logits accepted");
+        T_CHECK(strstr(err.msg, "NaN") && strstr(err.msg, "position 0"), "message: %s", err.msg);
+        /* without logits asked for there is nothing to hand out */
+        T_CHECK(q4k_session_eval(s, toks, 1, 0, NULL, &err) == Q4K_OK, "eval without logits: %s", err.msg);
+    }
+    free(lg);
+    q4k_session_free(s);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    remove(path);
+}
+
 int main(void) {
     T_RUN(test_rope_angles);
     T_RUN(test_chat_templates);
@@ -999,5 +1048,6 @@ int main(void) {
     T_RUN(test_synth_outliers_and_memory);
     T_RUN(test_perturbation_growth);
     T_RUN(test_model_fuzz);
+    T_RUN(test_nonfinite_logits);
     T_EXIT();
 }
