@@ -896,7 +896,15 @@ Q4K_API int64_t q4k_argmax(const float *x, int64_t n);
 typedef enum q4k_chat_template {
     Q4K_CHAT_NONE = 0,   /* no template known: prompts are sent raw */
     Q4K_CHAT_CHATML = 1, /* qwen2: <|im_start|>role\n...<|im_end|>\n */
-    Q4K_CHAT_LLAMA3 = 2  /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    Q4K_CHAT_LLAMA3 = 2, /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    /* Llama 2 chat, as Meta's reference code builds it:
+       <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]
+       A system message goes into the next user message (alone, when none
+       follows); without one there is no <<SYS>> block. Each user turn
+       starts with BOS written as the text <s>: tokenize with
+       Q4K_TOKENIZE_SPECIAL and without Q4K_TOKENIZE_ADD_BOS, or BOS comes
+       twice. The prompt of an answer ends with [/INST]. */
+    Q4K_CHAT_LLAMA2 = 3
 } q4k_chat_template;
 
 typedef struct q4k_chat_msg {
@@ -7860,6 +7868,26 @@ Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int
             q4k__buf_add(&b, "<|end_header_id|>\n\n");
             q4k__buf_add(&b, msgs[i].content);
             q4k__buf_add(&b, "<|eot_id|>");
+        } else if (t == Q4K_CHAT_LLAMA2) {
+            if (!strcmp(msgs[i].role, "assistant")) {
+                q4k__buf_add(&b, " ");
+                q4k__buf_add(&b, msgs[i].content);
+                q4k__buf_add(&b, " </s>");
+                continue;
+            }
+            q4k__buf_add(&b, "<s>[INST] ");
+            if (!strcmp(msgs[i].role, "system")) {
+                q4k__buf_add(&b, "<<SYS>>\n");
+                q4k__buf_add(&b, msgs[i].content);
+                q4k__buf_add(&b, "\n<</SYS>>\n\n");
+                if (i + 1 >= n || strcmp(msgs[i + 1].role, "user")) {
+                    q4k__buf_add(&b, " [/INST]");
+                    continue;
+                }
+                i++;
+            }
+            q4k__buf_add(&b, msgs[i].content);
+            q4k__buf_add(&b, " [/INST]");
         } else {
             q4k__buf_add(&b, msgs[i].content);
         }

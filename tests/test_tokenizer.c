@@ -1529,6 +1529,40 @@ static void test_spm_errors(void) {
     q4k_tokenizer_free(t);
 }
 
+/* the Llama 2 chat prompt as demo.c tokenizes it: BOS once, from the
+   text <s>; each piece after a special token gets its space */
+static void test_spm_llama2_chat_prompt(void) {
+    spm_vocab v;
+    q4k_tokenizer *t;
+    q4k_chat_msg conv[3] = {{"user", "a"}, {"assistant", "b"}, {"user", "a"}};
+    int32_t sp, spa, spb, inst, einst;
+    char *text;
+    spm_init(&v, 1);
+    sp = spm_add(&v, SP, 1, -10);
+    spa = spm_add(&v, SP "a", 1, -1);
+    spb = spm_add(&v, SP "b", 1, -2);
+    inst = spm_add(&v, SP "[INST]", 1, 0);
+    einst = spm_add(&v, SP "[/INST]", 1, 0);
+    /* the pieces "▁[INST]" is merged from */
+    spm_add(&v, SP "[", 1, -3);
+    spm_add(&v, SP "[I", 1, -3);
+    spm_add(&v, SP "[IN", 1, -3);
+    spm_add(&v, SP "[INS", 1, -3);
+    spm_add(&v, SP "[INST", 1, -3);
+    spm_add(&v, SP "[/", 1, -3);
+    spm_add(&v, SP "[/I", 1, -3);
+    spm_add(&v, SP "[/IN", 1, -3);
+    spm_add(&v, SP "[/INS", 1, -3);
+    spm_add(&v, SP "[/INST", 1, -3);
+    t = spm_make(&v, 1);
+    if (!t) return;
+    text = q4k_chat_format(Q4K_CHAT_LLAMA2, conv, 3, 1);
+    T_CHECK(text != NULL, "format");
+    if (text) IDS_ARE(t, text, Q4K_TOKENIZE_SPECIAL, 1, inst, spa, einst, spb, sp, 2, 1, inst, spa, einst);
+    q4k_free(text);
+    q4k_tokenizer_free(t);
+}
+
 /* a SentencePiece vocabulary in a GGUF file written by q4k's writer */
 static void spm_write_gguf(const char *path, const spm_vocab *v, int n_scores, q4k_gguf_type score_type,
                            int space_prefix, int add_bos, uint32_t unk) {
@@ -1637,6 +1671,7 @@ int main(void) {
     T_RUN(test_spm_random_vs_reference);
     T_RUN(test_spm_errors);
     T_RUN(test_spm_from_gguf);
+    T_RUN(test_spm_llama2_chat_prompt);
     qwen_unload();
     T_EXIT();
 }
