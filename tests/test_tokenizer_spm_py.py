@@ -14,15 +14,21 @@ must be identical:
   spm_special  texts holding <s> and </s>: q4k --special against
                sentencepiece on each piece of text between them (each piece
                gets SentencePiece's space in front, as llama.cpp does it)
+Then `q4k run` on a tiny random llama model with this vocabulary must use
+the Llama 2 chat template with one BOS (q4k_run_llama2_prompt), and --raw
+must send BOS + the text (q4k_run_llama2_raw): the prompt token counts
+printed must equal sentencepiece's.
 Prints "ok NAME" / "FAIL NAME: ..." / "skip NAME: why" lines.
 """
 import os
 import random
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 
-from test_tokenizer_py import compare, run_tool, TOOL
+from test_tokenizer_py import compare, run_tool, TOOL, ROOT
 
 NAME = "test_tokenizer_spm_py"
 
@@ -123,6 +129,58 @@ def split_specials(text, specials):
     return out
 
 
+def write_llama_model(gguf, np, path, pieces, scores, types, sp):
+    """a one-layer llama model with random float weights and this vocabulary"""
+    n_embd, n_head, n_head_kv, n_ff, n_vocab = 32, 4, 2, 64, len(pieces)
+    hd = n_embd // n_head
+    r = np.random.default_rng(5)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_context_length(256)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(pieces)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+
+    def t(name, *shape):  # numpy shape: (rows, row length)
+        w.add_tensor(name, (r.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32))
+    t("token_embd.weight", n_vocab, n_embd)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    t("output.weight", n_vocab, n_embd)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+    t("blk.0.attn_q.weight", n_head * hd, n_embd)
+    t("blk.0.attn_k.weight", n_head_kv * hd, n_embd)
+    t("blk.0.attn_v.weight", n_head_kv * hd, n_embd)
+    t("blk.0.attn_output.weight", n_embd, n_head * hd)
+    w.add_tensor("blk.0.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+    t("blk.0.ffn_gate.weight", n_ff, n_embd)
+    t("blk.0.ffn_up.weight", n_ff, n_embd)
+    t("blk.0.ffn_down.weight", n_embd, n_ff)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def q4k_run_prompt_tokens(model, prompt, args):
+    """the prompt token count `q4k run` reports, and its stderr"""
+    q4k = os.path.join(ROOT, "q4k")
+    p = subprocess.run([q4k, "run", model, prompt, "-n", "1", "--temp", "0", "-t", "1"] + args,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    err = p.stderr.decode("utf-8", "replace")
+    m = re.search(r"prompt eval time = .*/ *(\d+) tokens", err)
+    return (int(m.group(1)) if p.returncode == 0 and m else None), err
+
+
 def main():
     try:
         import sentencepiece as spm
@@ -201,6 +259,25 @@ def main():
                 continue
             if not compare(name, texts, ours, theirs, "sentencepiece"):
                 failed += 1
+        try:
+            import numpy as np
+        except ImportError:
+            print("skip q4k_run_llama2_prompt: python package numpy missing")
+            np = None
+        if np is not None:
+            model = os.path.join(tmp, "llama.gguf")
+            write_llama_model(gguf, np, model, pieces, scores, types, sp)
+            user = "Hello world, ça va? 東京"
+            for name, args, text in [("q4k_run_llama2_prompt", [], "[INST] %s [/INST]" % user),
+                                     ("q4k_run_llama2_raw", ["--raw"], user)]:
+                want = 1 + len(sp.encode(text))
+                got, err = q4k_run_prompt_tokens(model, user, args)
+                if got != want or "no known chat template" in err:
+                    print("FAIL %s: q4k run reports %s prompt tokens, sentencepiece gives BOS + %d\n%s"
+                          % (name, got, want - 1, err[-1500:]))
+                    failed += 1
+                else:
+                    print("ok %s (%d tokens)" % (name, got))
         if n_fallback < 100:
             print("FAIL spm_byte_fallback_used: only %d byte tokens in the expected ids" % n_fallback)
             failed += 1
