@@ -694,7 +694,9 @@ static const char *run_help =
     "  --min-p P          (default 0.05; 0 = off)\n"
     "  --seed S           sampling seed (default: from the clock; echoed)\n"
     "  --system TEXT      system prompt (qwen2 default: \"" Q4K_QWEN_DEFAULT_SYSTEM "\")\n"
-    "  --raw              send the prompt as is, without the chat template\n"
+    "  --raw              send the prompt as is, without the chat template (chosen from the\n"
+    "                     vocabulary: ChatML for qwen2, Llama 3, or Llama 2's [INST] for llama\n"
+    "                     models with a SentencePiece vocabulary)\n"
     "  -i                 interactive chat; the conversation stays in the KV cache\n"
     "  --backend cpu      the backend (cpu)\n"
     "  --ignore-eos       go on past end-of-generation tokens (benchmarks)\n"
@@ -794,6 +796,7 @@ static int cmd_run(int argc, char **argv) {
     }
     if (st.model->hp.arch == Q4K_ARCH_QWEN2 && q4k_tokenizer_find(st.tok, "<|im_start|>") >= 0) st.tmpl = Q4K_CHAT_CHATML;
     else if (q4k_tokenizer_find(st.tok, "<|start_header_id|>") >= 0) st.tmpl = Q4K_CHAT_LLAMA3;
+    else if (st.model->hp.arch == Q4K_ARCH_LLAMA && !strcmp(q4k_tokenizer_pre(st.tok), "spm")) st.tmpl = Q4K_CHAT_LLAMA2;
     if (st.tmpl == Q4K_CHAT_NONE && !o.raw) {
         fprintf(stderr, "q4k: this model's vocabulary has no known chat template: the prompt is sent raw\n");
         o.raw = 1;
@@ -870,7 +873,8 @@ static int cmd_run(int argc, char **argv) {
                 }
             }
             if (!text) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
-            n = run_tokenize(&st, text, first);
+            /* the Llama 2 template writes BOS itself, as <s> */
+            n = run_tokenize(&st, text, first && (o.raw || st.tmpl != Q4K_CHAT_LLAMA2));
             if (n < 0) goto done;
             if (n == 0) { user = NULL; continue; }
             if (!run_turn(&st, st.toks, n)) goto timings;

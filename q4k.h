@@ -503,11 +503,16 @@ Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, 
 /* <<cpu-api */
 
 /* >>tokenizer-api */
-/* Byte-level BPE tokenizer (GPT-2 style, as Qwen2 and Llama 3 use it), built
-   from a GGUF vocabulary or from arrays. A q4k_tokenizer is immutable once
-   created: any number of threads may use one at once. Texts are bytes; they
-   need not be valid UTF-8 (every byte is covered by some token, so
-   detokenizing gives the exact bytes back). */
+/* Two tokenizers, built from a GGUF vocabulary or from arrays:
+   - byte-level BPE (GPT-2 style, tokenizer.ggml.model "gpt2": Qwen2,
+     Llama 3): merges by rank after a regex pre-tokenizer;
+   - SentencePiece BPE (tokenizer.ggml.model "llama": Llama 2, TinyLlama,
+     Mistral): merges by token score, U+2581 "▁" spelling a space, bytes
+     without a token of their own written as <0xAB> BYTE tokens.
+   A q4k_tokenizer is immutable once created: any number of threads may use
+   one at once. Texts are bytes; they need not be valid UTF-8 (with byte
+   tokens every byte is covered by some token, so detokenizing gives the
+   exact bytes back, plus the space SentencePiece puts in front). */
 
 typedef struct q4k_tokenizer q4k_tokenizer;
 
@@ -524,26 +529,43 @@ typedef enum q4k_token_type {
 
 /* A vocabulary given as arrays (all copied by q4k_tokenizer_create).
    A zeroed descriptor plus tokens (and merges) is a valid GPT-2 style
-   vocabulary without special tokens. */
+   vocabulary without special tokens; model = "llama" plus tokens and
+   scores is a SentencePiece one. */
 typedef struct q4k_vocab_desc {
+    /* "gpt2" (NULL or "" too): byte-level BPE; "llama" (or "spm"):
+       SentencePiece BPE. */
+    const char *model;
     int64_t n_tokens;
-    /* Token strings in GPT-2's byte-to-unicode form (" the" is spelled
-       U+0120 "the");
+    /* gpt2: token strings in GPT-2's byte-to-unicode form (" the" is
+       spelled U+0120 "the").
+       llama: UTF-8 text with U+2581 "▁" for each space ("▁the"); BYTE
+       tokens are spelled <0xAB> (two hex digits) and stand for that byte.
        CONTROL and USER_DEFINED tokens are plain text ("<|im_end|>"). */
     const char *const *tokens;
     const size_t *token_lens;    /* NULL: the strings are NUL-terminated */
     const int32_t *token_types;  /* NULL: every token is NORMAL */
-    /* Merges "left right" (both sides in the byte-to-unicode form), best
-       (lowest rank) first. */
+    /* llama: one finite score per token (required); of the adjacent pairs
+       whose concatenation is a token, the one making the highest-scored
+       token merges first. */
+    const float *scores;
+    /* llama: put a space in front of each piece of text between special
+       tokens (SentencePiece's dummy prefix; GGUF's default is on). */
+    int add_space_prefix;
+    /* gpt2: merges "left right" (both sides in the byte-to-unicode form),
+       best (lowest rank) first. llama: none (n_merges must be 0). */
     int64_t n_merges;
     const char *const *merges;
     const size_t *merge_lens;    /* NULL: NUL-terminated */
-    /* Pre-tokenizer (GGUF tokenizer.ggml.pre): "qwen2", "llama-bpe"
-       ("llama3"), or "gpt2"/"default"; NULL or "" means "default". */
+    /* gpt2: pre-tokenizer (GGUF tokenizer.ggml.pre): "qwen2", "llama-bpe"
+       ("llama3"), or "gpt2"/"default"; NULL or "" means "default".
+       llama: not used. */
     const char *pre;
-    /* Special ids are read only when set_ids is nonzero; -1 means none. */
+    /* Special ids are read only when set_ids is nonzero; -1 means none.
+       unk_id is read for llama vocabularies only: the token of a character
+       that has no token and no byte tokens. Without set_ids it is the
+       first UNKNOWN token. */
     int set_ids;
-    int32_t bos_id, eos_id, eot_id, pad_id;
+    int32_t bos_id, eos_id, eot_id, pad_id, unk_id;
     int add_bos; /* Q4K_TOKENIZE_ADD_BOS adds BOS only when this is set */
     q4k_log_fn log; /* optional: warnings about odd vocabularies */
     void *log_user;
@@ -554,20 +576,34 @@ typedef struct q4k_vocab_desc {
 #define Q4K_TOKENIZE_ADD_BOS 2u /* start with BOS when the vocabulary asks for it */
 
 /* Build a tokenizer. Fails with Q4K_ERR_INVALID_ARG (merge naming a missing
-   token, id out of range, ...), Q4K_ERR_UNSUPPORTED (unknown pre-tokenizer)
-   or Q4K_ERR_OUT_OF_MEMORY; err says which entry is at fault. */
+   token, id out of range, missing or non-finite score, BYTE token not
+   spelled <0xAB>, ...), Q4K_ERR_UNSUPPORTED (unknown model or
+   pre-tokenizer) or Q4K_ERR_OUT_OF_MEMORY; err says which entry is at
+   fault. A llama vocabulary needs a BYTE token for each of the 256 bytes
+   or an unknown token, so that every text can be tokenized. */
 Q4K_API q4k_result q4k_tokenizer_create(const q4k_vocab_desc *d, q4k_tokenizer **out, q4k_error *err);
-/* Build a tokenizer from the tokenizer.ggml.* keys of a GGUF file. Only
-   byte-level BPE (tokenizer.ggml.model "gpt2") is implemented; SentencePiece
-   ("llama") gives Q4K_ERR_UNSUPPORTED. The q4k_gguf may be closed afterwards. */
+/* Build a tokenizer from the tokenizer.ggml.* keys of a GGUF file:
+   model "gpt2" (tokens, merges, pre, token_type) or "llama" (tokens,
+   scores, token_type; add_bos_token defaults to true, add_space_prefix to
+   true, unknown_token_id to the first UNKNOWN token). The q4k_gguf may be
+   closed afterwards. */
 Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **out, q4k_error *err);
 Q4K_API void q4k_tokenizer_free(q4k_tokenizer *tok);
 
 /* Tokenize len bytes of text: USER_DEFINED tokens (and CONTROL tokens with
-   Q4K_TOKENIZE_SPECIAL) are matched first, longest first; the text between
-   them is split by the pre-tokenizer's pattern and each piece merged by BPE.
-   A byte that is not part of valid UTF-8 counts as one character that is no
-   letter, number or space. Writes up to cap ids to out and the number of
+   Q4K_TOKENIZE_SPECIAL) are matched first, longest first.
+   gpt2: the text between them is split by the pre-tokenizer's pattern and
+   each piece merged by BPE. A byte that is not part of valid UTF-8 counts
+   as one character that is no letter, number or space.
+   llama (as llama.cpp does it): with add_space_prefix every piece of text
+   between special tokens (so the first one, and each one after a special
+   token) gets a space in front; spaces (and "▁" in the text) become "▁";
+   each piece starts as one symbol per UTF-8 character (a byte that is not
+   part of valid UTF-8 is a symbol of its own) and the adjacent pair whose
+   concatenation is the highest-scored NORMAL or USER_DEFINED token merges
+   (the leftmost of equals) until none does; a symbol left that is no token
+   becomes its bytes' BYTE tokens, or the unknown token when a byte has
+   none. Writes up to cap ids to out and the number of
    ids of the whole text to *n_out. When cap is too small it writes the first
    cap ids, sets *n_out to the count needed and returns Q4K_ERR_OVERFLOW;
    out = NULL with cap = 0 only counts (Q4K_OK). Texts longer than 2^31 - 1
@@ -577,10 +613,13 @@ Q4K_API q4k_result q4k_tokenize(const q4k_tokenizer *tok, const char *text, size
 
 /* The bytes a token stands for in generated text; "" (length 0) for CONTROL,
    UNUSED and UNKNOWN tokens, so <|im_end|> is never printed by accident.
+   SentencePiece tokens give their text with "▁" as " " ("▁the" gives
+   " the"), BYTE tokens <0xAB> their one byte.
    NUL-terminated, but may hold NUL bytes: use *len (optional). NULL for an id
    out of range. Valid until q4k_tokenizer_free. */
 Q4K_API const char *q4k_token_bytes(const q4k_tokenizer *tok, int32_t id, size_t *len);
-/* The same, with the text of CONTROL and UNUSED tokens too ("<|im_end|>"). */
+/* The same, with the text of CONTROL and UNUSED tokens too ("<|im_end|>");
+   byte tokens give their byte here too. */
 Q4K_API const char *q4k_token_text(const q4k_tokenizer *tok, int32_t id, size_t *len);
 
 Q4K_API int64_t q4k_tokenizer_n_vocab(const q4k_tokenizer *tok);
@@ -589,13 +628,18 @@ Q4K_API int32_t q4k_tokenizer_eos(const q4k_tokenizer *tok);
 Q4K_API int32_t q4k_tokenizer_eot(const q4k_tokenizer *tok);
 Q4K_API int32_t q4k_tokenizer_pad(const q4k_tokenizer *tok);
 Q4K_API int q4k_tokenizer_add_bos(const q4k_tokenizer *tok);
-/* "qwen2", "llama-bpe" or "gpt2" */
+/* "qwen2", "llama-bpe" or "gpt2" for byte-level BPE; "spm" for a
+   SentencePiece (tokenizer.ggml.model "llama") vocabulary. */
 Q4K_API const char *q4k_tokenizer_pre(const q4k_tokenizer *tok);
+/* The unknown token of a SentencePiece vocabulary; -1: none (and always -1
+   for byte-level BPE, which needs none). */
+Q4K_API int32_t q4k_tokenizer_unk(const q4k_tokenizer *tok);
 /* Length of the longest token, in bytes. */
 Q4K_API size_t q4k_tokenizer_max_token_len(const q4k_tokenizer *tok);
 /* Id of the token whose text is exactly `text` (NUL-terminated, plain bytes:
-   "<|im_start|>", " the"), -1 when none; ordinary tokens win over special
-   ones of the same text. */
+   "<|im_start|>", " the"; SentencePiece's "▁the" is found as " the"), -1
+   when none; ordinary tokens win over special ones of the same text (and,
+   in SentencePiece vocabularies, over BYTE tokens). */
 Q4K_API int32_t q4k_tokenizer_find(const q4k_tokenizer *tok, const char *text);
 /* Type of a token; Q4K_TOKEN_UNDEFINED for ids out of range. */
 Q4K_API q4k_token_type q4k_tokenizer_token_type(const q4k_tokenizer *tok, int32_t id);
@@ -854,7 +898,15 @@ Q4K_API int64_t q4k_argmax(const float *x, int64_t n);
 typedef enum q4k_chat_template {
     Q4K_CHAT_NONE = 0,   /* no template known: prompts are sent raw */
     Q4K_CHAT_CHATML = 1, /* qwen2: <|im_start|>role\n...<|im_end|>\n */
-    Q4K_CHAT_LLAMA3 = 2  /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    Q4K_CHAT_LLAMA3 = 2, /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+    /* Llama 2 chat, as Meta's reference code builds it:
+       <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]
+       A system message goes into the next user message (alone, when none
+       follows); without one there is no <<SYS>> block. Each user turn
+       starts with BOS written as the text <s>: tokenize with
+       Q4K_TOKENIZE_SPECIAL and without Q4K_TOKENIZE_ADD_BOS, or BOS comes
+       twice. The prompt of an answer ends with [/INST]. */
+    Q4K_CHAT_LLAMA2 = 3
 } q4k_chat_template;
 
 typedef struct q4k_chat_msg {
@@ -5177,7 +5229,7 @@ struct q4k_tokenizer {
     uint8_t *type;        /* q4k_token_type */
     uint8_t *tflags;      /* Q4K__TOKF_* */
     size_t max_len;
-    int32_t byte_id[256]; /* the token of each single byte */
+    int32_t byte_id[256]; /* the token of each single byte (SentencePiece: its BYTE token, -1 none) */
     /* bytes -> id (open addressing; -1 empty) */
     int32_t *map_id;
     uint32_t *map_hash;
@@ -5193,6 +5245,11 @@ struct q4k_tokenizer {
     int add_bos;
     int pre;
     int ignore_merges; /* look a whole pre-token up before BPE (Llama 3) */
+    /* SentencePiece */
+    int spm;
+    float *score;
+    int add_space_prefix;
+    int32_t unk;
 };
 
 #define Q4K__MKEY_EMPTY UINT64_MAX
@@ -5211,6 +5268,26 @@ static size_t q4k__hash_u64(uint64_t k) {
 
 static int q4k__tok_is_plain(int type) {
     return type == Q4K_TOKEN_NORMAL || type == Q4K_TOKEN_UNDEFINED || type == Q4K_TOKEN_BYTE;
+}
+
+/* Which of two tokens with the same bytes the map keeps (lower wins, then
+   the lower id). Byte-level BPE: plain tokens, so that BPE finds the
+   ordinary one. SentencePiece: NORMAL, then USER_DEFINED (the types
+   SentencePiece merges into), before BYTE tokens, whose byte is only the
+   fallback for a character that has no token. */
+static int q4k__map_prio(const q4k_tokenizer *t, int type) {
+    if (!t->spm) return q4k__tok_is_plain(type) ? 0 : 1;
+    switch (type) {
+    case Q4K_TOKEN_NORMAL: case Q4K_TOKEN_UNDEFINED: return 0;
+    case Q4K_TOKEN_USER_DEFINED: return 1;
+    case Q4K_TOKEN_BYTE: return 2;
+    default: return 3;
+    }
+}
+
+/* SentencePiece merges only into these (the pieces it matches in text). */
+static int q4k__spm_mergeable(int type) {
+    return type == Q4K_TOKEN_NORMAL || type == Q4K_TOKEN_UNDEFINED || type == Q4K_TOKEN_USER_DEFINED;
 }
 
 static const unsigned char *q4k__tok_str(const q4k_tokenizer *t, int32_t id, size_t *len) {
@@ -5233,8 +5310,8 @@ static int32_t q4k__map_find(const q4k_tokenizer *t, const unsigned char *s, siz
     }
 }
 
-/* Add token id; of two tokens with the same bytes the map keeps the first
-   plain one (BPE must find the ordinary token), else the first. */
+/* Add token id; of two tokens with the same bytes the map keeps the one
+   q4k__map_prio prefers, the first of equals. */
 static void q4k__map_add(q4k_tokenizer *t, int32_t id) {
     size_t n;
     const unsigned char *s = q4k__tok_str(t, id, &n);
@@ -5252,7 +5329,7 @@ static void q4k__map_add(q4k_tokenizer *t, int32_t id) {
         if (t->map_hash[i] != h) continue;
         p = q4k__tok_str(t, old, &l);
         if (l == n && !memcmp(p, s, n)) {
-            if (!q4k__tok_is_plain(t->type[old]) && q4k__tok_is_plain(t->type[id])) t->map_id[i] = id;
+            if (q4k__map_prio(t, t->type[id]) < q4k__map_prio(t, t->type[old])) t->map_id[i] = id;
             return;
         }
     }
@@ -5298,6 +5375,7 @@ Q4K_API void q4k_tokenizer_free(q4k_tokenizer *t) {
     Q4K_FREE(t->mrank);
     Q4K_FREE(t->mres);
     Q4K_FREE(t->special);
+    Q4K_FREE(t->score);
     Q4K_FREE(t);
 }
 
@@ -5357,6 +5435,36 @@ static int q4k__is_eog_text(const unsigned char *s, size_t n) {
     return 0;
 }
 
+/* The byte of a SentencePiece BYTE token spelled <0xAB>, -1 otherwise. */
+static int q4k__spm_byte_token(const unsigned char *s, size_t n) {
+    int v = 0;
+    size_t i;
+    if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return -1;
+    for (i = 3; i < 5; i++) {
+        unsigned c = s[i];
+        int h = c >= '0' && c <= '9' ? (int)(c - '0') : c >= 'A' && c <= 'F' ? (int)(c - 'A' + 10)
+              : c >= 'a' && c <= 'f' ? (int)(c - 'a' + 10) : -1;
+        if (h < 0) return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* Copy n bytes with each U+2581 "▁" (E2 96 81) turned into a space; the
+   output is never longer. Returns its length. */
+static size_t q4k__spm_unescape(const unsigned char *s, size_t n, unsigned char *out) {
+    size_t i = 0, o = 0;
+    while (i < n) {
+        if (i + 2 < n && s[i] == 0xE2 && s[i + 1] == 0x96 && s[i + 2] == 0x81) {
+            out[o++] = ' ';
+            i += 3;
+        } else {
+            out[o++] = s[i++];
+        }
+    }
+    return o;
+}
+
 /* `kp` prefixes key names in messages: "" for a descriptor,
    "tokenizer.ggml." for a GGUF file. */
 static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, q4k_tokenizer **out, q4k_error *err) {
@@ -5369,20 +5477,42 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     size_t n_special = 0;
     char e1[80], e2[80];
     q4k_result rc = Q4K_OK;
-    int pre;
+    int pre = Q4K__PRE_GPT2, spm = 0;
 
     if (out) *out = NULL;
     if (!d || !out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_tokenizer_create: desc and out must not be NULL");
+    if (d->model && *d->model && strcmp(d->model, "gpt2")) {
+        if (strcmp(d->model, "llama") && strcmp(d->model, "spm"))
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                             "%smodel = '%s' is not implemented (q4k knows 'gpt2', byte-level BPE, and 'llama', "
+                             "SentencePiece BPE)", kp, d->model);
+        spm = 1;
+    }
     n = d->n_tokens;
-    if (n < 256 || n > INT32_MAX - 1 || !d->tokens)
-        return q4k__fail(err, Q4K_ERR_INVALID_ARG,
-                         "%stokens: a byte-level BPE vocabulary needs 256 to 2^31-2 tokens, not %lld", kp, (long long)n);
-    if (d->n_merges < 0 || d->n_merges > INT32_MAX || (d->n_merges && !d->merges))
-        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%smerges: bad count %lld", kp, (long long)d->n_merges);
-    pre = q4k__pre_from_name(d->pre);
-    if (pre < 0)
-        return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                         "%spre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, gpt2/default)", kp, d->pre);
+    if (spm) {
+        if (n < 1 || n > INT32_MAX - 1 || !d->tokens)
+            return q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                             "%stokens: a SentencePiece vocabulary needs 1 to 2^31-2 tokens, not %lld", kp, (long long)n);
+        if (!d->scores)
+            return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%sscores: a SentencePiece vocabulary needs one score per token",
+                             kp);
+        if (d->n_merges)
+            return q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                             "%smerges: a SentencePiece vocabulary merges by score and has no merges (%lld given)", kp,
+                             (long long)d->n_merges);
+    } else {
+        if (n < 256 || n > INT32_MAX - 1 || !d->tokens)
+            return q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                             "%stokens: a byte-level BPE vocabulary needs 256 to 2^31-2 tokens, not %lld", kp,
+                             (long long)n);
+        if (d->n_merges < 0 || d->n_merges > INT32_MAX || (d->n_merges && !d->merges))
+            return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%smerges: bad count %lld", kp, (long long)d->n_merges);
+        pre = q4k__pre_from_name(d->pre);
+        if (pre < 0)
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                             "%spre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, gpt2/default)", kp,
+                             d->pre);
+    }
 
     t = (q4k_tokenizer *)Q4K_MALLOC(sizeof *t);
     if (!t) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
@@ -5390,8 +5520,10 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     t->n_vocab = n;
     t->pre = pre;
     t->ignore_merges = pre == Q4K__PRE_LLAMA3;
-    t->bos = t->eos = t->eot = t->pad = -1;
+    t->bos = t->eos = t->eot = t->pad = t->unk = -1;
     t->add_bos = d->add_bos != 0;
+    t->spm = spm;
+    t->add_space_prefix = spm && d->add_space_prefix;
 
     for (i = 0; i < n; i++) {
         size_t l;
@@ -5413,6 +5545,10 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     if (!t->text || !t->off || !t->type || !t->tflags || !t->map_id || !t->map_hash) goto oom;
     memset(t->map_id, 0xff, cap * sizeof *t->map_id);
     memset(t->tflags, 0, (size_t)n);
+    if (spm) {
+        t->score = (float *)Q4K_MALLOC((size_t)n * sizeof *t->score);
+        if (!t->score) goto oom;
+    }
 
     /* token bytes: byte-level strings are decoded once, here; CONTROL and
        USER_DEFINED tokens are plain text */
@@ -5428,7 +5564,33 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
         }
         t->type[i] = (uint8_t)ty;
         t->off[i] = o;
-        if (ty != Q4K_TOKEN_CONTROL && ty != Q4K_TOKEN_USER_DEFINED) dl = q4k__bytelevel_decode(s, l, t->text + o);
+        if (spm) {
+            float sc = d->scores[i];
+            if (!(sc - sc == 0.0f)) { /* NaN or infinite */
+                rc = q4k__fail(err, Q4K_ERR_INVALID_ARG, "%sscores[%lld] = %g is not a finite number", kp,
+                               (long long)i, (double)sc);
+                goto fail;
+            }
+            t->score[i] = sc;
+            if (ty == Q4K_TOKEN_BYTE) {
+                int b = q4k__spm_byte_token(s, l);
+                if (b < 0) {
+                    rc = q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                                   "%stokens[%lld] = '%s' is a BYTE token but is not spelled <0xAB>", kp, (long long)i,
+                                   q4k__esc(s, l, e1));
+                    goto fail;
+                }
+                t->text[o] = (unsigned char)b;
+                dl = 1;
+            } else if (ty == Q4K_TOKEN_CONTROL || ty == Q4K_TOKEN_UNKNOWN) {
+                if (l) memcpy(t->text + o, s, l);
+                dl = (int64_t)l;
+            } else {
+                dl = (int64_t)q4k__spm_unescape(s, l, t->text + o);
+            }
+        } else if (ty != Q4K_TOKEN_CONTROL && ty != Q4K_TOKEN_USER_DEFINED) {
+            dl = q4k__bytelevel_decode(s, l, t->text + o);
+        }
         if (dl < 0) {
             /* plain text, or a string that is not in byte-level form (kept
                as it is, so it still prints) */
@@ -5445,6 +5607,34 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
         q4k__log(d->log, d->log_user, Q4K_LOG_WARN,
                  "tokenizer: %lld tokens are not in byte-level form; they are used as plain text", (long long)n_raw);
     for (i = 0; i < n; i++) q4k__map_add(t, (int32_t)i);
+
+    if (spm) {
+        int missing = -1;
+        for (i = 0; i < 256; i++) t->byte_id[i] = -1;
+        for (i = n - 1; i >= 0; i--) /* the first BYTE token of each byte */
+            if (t->type[i] == Q4K_TOKEN_BYTE) t->byte_id[t->text[t->off[i]]] = (int32_t)i;
+        if (d->set_ids) {
+            if (d->unk_id < -1 || d->unk_id >= n) {
+                rc = q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                               "%sunknown_token_id = %ld is out of range (the vocabulary has %lld tokens)", kp,
+                               (long)d->unk_id, (long long)n);
+                goto fail;
+            }
+            t->unk = d->unk_id;
+        } else {
+            for (i = 0; i < n && t->unk < 0; i++)
+                if (t->type[i] == Q4K_TOKEN_UNKNOWN) t->unk = (int32_t)i;
+        }
+        for (i = 255; i >= 0; i--)
+            if (t->byte_id[i] < 0) missing = (int)i;
+        if (missing >= 0 && t->unk < 0) {
+            rc = q4k__fail(err, Q4K_ERR_INVALID_ARG,
+                           "%stokens: no BYTE token <0x%02X> and no unknown token, so a text holding that byte "
+                           "could not be tokenized", kp, (unsigned)missing);
+            goto fail;
+        }
+        goto special_ids; /* no byte table or merges to build */
+    }
 
     for (i = 0; i < 256; i++) {
         unsigned char b = (unsigned char)i;
@@ -5522,6 +5712,7 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
         q4k__log(d->log, d->log_user, Q4K_LOG_WARN,
                  "tokenizer: %lld merges join or make special tokens; left out", (long long)n_skipped);
 
+special_ids:
     /* special ids */
     if (d->set_ids) {
         const int32_t ids[4] = {d->bos_id, d->eos_id, d->eot_id, d->pad_id};
@@ -5638,9 +5829,10 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
     const char **tokens = NULL, **merges = NULL;
     size_t *token_lens = NULL, *merge_lens = NULL;
     int32_t *types = NULL;
+    float *scores = NULL;
     q4k_vocab_desc d;
     q4k_result rc;
-    int add_bos;
+    int add_bos, spm;
 
     if (out) *out = NULL;
     if (!g || !out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_tokenizer_from_gguf: g and out must not be NULL");
@@ -5649,24 +5841,25 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
     rc = q4k_gguf_get_str(g, "tokenizer.ggml.model", &model);
     if (rc == Q4K_ERR_NOT_FOUND) return q4k__fail(err, rc, "tokenizer.ggml.model is missing: the file has no tokenizer");
     if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.model: %s (want a string)", q4k_result_string(rc));
-    if (!strcmp(model, "llama"))
+    spm = !strcmp(model, "llama");
+    if (!spm && strcmp(model, "gpt2"))
         return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                         "tokenizer.ggml.model = 'llama' (SentencePiece) is not implemented; q4k implements 'gpt2' "
-                         "(byte-level BPE: Qwen2, Llama 3)");
-    if (strcmp(model, "gpt2"))
-        return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                         "tokenizer.ggml.model = '%s' is not implemented; q4k implements 'gpt2' (byte-level BPE)", model);
+                         "tokenizer.ggml.model = '%s' is not implemented; q4k implements 'gpt2' (byte-level BPE) and "
+                         "'llama' (SentencePiece BPE)", model);
 
-    rc = q4k_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
-    if (rc == Q4K_ERR_NOT_FOUND)
-        return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                         "tokenizer.ggml.pre is missing: q4k needs it to choose the pre-tokenizer (qwen2, llama-bpe, "
-                         "default); convert the model again with a current converter");
-    if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.pre: %s (want a string)", q4k_result_string(rc));
-    if (q4k__pre_from_name(pre) < 0)
-        return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                         "tokenizer.ggml.pre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, default)",
-                         pre);
+    /* SentencePiece has no pre-tokenizer: tokenizer.ggml.pre is not read */
+    if (!spm) {
+        rc = q4k_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+        if (rc == Q4K_ERR_NOT_FOUND)
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                             "tokenizer.ggml.pre is missing: q4k needs it to choose the pre-tokenizer (qwen2, llama-bpe, "
+                             "default); convert the model again with a current converter");
+        if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.pre: %s (want a string)", q4k_result_string(rc));
+        if (q4k__pre_from_name(pre) < 0)
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                             "tokenizer.ggml.pre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, "
+                             "default)", pre);
+    }
 
     rc = q4k_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_tok);
     if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.tokens: %s", q4k_result_string(rc));
@@ -5676,15 +5869,20 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
         return q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.tokens has %llu entries (at most 2^31-2)",
                          (unsigned long long)n_tok);
 
-    rc = q4k_gguf_get_arr(g, "tokenizer.ggml.merges", &et, &n_merge);
-    if (rc == Q4K_ERR_NOT_FOUND)
-        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "tokenizer.ggml.merges is missing (a byte-level BPE vocabulary needs it)");
-    if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.merges: %s", q4k_result_string(rc));
-    if (et != Q4K_GGUF_STRING)
-        return q4k__fail(err, Q4K_ERR_TYPE_MISMATCH, "tokenizer.ggml.merges is an array of type %d, not of strings", (int)et);
-    if (n_merge > (uint64_t)INT32_MAX)
-        return q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.merges has %llu entries (at most 2^31-1)",
-                         (unsigned long long)n_merge);
+    /* SentencePiece merges by score: tokenizer.ggml.merges is not read */
+    if (!spm) {
+        rc = q4k_gguf_get_arr(g, "tokenizer.ggml.merges", &et, &n_merge);
+        if (rc == Q4K_ERR_NOT_FOUND)
+            return q4k__fail(err, Q4K_ERR_BAD_MODEL,
+                             "tokenizer.ggml.merges is missing (a byte-level BPE vocabulary needs it)");
+        if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.merges: %s", q4k_result_string(rc));
+        if (et != Q4K_GGUF_STRING)
+            return q4k__fail(err, Q4K_ERR_TYPE_MISMATCH, "tokenizer.ggml.merges is an array of type %d, not of strings",
+                             (int)et);
+        if (n_merge > (uint64_t)INT32_MAX)
+            return q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.merges has %llu entries (at most 2^31-1)",
+                             (unsigned long long)n_merge);
+    }
 
     tokens = (const char **)Q4K_MALLOC((size_t)(n_tok ? n_tok : 1) * sizeof *tokens);
     token_lens = (size_t *)Q4K_MALLOC((size_t)(n_tok ? n_tok : 1) * sizeof *token_lens);
@@ -5746,6 +5944,58 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
         goto done;
     }
 
+    if (spm) {
+        uint64_t n_score = 0;
+        const void *data = NULL;
+        rc = q4k_gguf_get_arr(g, "tokenizer.ggml.scores", &et, &n_score);
+        if (rc == Q4K_ERR_NOT_FOUND) {
+            rc = q4k__fail(err, Q4K_ERR_BAD_MODEL, "tokenizer.ggml.scores is missing (a SentencePiece vocabulary needs it)");
+            goto done;
+        }
+        if (rc != Q4K_OK) {
+            q4k__fail(err, rc, "tokenizer.ggml.scores: %s", q4k_result_string(rc));
+            goto done;
+        }
+        if (et != Q4K_GGUF_FLOAT32) {
+            rc = q4k__fail(err, Q4K_ERR_TYPE_MISMATCH, "tokenizer.ggml.scores is an array of %s, not of FLOAT32",
+                           q4k_gguf_type_name(et));
+            goto done;
+        }
+        if (n_score != n_tok) {
+            rc = q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.scores has %llu entries for %llu tokens",
+                           (unsigned long long)n_score, (unsigned long long)n_tok);
+            goto done;
+        }
+        rc = q4k_gguf_get_arr_data(g, "tokenizer.ggml.scores", &data);
+        if (rc != Q4K_OK) {
+            q4k__fail(err, rc, "tokenizer.ggml.scores: %s", q4k_result_string(rc));
+            goto done;
+        }
+        scores = (float *)Q4K_MALLOC((size_t)(n_tok ? n_tok : 1) * sizeof *scores);
+        if (!scores) {
+            rc = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+            goto done;
+        }
+        for (i = 0; i < n_tok; i++) { /* little-endian, maybe unaligned */
+            const unsigned char *p = (const unsigned char *)data + 4 * i;
+            uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+            memcpy(&scores[i], &u, 4);
+        }
+        d.model = "llama";
+        d.scores = scores;
+        rc = q4k_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &d.add_space_prefix);
+        if (rc == Q4K_ERR_NOT_FOUND) {
+            d.add_space_prefix = 1;
+        } else if (rc != Q4K_OK) {
+            q4k__fail(err, rc, "tokenizer.ggml.add_space_prefix: %s (want a bool)", q4k_result_string(rc));
+            goto done;
+        }
+        if ((rc = q4k__gguf_token_id(g, "tokenizer.ggml.unknown_token_id", &d.unk_id, err)) != Q4K_OK) goto done;
+        if (d.unk_id < 0 && types) /* absent: the first UNKNOWN token, as without set_ids */
+            for (i = 0; i < n_tok && d.unk_id < 0; i++)
+                if (types[i] == Q4K_TOKEN_UNKNOWN) d.unk_id = (int32_t)i;
+    }
+
     d.set_ids = 1;
     if ((rc = q4k__gguf_token_id(g, "tokenizer.ggml.bos_token_id", &d.bos_id, err)) != Q4K_OK ||
         (rc = q4k__gguf_token_id(g, "tokenizer.ggml.eos_token_id", &d.eos_id, err)) != Q4K_OK ||
@@ -5754,7 +6004,7 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
         goto done;
     rc = q4k_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos);
     if (rc == Q4K_ERR_NOT_FOUND) {
-        add_bos = q4k__pre_from_name(pre) == Q4K__PRE_LLAMA3;
+        add_bos = spm || q4k__pre_from_name(pre) == Q4K__PRE_LLAMA3;
     } else if (rc != Q4K_OK) {
         q4k__fail(err, rc, "tokenizer.ggml.add_bos_token: %s (want a bool)", q4k_result_string(rc));
         goto done;
@@ -5776,6 +6026,7 @@ done:
     Q4K_FREE(merges);
     Q4K_FREE(merge_lens);
     Q4K_FREE(types);
+    Q4K_FREE(scores);
     return rc;
 }
 
@@ -5789,8 +6040,11 @@ Q4K_API int32_t q4k_tokenizer_pad(const q4k_tokenizer *t) { return t ? t->pad : 
 Q4K_API int q4k_tokenizer_add_bos(const q4k_tokenizer *t) { return t ? t->add_bos : 0; }
 Q4K_API size_t q4k_tokenizer_max_token_len(const q4k_tokenizer *t) { return t ? t->max_len : 0; }
 
+Q4K_API int32_t q4k_tokenizer_unk(const q4k_tokenizer *t) { return t ? t->unk : -1; }
+
 Q4K_API const char *q4k_tokenizer_pre(const q4k_tokenizer *t) {
     if (!t) return "";
+    if (t->spm) return "spm";
     return t->pre == Q4K__PRE_QWEN2 ? "qwen2" : t->pre == Q4K__PRE_LLAMA3 ? "llama-bpe" : "gpt2";
 }
 
@@ -5965,6 +6219,13 @@ typedef struct q4k__bpe_item {
     int32_t rank, left, right;
 } q4k__bpe_item;
 
+/* a SentencePiece pair: symbols at byte offsets left and left + (its
+   length), which together spell token id of that score */
+typedef struct q4k__spm_item {
+    float score;
+    int32_t left, size, id;
+} q4k__spm_item;
+
 typedef struct q4k__tokctx {
     const q4k_tokenizer *t;
     int32_t *out;
@@ -5973,6 +6234,13 @@ typedef struct q4k__tokctx {
     int32_t *sym, *next, *prev;
     q4k__bpe_item *heap;
     size_t n_heap, scap;
+    /* SentencePiece scratch, grown to the longest text fragment: the
+       fragment's bytes, and per symbol (indexed by its first byte) its
+       length (0: merged into the symbol before it) and neighbours */
+    unsigned char *wbuf;
+    int32_t *slen, *snext, *sprev;
+    q4k__spm_item *sheap;
+    size_t n_sheap, wcap;
 } q4k__tokctx;
 
 static void q4k__emit(q4k__tokctx *c, int32_t id) {
@@ -6075,7 +6343,135 @@ static q4k_result q4k__bpe(q4k__tokctx *c, const unsigned char *w, size_t n) {
     return Q4K_OK;
 }
 
+/* ---- SentencePiece BPE ---------------------------------------------------- */
+
+/* a comes out of the heap before b: the higher score, the leftmost of equals */
+static int q4k__spm_before(const q4k__spm_item *a, const q4k__spm_item *b) {
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static void q4k__spm_push(q4k__tokctx *c, int32_t left, int32_t right) {
+    const q4k_tokenizer *t = c->t;
+    q4k__spm_item it;
+    int32_t id;
+    size_t k;
+    if (left < 0 || right < 0) return;
+    it.size = c->slen[left] + c->slen[right];
+    id = q4k__map_find(t, c->wbuf + left, (size_t)it.size);
+    if (id < 0 || !q4k__spm_mergeable(t->type[id])) return;
+    it.score = t->score[id];
+    it.left = left;
+    it.id = id;
+    k = c->n_sheap++;
+    while (k > 0) {
+        size_t p = (k - 1) / 2;
+        if (!q4k__spm_before(&it, &c->sheap[p])) break;
+        c->sheap[k] = c->sheap[p];
+        k = p;
+    }
+    c->sheap[k] = it;
+}
+
+static q4k__spm_item q4k__spm_pop(q4k__tokctx *c) {
+    q4k__spm_item top = c->sheap[0], last = c->sheap[--c->n_sheap];
+    size_t k = 0, n = c->n_sheap;
+    for (;;) {
+        size_t m = 2 * k + 1;
+        if (m >= n) break;
+        if (m + 1 < n && q4k__spm_before(&c->sheap[m + 1], &c->sheap[m])) m++;
+        if (!q4k__spm_before(&c->sheap[m], &last)) break;
+        c->sheap[k] = c->sheap[m];
+        k = m;
+    }
+    if (n) c->sheap[k] = last;
+    return top;
+}
+
+static q4k_result q4k__spm_reserve(q4k__tokctx *c, size_t n) {
+    size_t cap = n < 64 ? 64 : n;
+    if (n <= c->wcap) return Q4K_OK;
+    Q4K_FREE(c->wbuf);
+    Q4K_FREE(c->slen);
+    Q4K_FREE(c->snext);
+    Q4K_FREE(c->sprev);
+    Q4K_FREE(c->sheap);
+    c->wbuf = (unsigned char *)Q4K_MALLOC(cap);
+    c->slen = (int32_t *)Q4K_MALLOC(cap * sizeof *c->slen);
+    c->snext = (int32_t *)Q4K_MALLOC(cap * sizeof *c->snext);
+    c->sprev = (int32_t *)Q4K_MALLOC(cap * sizeof *c->sprev);
+    /* at most n - 1 pairs at first and two new ones per merge */
+    c->sheap = (q4k__spm_item *)Q4K_MALLOC(3 * cap * sizeof *c->sheap);
+    c->wcap = cap;
+    if (!c->wbuf || !c->slen || !c->snext || !c->sprev || !c->sheap) {
+        c->wcap = 0;
+        return Q4K_ERR_OUT_OF_MEMORY;
+    }
+    return Q4K_OK;
+}
+
+/* One piece of text between special tokens, tokenized as SentencePiece's
+   BPE does it: symbols start as characters; the pair making the token of
+   the highest score merges, the leftmost of equals, until no pair makes a
+   token. A pushed pair is stale once either side has merged since (its
+   size no longer equals the two lengths: lengths only grow). */
+static q4k_result q4k__spm_fragment(q4k__tokctx *c, const unsigned char *s, size_t a, size_t b) {
+    const q4k_tokenizer *t = c->t;
+    size_t n = 0, i;
+    int32_t k, last = -1;
+    q4k_result rc;
+    if (a >= b) return Q4K_OK; /* llama.cpp gives an empty piece no space either */
+    if (b - a >= (size_t)INT32_MAX) return Q4K_ERR_INVALID_ARG;
+    if ((rc = q4k__spm_reserve(c, b - a + 1)) != Q4K_OK) return rc;
+    if (t->add_space_prefix) c->wbuf[n++] = ' ';
+    /* tokens hold spaces where SentencePiece writes "▁": a "▁" in the text
+       means a space too, as it does for SentencePiece */
+    n += q4k__spm_unescape(s + a, b - a, c->wbuf + n);
+    for (i = 0; i < n;) {
+        uint32_t cp, l = q4k__utf8_decode(c->wbuf + i, n - i, &cp);
+        if (!l) l = 1; /* not valid UTF-8: the byte alone */
+        c->slen[i] = (int32_t)l;
+        c->sprev[i] = last;
+        c->snext[i] = -1;
+        if (last >= 0) c->snext[last] = (int32_t)i;
+        last = (int32_t)i;
+        i += l;
+    }
+    c->n_sheap = 0;
+    for (k = 0; c->snext[k] >= 0; k = c->snext[k]) q4k__spm_push(c, k, c->snext[k]);
+    while (c->n_sheap) {
+        q4k__spm_item it = q4k__spm_pop(c);
+        int32_t l = it.left, r = c->snext[l];
+        if (!c->slen[l] || r < 0 || c->slen[l] + c->slen[r] != it.size) continue;
+        c->slen[l] = it.size;
+        c->slen[r] = 0;
+        c->snext[l] = c->snext[r];
+        if (c->snext[r] >= 0) c->sprev[c->snext[r]] = l;
+        q4k__spm_push(c, c->sprev[l], l);
+        q4k__spm_push(c, l, c->snext[l]);
+    }
+    for (k = 0; k >= 0; k = c->snext[k]) {
+        const unsigned char *w = c->wbuf + k;
+        size_t j, l = (size_t)c->slen[k];
+        int32_t id = q4k__map_find(t, w, l);
+        if (id >= 0 && q4k__spm_mergeable(t->type[id])) {
+            q4k__emit(c, id);
+            continue;
+        }
+        /* only a single character is left without a token: its bytes, or
+           the unknown token when one of them has no byte token (the
+           vocabulary has an unknown token then: checked at creation) */
+        for (j = 0; j < l && t->byte_id[w[j]] >= 0; j++) {}
+        if (j < l) {
+            q4k__emit(c, t->unk);
+            continue;
+        }
+        for (j = 0; j < l; j++) q4k__emit(c, t->byte_id[w[j]]);
+    }
+    return Q4K_OK;
+}
+
 static q4k_result q4k__encode_fragment(q4k__tokctx *c, const unsigned char *s, size_t a, size_t b) {
+    if (c->t->spm) return q4k__spm_fragment(c, s, a, b);
     while (a < b) {
         size_t e = q4k__pretok_next(s, b, a, c->t->pre);
         q4k_result rc = q4k__bpe(c, s + a, e - a);
@@ -6132,6 +6528,13 @@ Q4K_API q4k_result q4k_tokenize(const q4k_tokenizer *t, const char *text, size_t
     Q4K_FREE(c.next);
     Q4K_FREE(c.prev);
     Q4K_FREE(c.heap);
+    Q4K_FREE(c.wbuf);
+    Q4K_FREE(c.slen);
+    Q4K_FREE(c.snext);
+    Q4K_FREE(c.sprev);
+    Q4K_FREE(c.sheap);
+    if (rc == Q4K_ERR_INVALID_ARG)
+        return q4k__fail(err, rc, "q4k_tokenize: a piece of text of 2^31-1 bytes or more (with the space in front)");
     if (rc != Q4K_OK) return q4k__fail(err, rc, "q4k_tokenize: out of memory (text of %llu bytes)", (unsigned long long)len);
     *n_out = c.n;
     if (c.n > cap && !(out == NULL && cap == 0))
@@ -7482,6 +7885,26 @@ Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int
             q4k__buf_add(&b, "<|end_header_id|>\n\n");
             q4k__buf_add(&b, msgs[i].content);
             q4k__buf_add(&b, "<|eot_id|>");
+        } else if (t == Q4K_CHAT_LLAMA2) {
+            if (!strcmp(msgs[i].role, "assistant")) {
+                q4k__buf_add(&b, " ");
+                q4k__buf_add(&b, msgs[i].content);
+                q4k__buf_add(&b, " </s>");
+                continue;
+            }
+            q4k__buf_add(&b, "<s>[INST] ");
+            if (!strcmp(msgs[i].role, "system")) {
+                q4k__buf_add(&b, "<<SYS>>\n");
+                q4k__buf_add(&b, msgs[i].content);
+                q4k__buf_add(&b, "\n<</SYS>>\n\n");
+                if (i + 1 >= n || strcmp(msgs[i + 1].role, "user")) {
+                    q4k__buf_add(&b, " [/INST]");
+                    continue;
+                }
+                i++;
+            }
+            q4k__buf_add(&b, msgs[i].content);
+            q4k__buf_add(&b, " [/INST]");
         } else {
             q4k__buf_add(&b, msgs[i].content);
         }

@@ -627,6 +627,24 @@ static void test_chat_templates(void) {
     T_CHECK(t && !strcmp(t, "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
             "llama3: %s", t ? t : "(null)");
     q4k_free(t);
+    t = q4k_chat_format(Q4K_CHAT_LLAMA2, msgs, 2, 1);
+    T_CHECK(t && !strcmp(t, "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST]"), "llama2 with a system prompt: %s",
+            t ? t : "(null)");
+    q4k_free(t);
+    t = q4k_chat_format(Q4K_CHAT_LLAMA2, msgs + 1, 1, 1);
+    T_CHECK(t && !strcmp(t, "<s>[INST] Hi [/INST]"), "llama2 without: %s", t ? t : "(null)");
+    q4k_free(t);
+    {
+        q4k_chat_msg conv[4] = {{"system", "S"}, {"user", "Hi"}, {"assistant", "Hello."}, {"user", "Bye"}};
+        t = q4k_chat_format(Q4K_CHAT_LLAMA2, conv, 4, 1);
+        T_CHECK(t && !strcmp(t, "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST] Hello. </s><s>[INST] Bye [/INST]"),
+                "llama2 conversation: %s", t ? t : "(null)");
+        q4k_free(t);
+        t = q4k_chat_format(Q4K_CHAT_LLAMA2, conv, 1, 1);
+        T_CHECK(t && !strcmp(t, "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\n [/INST]"), "llama2 system alone: %s",
+                t ? t : "(null)");
+        q4k_free(t);
+    }
 }
 
 static void test_rope_angles(void) {

@@ -6,6 +6,7 @@
 #include "t.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 
 /* ---- the Qwen vocabulary ------------------------------------------------- */
@@ -1078,8 +1079,14 @@ static void test_from_gguf(void) {
 
     make_gguf(&b, &v, merges, 2, "llama", "qwen2", (uint32_t)ctl);
     if (q4k_gguf_open_memory(b.p, b.n, NULL, &g, &err) == Q4K_OK) {
-        T_CHECK(q4k_tokenizer_from_gguf(g, &t, &err) == Q4K_ERR_UNSUPPORTED, "SentencePiece refused");
-        T_CHECK(strstr(err.msg, "SentencePiece") != NULL, "message: %s", err.msg);
+        T_CHECK(q4k_tokenizer_from_gguf(g, &t, &err) == Q4K_ERR_BAD_MODEL, "SentencePiece without scores");
+        T_CHECK(strstr(err.msg, "tokenizer.ggml.scores is missing") != NULL, "message: %s", err.msg);
+        q4k_gguf_close(g);
+    }
+    make_gguf(&b, &v, merges, 2, "bert", "qwen2", (uint32_t)ctl);
+    if (q4k_gguf_open_memory(b.p, b.n, NULL, &g, &err) == Q4K_OK) {
+        T_CHECK(q4k_tokenizer_from_gguf(g, &t, &err) == Q4K_ERR_UNSUPPORTED, "unknown model refused");
+        T_CHECK(strstr(err.msg, "'bert'") != NULL, "message: %s", err.msg);
         q4k_gguf_close(g);
     }
     make_gguf(&b, &v, merges, 2, "gpt2", NULL, (uint32_t)ctl);
@@ -1103,6 +1110,540 @@ static void test_from_gguf(void) {
     free(b.p);
 }
 
+/* ---- SentencePiece ---------------------------------------------------------- */
+
+#define SP "\xE2\x96\x81" /* U+2581, SentencePiece's space */
+
+/* <unk> <s> </s>, optionally the 256 byte tokens <0x00>..<0xFF>, then
+   tokens added with spm_add */
+typedef struct spm_vocab {
+    char strs[600][24];
+    const char *tokens[600];
+    int32_t types[600];
+    float scores[600];
+    int64_t n;
+} spm_vocab;
+
+static int32_t spm_add(spm_vocab *v, const char *s, int type, float score) {
+    snprintf(v->strs[v->n], sizeof v->strs[0], "%s", s);
+    v->tokens[v->n] = v->strs[v->n];
+    v->types[v->n] = type;
+    v->scores[v->n] = score;
+    return (int32_t)v->n++;
+}
+
+static void spm_init(spm_vocab *v, int bytes) {
+    int b;
+    memset(v, 0, sizeof *v);
+    spm_add(v, "<unk>", Q4K_TOKEN_UNKNOWN, 0);
+    spm_add(v, "<s>", Q4K_TOKEN_CONTROL, 0);
+    spm_add(v, "</s>", Q4K_TOKEN_CONTROL, 0);
+    for (b = 0; bytes && b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        spm_add(v, name, Q4K_TOKEN_BYTE, 0);
+    }
+}
+
+static void spm_desc(const spm_vocab *v, q4k_vocab_desc *d, int space_prefix) {
+    memset(d, 0, sizeof *d);
+    d->model = "llama";
+    d->n_tokens = v->n;
+    d->tokens = v->tokens;
+    d->token_types = v->types;
+    d->scores = v->scores;
+    d->add_space_prefix = space_prefix;
+    d->set_ids = 1;
+    d->bos_id = 1;
+    d->eos_id = 2;
+    d->eot_id = -1;
+    d->pad_id = -1;
+    d->unk_id = 0;
+    d->add_bos = 1;
+}
+
+static q4k_tokenizer *spm_make(const spm_vocab *v, int space_prefix) {
+    q4k_vocab_desc d;
+    q4k_tokenizer *t = NULL;
+    q4k_error err;
+    spm_desc(v, &d, space_prefix);
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_OK, "create: %s", err.msg);
+    return t;
+}
+
+/* ids equal want[0..n_want) */
+static int ids_are(const q4k_tokenizer *t, const char *text, unsigned flags, const int32_t *want, int64_t n_want) {
+    int64_t n, i;
+    int32_t *ids = tok_all(t, text, strlen(text), flags, &n);
+    int ok = n == n_want;
+    for (i = 0; ok && i < n; i++) ok = ids[i] == want[i];
+    if (!ok) {
+        printf("  '%s': got", text);
+        for (i = 0; i < n; i++) printf(" %d", (int)ids[i]);
+        printf(", want");
+        for (i = 0; i < n_want; i++) printf(" %d", (int)want[i]);
+        printf("\n");
+    }
+    free(ids);
+    return ok;
+}
+#define IDS_ARE(t, text, flags, ...)                                                                           \
+    do {                                                                                                       \
+        const int32_t want_[] = {__VA_ARGS__};                                                                 \
+        T_CHECK(ids_are(t, text, flags, want_, (int64_t)(sizeof want_ / sizeof want_[0])), "ids of '%s'", text); \
+    } while (0)
+#define BYTE_TOK(b) (3 + (b))
+
+static void test_spm_merge_order(void) {
+    spm_vocab v;
+    q4k_tokenizer *t;
+    int32_t sp, a, b, c, spa, ab, bc, abc, aa;
+    /* "▁a" scores best: "▁abc" is ▁a + bc; then "ab" scoring best: ▁ + abc */
+    spm_init(&v, 1);
+    sp = spm_add(&v, SP, 1, -10);
+    a = spm_add(&v, "a", 1, -11);
+    b = spm_add(&v, "b", 1, -12);
+    c = spm_add(&v, "c", 1, -13);
+    spa = spm_add(&v, SP "a", 1, -0.5f);
+    ab = spm_add(&v, "ab", 1, -1);
+    bc = spm_add(&v, "bc", 1, -2);
+    abc = spm_add(&v, "abc", 1, -3);
+    aa = spm_add(&v, "aa", 1, -4);
+    t = spm_make(&v, 1);
+    if (!t) return;
+    IDS_ARE(t, "abc", 0, spa, bc);
+    IDS_ARE(t, "abc abc", 0, spa, bc, spa, bc);
+    q4k_tokenizer_free(t);
+    /* without the prefix "ab" scores best, then "abc" */
+    t = spm_make(&v, 0);
+    if (!t) return;
+    IDS_ARE(t, "abc", 0, abc);
+    IDS_ARE(t, "cab", 0, c, ab);
+    IDS_ARE(t, "bca", 0, bc, a);
+    /* ties: the leftmost pair */
+    IDS_ARE(t, "aaa", 0, aa, a);
+    IDS_ARE(t, "aaaaa", 0, aa, aa, a);
+    IDS_ARE(t, " a", 0, spa);
+    q4k_tokenizer_free(t);
+    v.scores[spa] = -5; /* now "ab" is best everywhere */
+    t = spm_make(&v, 1);
+    if (!t) return;
+    IDS_ARE(t, "abc", 0, sp, abc);
+    IDS_ARE(t, "b", 0, sp, b);
+    T_CHECK(!strcmp(q4k_tokenizer_pre(t), "spm"), "pre %s", q4k_tokenizer_pre(t));
+    q4k_tokenizer_free(t);
+}
+
+static void test_spm_byte_fallback_and_unknown(void) {
+    spm_vocab v;
+    q4k_tokenizer *t;
+    int32_t sp, a, spa;
+    spm_init(&v, 1);
+    sp = spm_add(&v, SP, 1, -10);
+    a = spm_add(&v, "a", 1, -11);
+    spa = spm_add(&v, SP "a", 1, -1);
+    /* a NORMAL token for one byte wins over its BYTE token */
+    t = spm_make(&v, 1);
+    if (!t) return;
+    IDS_ARE(t, "a\xC3\xA9" "a", 0, spa, BYTE_TOK(0xC3), BYTE_TOK(0xA9), a);
+    IDS_ARE(t, "\xFF" "a", 0, sp, BYTE_TOK(0xFF), a);            /* a byte that is no UTF-8 */
+    IDS_ARE(t, "\xE2\x82", 0, sp, BYTE_TOK(0xE2), BYTE_TOK(0x82)); /* a cut sequence: each byte */
+    IDS_ARE(t, "\xF0\x9F\x98\x80", 0, sp, BYTE_TOK(0xF0), BYTE_TOK(0x9F), BYTE_TOK(0x98), BYTE_TOK(0x80));
+    IDS_ARE(t, "\n", 0, sp, BYTE_TOK('\n'));
+    T_CHECK(q4k_tokenizer_find(t, "a") == a, "find 'a' gives the NORMAL token: %d", (int)q4k_tokenizer_find(t, "a"));
+    T_CHECK(q4k_tokenizer_find(t, " a") == spa, "find ' a'");
+    T_CHECK(q4k_tokenizer_find(t, SP "a") == -1, "tokens are found by their bytes, not by their '▁' form");
+    T_CHECK(q4k_tokenizer_unk(t) == 0, "unk %d", (int)q4k_tokenizer_unk(t));
+    q4k_tokenizer_free(t);
+    /* no byte tokens: one unknown token per character that has no token */
+    spm_init(&v, 0);
+    sp = spm_add(&v, SP, 1, -10);
+    a = spm_add(&v, "a", 1, -11);
+    spa = spm_add(&v, SP "a", 1, -1);
+    t = spm_make(&v, 1);
+    if (!t) return;
+    IDS_ARE(t, "a\xC3\xA9\xC3\xA9" "a", 0, spa, 0, 0, a);
+    IDS_ARE(t, "\xFF", 0, sp, 0);
+    q4k_tokenizer_free(t);
+}
+
+static void test_spm_space_prefix_and_specials(void) {
+    spm_vocab v;
+    q4k_tokenizer *t;
+    int32_t sp, a, b, spa, spb, ud, unused, ab;
+    spm_init(&v, 1);
+    sp = spm_add(&v, SP, 1, -10);
+    a = spm_add(&v, "a", 1, -11);
+    b = spm_add(&v, "b", 1, -12);
+    spa = spm_add(&v, SP "a", 1, -1);
+    spb = spm_add(&v, SP "b", 1, -2);
+    ud = spm_add(&v, "<u>", Q4K_TOKEN_USER_DEFINED, 0);
+    unused = spm_add(&v, "bb", Q4K_TOKEN_UNUSED, 100);
+    ab = spm_add(&v, "ab", Q4K_TOKEN_CONTROL, 100);
+    t = spm_make(&v, 1);
+    if (!t) return;
+    IDS_ARE(t, " a", 0, sp, spa);
+    IDS_ARE(t, "a b", 0, spa, spb);
+    IDS_ARE(t, "a  b", 0, spa, sp, spb);
+    IDS_ARE(t, "a" SP "b", 0, spa, spb); /* "▁" in the text is a space */
+    /* a special token in the middle: the text after it gets the space too */
+    IDS_ARE(t, "a</s>b", Q4K_TOKENIZE_SPECIAL, spa, 2, spb);
+    IDS_ARE(t, "</s>", Q4K_TOKENIZE_SPECIAL, 2);
+    IDS_ARE(t, "</s></s>a", Q4K_TOKENIZE_SPECIAL, 2, 2, spa);
+    IDS_ARE(t, "<s>a", Q4K_TOKENIZE_SPECIAL | Q4K_TOKENIZE_ADD_BOS, 1, 1, spa);
+    IDS_ARE(t, "a</s>", 0, spa, BYTE_TOK('<'), BYTE_TOK('/'), BYTE_TOK('s'), BYTE_TOK('>'));
+    IDS_ARE(t, "a<u>b", 0, spa, ud, spb); /* USER_DEFINED always */
+    /* never merged into UNUSED or CONTROL tokens, however high they score */
+    IDS_ARE(t, "bb", 0, spb, b);
+    IDS_ARE(t, "ab", 0, spa, b);
+    /* BOS, empty text */
+    IDS_ARE(t, "a", Q4K_TOKENIZE_ADD_BOS, 1, spa);
+    {
+        int64_t n = -1;
+        T_CHECK(q4k_tokenize(t, "", 0, 0, NULL, 0, &n, NULL) == Q4K_OK && n == 0, "empty text: %d ids", (int)n);
+        T_CHECK(q4k_tokenize(t, "", 0, Q4K_TOKENIZE_ADD_BOS, NULL, 0, &n, NULL) == Q4K_OK && n == 1,
+                "empty text with BOS: %d ids", (int)n);
+    }
+    T_CHECK(q4k_tokenizer_bos(t) == 1 && q4k_tokenizer_eos(t) == 2 && q4k_tokenizer_add_bos(t), "ids");
+    T_CHECK(q4k_tokenizer_is_eog(t, 2) && !q4k_tokenizer_is_eog(t, 1), "</s> ends generation");
+    q4k_tokenizer_free(t);
+    /* without the prefix space */
+    t = spm_make(&v, 0);
+    if (!t) return;
+    IDS_ARE(t, "a b", 0, a, spb);
+    IDS_ARE(t, "a</s>b", Q4K_TOKENIZE_SPECIAL, a, 2, b);
+    IDS_ARE(t, " a", 0, spa);
+    q4k_tokenizer_free(t);
+    (void)unused;
+    (void)ab;
+}
+
+static void test_spm_detokenize(void) {
+    spm_vocab v;
+    q4k_tokenizer *t;
+    int32_t sp, spa, ud;
+    size_t l;
+    const char *s;
+    spm_init(&v, 1);
+    sp = spm_add(&v, SP, 1, -10);
+    spm_add(&v, "a", 1, -11);
+    spa = spm_add(&v, SP "a", 1, -1);
+    ud = spm_add(&v, SP "x" SP, Q4K_TOKEN_USER_DEFINED, 0);
+    t = spm_make(&v, 1);
+    if (!t) return;
+    s = q4k_token_bytes(t, spa, &l);
+    T_CHECK(s && l == 2 && !memcmp(s, " a", 2), "'▁a' prints ' a'");
+    s = q4k_token_bytes(t, BYTE_TOK(0xE2), &l);
+    T_CHECK(s && l == 1 && (unsigned char)s[0] == 0xE2, "<0xE2> prints its byte");
+    s = q4k_token_bytes(t, BYTE_TOK(0), &l);
+    T_CHECK(s && l == 1 && s[0] == 0, "<0x00> prints a NUL byte");
+    s = q4k_token_bytes(t, 1, &l);
+    T_CHECK(s && l == 0, "<s> prints nothing");
+    s = q4k_token_bytes(t, 0, &l);
+    T_CHECK(s && l == 0, "<unk> prints nothing");
+    s = q4k_token_text(t, 2, &l);
+    T_CHECK(s && l == 4 && !strcmp(s, "</s>"), "text of </s>");
+    s = q4k_token_bytes(t, ud, &l);
+    T_CHECK(s && l == 3 && !strcmp(s, " x "), "user-defined '▁x▁' prints ' x '");
+    /* matched as " x " in the text; "b" after it gets its own space */
+    IDS_ARE(t, "a x b", 0, spa, ud, sp, BYTE_TOK('b'));
+    q4k_tokenizer_free(t);
+}
+
+/* a slow SentencePiece BPE: scan every pair at each step */
+static int64_t ref_spm(const q4k_tokenizer *t, const char *text, size_t n, int32_t *out) {
+    char w[512];
+    size_t len[512], m = 0, i, wl = 0, pos;
+    int64_t k = 0;
+    if (!n) return 0; /* no text, no space in front */
+    w[wl++] = ' ';
+    for (i = 0; i < n; i++) w[wl++] = text[i];
+    for (i = 0; i < wl;) {
+        uint32_t cp, l = q4k__utf8_decode((const unsigned char *)w + i, wl - i, &cp);
+        if (!l) l = 1;
+        len[m++] = l;
+        i += l;
+    }
+    for (;;) {
+        size_t best = m;
+        float best_score = 0;
+        for (i = 0, pos = 0; i + 1 < m; pos += len[i], i++) {
+            int32_t id = q4k__map_find(t, (const unsigned char *)w + pos, len[i] + len[i + 1]);
+            if (id < 0 || t->type[id] != Q4K_TOKEN_NORMAL) continue;
+            if (best == m || t->score[id] > best_score) {
+                best = i;
+                best_score = t->score[id];
+            }
+        }
+        if (best == m) break;
+        len[best] += len[best + 1];
+        memmove(len + best + 1, len + best + 2, (m - best - 2) * sizeof len[0]);
+        m--;
+    }
+    for (i = 0, pos = 0; i < m; pos += len[i], i++) {
+        int32_t id = q4k__map_find(t, (const unsigned char *)w + pos, len[i]);
+        size_t j;
+        if (id >= 0 && t->type[id] == Q4K_TOKEN_NORMAL) out[k++] = id;
+        else for (j = 0; j < len[i]; j++) out[k++] = BYTE_TOK((unsigned char)w[pos + j]);
+    }
+    return k;
+}
+
+/* random vocabularies over a small alphabet (scores with ties), random
+   texts: the heap-driven merge equals the slow one, and detokenizing gives
+   the text back after the prefix space */
+static void test_spm_random_vs_reference(void) {
+    static const char *const alpha[] = {" ", "a", "b", "c", "\xC3\xA9", "\xE4\xB8\xAD"};
+    t_rng r = {0x5EEDull};
+    int round, n_texts = 0;
+    int64_t n_ids = 0, n_chars = 0;
+    for (round = 0; round < 20; round++) {
+        spm_vocab v;
+        q4k_tokenizer *t;
+        int i, k, n_extra = 40 + (int)(t_rng_next(&r) % 200);
+        spm_init(&v, 1);
+        for (i = 0; i < n_extra; i++) {
+            char s[24];
+            int len = 1 + (int)(t_rng_next(&r) % 4), o = 0, j;
+            for (j = 0; j < len; j++) {
+                const char *c = alpha[t_rng_next(&r) % 6];
+                if (c[0] == ' ') { memcpy(s + o, SP, 3); o += 3; }
+                else { memcpy(s + o, c, strlen(c)); o += (int)strlen(c); }
+            }
+            s[o] = 0;
+            spm_add(&v, s, 1, -(float)(t_rng_next(&r) % 8)); /* few distinct scores: many ties */
+        }
+        {
+            /* of duplicate tokens the first one counts, in both implementations */
+            q4k_vocab_desc d;
+            q4k_error err;
+            spm_desc(&v, &d, 1);
+            t = NULL;
+            T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_OK, "create: %s", err.msg);
+            if (!t) return;
+        }
+        for (k = 0; k < 50; k++) {
+            char text[200];
+            int32_t ours[600], ref[600];
+            size_t tl = 0, bl;
+            int64_t n, nr, j;
+            int pieces = (int)(t_rng_next(&r) % 30);
+            char *back;
+            int32_t *ids;
+            for (i = 0; i < pieces; i++) {
+                const char *c = t_rng_next(&r) % 20 ? alpha[t_rng_next(&r) % 6] : "\xFF";
+                memcpy(text + tl, c, strlen(c));
+                tl += strlen(c);
+            }
+            text[tl] = 0;
+            ids = tok_all(t, text, tl, 0, &n);
+            nr = ref_spm(t, text, tl, ref);
+            T_CHECK(n == nr, "'%s': %d ids, the reference %d", text, (int)n, (int)nr);
+            n_ids += n;
+            n_chars += pieces;
+            for (j = 0; j < n && j < nr; j++) T_CHECK(ids[j] == ref[j], "'%s': id %d: %d vs %d", text, (int)j, ids[j], ref[j]);
+            memcpy(ours, ids, (size_t)(n < 600 ? n : 600) * sizeof *ids);
+            back = (char *)malloc(tl + 8);
+            bl = 0;
+            for (j = 0; j < n; j++) {
+                size_t l;
+                const char *s = q4k_token_bytes(t, ours[j], &l);
+                if (bl + l <= tl + 1) memcpy(back + bl, s, l);
+                bl += l;
+            }
+            T_CHECK(tl ? bl == tl + 1 && back[0] == ' ' && !memcmp(back + 1, text, tl) : bl == 0, "round trip of '%s'",
+                    text);
+            free(back);
+            free(ids);
+            n_texts++;
+        }
+        q4k_tokenizer_free(t);
+    }
+    T_CHECK(n_texts == 1000, "%d texts", n_texts);
+    T_CHECK(2 * n_ids < 3 * n_chars, "%lld ids for %lld characters: merges are used", (long long)n_ids,
+            (long long)n_chars);
+}
+
+static void test_spm_errors(void) {
+    spm_vocab v;
+    q4k_vocab_desc d;
+    q4k_tokenizer *t = NULL;
+    q4k_error err;
+    static const char *const merges[] = {"a b"};
+    spm_init(&v, 1);
+    spm_add(&v, "a", 1, -1);
+
+    spm_desc(&v, &d, 1);
+    d.scores = NULL;
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG && !t, "no scores");
+    T_CHECK(strstr(err.msg, "scores") != NULL, "message: %s", err.msg);
+
+    spm_desc(&v, &d, 1);
+    v.scores[200] = (float)(1e38 * 10.0);
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG, "infinite score");
+    T_CHECK(strstr(err.msg, "scores[200]") != NULL, "message: %s", err.msg);
+    v.scores[200] = 0;
+
+    spm_desc(&v, &d, 1);
+    snprintf(v.strs[7], sizeof v.strs[7], "<0xZ4>");
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG, "bad BYTE token");
+    T_CHECK(strstr(err.msg, "tokens[7] = '<0xZ4>'") != NULL, "message: %s", err.msg);
+    snprintf(v.strs[7], sizeof v.strs[7], "<0x04>");
+
+    spm_desc(&v, &d, 1);
+    d.unk_id = (int32_t)v.n;
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG, "unk out of range");
+    T_CHECK(strstr(err.msg, "unknown_token_id") != NULL, "message: %s", err.msg);
+
+    spm_desc(&v, &d, 1);
+    d.n_merges = 1;
+    d.merges = merges;
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG, "merges with SentencePiece");
+    T_CHECK(strstr(err.msg, "merges") != NULL, "message: %s", err.msg);
+
+    spm_desc(&v, &d, 1);
+    d.model = "wordpiece";
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_UNSUPPORTED, "unknown model");
+    T_CHECK(strstr(err.msg, "'wordpiece'") != NULL, "message: %s", err.msg);
+
+    /* byte 0x41 lost its token (it is NORMAL now) and there is no unknown
+       token: some text could not be tokenized */
+    spm_desc(&v, &d, 1);
+    v.types[BYTE_TOK(0x41)] = Q4K_TOKEN_NORMAL;
+    d.unk_id = -1;
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG, "no byte token and no unk");
+    T_CHECK(strstr(err.msg, "<0x41>") != NULL, "message: %s", err.msg);
+    d.unk_id = 0;
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_OK, "with unk: %s", err.msg);
+    if (t) {
+        IDS_ARE(t, "A", 0, BYTE_TOK(' '), 0);
+        q4k_tokenizer_free(t);
+        t = NULL;
+    }
+    v.types[BYTE_TOK(0x41)] = Q4K_TOKEN_BYTE;
+
+    spm_desc(&v, &d, 1);
+    d.set_ids = 0; /* the unknown token is the first UNKNOWN one */
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_OK && q4k_tokenizer_unk(t) == 0 && q4k_tokenizer_bos(t) == -1,
+            "without set_ids: %s", err.msg);
+    q4k_tokenizer_free(t);
+}
+
+/* the Llama 2 chat prompt as demo.c tokenizes it: BOS once, from the
+   text <s>; each piece after a special token gets its space */
+static void test_spm_llama2_chat_prompt(void) {
+    spm_vocab v;
+    q4k_tokenizer *t;
+    q4k_chat_msg conv[3] = {{"user", "a"}, {"assistant", "b"}, {"user", "a"}};
+    int32_t sp, spa, spb, inst, einst;
+    char *text;
+    spm_init(&v, 1);
+    sp = spm_add(&v, SP, 1, -10);
+    spa = spm_add(&v, SP "a", 1, -1);
+    spb = spm_add(&v, SP "b", 1, -2);
+    inst = spm_add(&v, SP "[INST]", 1, 0);
+    einst = spm_add(&v, SP "[/INST]", 1, 0);
+    /* the pieces "▁[INST]" is merged from */
+    spm_add(&v, SP "[", 1, -3);
+    spm_add(&v, SP "[I", 1, -3);
+    spm_add(&v, SP "[IN", 1, -3);
+    spm_add(&v, SP "[INS", 1, -3);
+    spm_add(&v, SP "[INST", 1, -3);
+    spm_add(&v, SP "[/", 1, -3);
+    spm_add(&v, SP "[/I", 1, -3);
+    spm_add(&v, SP "[/IN", 1, -3);
+    spm_add(&v, SP "[/INS", 1, -3);
+    spm_add(&v, SP "[/INST", 1, -3);
+    t = spm_make(&v, 1);
+    if (!t) return;
+    text = q4k_chat_format(Q4K_CHAT_LLAMA2, conv, 3, 1);
+    T_CHECK(text != NULL, "format");
+    if (text) IDS_ARE(t, text, Q4K_TOKENIZE_SPECIAL, 1, inst, spa, einst, spb, sp, 2, 1, inst, spa, einst);
+    q4k_free(text);
+    q4k_tokenizer_free(t);
+}
+
+/* a SentencePiece vocabulary in a GGUF file written by q4k's writer */
+static void spm_write_gguf(const char *path, const spm_vocab *v, int n_scores, q4k_gguf_type score_type,
+                           int space_prefix, int add_bos, uint32_t unk) {
+    q4k_gguf_writer *w = q4k_gguf_writer_new(0);
+    q4k_error err;
+    double sc64[600];
+    int64_t i;
+    q4k_gguf_writer_set_str(w, "general.architecture", "llama");
+    q4k_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    q4k_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", v->tokens, (uint64_t)v->n);
+    if (score_type == Q4K_GGUF_FLOAT32) {
+        q4k_gguf_writer_set_arr(w, "tokenizer.ggml.scores", Q4K_GGUF_FLOAT32, v->scores, (uint64_t)n_scores);
+    } else {
+        for (i = 0; i < v->n; i++) sc64[i] = v->scores[i];
+        q4k_gguf_writer_set_arr(w, "tokenizer.ggml.scores", Q4K_GGUF_FLOAT64, sc64, (uint64_t)n_scores);
+    }
+    q4k_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", Q4K_GGUF_INT32, v->types, (uint64_t)v->n);
+    q4k_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    q4k_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    q4k_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", unk);
+    if (space_prefix >= 0) q4k_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", space_prefix);
+    if (add_bos >= 0) q4k_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", add_bos);
+    T_CHECK(q4k_gguf_writer_write_file(w, path, &err) == Q4K_OK, "write %s: %s", path, err.msg);
+    q4k_gguf_writer_free(w);
+}
+
+static q4k_result spm_load_gguf(const char *path, q4k_tokenizer **t, q4k_error *err) {
+    q4k_gguf *g;
+    q4k_result rc = q4k_gguf_open_file(path, NULL, &g, err);
+    *t = NULL;
+    if (rc != Q4K_OK) return rc;
+    rc = q4k_tokenizer_from_gguf(g, t, err);
+    q4k_gguf_close(g);
+    return rc;
+}
+
+static void test_spm_from_gguf(void) {
+    spm_vocab v;
+    q4k_tokenizer *t;
+    q4k_error err;
+    char path[512];
+    const char *dir = getenv("TMPDIR");
+    int32_t spa, spb;
+    snprintf(path, sizeof path, "%s/q4k_test_tokenizer_%ld.gguf", dir && *dir ? dir : "/tmp", (long)getpid());
+    spm_init(&v, 1);
+    spm_add(&v, SP, 1, -10);
+    spa = spm_add(&v, SP "a", 1, -1);
+    spb = spm_add(&v, SP "b", 1, -2);
+
+    /* add_bos_token and add_space_prefix absent: both default to true */
+    spm_write_gguf(path, &v, (int)v.n, Q4K_GGUF_FLOAT32, -1, -1, 0);
+    T_CHECK(spm_load_gguf(path, &t, &err) == Q4K_OK, "from_gguf: %s", err.msg);
+    if (t) {
+        IDS_ARE(t, "a b", Q4K_TOKENIZE_ADD_BOS, 1, spa, spb);
+        IDS_ARE(t, "a</s>b", Q4K_TOKENIZE_SPECIAL, spa, 2, spb);
+        T_CHECK(!strcmp(q4k_tokenizer_pre(t), "spm") && q4k_tokenizer_unk(t) == 0 && q4k_tokenizer_eos(t) == 2,
+                "getters");
+        q4k_tokenizer_free(t);
+    }
+    spm_write_gguf(path, &v, (int)v.n, Q4K_GGUF_FLOAT32, 0, 0, 0);
+    T_CHECK(spm_load_gguf(path, &t, &err) == Q4K_OK, "from_gguf: %s", err.msg);
+    if (t) {
+        IDS_ARE(t, "a b", Q4K_TOKENIZE_ADD_BOS, BYTE_TOK('a'), spb);
+        q4k_tokenizer_free(t);
+    }
+    spm_write_gguf(path, &v, (int)v.n - 1, Q4K_GGUF_FLOAT32, 1, 1, 0);
+    T_CHECK(spm_load_gguf(path, &t, &err) == Q4K_ERR_BAD_COUNT && !t, "scores count");
+    T_CHECK(strstr(err.msg, "tokenizer.ggml.scores has 261 entries for 262 tokens") != NULL, "message: %s", err.msg);
+    spm_write_gguf(path, &v, (int)v.n, Q4K_GGUF_FLOAT64, 1, 1, 0);
+    T_CHECK(spm_load_gguf(path, &t, &err) == Q4K_ERR_TYPE_MISMATCH && !t, "scores of FLOAT64");
+    T_CHECK(strstr(err.msg, "tokenizer.ggml.scores") && strstr(err.msg, "FLOAT64"), "message: %s", err.msg);
+    spm_write_gguf(path, &v, (int)v.n, Q4K_GGUF_FLOAT32, 1, 1, 5000);
+    T_CHECK(spm_load_gguf(path, &t, &err) == Q4K_ERR_INVALID_ARG && !t, "unk out of range");
+    T_CHECK(strstr(err.msg, "tokenizer.ggml.unknown_token_id = 5000") != NULL, "message: %s", err.msg);
+    v.types[10] = 7;
+    spm_write_gguf(path, &v, (int)v.n, Q4K_GGUF_FLOAT32, 1, 1, 0);
+    T_CHECK(spm_load_gguf(path, &t, &err) == Q4K_ERR_INVALID_ARG && !t, "token type 7");
+    T_CHECK(strstr(err.msg, "tokenizer.ggml.token_type[10] = 7") != NULL, "message: %s", err.msg);
+    remove(path);
+}
+
 int main(void) {
     (void)t_rng_gauss; /* t.h's, unused here */
     T_RUN(test_unicode_classes);
@@ -1123,6 +1664,14 @@ int main(void) {
     T_RUN(test_synthetic_vocab);
     T_RUN(test_errors);
     T_RUN(test_from_gguf);
+    T_RUN(test_spm_merge_order);
+    T_RUN(test_spm_byte_fallback_and_unknown);
+    T_RUN(test_spm_space_prefix_and_specials);
+    T_RUN(test_spm_detokenize);
+    T_RUN(test_spm_random_vs_reference);
+    T_RUN(test_spm_errors);
+    T_RUN(test_spm_from_gguf);
+    T_RUN(test_spm_llama2_chat_prompt);
     qwen_unload();
     T_EXIT();
 }

@@ -157,14 +157,14 @@ def run_tool(vocab, texts, args):
     return [[int(x) for x in line.split()] for line in lines[:-1]]
 
 
-def compare(name, texts, ours, theirs):
+def compare(name, texts, ours, theirs, ref="tiktoken"):
     n_tokens = sum(len(t) for t in theirs)
     for t, a, b in zip(texts, ours, theirs):
         if a != b:
             j = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
             lo = max(0, j - 3)
-            print("FAIL %s: first differing text %s\n  ids from %d: q4k %s, tiktoken %s"
-                  % (name, ascii(t)[:400], lo, a[lo:j + 6], b[lo:j + 6]))
+            print("FAIL %s: first differing text %s\n  ids from %d: q4k %s, %s %s"
+                  % (name, ascii(t)[:400], lo, a[lo:j + 6], ref, b[lo:j + 6]))
             return False
     print("ok %s (%d texts, %d tokens)" % (name, len(texts), n_tokens))
     return True

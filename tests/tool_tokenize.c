@@ -1,7 +1,12 @@
 /* tool_tokenize: tokenize texts with the Qwen vocabulary of a .tiktoken
-   file, for tests written in other languages (tests/test_tokenizer_py.py).
+   file, or with the vocabulary of a GGUF file, for tests written in other
+   languages (tests/test_tokenizer_py.py, tests/test_tokenizer_spm_py.py).
 
    usage: build/tool_tokenize [--pre qwen2|llama-bpe|gpt2] [--special] [--bos] VOCAB.tiktoken
+          build/tool_tokenize [--special] [--bos] VOCAB.gguf
+
+   A .gguf file's tokenizer.ggml.* keys make the tokenizer, as
+   q4k_tokenizer_from_gguf reads them (--pre does not apply).
 
    The vocabulary is the file's tokens (id = rank) followed by Qwen's 22
    special tokens (151643 <|endoftext|> ... 151664 <|file_sep|>) as CONTROL
@@ -24,7 +29,8 @@ static const char *const specials[] = {
 #define N_SPECIAL ((int64_t)(sizeof specials / sizeof specials[0]))
 
 static int usage(void) {
-    fprintf(stderr, "usage: tool_tokenize [--pre qwen2|llama-bpe|gpt2] [--special] [--bos] VOCAB.tiktoken < records\n");
+    fprintf(stderr, "usage: tool_tokenize [--pre qwen2|llama-bpe|gpt2] [--special] [--bos] VOCAB.tiktoken|VOCAB.gguf "
+                    "< records\n");
     return 2;
 }
 
@@ -50,6 +56,18 @@ int main(int argc, char **argv) {
         else return usage();
     }
     if (!path) return usage();
+    memset(&v, 0, sizeof v);
+    tokens = NULL;
+    types = NULL;
+    if (strlen(path) > 5 && !strcmp(path + strlen(path) - 5, ".gguf")) {
+        q4k_gguf *g;
+        if (q4k_gguf_open_file(path, NULL, &g, &err) != Q4K_OK || q4k_tokenizer_from_gguf(g, &tok, &err) != Q4K_OK) {
+            fprintf(stderr, "tool_tokenize: %s\n", err.msg);
+            return 1;
+        }
+        q4k_gguf_close(g);
+        goto run;
+    }
     if (q4k_vocab_from_tiktoken(path, &v, &err) != Q4K_OK) {
         fprintf(stderr, "tool_tokenize: %s\n", err.msg);
         return 1;
@@ -82,6 +100,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tool_tokenize: %s\n", err.msg);
         return 1;
     }
+run:
     for (;;) {
         unsigned char h[4];
         size_t len;
