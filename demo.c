@@ -562,6 +562,7 @@ typedef struct run_state {
     int64_t toks_cap;
     double t_prompt_ms, t_eval_ms;
     int64_t n_prompt, n_eval;
+    int answer_open; /* the last answer stopped at -n, before its end-of-turn token */
 } run_state;
 
 /* tokenize text (special tokens parsed) into st->toks; returns the count or -1 */
@@ -647,6 +648,8 @@ static int run_turn(run_state *st, const int32_t *toks, int64_t n) {
                      (st->o->interactive ? Q4K_GEN_EVAL_EOG : 0u) | (st->o->ignore_eos ? Q4K_GEN_IGNORE_EOG : 0u),
                      on_token, st, &n_gen, &err);
     t1 = now_ms();
+    /* q4k_generate ends with Q4K_OK before n_predict tokens only at an end-of-generation token */
+    st->answer_open = r == Q4K_OK && st->o->n_predict >= 0 && n_gen >= st->o->n_predict;
     q4k_utf8_stream_flush(&st->utf8, out, sizeof out, &len);
     fwrite(out, 1, len, stdout);
     fflush(stdout);
@@ -859,10 +862,20 @@ static int cmd_run(int argc, char **argv) {
                 if (first && sys) { msgs[nm].role = "system"; msgs[nm].content = sys; nm++; }
                 msgs[nm].role = "user"; msgs[nm].content = user; nm++;
                 text = q4k_chat_format(st.tmpl, msgs, nm, 1);
-                /* a later turn follows the end-of-turn token of the last answer */
-                if (!first && text && st.tmpl == Q4K_CHAT_CHATML) {
-                    char *t2 = (char *)malloc(strlen(text) + 2);
-                    if (t2) { t2[0] = '\n'; strcpy(t2 + 1, text); }
+                /* a later turn follows the end-of-turn token of the last
+                   answer; an answer cut by -n gets that token here */
+                if (!first && text) {
+                    const char *close = !st.answer_open ? ""
+                                      : st.tmpl == Q4K_CHAT_CHATML ? "<|im_end|>"
+                                      : st.tmpl == Q4K_CHAT_LLAMA3 ? "<|eot_id|>" : "</s>";
+                    const char *nl = st.tmpl == Q4K_CHAT_CHATML ? "\n" : "";
+                    size_t lc = strlen(close), ln = strlen(nl);
+                    char *t2 = (char *)malloc(lc + ln + strlen(text) + 1);
+                    if (t2) {
+                        memcpy(t2, close, lc);
+                        memcpy(t2 + lc, nl, ln);
+                        strcpy(t2 + lc + ln, text);
+                    }
                     q4k_free(text);
                     text = t2;
                 } else if (text) {

@@ -75,6 +75,26 @@ check interactive_exit_0 test $rc -eq 0
 check interactive_two_prompts test "$(grep -o '^> ' "$tmp/i.err" | wc -l)" -ge 2
 n1=$(grep 'prompt eval time' "$tmp/i.err" | sed 's|.*/ *\([0-9]*\) tokens.*|\1|')
 check interactive_both_turns_evaluated test "${n1:-0}" -gt 70
+# an answer cut by -n is closed with <|im_end|> before the next turn: the
+# evaluated tokens (from --logits-out) hold it 4 times (system, user, the cut
+# answer, the second user)
+printf 'Hello\nAnd again\n' | $Q run "$tmp/tiny.gguf" -i -n 6 --temp 0 --ignore-eos -c 512 --logits-out "$tmp/il.bin" > /dev/null 2>&1
+python3 - "$tmp/tiny.gguf" "$tmp/il.bin" <<'PY' > "$tmp/iclose.txt" 2>&1
+import struct, subprocess, sys
+rec = struct.pack("<I", 10) + b"<|im_end|>"
+ids = subprocess.run(["build/tool_tokenize", "--special", sys.argv[1]], input=rec, stdout=subprocess.PIPE, check=True).stdout.split()
+assert len(ids) == 1, ids
+im_end = int(ids[0])
+def tokens(path):
+    b = open(path, "rb").read()
+    nv = struct.unpack("<I", b[12:16])[0]
+    step = 8 + 4 * nv
+    return [struct.unpack("<i", b[16 + i * step:20 + i * step])[0] for i in range((len(b) - 16) // step)]
+cut = tokens(sys.argv[2]).count(im_end)
+assert cut == 4, cut
+print("closed: <|im_end|> id", im_end, "evaluated", cut, "times")
+PY
+check interactive_cut_answer_closed grep -q '^closed' "$tmp/iclose.txt"
 # Ctrl-C stops generation, still prints the timings, exits 0
 $Q run "$tmp/tiny.gguf" "Hello" --raw -n -1 -c 30000 --ignore-eos --temp 0 > "$tmp/c.out" 2>"$tmp/c.err" &
 pid=$!
