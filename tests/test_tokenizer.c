@@ -1644,6 +1644,129 @@ static void test_spm_from_gguf(void) {
     remove(path);
 }
 
+/* ---- fuzz: mutated vocabularies ------------------------------------------ */
+
+static unsigned char *tf_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *b = NULL;
+    long len;
+    *n = 0;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (len > 0) b = (unsigned char *)malloc((size_t)len);
+    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
+    fclose(f);
+    if (b) *n = (size_t)len;
+    return b;
+}
+
+/* Byte-level and SentencePiece vocabularies in GGUF files, mutated at
+   random (byte flips, integer values set to edge values): each is refused
+   with a one-line message, or builds a tokenizer whose ids are all in range
+   and whose tokens all detokenize (ASan and UBSan builds run this too). */
+static void test_vocab_fuzz(void) {
+    static const uint64_t edge[] = {0, 1, 2, 3, 6, 7, 255, 256, 0x7fffffffu, 0x80000000u, 0xffffffffu, ~(uint64_t)0};
+    static const char *const merges[] = {"a b", "\xC4\xA0 ab", "c d"};
+    small_vocab v;
+    spm_vocab sv;
+    gbuf b = {NULL, 0, 0};
+    unsigned char *seed[2], *m;
+    size_t seed_n[2];
+    char path[512];
+    const char *dir = getenv("TMPDIR");
+    int iters = t_quick() ? 600 : 4000, it, built = 0, refused = 0, k;
+    t_rng rng;
+    rng.s = 4242;
+    small_init(&v);
+    small_add(&v, "ab", 1);
+    small_add(&v, "\xC4\xA0" "ab", 1);
+    small_add(&v, "cd", 1);
+    small_add(&v, "<|im_end|>", Q4K_TOKEN_CONTROL);
+    make_gguf(&b, &v, merges, 3, "gpt2", "qwen2", (uint32_t)(v.n - 1));
+    seed[0] = b.p;
+    seed_n[0] = b.n;
+    snprintf(path, sizeof path, "%s/q4k_test_vocab_fuzz_%ld.gguf", dir && *dir ? dir : "/tmp", (long)getpid());
+    spm_init(&sv, 1);
+    spm_add(&sv, SP, 1, -10);
+    spm_add(&sv, SP "a", 1, -1);
+    spm_add(&sv, "ab", 1, -3);
+    spm_add(&sv, "<tool>", Q4K_TOKEN_USER_DEFINED, 0);
+    spm_write_gguf(path, &sv, (int)sv.n, Q4K_GGUF_FLOAT32, 1, 1, 0);
+    seed[1] = tf_read_file(path, &seed_n[1]);
+    remove(path);
+    T_CHECK(seed[0] && seed[1], "seed files");
+    if (!seed[0] || !seed[1]) { free(seed[0]); free(seed[1]); return; }
+    m = (unsigned char *)malloc(seed_n[0] > seed_n[1] ? seed_n[0] : seed_n[1]);
+    for (it = 0; it < iters; it++) {
+        int which = it & 1, muts = 1 + (int)(t_rng_next(&rng) % 3);
+        size_t n = seed_n[which];
+        q4k_gguf *g;
+        q4k_tokenizer *t = NULL;
+        q4k_error err;
+        q4k_result r;
+        memcpy(m, seed[which], n);
+        for (k = 0; k < muts; k++) {
+            if (t_rng_next(&rng) % 2) {
+                /* an integer scalar, or one element of an integer array */
+                q4k_gguf_value val;
+                int64_t key;
+                if (q4k_gguf_open_memory(m, n, NULL, &g, &err) != Q4K_OK) break;
+                key = (int64_t)(t_rng_next(&rng) % (uint64_t)q4k_gguf_key_count(g));
+                if (q4k_gguf_key_value(g, key, &val) == Q4K_OK) {
+                    uint64_t off = val.file_offset, w = 0;
+                    q4k_gguf_type ty = val.type == Q4K_GGUF_ARRAY ? val.elem_type : val.type;
+                    w = ty == Q4K_GGUF_UINT32 || ty == Q4K_GGUF_INT32 || ty == Q4K_GGUF_FLOAT32 ? 4
+                        : ty == Q4K_GGUF_UINT64 || ty == Q4K_GGUF_INT64 ? 8 : ty == Q4K_GGUF_BOOL ? 1 : 0;
+                    if (w && val.type == Q4K_GGUF_ARRAY && val.count) off += w * (t_rng_next(&rng) % val.count);
+                    if (w && off + w <= n) {
+                        uint64_t e = edge[t_rng_next(&rng) % (sizeof edge / sizeof edge[0])];
+                        uint64_t j;
+                        for (j = 0; j < w; j++) m[off + j] = (unsigned char)(e >> (8 * j));
+                    }
+                }
+                q4k_gguf_close(g);
+            } else {
+                m[t_rng_next(&rng) % n] ^= (unsigned char)(1u << (t_rng_next(&rng) % 8));
+            }
+        }
+        if (q4k_gguf_open_memory(m, n, NULL, &g, &err) != Q4K_OK) {
+            refused++;
+            continue;
+        }
+        r = q4k_tokenizer_from_gguf(g, &t, &err);
+        q4k_gguf_close(g);
+        if (r != Q4K_OK) {
+            refused++;
+            T_CHECK(!t && err.code == r && err.msg[0] && !strchr(err.msg, '\n'), "iteration %d: message '%s'", it,
+                    err.msg);
+            continue;
+        }
+        built++;
+        {
+            char text[40];
+            int32_t ids[128];
+            int64_t nid = 0, i, nv = q4k_tokenizer_n_vocab(t);
+            size_t len, tl = 1 + (size_t)(t_rng_next(&rng) % (sizeof text - 1));
+            static const char alphabet[] = "ab cd<|im_end|><tool>\xC3\xA9\xF0\x9F\x98\x80\x80x";
+            for (i = 0; i < (int64_t)tl; i++) text[i] = alphabet[t_rng_next(&rng) % (sizeof alphabet - 1)];
+            r = q4k_tokenize(t, text, tl, Q4K_TOKENIZE_SPECIAL | Q4K_TOKENIZE_ADD_BOS, ids, 128, &nid, &err);
+            T_CHECK(r == Q4K_OK, "iteration %d: a tokenizer that built cannot tokenize: %s", it, err.msg);
+            for (i = 0; r == Q4K_OK && i < nid && i < 128; i++)
+                T_CHECK(ids[i] >= 0 && ids[i] < nv && q4k_token_bytes(t, ids[i], &len) != NULL,
+                        "iteration %d: id %d out of range", it, (int)ids[i]);
+            for (i = 0; i < nv; i++) T_CHECK(q4k_token_text(t, (int32_t)i, &len) != NULL, "token %d has no text", (int)i);
+        }
+        q4k_tokenizer_free(t);
+    }
+    printf("  %d mutated vocabularies: %d refused, %d built\n", iters, refused, built);
+    T_CHECK(refused > iters / 10 && built > iters / 10, "the mutations are too %s", built <= iters / 10 ? "harsh" : "mild");
+    free(m);
+    free(seed[0]);
+    free(seed[1]);
+}
+
 int main(void) {
     (void)t_rng_gauss; /* t.h's, unused here */
     T_RUN(test_unicode_classes);
@@ -1672,6 +1795,7 @@ int main(void) {
     T_RUN(test_spm_errors);
     T_RUN(test_spm_from_gguf);
     T_RUN(test_spm_llama2_chat_prompt);
+    T_RUN(test_vocab_fuzz);
     qwen_unload();
     T_EXIT();
 }
