@@ -4742,7 +4742,8 @@ static const q4k__kernels q4k__kernels_avx512 = {
    four products a lane: |q| <= 128 and |x| <= 127 keep a lane of two Q8_0
    products within 32512, of four Q4_K/Q5_K/Q6_K products within 16256),
    then to int32 by pairwise adds or, for the k-quants, by a widening multiply
-   with the sub-block scale, which keeps every partial exact. Each lane's
+   with the sub-block scale, which keeps every partial exact; or, where the
+   compiler targets the dot-product extension, by sdot (q4k__dot32_neon). Each lane's
    int32 partial goes to float and into an FMA with its block's scale, as in
    the AVX2 path. Every float operation is an explicit fused intrinsic or a
    product that feeds no addition: gcc implements vmulq_f32/vaddq_f32 as
@@ -4863,23 +4864,53 @@ Q4K__NEON_TILES(q4k__fdot_bf16_neon, q4k__fdot_neon_t, 2)
         }                                                                                                       \
     }
 
+/* The integer dots of 32 weights (w0, w1) and 32 activations x, as four
+   exact int32 partials: plain, times one scale (|w| <= 32), or the first 16
+   times s0 plus the last 16 times s1. With the dot-product extension
+   (compiled with -march=armv8.2-a+dotprod or later) sdot sums four products
+   a lane; the totals are the same integers. */
+#ifdef __ARM_FEATURE_DOTPROD
+#define Q4K__NEON_DOTPROD 1
+Q4K__NEON_INL int32x4_t q4k__dot32_neon(int8x16_t w0, int8x16_t w1, const int8_t *x) {
+    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, vld1q_s8(x)), w1, vld1q_s8(x + 16));
+}
+
+Q4K__NEON_INL int32x4_t q4k__dot32_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t sc) {
+    return vmulq_n_s32(q4k__dot32_neon(w0, w1, x), sc);
+}
+
+Q4K__NEON_INL int32x4_t q4k__dot16x2_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t s0, int32_t s1) {
+    const int32x4_t z = vdupq_n_s32(0);
+    return vmlaq_n_s32(vmulq_n_s32(vdotq_s32(z, w0, vld1q_s8(x)), s0), vdotq_s32(z, w1, vld1q_s8(x + 16)), s1);
+}
+#else
 /* 16 weights times 16 activations: eight int16 lanes of two products each */
 Q4K__NEON_INL int16x8_t q4k__mul16_neon(int8x16_t w, int8x16_t x) {
     return vmlal_high_s8(vmull_s8(vget_low_s8(w), vget_low_s8(x)), w, x);
-}
-
-/* the same plus 16 more, four products a lane (|w| <= 32 only) */
-Q4K__NEON_INL int16x8_t q4k__mul32_neon(int8x16_t w0, int8x16_t w1, const int8_t *x) {
-    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
-    int16x8_t p = vmlal_high_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), w0, x0);
-    p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(x1));
-    return vmlal_high_s8(p, w1, x1);
 }
 
 /* sc * (sum of the lanes of p), as four exact int32 partials, added to s */
 Q4K__NEON_INL int32x4_t q4k__scale16_neon(int32x4_t s, int16x8_t p, int16_t sc) {
     return vmlal_high_n_s16(vmlal_n_s16(s, vget_low_s16(p), sc), p, sc);
 }
+
+Q4K__NEON_INL int32x4_t q4k__dot32_neon(int8x16_t w0, int8x16_t w1, const int8_t *x) {
+    return vpadalq_s16(vpaddlq_s16(q4k__mul16_neon(w0, vld1q_s8(x))), q4k__mul16_neon(w1, vld1q_s8(x + 16)));
+}
+
+/* four products a lane: |w| <= 32 keeps them within int16 */
+Q4K__NEON_INL int32x4_t q4k__dot32_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t sc) {
+    const int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+    int16x8_t p = vmlal_high_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), w0, x0);
+    p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(x1));
+    return q4k__scale16_neon(vdupq_n_s32(0), vmlal_high_s8(p, w1, x1), (int16_t)sc);
+}
+
+Q4K__NEON_INL int32x4_t q4k__dot16x2_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t s0, int32_t s1) {
+    const int32x4_t s = q4k__scale16_neon(vdupq_n_s32(0), q4k__mul16_neon(w0, vld1q_s8(x)), (int16_t)s0);
+    return q4k__scale16_neon(s, q4k__mul16_neon(w1, vld1q_s8(x + 16)), (int16_t)s1);
+}
+#endif
 
 /* the 32 signed quants of block b of the 32-value types (wt: 0 = Q8_0,
    1 = Q4_0, 2 = Q5_0) */
@@ -4922,8 +4953,7 @@ Q4K__NEON_INL void q4k__qdot_q32_neon_t(const void *wv, int64_t cols, const q4k_
         const int8x16x2_t q = q4k__q32_neon(wv, b, wt, &d);
         Q4K__UNROLL for (c = 0; c < nc; c++) {
             const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b;
-            int32x4_t s = vpaddlq_s16(q4k__mul16_neon(q.val[0], vld1q_s8(x->qs)));
-            s = vpadalq_s16(s, q4k__mul16_neon(q.val[1], vld1q_s8(x->qs + 16)));
+            const int32x4_t s = q4k__dot32_neon(q.val[0], q.val[1], x->qs);
             acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(s), d * x->d);
         }
     }
@@ -4964,7 +4994,7 @@ Q4K__NEON_INL void q4k__qdot_k45_neon_t(const void *wv, int64_t cols, const q4k_
         for (k = 0; k < 4; k++) {
             const uint8x16_t v0 = vld1q_u8(qs + 32 * k), v1 = vld1q_u8(qs + 32 * k + 16);
             uint8x16_t l0 = vandq_u8(v0, m4), l1 = vandq_u8(v1, m4), u0 = vshrq_n_u8(v0, 4), u1 = vshrq_n_u8(v1, 4);
-            const int16_t s0 = (int16_t)((sc >> (16 * k)) & 0xFF), s1 = (int16_t)((sc >> (16 * k + 8)) & 0xFF);
+            const int32_t s0 = (int32_t)((sc >> (16 * k)) & 0xFF), s1 = (int32_t)((sc >> (16 * k + 8)) & 0xFF);
             if (is_q5) {
                 l0 = vorrq_u8(l0, vandq_u8(vshlq_n_u8(h0, 4), m16));
                 l1 = vorrq_u8(l1, vandq_u8(vshlq_n_u8(h1, 4), m16));
@@ -4975,10 +5005,8 @@ Q4K__NEON_INL void q4k__qdot_k45_neon_t(const void *wv, int64_t cols, const q4k_
             }
             Q4K__UNROLL for (c = 0; c < nc; c++) {
                 const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 2 * k;
-                const int16x8_t p0 = q4k__mul32_neon(vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1), x[0].qs);
-                const int16x8_t p1 = q4k__mul32_neon(vreinterpretq_s8_u8(u0), vreinterpretq_s8_u8(u1), x[1].qs);
-                const int32x4_t i0 = q4k__scale16_neon(vdupq_n_s32(0), p0, s0);
-                const int32x4_t i1 = q4k__scale16_neon(vdupq_n_s32(0), p1, s1);
+                const int32x4_t i0 = q4k__dot32_sc_neon(vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1), x[0].qs, s0);
+                const int32x4_t i1 = q4k__dot32_sc_neon(vreinterpretq_s8_u8(u0), vreinterpretq_s8_u8(u1), x[1].qs, s1);
                 sa[c] = vfmaq_n_f32(sa[c], vcvtq_f32_s32(i0), x[0].d);
                 sa[c] = vfmaq_n_f32(sa[c], vcvtq_f32_s32(i1), x[1].d);
             }
@@ -5023,7 +5051,7 @@ Q4K__NEON_INL void q4k__qdot_q6_K_neon_t(const void *wv, int64_t cols, const q4k
                 qh[i] = vld1q_u8(w[b].qh + 32 * h + 16 * i);
             }
             for (g = 0; g < 4; g++) {
-                const int16_t s0 = w[b].scales[8 * h + 2 * g], s1 = w[b].scales[8 * h + 2 * g + 1];
+                const int32_t s0 = w[b].scales[8 * h + 2 * g], s1 = w[b].scales[8 * h + 2 * g + 1];
                 int8x16_t q[2];
                 for (i = 0; i < 2; i++) {
                     const uint8x16_t lo4 = g == 0 ? vandq_u8(la[i], m4)
@@ -5038,8 +5066,7 @@ Q4K__NEON_INL void q4k__qdot_q6_K_neon_t(const void *wv, int64_t cols, const q4k
                 }
                 Q4K__UNROLL for (c = 0; c < nc; c++) {
                     const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 4 * h + g;
-                    int32x4_t s = q4k__scale16_neon(vdupq_n_s32(0), q4k__mul16_neon(q[0], vld1q_s8(x->qs)), s0);
-                    s = q4k__scale16_neon(s, q4k__mul16_neon(q[1], vld1q_s8(x->qs + 16)), s1);
+                    const int32x4_t s = q4k__dot16x2_sc_neon(q[0], q[1], x->qs, s0, s1);
                     sa[g & 1][c] = vfmaq_n_f32(sa[g & 1][c], vcvtq_f32_s32(s), x->d);
                 }
             }

@@ -503,6 +503,11 @@ static void test_avx512_vs_scalar_7b_shapes(void) {
 static void test_neon_vs_scalar(void) {
     if (!((q4k_cpu_paths_compiled() >> Q4K_CPU_NEON) & 1)) T_NA("NEON path not compiled (Q4K_NO_SIMD or not Arm64)");
     if (!path_usable(Q4K_CPU_NEON)) T_NA("CPU lacks NEON");
+#ifdef Q4K__NEON_DOTPROD
+    printf("  NEON integer dots: sdot (dot-product extension)\n");
+#else
+    printf("  NEON integer dots: smull/smlal (base ARMv8-A)\n");
+#endif
     worst_seen = 0.0;
     paths_small(Q4K_CPU_NEON);
     printf("  worst |path - scalar| / sum|w*x|: %.3g\n", worst_seen);

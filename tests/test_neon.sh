@@ -3,9 +3,10 @@
 # cross-compiles tests/test_cpu.c and the q4k command with aarch64-linux-gnu-gcc
 # (static, so qemu-aarch64 needs no sysroot), runs the CPU tests under
 # qemu-aarch64 (quick mode for the small cases, every 7B shape: Q4K_TEST_BIG=1;
-# their ok/FAIL/skip lines count as this script's, named arm64/...), asserts
-# that the NEON tests really ran, and runs a tiny synthetic model on the NEON
-# kernels against the x86 scalar path. Missing tools are skips (failures in CI).
+# their ok/FAIL/skip lines count as this script's, named arm64/... and, built
+# with the dot-product extension, arm64+dotprod/...), asserts that the NEON
+# tests really ran, and runs a tiny synthetic model on the NEON kernels
+# against the x86 scalar path. Missing tools are skips (failures in CI).
 # Packages: gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user.
 set -u
 cd "$(dirname "$0")/.."
@@ -22,23 +23,30 @@ fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 XFLAGS="-O2 -static -Wall -Wextra -Werror"
 
-# ---- test_cpu under emulation
-if ! $XCC $XFLAGS -Itests -I. -o "$tmp/test_cpu" tests/test_cpu.c -lm -lpthread 2>"$tmp/err"; then
-    echo "FAIL neon_build_test_cpu"; head -n 30 "$tmp/err"; exit 1
-fi
-echo "ok neon_build_test_cpu"
-t0=$(date +%s)
-Q4K_TEST_QUICK=1 Q4K_TEST_BIG=1 "$QEMU" "$tmp/test_cpu" >"$tmp/cpu.out" 2>&1
-rc=$?
-sed -E 's/^(ok|FAIL|skip) /\1 arm64\//' "$tmp/cpu.out"
-echo "  test_cpu under $QEMU: $(( $(date +%s) - t0 ))s, exit $rc"
-if [ $rc -ne 0 ] && ! grep -q '^FAIL ' "$tmp/cpu.out"; then echo "FAIL arm64/test_cpu: exit $rc"; fi
-# the NEON tests must have run, not skipped
-ran=1
-for t in test_quantize_act_simd test_neon_vs_scalar test_neon_vs_scalar_7b_shapes; do
-    grep -qx "ok $t" "$tmp/cpu.out" || { ran=0; echo "  $t did not pass under emulation"; }
-done
-[ $ran = 1 ] && echo "ok neon_tests_ran" || echo "FAIL neon_tests_ran"
+# ---- test_cpu under emulation, base ARMv8-A and with the dot-product
+# extension (sdot; qemu's "max" CPU has it)
+cpu_tests() { # label, kernel line test_neon_vs_scalar must print, qemu args, compiler flags...
+    local label=$1 dots=$2 qargs=$3; shift 3
+    if ! $XCC $XFLAGS "$@" -Itests -I. -o "$tmp/test_cpu" tests/test_cpu.c -lm -lpthread 2>"$tmp/err"; then
+        echo "FAIL $label/build"; head -n 30 "$tmp/err"; return
+    fi
+    echo "ok $label/build"
+    local t0=$(date +%s) rc ran=1 t
+    Q4K_TEST_QUICK=1 Q4K_TEST_BIG=1 "$QEMU" $qargs "$tmp/test_cpu" >"$tmp/cpu.out" 2>&1
+    rc=$?
+    # the AVX tests skip by construction here (x86 runs them): left out of the count
+    grep -v '^skip test_avx' "$tmp/cpu.out" | sed -E "s#^(ok|FAIL|skip) #\\1 $label/#"
+    echo "  $label test_cpu under $QEMU $qargs: $(( $(date +%s) - t0 ))s, exit $rc"
+    if [ $rc -ne 0 ] && ! grep -q '^FAIL ' "$tmp/cpu.out"; then echo "FAIL $label/test_cpu: exit $rc"; fi
+    # the NEON tests must have run, not skipped, with the intended kernels
+    for t in test_quantize_act_simd test_neon_vs_scalar test_neon_vs_scalar_7b_shapes; do
+        grep -qx "ok $t" "$tmp/cpu.out" || { ran=0; echo "  $t did not pass under emulation"; }
+    done
+    grep -qx "  NEON integer dots: $dots" "$tmp/cpu.out" || { ran=0; echo "  integer dots are not $dots"; }
+    [ $ran = 1 ] && echo "ok $label/neon_tests_ran" || echo "FAIL $label/neon_tests_ran"
+}
+cpu_tests arm64 "smull/smlal (base ARMv8-A)" ""
+cpu_tests arm64+dotprod "sdot (dot-product extension)" "-cpu max" -march=armv8.2-a+dotprod
 
 # ---- the q4k command on Arm64
 if [ ! -x ./q4k ]; then echo "FAIL neon_q4k: ./q4k (x86) not built; run make"; exit 1; fi
