@@ -447,7 +447,7 @@ typedef enum q4k_cpu_path {
     Q4K_CPU_SCALAR = 1,
     Q4K_CPU_AVX2 = 2,   /* AVX2 + FMA + F16C */
     Q4K_CPU_AVX512 = 3, /* AVX-512 F/BW/VL (+VNNI when present) */
-    Q4K_CPU_NEON = 4
+    Q4K_CPU_NEON = 4    /* Arm64 NEON (sdot when compiled for the dot-product extension) */
 } q4k_cpu_path;
 
 typedef enum q4k_act_mode {

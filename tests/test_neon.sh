@@ -7,7 +7,8 @@
 # with the dot-product extension, arm64+dotprod/...), asserts that the NEON
 # tests really ran, and runs a tiny synthetic model on the NEON kernels
 # against the x86 scalar path. Missing tools are skips (failures in CI).
-# Packages: gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user.
+# Packages: gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
+# qemu-user (and clang, for the compile checks).
 set -u
 cd "$(dirname "$0")/.."
 XCC=${Q4K_AARCH64_CC:-aarch64-linux-gnu-gcc}
@@ -47,6 +48,23 @@ cpu_tests() { # label, kernel line test_neon_vs_scalar must print, qemu args, co
 }
 cpu_tests arm64 "smull/smlal (base ARMv8-A)" ""
 cpu_tests arm64+dotprod "sdot (dot-product extension)" "-cpu max" -march=armv8.2-a+dotprod
+
+# ---- the header builds clean for Arm64 as C99 and C++11, gcc and clang, with
+# and without the dot-product extension (compile only: the runs above cover gcc)
+xcheck() { # name, compiler..., (then flags follow in "$@")
+    local name=$1 cc=$2; shift 2
+    if ! command -v "$cc" >/dev/null; then echo "skip $name: compiler $cc missing"; return; fi
+    local m ok=1
+    for m in -march=armv8-a -march=armv8.2-a+dotprod; do
+        "$cc" "$@" $m -O2 -Wall -Wextra -Wpedantic -Werror -Itests -I. -c tests/test_cpu.c -o "$tmp/x.o" 2>"$tmp/err" ||
+            { ok=0; echo "  $name $m:"; head -n 20 "$tmp/err"; }
+    done
+    [ $ok = 1 ] && echo "ok $name" || echo "FAIL $name"
+}
+xcheck arm64_gcc_c99 "$XCC" -std=c99
+xcheck arm64_gxx_cxx11 "${Q4K_AARCH64_CXX:-aarch64-linux-gnu-g++}" -std=c++11 -x c++
+xcheck arm64_clang_c99 clang --target=aarch64-linux-gnu -std=c99
+xcheck arm64_clangxx_cxx11 clang++ --target=aarch64-linux-gnu -std=c++11 -x c++
 
 # ---- the q4k command on Arm64
 if [ ! -x ./q4k ]; then echo "FAIL neon_q4k: ./q4k (x86) not built; run make"; exit 1; fi
