@@ -447,7 +447,7 @@ typedef enum q4k_cpu_path {
     Q4K_CPU_SCALAR = 1,
     Q4K_CPU_AVX2 = 2,   /* AVX2 + FMA + F16C */
     Q4K_CPU_AVX512 = 3, /* AVX-512 F/BW/VL (+VNNI when present) */
-    Q4K_CPU_NEON = 4
+    Q4K_CPU_NEON = 4    /* Arm64 NEON (sdot when compiled for the dot-product extension) */
 } q4k_cpu_path;
 
 typedef enum q4k_act_mode {
@@ -3672,7 +3672,9 @@ Q4K_API unsigned q4k_cpu_paths_compiled(void) {
 #ifdef Q4K__X86
     m |= (1u << Q4K_CPU_AVX2) | (1u << Q4K_CPU_AVX512);
 #endif
-    /* no NEON kernels yet: the path is detected but not compiled */
+#ifdef Q4K__NEON
+    m |= 1u << Q4K_CPU_NEON;
+#endif
     return m;
 }
 
@@ -4192,6 +4194,13 @@ static const q4k__kernels q4k__kernels_scalar = {
     q4k__qdot_q4_K_scalar, q4k__qdot_q5_K_scalar, q4k__qdot_q6_K_scalar,
     Q4K__NT};
 
+/* SIMD kernels: column loops over compile-time tile widths */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
+#define Q4K__UNROLL _Pragma("GCC unroll 8")
+#else
+#define Q4K__UNROLL
+#endif
+
 #ifdef Q4K__X86
 /* ---- AVX2 + FMA + F16C ---------------------------------------------------
 
@@ -4208,12 +4217,6 @@ static const q4k__kernels q4k__kernels_scalar = {
    leaves a compute-heavy loop short of memory bandwidth */
 #ifndef Q4K__PF_DIST
 #define Q4K__PF_DIST 1024
-#endif
-
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
-#define Q4K__UNROLL _Pragma("GCC unroll 8")
-#else
-#define Q4K__UNROLL
 #endif
 
 /* fixed-order horizontal sum */
@@ -4732,6 +4735,356 @@ static const q4k__kernels q4k__kernels_avx512 = {
 #endif
 #endif /* Q4K__X86 */
 
+#ifdef Q4K__NEON
+/* ---- Arm64 NEON (base ARMv8-A) -------------------------------------------
+
+   Integer dots with smull/smlal (int8 x int8 widened to int16 lanes, two to
+   four products a lane: |q| <= 128 and |x| <= 127 keep a lane of two Q8_0
+   products within 32512, of four Q4_K/Q5_K/Q6_K products within 16256),
+   then to int32 by pairwise adds or, for the k-quants, by a widening multiply
+   with the sub-block scale, which keeps every partial exact; or, where the
+   compiler targets the dot-product extension, by sdot (q4k__dot32_neon). Each lane's
+   int32 partial goes to float and into an FMA with its block's scale, as in
+   the AVX2 path. Every float operation is an explicit fused intrinsic or a
+   product that feeds no addition: gcc implements vmulq_f32/vaddq_f32 as
+   plain C operators and could otherwise contract them differently in each
+   tile width, and a column must not depend on it. Kernels are written once
+   for nc columns and instantiated for each nc (Q4K__NEON_TILES). */
+
+#define Q4K__NEON_INL static inline __attribute__((always_inline))
+#define Q4K__NT_NEON 4
+
+Q4K__NEON_INL float q4k__h2f_neon(uint16_t h) {
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+
+/* q4k_quantize_act_q8, bit for bit: the running max keeps the scalar
+   comparison (a NaN lane never wins, unlike fmax), the product is the same
+   IEEE multiply, frintn rounds half to even, min/max clamp exactly */
+static void q4k__quantize_act_neon(const float *x, q4k_block_q8a *out, int64_t n) {
+    const float32x4_t lim = vdupq_n_f32(127.0f), nlim = vdupq_n_f32(-127.0f);
+    int64_t b, nb = n / Q4K_QK;
+    for (b = 0; b < nb; b++) {
+        const float *xb = x + b * Q4K_QK;
+        float32x4_t v[8], mx = vdupq_n_f32(0.0f), vid;
+        int32x4_t q[8], s;
+        int16x8_t h0, h1, h2, h3;
+        float amax, d, id;
+        int i;
+        for (i = 0; i < 8; i++) {
+            float32x4_t av;
+            v[i] = vld1q_f32(xb + 4 * i);
+            av = vabsq_f32(v[i]);
+            mx = vbslq_f32(vcgtq_f32(av, mx), av, mx);
+        }
+        amax = vmaxvq_f32(mx); /* no NaN lanes left: any order gives the same max */
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        vid = vdupq_n_f32(id);
+        for (i = 0; i < 8; i++) {
+            float32x4_t r = vrndnq_f32(vmulq_f32(v[i], vid));
+            r = vmaxq_f32(vminq_f32(r, lim), nlim);
+            r = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(r), vceqq_f32(r, r))); /* NaN -> 0 */
+            q[i] = vcvtq_s32_f32(r);
+        }
+        s = vaddq_s32(vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3])),
+                      vaddq_s32(vaddq_s32(q[4], q[5]), vaddq_s32(q[6], q[7])));
+        h0 = vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1]));
+        h1 = vcombine_s16(vmovn_s32(q[2]), vmovn_s32(q[3]));
+        h2 = vcombine_s16(vmovn_s32(q[4]), vmovn_s32(q[5]));
+        h3 = vcombine_s16(vmovn_s32(q[6]), vmovn_s32(q[7]));
+        vst1q_s8(out[b].qs, vcombine_s8(vmovn_s16(h0), vmovn_s16(h1)));
+        vst1q_s8(out[b].qs + 16, vcombine_s8(vmovn_s16(h2), vmovn_s16(h3)));
+        out[b].d = d;
+        out[b].sum = vaddvq_s32(s);
+    }
+}
+
+/* float weights: 0 = F32, 1 = F16, 2 = BF16; the conversions are exact */
+Q4K__NEON_INL float32x4_t q4k__load4w_neon(const void *w, int64_t i, int wt) {
+    if (wt == 1) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)w + i)));
+    if (wt == 2) return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)w + i), 16));
+    return vld1q_f32((const float *)w + i);
+}
+
+Q4K__NEON_INL float q4k__load1w_neon(const void *w, int64_t i, int wt) {
+    if (wt == 1) return q4k_fp16_to_fp32(((const uint16_t *)w)[i]);
+    if (wt == 2) return q4k_bf16_to_fp32(((const uint16_t *)w)[i]);
+    return ((const float *)w)[i];
+}
+
+/* 16 values a step in four accumulators; the last cols % 16 values go
+   through the same FMAs, zero-padded (see q4k__fdot_avx2_t) */
+Q4K__NEON_INL void q4k__fdot_neon_t(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,
+                                    int64_t ys, int wt) {
+    float32x4_t acc[Q4K__NT_NEON][4];
+    int64_t i = 0, e = cols - cols % 16;
+    int c, k;
+    Q4K__UNROLL for (c = 0; c < nc; c++) for (k = 0; k < 4; k++) acc[c][k] = vdupq_n_f32(0.0f);
+    for (; i < e; i += 16) {
+        float32x4_t wv[4];
+        for (k = 0; k < 4; k++) wv[k] = q4k__load4w_neon(w, i + 4 * k, wt);
+        Q4K__UNROLL for (c = 0; c < nc; c++) for (k = 0; k < 4; k++)
+            acc[c][k] = vfmaq_f32(acc[c][k], wv[k], vld1q_f32(x + c * xs + i + 4 * k));
+    }
+    if (e < cols) {
+        float wt16[16] = {0}, xt[16] = {0};
+        float32x4_t wv[4];
+        for (i = e; i < cols; i++) wt16[i - e] = q4k__load1w_neon(w, i, wt);
+        for (k = 0; k < 4; k++) wv[k] = vld1q_f32(wt16 + 4 * k);
+        for (c = 0; c < nc; c++) {
+            for (i = e; i < cols; i++) xt[i - e] = x[c * xs + i];
+            for (k = 0; k < 4; k++) acc[c][k] = vfmaq_f32(acc[c][k], wv[k], vld1q_f32(xt + 4 * k));
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++)
+        y[c * ys] = vaddvq_f32(vaddq_f32(vaddq_f32(acc[c][0], acc[c][1]), vaddq_f32(acc[c][2], acc[c][3])));
+}
+
+#define Q4K__NEON_TILES(name, body_t, extra)                                                                    \
+    static void name(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y, int64_t ys) {   \
+        switch (nc) {                                                                                           \
+        case 1: body_t(w, cols, x, xs, 1, y, ys, extra); break;                                                 \
+        case 2: body_t(w, cols, x, xs, 2, y, ys, extra); break;                                                 \
+        case 3: body_t(w, cols, x, xs, 3, y, ys, extra); break;                                                 \
+        default: body_t(w, cols, x, xs, 4, y, ys, extra); break;                                                \
+        }                                                                                                       \
+    }
+Q4K__NEON_TILES(q4k__fdot_f32_neon, q4k__fdot_neon_t, 0)
+Q4K__NEON_TILES(q4k__fdot_f16_neon, q4k__fdot_neon_t, 1)
+Q4K__NEON_TILES(q4k__fdot_bf16_neon, q4k__fdot_neon_t, 2)
+
+#define Q4K__NEON_QTILES(name, body_t, extra)                                                                   \
+    static void name(const void *w, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y, int64_t ys) { \
+        switch (nc) {                                                                                           \
+        case 1: body_t(w, cols, a, j, 1, y, ys, extra); break;                                                  \
+        case 2: body_t(w, cols, a, j, 2, y, ys, extra); break;                                                  \
+        case 3: body_t(w, cols, a, j, 3, y, ys, extra); break;                                                  \
+        default: body_t(w, cols, a, j, 4, y, ys, extra); break;                                                 \
+        }                                                                                                       \
+    }
+
+/* The integer dots of 32 weights (w0, w1) and 32 activations x, as four
+   exact int32 partials: plain, times one scale (|w| <= 32), or the first 16
+   times s0 plus the last 16 times s1. With the dot-product extension
+   (compiled with -march=armv8.2-a+dotprod or later) sdot sums four products
+   a lane; the totals are the same integers. */
+#ifdef __ARM_FEATURE_DOTPROD
+#define Q4K__NEON_DOTPROD 1
+Q4K__NEON_INL int32x4_t q4k__dot32_neon(int8x16_t w0, int8x16_t w1, const int8_t *x) {
+    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, vld1q_s8(x)), w1, vld1q_s8(x + 16));
+}
+
+Q4K__NEON_INL int32x4_t q4k__dot32_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t sc) {
+    return vmulq_n_s32(q4k__dot32_neon(w0, w1, x), sc);
+}
+
+Q4K__NEON_INL int32x4_t q4k__dot16x2_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t s0, int32_t s1) {
+    const int32x4_t z = vdupq_n_s32(0);
+    return vmlaq_n_s32(vmulq_n_s32(vdotq_s32(z, w0, vld1q_s8(x)), s0), vdotq_s32(z, w1, vld1q_s8(x + 16)), s1);
+}
+#else
+/* 16 weights times 16 activations: eight int16 lanes of two products each */
+Q4K__NEON_INL int16x8_t q4k__mul16_neon(int8x16_t w, int8x16_t x) {
+    return vmlal_high_s8(vmull_s8(vget_low_s8(w), vget_low_s8(x)), w, x);
+}
+
+/* sc * (sum of the lanes of p), as four exact int32 partials, added to s */
+Q4K__NEON_INL int32x4_t q4k__scale16_neon(int32x4_t s, int16x8_t p, int16_t sc) {
+    return vmlal_high_n_s16(vmlal_n_s16(s, vget_low_s16(p), sc), p, sc);
+}
+
+Q4K__NEON_INL int32x4_t q4k__dot32_neon(int8x16_t w0, int8x16_t w1, const int8_t *x) {
+    return vpadalq_s16(vpaddlq_s16(q4k__mul16_neon(w0, vld1q_s8(x))), q4k__mul16_neon(w1, vld1q_s8(x + 16)));
+}
+
+/* four products a lane: |w| <= 32 keeps them within int16 */
+Q4K__NEON_INL int32x4_t q4k__dot32_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t sc) {
+    const int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+    int16x8_t p = vmlal_high_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), w0, x0);
+    p = vmlal_s8(p, vget_low_s8(w1), vget_low_s8(x1));
+    return q4k__scale16_neon(vdupq_n_s32(0), vmlal_high_s8(p, w1, x1), (int16_t)sc);
+}
+
+Q4K__NEON_INL int32x4_t q4k__dot16x2_sc_neon(int8x16_t w0, int8x16_t w1, const int8_t *x, int32_t s0, int32_t s1) {
+    const int32x4_t s = q4k__scale16_neon(vdupq_n_s32(0), q4k__mul16_neon(w0, vld1q_s8(x)), (int16_t)s0);
+    return q4k__scale16_neon(s, q4k__mul16_neon(w1, vld1q_s8(x + 16)), (int16_t)s1);
+}
+#endif
+
+/* the 32 signed quants of block b of the 32-value types (wt: 0 = Q8_0,
+   1 = Q4_0, 2 = Q5_0) */
+Q4K__NEON_INL int8x16x2_t q4k__q32_neon(const void *wv, int64_t b, int wt, float *d) {
+    int8x16x2_t q;
+    if (wt == 0) {
+        const q4k_block_q8_0 *w = (const q4k_block_q8_0 *)wv + b;
+        *d = q4k__h2f_neon(w->d);
+        q.val[0] = vld1q_s8(w->qs);
+        q.val[1] = vld1q_s8(w->qs + 16);
+    } else if (wt == 1) {
+        const q4k_block_q4_0 *w = (const q4k_block_q4_0 *)wv + b;
+        const uint8x16_t v = vld1q_u8(w->qs);
+        *d = q4k__h2f_neon(w->d);
+        q.val[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0xF))), vdupq_n_s8(8));
+        q.val[1] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+    } else {
+        /* bit i of qh is bit 4 of quant i: byte lane l tests bit l % 8 of qh
+           byte l / 8 */
+        static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+        const q4k_block_q5_0 *w = (const q4k_block_q5_0 *)wv + b;
+        const uint8x16_t v = vld1q_u8(w->qs), m = vld1q_u8(bit), m16 = vdupq_n_u8(0x10);
+        const uint8x16_t h0 = vandq_u8(vtstq_u8(vcombine_u8(vdup_n_u8(w->qh[0]), vdup_n_u8(w->qh[1])), m), m16);
+        const uint8x16_t h1 = vandq_u8(vtstq_u8(vcombine_u8(vdup_n_u8(w->qh[2]), vdup_n_u8(w->qh[3])), m), m16);
+        *d = q4k__h2f_neon(w->d);
+        q.val[0] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, vdupq_n_u8(0xF)), h0)), vdupq_n_s8(16));
+        q.val[1] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), h1)), vdupq_n_s8(16));
+    }
+    return q;
+}
+
+Q4K__NEON_INL void q4k__qdot_q32_neon_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                        int64_t ys, int wt) {
+    int64_t b, nb = cols / Q4K_QK;
+    float32x4_t acc[Q4K__NT_NEON];
+    int c;
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = vdupq_n_f32(0.0f);
+    for (b = 0; b < nb; b++) {
+        float d;
+        const int8x16x2_t q = q4k__q32_neon(wv, b, wt, &d);
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b;
+            const int32x4_t s = q4k__dot32_neon(q.val[0], q.val[1], x->qs);
+            acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(s), d * x->d);
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = vaddvq_f32(acc[c]);
+}
+Q4K__NEON_QTILES(q4k__qdot_q8_0_neon, q4k__qdot_q32_neon_t, 0)
+Q4K__NEON_QTILES(q4k__qdot_q4_0_neon, q4k__qdot_q32_neon_t, 1)
+Q4K__NEON_QTILES(q4k__qdot_q5_0_neon, q4k__qdot_q32_neon_t, 2)
+
+/* Q4_K and Q5_K: per 64-value chunk k the low nibbles are sub-block 2k and the
+   high nibbles sub-block 2k+1 (plus bit 2k / 2k+1 of qh for Q5_K); the quants
+   (0..31) are non-negative, so their bytes are also int8 */
+Q4K__NEON_INL void q4k__qdot_k45_neon_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                        int64_t ys, int is_q5) {
+    int64_t b, nb = cols / Q4K_QK_K;
+    const uint8x16_t m4 = vdupq_n_u8(0xF), m16 = vdupq_n_u8(0x10);
+    float32x4_t acc[Q4K__NT_NEON];
+    int c, k;
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = vdupq_n_f32(0.0f);
+    for (b = 0; b < nb; b++) {
+        const uint8_t *qs, *scales;
+        uint64_t sc, mn;
+        float d, dmin;
+        uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
+        uint16x8_t mn16;
+        float32x4_t sa[Q4K__NT_NEON], mf0, mf1;
+        if (is_q5) {
+            const q4k_block_q5_K *w = (const q4k_block_q5_K *)wv + b;
+            qs = w->qs, scales = w->scales, d = q4k__h2f_neon(w->d), dmin = q4k__h2f_neon(w->dmin);
+            h0 = vld1q_u8(w->qh);
+            h1 = vld1q_u8(w->qh + 16);
+        } else {
+            const q4k_block_q4_K *w = (const q4k_block_q4_K *)wv + b;
+            qs = w->qs, scales = w->scales, d = q4k__h2f_neon(w->d), dmin = q4k__h2f_neon(w->dmin);
+        }
+        q4k__scales_k4_words(scales, &sc, &mn);
+        Q4K__UNROLL for (c = 0; c < nc; c++) sa[c] = vdupq_n_f32(0.0f);
+        for (k = 0; k < 4; k++) {
+            const uint8x16_t v0 = vld1q_u8(qs + 32 * k), v1 = vld1q_u8(qs + 32 * k + 16);
+            uint8x16_t l0 = vandq_u8(v0, m4), l1 = vandq_u8(v1, m4), u0 = vshrq_n_u8(v0, 4), u1 = vshrq_n_u8(v1, 4);
+            const int32_t s0 = (int32_t)((sc >> (16 * k)) & 0xFF), s1 = (int32_t)((sc >> (16 * k + 8)) & 0xFF);
+            if (is_q5) {
+                l0 = vorrq_u8(l0, vandq_u8(vshlq_n_u8(h0, 4), m16));
+                l1 = vorrq_u8(l1, vandq_u8(vshlq_n_u8(h1, 4), m16));
+                u0 = vorrq_u8(u0, vandq_u8(vshlq_n_u8(h0, 3), m16));
+                u1 = vorrq_u8(u1, vandq_u8(vshlq_n_u8(h1, 3), m16));
+                h0 = vshrq_n_u8(h0, 2);
+                h1 = vshrq_n_u8(h1, 2);
+            }
+            Q4K__UNROLL for (c = 0; c < nc; c++) {
+                const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 2 * k;
+                const int32x4_t i0 = q4k__dot32_sc_neon(vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1), x[0].qs, s0);
+                const int32x4_t i1 = q4k__dot32_sc_neon(vreinterpretq_s8_u8(u0), vreinterpretq_s8_u8(u1), x[1].qs, s1);
+                sa[c] = vfmaq_n_f32(sa[c], vcvtq_f32_s32(i0), x[0].d);
+                sa[c] = vfmaq_n_f32(sa[c], vcvtq_f32_s32(i1), x[1].d);
+            }
+        }
+        mn16 = vmovl_u8(vcreate_u8(mn));
+        mf0 = vcvtq_f32_u32(vmovl_u16(vget_low_u16(mn16)));
+        mf1 = vcvtq_f32_u32(vmovl_high_u16(mn16));
+        Q4K__UNROLL for (c = 0; c < nc; c++) {
+            const float *bs = a->bs + (j + c) * a->nbx + b * 8;
+            const float32x4_t mins = vfmaq_f32(vmulq_f32(mf0, vld1q_f32(bs)), mf1, vld1q_f32(bs + 4));
+            acc[c] = vfmaq_n_f32(acc[c], sa[c], d);
+            acc[c] = vfmsq_f32(acc[c], mins, vdupq_n_f32(dmin));
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = vaddvq_f32(acc[c]);
+}
+Q4K__NEON_QTILES(q4k__qdot_q4_K_neon, q4k__qdot_k45_neon_t, 0)
+Q4K__NEON_QTILES(q4k__qdot_q5_K_neon, q4k__qdot_k45_neon_t, 1)
+
+/* Q6_K: per 128-value half h, groups g = 0..3 of 32 values (activation block
+   4h+g, sub-blocks 8h+2g and 8h+2g+1) take their low 4 bits from ql (low
+   nibbles of ql[0..31], ql[32..63], then the high nibbles) and 2 bits from qh
+   (bits 2g, 2g+1) */
+Q4K__NEON_INL void q4k__qdot_q6_K_neon_t(const void *wv, int64_t cols, const q4k__act *a, int64_t j, int nc, float *y,
+                                         int64_t ys, int unused) {
+    const q4k_block_q6_K *w = (const q4k_block_q6_K *)wv;
+    int64_t b, nb = cols / Q4K_QK_K;
+    const uint8x16_t m4 = vdupq_n_u8(0xF), m30 = vdupq_n_u8(0x30);
+    const int8x16_t k32 = vdupq_n_s8(32);
+    float32x4_t acc[Q4K__NT_NEON];
+    int c, h, g, i;
+    (void)unused;
+    Q4K__UNROLL for (c = 0; c < nc; c++) acc[c] = vdupq_n_f32(0.0f);
+    for (b = 0; b < nb; b++) {
+        float32x4_t sa[2][Q4K__NT_NEON]; /* even and odd groups: two dependency chains */
+        Q4K__UNROLL for (c = 0; c < nc; c++) sa[0][c] = sa[1][c] = vdupq_n_f32(0.0f);
+        for (h = 0; h < 2; h++) {
+            uint8x16_t la[2], lb[2], qh[2];
+            for (i = 0; i < 2; i++) {
+                la[i] = vld1q_u8(w[b].ql + 64 * h + 16 * i);
+                lb[i] = vld1q_u8(w[b].ql + 64 * h + 32 + 16 * i);
+                qh[i] = vld1q_u8(w[b].qh + 32 * h + 16 * i);
+            }
+            for (g = 0; g < 4; g++) {
+                const int32_t s0 = w[b].scales[8 * h + 2 * g], s1 = w[b].scales[8 * h + 2 * g + 1];
+                int8x16_t q[2];
+                for (i = 0; i < 2; i++) {
+                    const uint8x16_t lo4 = g == 0 ? vandq_u8(la[i], m4)
+                                         : g == 1 ? vandq_u8(lb[i], m4)
+                                         : g == 2 ? vshrq_n_u8(la[i], 4)
+                                                  : vshrq_n_u8(lb[i], 4);
+                    const uint8x16_t hi2 = g == 0 ? vshlq_n_u8(qh[i], 4)
+                                         : g == 1 ? vshlq_n_u8(qh[i], 2)
+                                         : g == 2 ? qh[i]
+                                                  : vshrq_n_u8(qh[i], 2);
+                    q[i] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo4, vandq_u8(hi2, m30))), k32);
+                }
+                Q4K__UNROLL for (c = 0; c < nc; c++) {
+                    const q4k_block_q8a *x = a->q + (j + c) * a->nbx + b * 8 + 4 * h + g;
+                    const int32x4_t s = q4k__dot16x2_sc_neon(q[0], q[1], x->qs, s0, s1);
+                    sa[g & 1][c] = vfmaq_n_f32(sa[g & 1][c], vcvtq_f32_s32(s), x->d);
+                }
+            }
+        }
+        Q4K__UNROLL for (c = 0; c < nc; c++)
+            acc[c] = vfmaq_n_f32(acc[c], vaddq_f32(sa[0][c], sa[1][c]), q4k__h2f_neon(w[b].d));
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = vaddvq_f32(acc[c]);
+}
+Q4K__NEON_QTILES(q4k__qdot_q6_K_neon, q4k__qdot_q6_K_neon_t, 0)
+
+static const q4k__kernels q4k__kernels_neon = {
+    q4k__fdot_f32_neon, q4k__fdot_f16_neon, q4k__fdot_bf16_neon,
+    q4k__qdot_q8_0_neon, q4k__qdot_q4_0_neon, q4k__qdot_q5_0_neon,
+    q4k__qdot_q4_K_neon, q4k__qdot_q5_K_neon, q4k__qdot_q6_K_neon,
+    Q4K__NT_NEON};
+#endif /* Q4K__NEON */
+
 /* ---- matmul ------------------------------------------------------------- */
 
 typedef struct q4k__mm {
@@ -4816,6 +5169,12 @@ Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, 
     if (path == Q4K_CPU_AVX2) m.k = &q4k__kernels_avx2;
     if (path == Q4K_CPU_AVX512) m.k = &q4k__kernels_avx512;
     if (path == Q4K_CPU_AVX2 || path == Q4K_CPU_AVX512) m.quantize = q4k__quantize_act_avx2;
+#endif
+#ifdef Q4K__NEON
+    if (path == Q4K_CPU_NEON) {
+        m.k = &q4k__kernels_neon;
+        m.quantize = q4k__quantize_act_neon;
+    }
 #endif
     m.type = type;
     m.w = (const uint8_t *)w;
