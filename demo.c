@@ -38,7 +38,7 @@ static const char *usage_text =
     "exit codes: 0 ok, 1 error (bad file, backend that cannot start, I/O),\n"
     "            2 usage (bad or missing arguments), 3 parity failure\n"
     "\n"
-    "environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path\n";
+    "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path\n";
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "q4k: ");
