@@ -6574,16 +6574,15 @@ static size_t q4k__pretok_next(const unsigned char *s, size_t n, size_t i, int p
 
 /* ---- BPE ---------------------------------------------------------------- */
 
-typedef struct q4k__bpe_item {
-    int32_t rank, left, right;
-} q4k__bpe_item;
-
-/* a SentencePiece pair: symbols at byte offsets left and left + (its
-   length), which together spell token id of that score */
-typedef struct q4k__spm_item {
-    float score;
-    int32_t left, size, id;
-} q4k__spm_item;
+/* A candidate merge of two adjacent symbols, in a binary heap that gives
+   the lowest key first, the leftmost of equals. Byte-level BPE: key = merge
+   rank, b = the right symbol. SentencePiece: key = -score of token id, b =
+   the byte length of the pair (symbols at byte offsets left and left + the
+   left one's length). Both keys are exact in a double. */
+typedef struct q4k__pair {
+    double key;
+    int32_t left, b, id;
+} q4k__pair;
 
 typedef struct q4k__tokctx {
     const q4k_tokenizer *t;
@@ -6591,14 +6590,14 @@ typedef struct q4k__tokctx {
     int64_t cap, n;
     /* scratch, grown to the longest pre-token */
     int32_t *sym, *next, *prev;
-    q4k__bpe_item *heap;
+    q4k__pair *heap;
     size_t n_heap, scap;
     /* SentencePiece scratch, grown to the longest text fragment: the
        fragment's bytes, and per symbol (indexed by its first byte) its
        length (0: merged into the symbol before it) and neighbours */
     unsigned char *wbuf;
     int32_t *slen, *snext, *sprev;
-    q4k__spm_item *sheap;
+    q4k__pair *sheap;
     size_t n_sheap, wcap;
 } q4k__tokctx;
 
@@ -6607,42 +6606,46 @@ static void q4k__emit(q4k__tokctx *c, int32_t id) {
     c->n++;
 }
 
-static int q4k__bpe_less(const q4k__bpe_item *a, const q4k__bpe_item *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+static int q4k__pair_before(const q4k__pair *a, const q4k__pair *b) {
+    return a->key < b->key || (a->key == b->key && a->left < b->left);
+}
+
+static void q4k__heap_push(q4k__pair *h, size_t *n, const q4k__pair *it) {
+    size_t k = (*n)++;
+    while (k > 0) {
+        size_t p = (k - 1) / 2;
+        if (!q4k__pair_before(it, &h[p])) break;
+        h[k] = h[p];
+        k = p;
+    }
+    h[k] = *it;
+}
+
+static q4k__pair q4k__heap_pop(q4k__pair *h, size_t *n_io) {
+    q4k__pair top = h[0], last = h[--*n_io];
+    size_t k = 0, n = *n_io;
+    for (;;) {
+        size_t m = 2 * k + 1;
+        if (m >= n) break;
+        if (m + 1 < n && q4k__pair_before(&h[m + 1], &h[m])) m++;
+        if (!q4k__pair_before(&h[m], &last)) break;
+        h[k] = h[m];
+        k = m;
+    }
+    if (n) h[k] = last;
+    return top;
 }
 
 static void q4k__bpe_push(q4k__tokctx *c, int32_t left, int32_t right) {
     int32_t rank, res;
-    size_t k;
-    q4k__bpe_item it;
+    q4k__pair it;
     if (left < 0 || right < 0) return;
     if (!q4k__merge_find(c->t, c->sym[left], c->sym[right], &rank, &res)) return;
-    it.rank = rank;
+    it.key = (double)rank;
     it.left = left;
-    it.right = right;
-    k = c->n_heap++;
-    while (k > 0) {
-        size_t p = (k - 1) / 2;
-        if (!q4k__bpe_less(&it, &c->heap[p])) break;
-        c->heap[k] = c->heap[p];
-        k = p;
-    }
-    c->heap[k] = it;
-}
-
-static q4k__bpe_item q4k__bpe_pop(q4k__tokctx *c) {
-    q4k__bpe_item top = c->heap[0], last = c->heap[--c->n_heap];
-    size_t k = 0, n = c->n_heap;
-    for (;;) {
-        size_t m = 2 * k + 1;
-        if (m >= n) break;
-        if (m + 1 < n && q4k__bpe_less(&c->heap[m + 1], &c->heap[m])) m++;
-        if (!q4k__bpe_less(&c->heap[m], &last)) break;
-        c->heap[k] = c->heap[m];
-        k = m;
-    }
-    if (n) c->heap[k] = last;
-    return top;
+    it.b = right;
+    it.id = res;
+    q4k__heap_push(c->heap, &c->n_heap, &it);
 }
 
 /* Merge the bytes w[0..n) by rank: always the best-ranked adjacent pair,
@@ -6671,7 +6674,7 @@ static q4k_result q4k__bpe(q4k__tokctx *c, const unsigned char *w, size_t n) {
         c->next = (int32_t *)Q4K_MALLOC(cap * sizeof *c->next);
         c->prev = (int32_t *)Q4K_MALLOC(cap * sizeof *c->prev);
         /* at most n - 1 pairs at first and two new ones per merge */
-        c->heap = (q4k__bpe_item *)Q4K_MALLOC(3 * cap * sizeof *c->heap);
+        c->heap = (q4k__pair *)Q4K_MALLOC(3 * cap * sizeof *c->heap);
         c->scap = cap;
         if (!c->sym || !c->next || !c->prev || !c->heap) {
             c->scap = 0;
@@ -6686,11 +6689,11 @@ static q4k_result q4k__bpe(q4k__tokctx *c, const unsigned char *w, size_t n) {
     c->n_heap = 0;
     for (k = 0; k + 1 < m; k++) q4k__bpe_push(c, k, k + 1);
     while (c->n_heap) {
-        q4k__bpe_item it = q4k__bpe_pop(c);
-        int32_t rank, res, l = it.left, r = it.right;
+        q4k__pair it = q4k__heap_pop(c->heap, &c->n_heap);
+        int32_t rank, res, l = it.left, r = it.b;
         /* stale when a side was merged away or changed since the push */
         if (c->sym[l] < 0 || c->sym[r] < 0 || c->next[l] != r) continue;
-        if (!q4k__merge_find(t, c->sym[l], c->sym[r], &rank, &res) || rank != it.rank) continue;
+        if (!q4k__merge_find(t, c->sym[l], c->sym[r], &rank, &res) || (double)rank != it.key) continue;
         c->sym[l] = res;
         c->sym[r] = -1;
         c->next[l] = c->next[r];
@@ -6704,46 +6707,18 @@ static q4k_result q4k__bpe(q4k__tokctx *c, const unsigned char *w, size_t n) {
 
 /* ---- SentencePiece BPE ---------------------------------------------------- */
 
-/* a comes out of the heap before b: the higher score, the leftmost of equals */
-static int q4k__spm_before(const q4k__spm_item *a, const q4k__spm_item *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
 static void q4k__spm_push(q4k__tokctx *c, int32_t left, int32_t right) {
     const q4k_tokenizer *t = c->t;
-    q4k__spm_item it;
+    q4k__pair it;
     int32_t id;
-    size_t k;
     if (left < 0 || right < 0) return;
-    it.size = c->slen[left] + c->slen[right];
-    id = q4k__map_find(t, c->wbuf + left, (size_t)it.size);
+    it.b = c->slen[left] + c->slen[right];
+    id = q4k__map_find(t, c->wbuf + left, (size_t)it.b);
     if (id < 0 || !q4k__spm_mergeable(t->type[id])) return;
-    it.score = t->score[id];
+    it.key = -(double)t->score[id]; /* the highest score first */
     it.left = left;
     it.id = id;
-    k = c->n_sheap++;
-    while (k > 0) {
-        size_t p = (k - 1) / 2;
-        if (!q4k__spm_before(&it, &c->sheap[p])) break;
-        c->sheap[k] = c->sheap[p];
-        k = p;
-    }
-    c->sheap[k] = it;
-}
-
-static q4k__spm_item q4k__spm_pop(q4k__tokctx *c) {
-    q4k__spm_item top = c->sheap[0], last = c->sheap[--c->n_sheap];
-    size_t k = 0, n = c->n_sheap;
-    for (;;) {
-        size_t m = 2 * k + 1;
-        if (m >= n) break;
-        if (m + 1 < n && q4k__spm_before(&c->sheap[m + 1], &c->sheap[m])) m++;
-        if (!q4k__spm_before(&c->sheap[m], &last)) break;
-        c->sheap[k] = c->sheap[m];
-        k = m;
-    }
-    if (n) c->sheap[k] = last;
-    return top;
+    q4k__heap_push(c->sheap, &c->n_sheap, &it);
 }
 
 static q4k_result q4k__spm_reserve(q4k__tokctx *c, size_t n) {
@@ -6759,7 +6734,7 @@ static q4k_result q4k__spm_reserve(q4k__tokctx *c, size_t n) {
     c->snext = (int32_t *)Q4K_MALLOC(cap * sizeof *c->snext);
     c->sprev = (int32_t *)Q4K_MALLOC(cap * sizeof *c->sprev);
     /* at most n - 1 pairs at first and two new ones per merge */
-    c->sheap = (q4k__spm_item *)Q4K_MALLOC(3 * cap * sizeof *c->sheap);
+    c->sheap = (q4k__pair *)Q4K_MALLOC(3 * cap * sizeof *c->sheap);
     c->wcap = cap;
     if (!c->wbuf || !c->slen || !c->snext || !c->sprev || !c->sheap) {
         c->wcap = 0;
@@ -6798,10 +6773,10 @@ static q4k_result q4k__spm_fragment(q4k__tokctx *c, const unsigned char *s, size
     c->n_sheap = 0;
     for (k = 0; c->snext[k] >= 0; k = c->snext[k]) q4k__spm_push(c, k, c->snext[k]);
     while (c->n_sheap) {
-        q4k__spm_item it = q4k__spm_pop(c);
+        q4k__pair it = q4k__heap_pop(c->sheap, &c->n_sheap);
         int32_t l = it.left, r = c->snext[l];
-        if (!c->slen[l] || r < 0 || c->slen[l] + c->slen[r] != it.size) continue;
-        c->slen[l] = it.size;
+        if (!c->slen[l] || r < 0 || c->slen[l] + c->slen[r] != it.b) continue;
+        c->slen[l] = it.b;
         c->slen[r] = 0;
         c->snext[l] = c->snext[r];
         if (c->snext[r] >= 0) c->sprev[c->snext[r]] = l;
