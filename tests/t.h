@@ -82,4 +82,19 @@ T__UNUSED static double t_rng_gauss(t_rng *r) {
 }
 /* quick mode (sanitizer builds): smaller shapes */
 T__UNUSED static int t_quick(void) { const char *q = getenv("Q4K_TEST_QUICK"); return q && *q && *q != '0'; }
+/* a whole file, malloc'd (one spare byte); NULL and *n = 0 when unreadable */
+T__UNUSED static unsigned char *t_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *p = NULL;
+    long sz;
+    *n = 0;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        p = (unsigned char *)malloc((size_t)sz + 1);
+        if (p && fread(p, 1, (size_t)sz, f) == (size_t)sz) *n = (size_t)sz;
+        else { free(p); p = NULL; }
+    }
+    fclose(f);
+    return p;
+}
 #endif

@@ -17,20 +17,6 @@ static void tmp_path(char *buf, size_t n, const char *tag) {
     snprintf(buf, n, "%s/q4k_test_gguf_%ld_%s.gguf", d, (long)getpid(), tag);
 }
 
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *p = NULL;
-    long sz;
-    *n = 0;
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        p = (unsigned char *)malloc((size_t)sz + 1);
-        if (p && fread(p, 1, (size_t)sz, f) == (size_t)sz) *n = (size_t)sz;
-    }
-    fclose(f);
-    return p;
-}
-
 static int write_all(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     int ok;
@@ -359,7 +345,7 @@ static void test_roundtrip_align(uint32_t align, const char *tag) {
         q4k_gguf_close(g);
     }
     /* from a buffer, also as version 2 */
-    bytes = read_all(path, &n);
+    bytes = t_read_file(path, &n);
     T_CHECK(bytes && n > 24, "read back");
     if (bytes) {
         T_CHECK(open_exact(bytes, n, NULL, &g, &err, &copy) == Q4K_OK, "open_memory: %s", err.msg);
@@ -469,8 +455,8 @@ static void test_writer_streaming(void) {
     T_CHECK(q4k_gguf_writer_end(w, &err) == Q4K_OK, "end: %s", err.msg);
     q4k_gguf_writer_free(w);
     free_data(data);
-    b1 = read_all(p1, &n1);
-    b2 = read_all(p2, &n2);
+    b1 = t_read_file(p1, &n1);
+    b2 = t_read_file(p2, &n2);
     T_CHECK(b1 && b2 && n1 == n2 && n1 > 0 && !memcmp(b1, b2, n1), "streamed file differs (%zu vs %zu bytes)", n1, n2);
     free(b1);
     free(b2);
@@ -960,7 +946,7 @@ static void test_fuzz(void) {
     q4k_gguf_writer_write_file(w, path, &err);
     q4k_gguf_writer_free(w);
     free_data(data);
-    file = read_all(path, &n);
+    file = t_read_file(path, &n);
     remove(path);
     T_CHECK(file && n > 0, "fuzz seed");
     if (!file) return;

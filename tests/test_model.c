@@ -884,21 +884,6 @@ static void test_perturbation_growth(void) {
 
 /* ---- fuzz: mutated model files ------------------------------------------ */
 
-static unsigned char *tm_read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *b;
-    long len;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b = (unsigned char *)malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 /* A small model whose header is mutated at random (byte flips, and integer or
    float hyperparameters overwritten with edge values): every file is either
    refused with a one-line message or loads a model that evaluates without a
@@ -920,7 +905,7 @@ static void test_model_fuzz(void) {
     c.n_layer = 2;
     c.wtype = Q4K_TYPE_Q8_0;
     if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "cannot write %s", path); return; }
-    file = tm_read_all(path, &n);
+    file = t_read_file(path, &n);
     remove(path);
     T_CHECK(file != NULL, "read %s", path);
     if (!file) return;
@@ -1020,7 +1005,7 @@ static void test_nonfinite_logits(void) {
     T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_OK, "load: %s", err.msg);
     if (!m) return;
     t = q4k_gguf_find_tensor(m->gguf, "output_norm.weight");
-    file = tm_read_all(path, &n);
+    file = t_read_file(path, &n);
     nan_v = (float)(0.0 * HUGE_VAL); /* NaN */
     if (t && file) memcpy(file + t->file_offset + 4 * 5, &nan_v, 4); /* channel 5 of the final norm */
     q4k_model_free(m);

@@ -1646,22 +1646,6 @@ static void test_spm_from_gguf(void) {
 
 /* ---- fuzz: mutated vocabularies ------------------------------------------ */
 
-static unsigned char *tf_read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *b = NULL;
-    long len;
-    *n = 0;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (len > 0) b = (unsigned char *)malloc((size_t)len);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
-    fclose(f);
-    if (b) *n = (size_t)len;
-    return b;
-}
-
 /* Byte-level and SentencePiece vocabularies in GGUF files, mutated at
    random (byte flips, integer values set to edge values): each is refused
    with a one-line message, or builds a tokenizer whose ids are all in range
@@ -1694,7 +1678,7 @@ static void test_vocab_fuzz(void) {
     spm_add(&sv, "ab", 1, -3);
     spm_add(&sv, "<tool>", Q4K_TOKEN_USER_DEFINED, 0);
     spm_write_gguf(path, &sv, (int)sv.n, Q4K_GGUF_FLOAT32, 1, 1, 0);
-    seed[1] = tf_read_file(path, &seed_n[1]);
+    seed[1] = t_read_file(path, &seed_n[1]);
     remove(path);
     T_CHECK(seed[0] && seed[1], "seed files");
     if (!seed[0] || !seed[1]) { free(seed[0]); free(seed[1]); return; }
