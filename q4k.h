@@ -6181,10 +6181,27 @@ static q4k_result q4k__gguf_token_id(const q4k_gguf *g, const char *key, int32_t
     return Q4K_OK;
 }
 
+/* A per-token array of the vocabulary: its element type and encoded data,
+   with one entry per token. Q4K_ERR_NOT_FOUND (err untouched) when absent. */
+static q4k_result q4k__vocab_arr(const q4k_gguf *g, const char *key, uint64_t n_tok, q4k_gguf_type *et,
+                                 const void **data, q4k_error *err) {
+    uint64_t n = 0;
+    q4k_result rc = q4k_gguf_get_arr(g, key, et, &n);
+    if (rc == Q4K_ERR_NOT_FOUND) return rc;
+    if (rc != Q4K_OK) return q4k__fail(err, rc, "%s: %s", key, q4k_result_string(rc));
+    if (n != n_tok)
+        return q4k__fail(err, Q4K_ERR_BAD_COUNT, "%s has %llu entries for %llu tokens", key, (unsigned long long)n,
+                         (unsigned long long)n_tok);
+    rc = q4k_gguf_get_arr_data(g, key, data);
+    if (rc != Q4K_OK) return q4k__fail(err, rc, "%s: %s (want numbers)", key, q4k_result_string(rc));
+    return Q4K_OK;
+}
+
 Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **out, q4k_error *err) {
     const char *model = NULL, *pre = NULL;
     q4k_gguf_type et;
-    uint64_t n_tok = 0, n_merge = 0, n_type = 0, i;
+    uint64_t n_tok = 0, n_merge = 0, i;
+    const void *data = NULL;
     const char **tokens = NULL, **merges = NULL;
     size_t *token_lens = NULL, *merge_lens = NULL;
     int32_t *types = NULL;
@@ -6266,19 +6283,8 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
         }
     }
 
-    rc = q4k_gguf_get_arr(g, "tokenizer.ggml.token_type", &et, &n_type);
+    rc = q4k__vocab_arr(g, "tokenizer.ggml.token_type", n_tok, &et, &data, err);
     if (rc == Q4K_OK) {
-        const void *data = NULL;
-        if (n_type != n_tok) {
-            rc = q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.token_type has %llu entries for %llu tokens",
-                           (unsigned long long)n_type, (unsigned long long)n_tok);
-            goto done;
-        }
-        rc = q4k_gguf_get_arr_data(g, "tokenizer.ggml.token_type", &data);
-        if (rc != Q4K_OK) {
-            q4k__fail(err, rc, "tokenizer.ggml.token_type: %s (want integers)", q4k_result_string(rc));
-            goto done;
-        }
         types = (int32_t *)Q4K_MALLOC((size_t)(n_tok ? n_tok : 1) * sizeof *types);
         if (!types) {
             rc = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
@@ -6299,35 +6305,19 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
             types[i] = (int32_t)v;
         }
     } else if (rc != Q4K_ERR_NOT_FOUND) {
-        q4k__fail(err, rc, "tokenizer.ggml.token_type: %s", q4k_result_string(rc));
         goto done;
     }
 
     if (spm) {
-        uint64_t n_score = 0;
-        const void *data = NULL;
-        rc = q4k_gguf_get_arr(g, "tokenizer.ggml.scores", &et, &n_score);
+        rc = q4k__vocab_arr(g, "tokenizer.ggml.scores", n_tok, &et, &data, err);
         if (rc == Q4K_ERR_NOT_FOUND) {
             rc = q4k__fail(err, Q4K_ERR_BAD_MODEL, "tokenizer.ggml.scores is missing (a SentencePiece vocabulary needs it)");
             goto done;
         }
-        if (rc != Q4K_OK) {
-            q4k__fail(err, rc, "tokenizer.ggml.scores: %s", q4k_result_string(rc));
-            goto done;
-        }
+        if (rc != Q4K_OK) goto done;
         if (et != Q4K_GGUF_FLOAT32) {
             rc = q4k__fail(err, Q4K_ERR_TYPE_MISMATCH, "tokenizer.ggml.scores is an array of %s, not of FLOAT32",
                            q4k_gguf_type_name(et));
-            goto done;
-        }
-        if (n_score != n_tok) {
-            rc = q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.scores has %llu entries for %llu tokens",
-                           (unsigned long long)n_score, (unsigned long long)n_tok);
-            goto done;
-        }
-        rc = q4k_gguf_get_arr_data(g, "tokenizer.ggml.scores", &data);
-        if (rc != Q4K_OK) {
-            q4k__fail(err, rc, "tokenizer.ggml.scores: %s", q4k_result_string(rc));
             goto done;
         }
         scores = (float *)Q4K_MALLOC((size_t)(n_tok ? n_tok : 1) * sizeof *scores);

@@ -129,6 +129,17 @@ def split_specials(text, specials):
     return out
 
 
+def add_vocab(w, pieces, scores, types, sp):
+    """the SentencePiece vocabulary keys, as GGUF converters write them"""
+    w.add_tokenizer_model("llama")
+    w.add_token_list(pieces)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+
+
 def write_llama_model(gguf, np, path, pieces, scores, types, sp):
     """a one-layer llama model with random float weights and this vocabulary"""
     n_embd, n_head, n_head_kv, n_ff, n_vocab = 32, 4, 2, 64, len(pieces)
@@ -143,13 +154,7 @@ def write_llama_model(gguf, np, path, pieces, scores, types, sp):
     w.add_head_count_kv(n_head_kv)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-6)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(pieces)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(sp.bos_id())
-    w.add_eos_token_id(sp.eos_id())
-    w.add_unk_token_id(sp.unk_id())
+    add_vocab(w, pieces, scores, types, sp)
 
     def t(name, *shape):  # numpy shape: (rows, row length)
         w.add_tensor(name, (r.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32))
@@ -221,13 +226,7 @@ def main():
             return 1
         path = os.path.join(tmp, "spm.gguf")
         w = gguf.GGUFWriter(path, "llama")
-        w.add_tokenizer_model("llama")
-        w.add_token_list(pieces)
-        w.add_token_scores(scores)
-        w.add_token_types(types)
-        w.add_bos_token_id(sp.bos_id())
-        w.add_eos_token_id(sp.eos_id())
-        w.add_unk_token_id(sp.unk_id())
+        add_vocab(w, pieces, scores, types, sp)
         w.add_add_bos_token(True)
         w.add_add_space_prefix(True)
         w.write_header_to_file()
