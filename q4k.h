@@ -3955,9 +3955,20 @@ typedef void (*q4k__qdot_fn)(const void *w, int64_t cols, const q4k__act *a, int
 /* float activations: weights of type F32, F16 or BF16 (x rows of xs floats) */
 typedef void (*q4k__fdot_fn)(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y, int64_t ys);
 
+/* float mode: decode one row of a quantized type to floats, bit for bit as
+   q4k_dequantize_row; 0 when the type is not handled (then that decodes) */
+typedef int (*q4k__decode_fn)(q4k_type type, const void *w, float *y, int64_t cols);
+
 typedef struct q4k__kernels {
     q4k__fdot_fn f32, f16, bf16; /* NULL: decode with q4k_dequantize_row, then f32 */
     q4k__qdot_fn q8_0, q4_0, q5_0, q4_K, q5_K, q6_K;
+    q4k__decode_fn decode;       /* NULL: q4k_dequantize_row */
+    /* float mode, quantized weights: a fused decode-and-dot kernel for the
+       type (NULL: none), and the float dot that decoded rows take, which
+       must give the fused kernel's bits (a prompt decodes each row once and
+       a column must not depend on how many there are) */
+    q4k__fdot_fn (*fquant)(q4k_type type);
+    q4k__fdot_fn fdec;
     int nt; /* columns per call */
 } q4k__kernels;
 
@@ -4197,7 +4208,7 @@ static const q4k__kernels q4k__kernels_scalar = {
     q4k__fdot_f32_scalar, NULL, NULL,
     q4k__qdot_q8_0_scalar, q4k__qdot_q4_0_scalar, q4k__qdot_q5_0_scalar,
     q4k__qdot_q4_K_scalar, q4k__qdot_q5_K_scalar, q4k__qdot_q6_K_scalar,
-    Q4K__NT};
+    NULL, NULL, q4k__fdot_f32_scalar, Q4K__NT};
 
 /* SIMD kernels: column loops over compile-time tile widths */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
@@ -4539,11 +4550,245 @@ Q4K__AVX2_INL void q4k__qdot_q6_K_avx2_t(const void *wv, int64_t cols, const q4k
 }
 Q4K__AVX2_QTILES(q4k__qdot_q6_K_avx2, q4k__qdot_q6_K_avx2_t)
 
+/* Float mode (Q4K_ACT_F32) decodes each quantized weight row before the
+   float dot; these give q4k_dequantize_row's floats bit for bit (the
+   products there are exact, so the FMA in the k-quants rounds once, as the
+   scalar subtraction does) at SIMD speed: the scalar decoder made a 7B's
+   float-mode token 16x slower than its 8-bit one. */
+Q4K__AVX2_INL void q4k__store_q8x8(float *y, __m128i q8, __m256 d) { /* 8 signed bytes * d */
+    _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d));
+}
+
+/* 32 unsigned bytes: y[i] = dm * q[i] - mm  (products exact: one rounding) */
+Q4K__AVX2_INL void q4k__store_u8x32_fms(float *y, __m256i q, __m256 dm, __m256 mm) {
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    _mm256_storeu_ps(y, _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), mm));
+    _mm256_storeu_ps(y + 8, _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), mm));
+    _mm256_storeu_ps(y + 16, _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), mm));
+    _mm256_storeu_ps(y + 24, _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), mm));
+}
+
+Q4K__AVX2_FN static int q4k__decode_avx2(q4k_type type, const void *src, float *y, int64_t cols) {
+    const uint8_t *s = (const uint8_t *)src;
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m256i m4y = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    int64_t b, nb;
+    switch (type) {
+    case Q4K_TYPE_Q8_0:
+        for (b = 0, nb = cols / Q4K_QK; b < nb; b++, s += sizeof(q4k_block_q8_0), y += Q4K_QK) {
+            uint16_t dh;
+            __m256 d;
+            __m256i q = _mm256_loadu_si256((const __m256i *)(s + 2));
+            memcpy(&dh, s, 2);
+            d = _mm256_set1_ps(q4k__h2f(dh));
+            q4k__store_q8x8(y, _mm256_castsi256_si128(q), d);
+            q4k__store_q8x8(y + 8, _mm_srli_si128(_mm256_castsi256_si128(q), 8), d);
+            q4k__store_q8x8(y + 16, _mm256_extracti128_si256(q, 1), d);
+            q4k__store_q8x8(y + 24, _mm_srli_si128(_mm256_extracti128_si256(q, 1), 8), d);
+        }
+        return 1;
+    case Q4K_TYPE_Q4_0:
+    case Q4K_TYPE_Q5_0: {
+        const int five = type == Q4K_TYPE_Q5_0;
+        const size_t bs = five ? sizeof(q4k_block_q5_0) : sizeof(q4k_block_q4_0);
+        const __m128i off = _mm_set1_epi8(five ? 16 : 8);
+        for (b = 0, nb = cols / Q4K_QK; b < nb; b++, s += bs, y += Q4K_QK) {
+            uint16_t dh;
+            __m256 d;
+            __m128i v = _mm_loadu_si128((const __m128i *)(s + (five ? 6 : 2)));
+            __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+            memcpy(&dh, s, 2);
+            d = _mm256_set1_ps(q4k__h2f(dh));
+            if (five) {
+                /* fifth bit j of value j: spread qh's 32 bits to bytes, keep bit j of byte j */
+                uint32_t qh;
+                __m256i bits;
+                memcpy(&qh, s + 2, 4);
+                bits = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+                                           _mm256_setr_epi64x(0, 0x0101010101010101ll, 0x0202020202020202ll,
+                                                              0x0303030303030303ll));
+                bits = _mm256_and_si256(bits, _mm256_set1_epi64x(0x8040201008040201ll));
+                bits = _mm256_and_si256(_mm256_cmpeq_epi8(bits, _mm256_setzero_si256()), _mm256_set1_epi8(16));
+                bits = _mm256_xor_si256(bits, _mm256_set1_epi8(16)); /* 16 where the bit is set */
+                lo = _mm_or_si128(lo, _mm256_castsi256_si128(bits));
+                hi = _mm_or_si128(hi, _mm256_extracti128_si256(bits, 1));
+            }
+            lo = _mm_sub_epi8(lo, off);
+            hi = _mm_sub_epi8(hi, off);
+            q4k__store_q8x8(y, lo, d);
+            q4k__store_q8x8(y + 8, _mm_srli_si128(lo, 8), d);
+            q4k__store_q8x8(y + 16, hi, d);
+            q4k__store_q8x8(y + 24, _mm_srli_si128(hi, 8), d);
+        }
+        return 1;
+    }
+    case Q4K_TYPE_Q4_K:
+    case Q4K_TYPE_Q5_K: {
+        const int five = type == Q4K_TYPE_Q5_K;
+        const size_t bs = five ? sizeof(q4k_block_q5_K) : sizeof(q4k_block_q4_K);
+        const size_t qs_off = five ? offsetof(q4k_block_q5_K, qs) : offsetof(q4k_block_q4_K, qs);
+        for (b = 0, nb = cols / Q4K_QK_K; b < nb; b++, s += bs) {
+            uint16_t dh, mh;
+            float d, dmin;
+            int k, sc, m;
+            __m256i qhv = five ? _mm256_loadu_si256((const __m256i *)(s + offsetof(q4k_block_q5_K, qh)))
+                               : _mm256_setzero_si256();
+            memcpy(&dh, s, 2);
+            memcpy(&mh, s + 2, 2);
+            d = q4k__h2f(dh);
+            dmin = q4k__h2f(mh);
+            for (k = 0; k < 4; k++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(s + qs_off + 32 * k));
+                __m256i lo = _mm256_and_si256(q, m4y), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4y);
+                if (five) {
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qhv, one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qhv, 1), one), 4));
+                    qhv = _mm256_srli_epi16(qhv, 2);
+                }
+                q4k__scale_min_k4(2 * k, s + 4, &sc, &m);
+                q4k__store_u8x32_fms(y, lo, _mm256_set1_ps(d * (float)sc), _mm256_set1_ps(dmin * (float)m));
+                q4k__scale_min_k4(2 * k + 1, s + 4, &sc, &m);
+                q4k__store_u8x32_fms(y + 32, hi, _mm256_set1_ps(d * (float)sc), _mm256_set1_ps(dmin * (float)m));
+                y += 64;
+            }
+        }
+        return 1;
+    }
+    case Q4K_TYPE_Q6_K:
+        for (b = 0, nb = cols / Q4K_QK_K; b < nb; b++, s += sizeof(q4k_block_q6_K)) {
+            uint16_t dh;
+            float d;
+            const int8_t *scales = (const int8_t *)(s + offsetof(q4k_block_q6_K, scales));
+            int h, g;
+            memcpy(&dh, s + offsetof(q4k_block_q6_K, d), 2);
+            d = q4k__h2f(dh);
+            for (h = 0; h < 2; h++) {
+                const uint8_t *ql = s + 64 * h, *qhp = s + offsetof(q4k_block_q6_K, qh) + 32 * h;
+                __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+                for (g = 0; g < 4; g++, y += 32) {
+                    __m256i l = _mm256_loadu_si256((const __m256i *)(ql + 32 * (g & 1)));
+                    __m256i q;
+                    __m128i q0, q1;
+                    __m256 d0 = _mm256_set1_ps(d * (float)scales[8 * h + 2 * g]);
+                    __m256 d1 = _mm256_set1_ps(d * (float)scales[8 * h + 2 * g + 1]);
+                    if (g >> 1) l = _mm256_srli_epi16(l, 4);
+                    q = _mm256_or_si256(_mm256_and_si256(l, m4y),
+                                        _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(3)), 4));
+                    qh = _mm256_srli_epi16(qh, 2);
+                    q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+                    q0 = _mm256_castsi256_si128(q);
+                    q1 = _mm256_extracti128_si256(q, 1);
+                    q4k__store_q8x8(y, q0, d0);
+                    q4k__store_q8x8(y + 8, _mm_srli_si128(q0, 8), d0);
+                    q4k__store_q8x8(y + 16, q1, d1);
+                    q4k__store_q8x8(y + 24, _mm_srli_si128(q1, 8), d1);
+                }
+            }
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Float mode, fused, for the two types of a Q4_K_M file: the values of
+   q4k__decode_avx2 go straight into the FMAs of q4k__fdot_avx2_t in its
+   order (two accumulators, 16 values a step), so a row gives the
+   decode-then-dot result bit for bit without the round trip through memory. */
+Q4K__AVX2_INL void q4k__fma32_avx2(const __m256 *v, const float *x, int64_t xs, int nc, __m256 *a0, __m256 *a1) {
+    int c;
+    Q4K__UNROLL for (c = 0; c < nc; c++) {
+        const float *xc = x + c * xs;
+        a0[c] = _mm256_fmadd_ps(v[0], _mm256_loadu_ps(xc), a0[c]);
+        a1[c] = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(xc + 8), a1[c]);
+        a0[c] = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(xc + 16), a0[c]);
+        a1[c] = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(xc + 24), a1[c]);
+    }
+}
+
+Q4K__AVX2_INL void q4k__fdot_kq_avx2_t(const void *wv, int64_t cols, const float *x, int64_t xs, int nc, float *y,
+                                       int64_t ys, int q6) {
+    const __m256i m4y = _mm256_set1_epi8(0x0F);
+    const uint8_t *s = (const uint8_t *)wv;
+    __m256 a0[Q4K__NT_AVX2], a1[Q4K__NT_AVX2], v[4];
+    int64_t b, nb = cols / Q4K_QK_K;
+    int c;
+    Q4K__UNROLL for (c = 0; c < nc; c++) a0[c] = a1[c] = _mm256_setzero_ps();
+    for (b = 0; b < nb; b++) {
+        const float *xb = x + b * Q4K_QK_K;
+        uint16_t dh;
+        if (!q6) {
+            uint16_t mh;
+            float d, dmin;
+            int k, h, sc, m;
+            memcpy(&dh, s, 2);
+            memcpy(&mh, s + 2, 2);
+            d = q4k__h2f(dh);
+            dmin = q4k__h2f(mh);
+            _mm_prefetch((const char *)s + Q4K__PF_DIST, _MM_HINT_T0);
+            for (k = 0; k < 4; k++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(s + offsetof(q4k_block_q4_K, qs) + 32 * k));
+                for (h = 0; h < 2; h++) {
+                    __m256i n = _mm256_and_si256(h ? _mm256_srli_epi16(q, 4) : q, m4y);
+                    __m128i lo = _mm256_castsi256_si128(n), hi = _mm256_extracti128_si256(n, 1);
+                    __m256 dm, mm;
+                    q4k__scale_min_k4(2 * k + h, s + 4, &sc, &m);
+                    dm = _mm256_set1_ps(d * (float)sc);
+                    mm = _mm256_set1_ps(dmin * (float)m);
+                    v[0] = _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), mm);
+                    v[1] = _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), mm);
+                    v[2] = _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), mm);
+                    v[3] = _mm256_fmsub_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), mm);
+                    q4k__fma32_avx2(v, xb + 64 * k + 32 * h, xs, nc, a0, a1);
+                }
+            }
+            s += sizeof(q4k_block_q4_K);
+        } else {
+            const int8_t *scales = (const int8_t *)(s + offsetof(q4k_block_q6_K, scales));
+            float d;
+            int h, g;
+            memcpy(&dh, s + offsetof(q4k_block_q6_K, d), 2);
+            d = q4k__h2f(dh);
+            _mm_prefetch((const char *)s + Q4K__PF_DIST, _MM_HINT_T0);
+            for (h = 0; h < 2; h++) {
+                const uint8_t *ql = s + 64 * h;
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(s + offsetof(q4k_block_q6_K, qh) + 32 * h));
+                for (g = 0; g < 4; g++) {
+                    __m256i l = _mm256_loadu_si256((const __m256i *)(ql + 32 * (g & 1))), q;
+                    __m128i q0, q1;
+                    __m256 d0 = _mm256_set1_ps(d * (float)scales[8 * h + 2 * g]);
+                    __m256 d1 = _mm256_set1_ps(d * (float)scales[8 * h + 2 * g + 1]);
+                    if (g >> 1) l = _mm256_srli_epi16(l, 4);
+                    q = _mm256_or_si256(_mm256_and_si256(l, m4y),
+                                        _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(3)), 4));
+                    qh = _mm256_srli_epi16(qh, 2);
+                    q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+                    q0 = _mm256_castsi256_si128(q);
+                    q1 = _mm256_extracti128_si256(q, 1);
+                    v[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0)), d0);
+                    v[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8))), d0);
+                    v[2] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1)), d1);
+                    v[3] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q1, 8))), d1);
+                    q4k__fma32_avx2(v, xb + 128 * h + 32 * g, xs, nc, a0, a1);
+                }
+            }
+            s += sizeof(q4k_block_q6_K);
+        }
+    }
+    Q4K__UNROLL for (c = 0; c < nc; c++) y[c * ys] = q4k__hsum8(_mm256_add_ps(a0[c], a1[c]));
+}
+Q4K__AVX2_TILES(q4k__fdot_q4_K_avx2, q4k__fdot_kq_avx2_t, 0)
+Q4K__AVX2_TILES(q4k__fdot_q6_K_avx2, q4k__fdot_kq_avx2_t, 1)
+
+static q4k__fdot_fn q4k__fquant_avx2(q4k_type type) {
+    return type == Q4K_TYPE_Q4_K ? q4k__fdot_q4_K_avx2 : type == Q4K_TYPE_Q6_K ? q4k__fdot_q6_K_avx2 : NULL;
+}
+
 static const q4k__kernels q4k__kernels_avx2 = {
     q4k__fdot_f32_avx2, q4k__fdot_f16_avx2, q4k__fdot_bf16_avx2,
     q4k__qdot_q8_0_avx2, q4k__qdot_q4_0_avx2, q4k__qdot_q5_0_avx2,
     q4k__qdot_q4_K_avx2, q4k__qdot_q5_K_avx2, q4k__qdot_q6_K_avx2,
-    Q4K__NT_AVX2};
+    q4k__decode_avx2, q4k__fquant_avx2, q4k__fdot_f32_avx2, Q4K__NT_AVX2};
 
 /* ---- AVX-512 F/BW/VL -----------------------------------------------------
 
@@ -4730,11 +4975,26 @@ Q4K__AVX512_FROM_AVX2(q4k__qdot_q5_0_avx512, q4k__qdot_q5_0_avx2)
 Q4K__AVX512_FROM_AVX2(q4k__qdot_q4_K_avx512, q4k__qdot_q4_K_avx2)
 Q4K__AVX512_FROM_AVX2(q4k__qdot_q5_K_avx512, q4k__qdot_q5_K_avx2)
 
+/* the fused float-mode kernels, AVX2 tiles of at most 4 columns */
+#define Q4K__AVX512_FDOT_FROM_AVX2(name, avx2)                                                                 \
+    Q4K__AVX512_FN static void name(const void *w, int64_t cols, const float *x, int64_t xs, int nc, float *y,  \
+                                    int64_t ys) {                                                              \
+        int c0;                                                                                                \
+        for (c0 = 0; c0 < nc; c0 += Q4K__NT_AVX2)                                                              \
+            avx2(w, cols, x + c0 * xs, xs, nc - c0 < Q4K__NT_AVX2 ? nc - c0 : Q4K__NT_AVX2, y + c0 * ys, ys);   \
+    }
+Q4K__AVX512_FDOT_FROM_AVX2(q4k__fdot_q4_K_avx512, q4k__fdot_q4_K_avx2)
+Q4K__AVX512_FDOT_FROM_AVX2(q4k__fdot_q6_K_avx512, q4k__fdot_q6_K_avx2)
+Q4K__AVX512_FDOT_FROM_AVX2(q4k__fdot_f32_avx2_x8, q4k__fdot_f32_avx2)
+static q4k__fdot_fn q4k__fquant_avx512(q4k_type type) {
+    return type == Q4K_TYPE_Q4_K ? q4k__fdot_q4_K_avx512 : type == Q4K_TYPE_Q6_K ? q4k__fdot_q6_K_avx512 : NULL;
+}
+
 static const q4k__kernels q4k__kernels_avx512 = {
     q4k__fdot_f32_avx512, q4k__fdot_f16_avx512, q4k__fdot_bf16_avx512,
     q4k__qdot_q8_0_avx512, q4k__qdot_q4_0_avx512, q4k__qdot_q5_0_avx512,
     q4k__qdot_q4_K_avx512, q4k__qdot_q5_K_avx512, q4k__qdot_q6_K_avx512,
-    Q4K__NT_AVX512};
+    q4k__decode_avx2, q4k__fquant_avx512, q4k__fdot_f32_avx2_x8, Q4K__NT_AVX512};
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -5087,10 +5347,12 @@ static const q4k__kernels q4k__kernels_neon = {
     q4k__fdot_f32_neon, q4k__fdot_f16_neon, q4k__fdot_bf16_neon,
     q4k__qdot_q8_0_neon, q4k__qdot_q4_0_neon, q4k__qdot_q5_0_neon,
     q4k__qdot_q4_K_neon, q4k__qdot_q5_K_neon, q4k__qdot_q6_K_neon,
-    Q4K__NT_NEON};
+    NULL, NULL, q4k__fdot_f32_neon, Q4K__NT_NEON};
 #endif /* Q4K__NEON */
 
 /* ---- matmul ------------------------------------------------------------- */
+
+#define Q4K__NT_FUSED 4 /* the fused float-mode kernels' widest tile */
 
 typedef struct q4k__mm {
     const q4k__kernels *k;
@@ -5140,7 +5402,8 @@ static void q4k__mm_rows(void *ctx, int ith, int nth) {
                 continue;
             }
             if (m->decode) {
-                q4k_dequantize_row(m->type, wr, tmp, m->cols);
+                if (!m->k->decode || !m->k->decode(m->type, wr, tmp, m->cols))
+                    q4k_dequantize_row(m->type, wr, tmp, m->cols);
                 wr = tmp;
             }
             for (j = j0; j < j1; j += nt)
@@ -5218,9 +5481,11 @@ Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, 
         act_bytes = (size_t)cols + (size_t)cols / 4; /* per activation row */
     } else {
         m.fdot = type == Q4K_TYPE_F32 ? m.k->f32 : type == Q4K_TYPE_F16 ? m.k->f16 : type == Q4K_TYPE_BF16 ? m.k->bf16 : NULL;
+        /* one tile of columns: fused; more: each row decoded once for all */
+        if (!m.fdot && m.k->fquant && n <= m.k->nt && n <= Q4K__NT_FUSED) m.fdot = m.k->fquant(type);
         if (!m.fdot) {
             m.decode = 1;
-            m.fdot = m.k->f32;
+            m.fdot = m.k->fdec;
             buf = Q4K_MALLOC(sizeof(float) * (size_t)cols * (size_t)nth);
             if (!buf) return Q4K_ERR_OUT_OF_MEMORY;
             m.scratch = (float *)buf;

@@ -466,6 +466,66 @@ static void paths_big(q4k_cpu_path path) {
     check_case(Q4K_TYPE_Q4_K, Q4K_ACT_Q8, path, 18944, 3584, 7, 92, TOL);
 }
 
+/* Float mode decodes quantized rows with the path's SIMD decoder: the floats
+   must be q4k_dequantize_row's bit for bit, for modest scales and for every
+   finite fp16 scale (the products stay exact, only the min subtraction
+   rounds). */
+static void test_decode_simd_exact(void) {
+    static const q4k_type qt[] = {Q4K_TYPE_Q8_0, Q4K_TYPE_Q4_0, Q4K_TYPE_Q5_0, Q4K_TYPE_Q4_K, Q4K_TYPE_Q5_K, Q4K_TYPE_Q6_K};
+    int p, t, v, checked = 0;
+    for (p = Q4K_CPU_SCALAR; p <= Q4K_CPU_NEON; p++) {
+        const q4k__kernels *k = NULL;
+#ifdef Q4K__X86
+        if (p == Q4K_CPU_AVX2) k = &q4k__kernels_avx2;
+        if (p == Q4K_CPU_AVX512) k = &q4k__kernels_avx512;
+#endif
+#ifdef Q4K__NEON
+        if (p == Q4K_CPU_NEON) k = &q4k__kernels_neon;
+#endif
+        if (!k || !k->decode || !path_usable((q4k_cpu_path)p)) continue;
+        for (t = 0; t < 6; t++)
+            for (v = 0; v < 2; v++) {
+                const int64_t rows = 8, cols = 2048;
+                q4k_type_info ti = q4k_type_traits((int)qt[t]);
+                uint8_t *w = gen_weights(qt[t], rows, cols, (uint64_t)(500 + 10 * t + v));
+                float *a = (float *)malloc(sizeof(float) * (size_t)cols), *b = (float *)malloc(sizeof(float) * (size_t)cols);
+                size_t rb = q4k_row_size(qt[t], cols);
+                int64_t r, blk, i, nblk = rows * cols / ti.block_size;
+                if (v) { /* every block scale a random finite fp16 */
+                    t_rng rng;
+                    rng.s = 99 + (uint64_t)t;
+                    for (blk = 0; blk < nblk; blk++) {
+                        uint8_t *bp = w + (size_t)blk * ti.type_size;
+                        int off = qt[t] == Q4K_TYPE_Q6_K ? 208 : 0;
+                        uint16_t h;
+                        do h = (uint16_t)t_rng_next(&rng); while ((h & 0x7c00) == 0x7c00);
+                        put16(bp + off, h);
+                        if (qt[t] == Q4K_TYPE_Q4_K || qt[t] == Q4K_TYPE_Q5_K) {
+                            do h = (uint16_t)t_rng_next(&rng); while ((h & 0x7c00) == 0x7c00);
+                            put16(bp + 2, h);
+                        }
+                    }
+                }
+                for (r = 0; r < rows; r++) {
+                    for (i = 0; i < cols; i++) a[i] = b[i] = NAN;
+                    T_CHECK(q4k_dequantize_row(qt[t], w + (size_t)r * rb, a, cols) == Q4K_OK, "dequantize");
+                    T_CHECK(k->decode(qt[t], w + (size_t)r * rb, b, cols) == 1, "%s %s: not decoded",
+                            q4k_cpu_path_name((q4k_cpu_path)p), q4k_type_name(qt[t]));
+                    for (i = 0; i < cols; i++)
+                        if (memcmp(&a[i], &b[i], sizeof(float))) {
+                            T_CHECK(0, "%s %s %s scales: row %d value %d: %.9g, q4k_dequantize_row %.9g",
+                                    q4k_cpu_path_name((q4k_cpu_path)p), q4k_type_name(qt[t]), v ? "random" : "modest",
+                                    (int)r, (int)i, b[i], a[i]);
+                            break;
+                        }
+                }
+                checked++;
+                free(w), free(a), free(b);
+            }
+    }
+    if (!checked) T_NA("no SIMD decoder on this CPU");
+}
+
 static void test_scalar_tiles(void) { paths_small(Q4K_CPU_SCALAR); }
 
 static void test_avx2_vs_scalar(void) {
@@ -660,6 +720,7 @@ int main(void) {
     T_RUN(test_avx512_vs_scalar_7b_shapes);
     T_RUN(test_neon_vs_scalar);
     T_RUN(test_neon_vs_scalar_7b_shapes);
+    T_RUN(test_decode_simd_exact);
     T_RUN(test_thread_invariance);
     T_RUN(test_matmul_args);
     T_RUN(test_resolve_path);
