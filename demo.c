@@ -11,6 +11,8 @@
 #include "q4k_cuda.h"
 #include "q4k_vulkan.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +29,9 @@ static const char *usage_text =
     "commands:\n"
     "  run MODEL [PROMPT]     generate text (q4k run --help for the options)\n"
     "  info FILE [--json]     print a GGUF file's metadata and tensor table\n"
-    "  bench MODEL [-p N] [-n N] [-t T] [--bw GB/s]\n"
-    "                         prompt and decode speed (q4k bench --help)\n"
-    "  synth OUT.gguf --preset tiny|0.5b|1.5b|7b [--layers N] [--vocab PATH.tiktoken]\n"
-    "        [--quant q4_k_m|mixed|q8_0|f32] [--fast] [--outliers] [--seed S] [-t THREADS]\n"
-    "                         write a synthetic model with Qwen2.5's shapes\n"
+    "  bench MODEL [options]  prompt and decode speed (q4k bench --help)\n"
+    "  synth OUT.gguf --preset tiny|0.5b|1.5b|7b [options]\n"
+    "                         write a synthetic model with Qwen2.5's shapes (q4k synth --help)\n"
     "  --version              version, compiler, CPU paths, GPU backends\n"
     "  --help                 this text\n"
     "\n"
@@ -40,11 +40,167 @@ static const char *usage_text =
     "\n"
     "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path\n";
 
-static int usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "q4k: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n(see q4k --help)\n");
+
+/* ---- options: one table per command ------------------------------------- */
+
+/* A command's options are one table; parsing, value checks and --help all
+   come from it, so a new flag is one line. */
+typedef enum {
+    OPT_FLAG,   /* int, set to 1 */
+    OPT_STR,    /* const char * */
+    OPT_INT,    /* int, a whole number in [lo, hi] */
+    OPT_I64,    /* int64_t, a whole number in [lo, hi] */
+    OPT_FLOAT,  /* float in [lo, hi] */
+    OPT_DOUBLE, /* double in [lo, hi] */
+    OPT_SEED    /* uint64_t; -1 draws a random seed */
+} opt_kind;
+
+typedef struct cli_opt {
+    const char *names; /* every spelling, ", "-separated: "-n, --n-predict" */
+    const char *arg;   /* the value's name in --help; NULL for OPT_FLAG */
+    opt_kind kind;
+    void *dst;
+    double lo, hi;
+    const char *help; /* lines after the first are indented under it */
+} cli_opt;
+
+typedef struct cli_cmd {
+    const char *name;   /* "run" */
+    const char *usage;  /* "q4k run MODEL [PROMPT] [options]" */
+    const char *intro;  /* text under the usage line, or NULL */
+    const cli_opt *opts;
+    size_t n_opts;
+    const char *footer; /* text after the options, or NULL */
+} cli_cmd;
+
+#define N_OPTS(a) (sizeof(a) / sizeof((a)[0]))
+
+static int cmd_usage_error(const cli_cmd *c, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "q4k %s: ", c->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see q4k %s --help)\n", c->name);
     return EXIT_USAGE;
+}
+
+static void cmd_help(const cli_cmd *c, FILE *f) {
+    size_t i;
+    fprintf(f, "usage: %s\n", c->usage);
+    if (c->intro) fputs(c->intro, f);
+    for (i = 0; i < c->n_opts; i++) {
+        const cli_opt *o = &c->opts[i];
+        char left[64];
+        const char *h;
+        int w = snprintf(left, sizeof left, "%s%s%s", o->names, o->arg ? " " : "", o->arg ? o->arg : "");
+        fprintf(f, "  %s", left);
+        if (w > 22) fprintf(f, "\n%24s", "");
+        else fprintf(f, "%*s", 22 - w, "");
+        for (h = o->help; *h; h++) {
+            fputc(*h, f);
+            if (*h == '\n' && h[1]) fprintf(f, "%24s", "");
+        }
+        fputc('\n', f);
+    }
+    fputs(c->footer ? c->footer : "exit codes: 0 ok, 1 error, 2 usage, 3 parity failure\n", f);
+}
+
+/* does "-n, --n-predict" name the flag a (length len)? */
+static int opt_named(const char *names, const char *a, size_t len) {
+    while (*names) {
+        size_t n = strcspn(names, ", ");
+        if (n == len && !strncmp(names, a, len)) return 1;
+        names += n;
+        names += strspn(names, ", ");
+    }
+    return 0;
+}
+
+static uint64_t random_seed(void) {
+    struct timespec ts;
+    uint64_t s;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+    s ^= s >> 31;
+    return s * 0x9E3779B97F4A7C15ull >> 1; /* below 2^63: --seed takes it back */
+}
+
+static int opt_set(const cli_cmd *c, const cli_opt *o, const char *flag, size_t flen, const char *v) {
+    char *end;
+    double d;
+    long long ll;
+    switch (o->kind) {
+    case OPT_FLAG: *(int *)o->dst = 1; return 1;
+    case OPT_STR: *(const char **)o->dst = v; return 1;
+    case OPT_INT:
+    case OPT_I64:
+        errno = 0;
+        ll = strtoll(v, &end, 10);
+        if (end == v || *end || errno || (double)ll < o->lo || (double)ll > o->hi) {
+            cmd_usage_error(c, "%.*s wants a whole number from %.0f to %.0f, not '%s'", (int)flen, flag, o->lo, o->hi, v);
+            return 0;
+        }
+        if (o->kind == OPT_INT) *(int *)o->dst = (int)ll;
+        else *(int64_t *)o->dst = (int64_t)ll;
+        return 1;
+    case OPT_FLOAT:
+    case OPT_DOUBLE:
+        d = strtod(v, &end);
+        if (end == v || *end || !(d >= o->lo && d <= o->hi)) {
+            cmd_usage_error(c, "%.*s wants a number from %g to %g, not '%s'", (int)flen, flag, o->lo, o->hi, v);
+            return 0;
+        }
+        if (o->kind == OPT_FLOAT) *(float *)o->dst = (float)d;
+        else *(double *)o->dst = d;
+        return 1;
+    case OPT_SEED:
+        errno = 0;
+        if (!strcmp(v, "-1")) { *(uint64_t *)o->dst = random_seed(); return 1; }
+        *(uint64_t *)o->dst = strtoull(v, &end, 10);
+        if (end == v || *end || errno || v[0] == '-') {
+            cmd_usage_error(c, "%.*s wants a whole number from 0 to 18446744073709551615, or -1 for a random seed, not '%s'",
+                            (int)flen, flag, v);
+            return 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Parses argv into the table's destinations; other arguments go to pos[]
+   (at most max_pos). "--flag=value" and "--flag value" both work. Returns -1
+   to go on, else the exit code (0 after --help, 2 on a usage error). */
+static int cmd_parse(const cli_cmd *c, int argc, char **argv, const char **pos, int max_pos, int *n_pos) {
+    int i;
+    size_t k;
+    *n_pos = 0;
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i], *eq, *v = NULL;
+        size_t len;
+        const cli_opt *o = NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cmd_help(c, stdout);
+            return EXIT_OK;
+        }
+        if (a[0] != '-' || !a[1]) {
+            if (*n_pos >= max_pos) return cmd_usage_error(c, "unexpected argument '%s'", a);
+            pos[(*n_pos)++] = a;
+            continue;
+        }
+        eq = a[1] == '-' ? strchr(a, '=') : NULL;
+        len = eq ? (size_t)(eq - a) : strlen(a);
+        for (k = 0; k < c->n_opts && !o; k++)
+            if (opt_named(c->opts[k].names, a, len)) o = &c->opts[k];
+        if (!o) return cmd_usage_error(c, "unknown flag '%.*s'", (int)len, a);
+        if (o->kind == OPT_FLAG) {
+            if (eq) return cmd_usage_error(c, "%.*s takes no value", (int)len, a);
+        } else if (eq) v = eq + 1;
+        else if (i + 1 < argc) v = argv[++i];
+        else return cmd_usage_error(c, "%s wants a value (%s)", a, o->arg);
+        if (!opt_set(c, o, a, len, v)) return EXIT_USAGE;
+    }
+    return -1;
 }
 
 static void paths_line(const char *label, unsigned mask) {
@@ -83,21 +239,23 @@ static int cmd_version(void) {
 
 static int cmd_info(int argc, char **argv) {
     const char *path = NULL;
-    int json = 0, i;
+    int json = 0, rc, n_pos;
     q4k_gguf *g;
     q4k_error err;
     q4k_gguf_desc desc;
+    const cli_opt opts[] = {
+        {"--json", NULL, OPT_FLAG, &json, 0, 0, "print JSON instead of text"},
+    };
+    const cli_cmd cmd = {"info", "q4k info FILE [--json]",
+                         "  prints a GGUF file's metadata and tensor table (also of files with types\n"
+                         "  q4k cannot run: the table marks them)\n",
+                         opts, N_OPTS(opts), NULL};
     /* info shows any valid GGUF, also one with types q4k cannot run (the
        table marks them); run and the model loader refuse those */
     memset(&desc, 0, sizeof desc);
     desc.allow_unimplemented = 1;
-    for (i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (argv[i][0] == '-' && argv[i][1]) return usage_error("info: unknown flag '%s'", argv[i]);
-        else if (!path) path = argv[i];
-        else return usage_error("info: unexpected argument '%s'", argv[i]);
-    }
-    if (!path) return usage_error("info: missing FILE%s", "");
+    if ((rc = cmd_parse(&cmd, argc, argv, &path, 1, &n_pos)) >= 0) return rc;
+    if (!path) return cmd_usage_error(&cmd, "missing FILE");
     if (q4k_gguf_open_file(path, &desc, &g, &err) != Q4K_OK) {
         fprintf(stderr, "q4k: %s\n", err.msg);
         return EXIT_ERROR;
@@ -298,7 +456,7 @@ static int cmd_synth(int argc, char **argv) {
     const char *out = NULL, *preset_name = NULL, *vocab = NULL, *quant_name = "q4_k_m";
     int64_t layers = 0, i, l, n_vocab;
     uint64_t seed = 42;
-    int fast = 0, outliers = 0, counter = 0, n_threads = 0;
+    int fast = 0, outliers = 0, counter = 0, n_threads = 0, rc, n_pos;
     synth_preset p;
     synth_quant quant;
     synth_tensor *ts;
@@ -306,39 +464,36 @@ static int cmd_synth(int argc, char **argv) {
     q4k_gguf_writer *w;
     q4k_error err;
     q4k_pool *pool;
-    char *end;
+    const cli_opt opts[] = {
+        {"--preset", "NAME", OPT_STR, &preset_name, 0, 0, "tiny, 0.5b, 1.5b or 7b: Qwen2.5's shapes (tiny: 4 small layers)"},
+        {"--layers", "N", OPT_I64, &layers, 1, 1000, "layers instead of the preset's count"},
+        {"--vocab", "PATH", OPT_STR, &vocab, 0, 0, "a .tiktoken file: the real Qwen vocabulary and merges\n"
+                                                   "(default: byte tokens plus letter-pair merges)"},
+        {"--quant", "Q", OPT_STR, &quant_name, 0, 0, "q4_k_m (default: Q4_K with Q6_K where llama.cpp's recipe puts it),\n"
+                                                     "mixed (every supported type in turn, to test them all),\n"
+                                                     "q8_0 or f32"},
+        {"--fast", NULL, OPT_FLAG, &fast, 0, 0, "fill big matrices from a pool of 4096 random quantized blocks\n"
+                                                "instead of quantizing every row (7b in seconds, not minutes)"},
+        {"--outliers", NULL, OPT_FLAG, &outliers, 0, 0, "make 3 channels of every token embedding ~300x larger, as\n"
+                                                        "trained models have (stresses 8-bit activations)"},
+        {"--seed", "S", OPT_SEED, &seed, 0, 0, "random seed (default 42; -1: random)"},
+        {"-t, --threads", "N", OPT_INT, &n_threads, 1, 1024, "threads (default 2)"},
+    };
+    const cli_cmd cmd = {"synth", "q4k synth OUT.gguf --preset tiny|0.5b|1.5b|7b [options]",
+                         "  writes a synthetic qwen2 model with random weights and real shapes\n", opts, N_OPTS(opts), NULL};
     memset(&p, 0, sizeof p);
     memset(&err, 0, sizeof err);
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--preset") && i + 1 < argc) preset_name = argv[++i];
-        else if (!strcmp(a, "--layers") && i + 1 < argc) {
-            layers = strtoll(argv[++i], &end, 10);
-            if (*end || layers <= 0 || layers > 1000) return usage_error("synth: --layers wants a count from 1 to 1000, not '%s'", argv[i]);
-        } else if (!strcmp(a, "--vocab") && i + 1 < argc) vocab = argv[++i];
-        else if (!strcmp(a, "--quant") && i + 1 < argc) quant_name = argv[++i];
-        else if (!strcmp(a, "--seed") && i + 1 < argc) {
-            seed = strtoull(argv[++i], &end, 10);
-            if (*end) return usage_error("synth: --seed wants a number, not '%s'", argv[i]);
-        } else if (!strcmp(a, "-t") && i + 1 < argc) {
-            n_threads = (int)strtol(argv[++i], &end, 10);
-            if (*end || n_threads <= 0) return usage_error("synth: -t wants a thread count, not '%s'", argv[i]);
-        } else if (!strcmp(a, "--fast")) fast = 1;
-        else if (!strcmp(a, "--outliers")) outliers = 1;
-        else if (a[0] == '-' && a[1]) return usage_error("synth: unknown flag or missing value '%s'", a);
-        else if (!out) out = a;
-        else return usage_error("synth: unexpected argument '%s'", a);
-    }
-    if (!out) return usage_error("synth: missing OUT.gguf%s", "");
-    if (!preset_name) return usage_error("synth: missing --preset tiny|0.5b|1.5b|7b%s", "");
+    if ((rc = cmd_parse(&cmd, argc, argv, &out, 1, &n_pos)) >= 0) return rc;
+    if (!out) return cmd_usage_error(&cmd, "missing OUT.gguf");
+    if (!preset_name) return cmd_usage_error(&cmd, "missing --preset tiny|0.5b|1.5b|7b");
     for (i = 0; i < (int64_t)(sizeof synth_presets / sizeof synth_presets[0]); i++)
         if (!strcmp(preset_name, synth_presets[i].name)) p = synth_presets[i];
-    if (!p.name) return usage_error("synth: unknown preset '%s' (tiny, 0.5b, 1.5b, 7b)", preset_name);
+    if (!p.name) return cmd_usage_error(&cmd, "unknown preset '%s' (tiny, 0.5b, 1.5b, 7b)", preset_name);
     if (!strcmp(quant_name, "q4_k_m")) quant = QUANT_Q4_K_M;
     else if (!strcmp(quant_name, "mixed")) quant = QUANT_MIXED;
     else if (!strcmp(quant_name, "q8_0")) quant = QUANT_Q8_0;
     else if (!strcmp(quant_name, "f32")) quant = QUANT_F32;
-    else return usage_error("synth: unknown --quant '%s' (q4_k_m, mixed, q8_0, f32)", quant_name);
+    else return cmd_usage_error(&cmd, "unknown --quant '%s' (q4_k_m, mixed, q8_0, f32)", quant_name);
     if (layers) p.n_layer = layers;
 
     w = q4k_gguf_writer_new(32);
@@ -684,43 +839,6 @@ static void print_timings(const run_state *st) {
             st->t_eval_ms > 0 ? 1e3 * (double)st->n_eval / st->t_eval_ms : 0.0);
 }
 
-static const char *run_help =
-    "usage: q4k run MODEL [PROMPT] [options]\n"
-    "  -p PROMPT          the prompt (or give it after MODEL)\n"
-    "  -f FILE            read the prompt from FILE\n"
-    "  -n N               tokens to generate (default 256; -1: until the context is full)\n"
-    "  -t THREADS         CPU threads (default: all cores)\n"
-    "  -c CTX             context size (default: min(trained, 4096))\n"
-    "  --temp T           temperature (default 0.8; 0 = greedy)\n"
-    "  --top-k K          (default 40; 0 = off)\n"
-    "  --top-p P          (default 0.95; 1 = off)\n"
-    "  --min-p P          (default 0.05; 0 = off)\n"
-    "  --seed S           sampling seed (default: from the clock; echoed)\n"
-    "  --system TEXT      system prompt (qwen2 default: \"" Q4K_QWEN_DEFAULT_SYSTEM "\")\n"
-    "  --raw              send the prompt as is, without the chat template (chosen from the\n"
-    "                     vocabulary: ChatML for qwen2, Llama 3, or Llama 2's [INST] for llama\n"
-    "                     models with a SentencePiece vocabulary)\n"
-    "  -i                 interactive chat; the conversation stays in the KV cache\n"
-    "  --backend cpu      the backend (cpu)\n"
-    "  --ignore-eos       go on past end-of-generation tokens (benchmarks)\n"
-    "  --ref              reference mode: float activations (no 8-bit activation quantization)\n"
-    "  --logits-out FILE  write the logits of every evaluated position: \"Q4KLOGIT\", u32 version 1,\n"
-    "                     u32 n_vocab, then per position i32 token, i32 position, n_vocab x f32\n"
-    "                     (little-endian)\n"
-    "  -v                 verbose;  --quiet  no summary or timings\n"
-    "exit codes: 0 ok, 1 error, 2 usage, 3 parity failure\n";
-
-static int parse_num(const char *flag, const char *s, double lo, double hi, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "q4k: run: %s wants a number from %g to %g, not '%s'\n(see q4k run --help)\n", flag, lo, hi, s);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 static int cmd_run(int argc, char **argv) {
     run_opts o;
     run_state st;
@@ -730,54 +848,64 @@ static int cmd_run(int argc, char **argv) {
     q4k_session_desc sd;
     q4k_backend *backend = NULL;
     char *prompt_buf = NULL, *text = NULL;
-    int i, rc = EXIT_ERROR;
-    int seed_given = 0;
-    double v;
+    const char *pos[2];
+    int rc = EXIT_ERROR, n_pos;
+    const cli_opt opts[] = {
+        {"-m, --model", "FILE", OPT_STR, &o.model, 0, 0, "the model (or give it first)"},
+        {"-p, --prompt", "PROMPT", OPT_STR, &o.prompt, 0, 0, "the prompt (or give it after MODEL)"},
+        {"-f, --file", "FILE", OPT_STR, &o.prompt_file, 0, 0, "read the prompt from FILE"},
+        {"-n, --n-predict", "N", OPT_I64, &o.n_predict, -1, 1e9, "tokens to generate (default 256; -1: until the context is full)"},
+        {"-t, --threads", "N", OPT_INT, &o.n_threads, 1, 1024, "CPU threads (default: all cores)"},
+        {"-c, --ctx-size", "N", OPT_I64, &o.n_ctx, 1, 1 << 24, "context size (default: min(trained, 4096))"},
+        {"--temp", "T", OPT_FLOAT, &o.sp.temp, 0, 100, "temperature (default 0.8; 0 = greedy)"},
+        {"--top-k", "K", OPT_INT, &o.sp.top_k, 0, 1e9, "(default 40; 0 = off)"},
+        {"--top-p", "P", OPT_FLOAT, &o.sp.top_p, 0, 1, "(default 0.95; 1 = off)"},
+        {"--min-p", "P", OPT_FLOAT, &o.sp.min_p, 0, 1, "(default 0.05; 0 = off)"},
+        {"-s, --seed", "S", OPT_SEED, &o.sp.seed, 0, 0, "sampling seed (default or -1: random; echoed)"},
+        {"--system", "TEXT", OPT_STR, &o.system, 0, 0, "system prompt (qwen2 default: \"" Q4K_QWEN_DEFAULT_SYSTEM "\")"},
+        {"--raw", NULL, OPT_FLAG, &o.raw, 0, 0, "send the prompt as is, without the chat template (chosen from the\n"
+                                                "vocabulary: ChatML for qwen2, Llama 3, or Llama 2's [INST] for llama\n"
+                                                "models with a SentencePiece vocabulary)"},
+        {"-i, --interactive", NULL, OPT_FLAG, &o.interactive, 0, 0, "interactive chat; the conversation stays in the KV cache"},
+        {"--backend", "NAME", OPT_STR, &o.backend, 0, 0, "the backend (cpu)"},
+        {"--ignore-eos", NULL, OPT_FLAG, &o.ignore_eos, 0, 0, "go on past end-of-generation tokens (benchmarks)"},
+        {"--ref", NULL, OPT_FLAG, &o.ref, 0, 0, "reference mode: float activations (no 8-bit activation quantization)"},
+        {"--logits-out", "FILE", OPT_STR, &o.logits_out, 0, 0,
+         "write the logits of every evaluated position: \"Q4KLOGIT\", u32 version 1,\n"
+         "u32 n_vocab, then per position i32 token, i32 position, n_vocab x f32\n"
+         "(little-endian)"},
+        {"-v, --verbose", NULL, OPT_FLAG, &o.verbose, 0, 0, "verbose"},
+        {"--quiet", NULL, OPT_FLAG, &o.quiet, 0, 0, "no summary or timings"},
+    };
+    const cli_cmd cmd = {"run", "q4k run MODEL [PROMPT] [options]", NULL, opts, N_OPTS(opts), NULL};
     memset(&o, 0, sizeof o);
     memset(&st, 0, sizeof st);
     o.n_predict = 256;
     o.sp = q4k_sampler_defaults();
+    o.sp.seed = random_seed();
     o.backend = "cpu";
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        int has = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(run_help, stdout); return EXIT_OK; }
-        else if (!strcmp(a, "-p") && has) o.prompt = argv[++i];
-        else if (!strcmp(a, "-f") && has) o.prompt_file = argv[++i];
-        else if (!strcmp(a, "-n") && has) { if (!parse_num(a, argv[++i], -1, 1e9, &v)) return EXIT_USAGE; o.n_predict = (int64_t)v; }
-        else if (!strcmp(a, "-t") && has) { if (!parse_num(a, argv[++i], 1, 1024, &v)) return EXIT_USAGE; o.n_threads = (int)v; }
-        else if (!strcmp(a, "-c") && has) { if (!parse_num(a, argv[++i], 1, 1 << 24, &v)) return EXIT_USAGE; o.n_ctx = (int64_t)v; }
-        else if (!strcmp(a, "--temp") && has) { if (!parse_num(a, argv[++i], 0, 100, &v)) return EXIT_USAGE; o.sp.temp = (float)v; }
-        else if (!strcmp(a, "--top-k") && has) { if (!parse_num(a, argv[++i], 0, 1e9, &v)) return EXIT_USAGE; o.sp.top_k = (int32_t)v; }
-        else if (!strcmp(a, "--top-p") && has) { if (!parse_num(a, argv[++i], 0, 1, &v)) return EXIT_USAGE; o.sp.top_p = (float)v; }
-        else if (!strcmp(a, "--min-p") && has) { if (!parse_num(a, argv[++i], 0, 1, &v)) return EXIT_USAGE; o.sp.min_p = (float)v; }
-        else if (!strcmp(a, "--seed") && has) { if (!parse_num(a, argv[++i], 0, 1.8e19, &v)) return EXIT_USAGE; o.sp.seed = (uint64_t)v; seed_given = 1; }
-        else if (!strcmp(a, "--system") && has) o.system = argv[++i];
-        else if (!strcmp(a, "--backend") && has) o.backend = argv[++i];
-        else if (!strcmp(a, "--logits-out") && has) o.logits_out = argv[++i];
-        else if (!strcmp(a, "--raw")) o.raw = 1;
-        else if (!strcmp(a, "-i")) o.interactive = 1;
-        else if (!strcmp(a, "--ref")) o.ref = 1;
-        else if (!strcmp(a, "--ignore-eos")) o.ignore_eos = 1;
-        else if (!strcmp(a, "-v")) o.verbose = 1;
-        else if (!strcmp(a, "--quiet")) o.quiet = 1;
-        else if (a[0] == '-' && a[1]) return usage_error("run: unknown flag or missing value '%s'", a);
-        else if (!o.model) o.model = a;
-        else if (!o.prompt) o.prompt = a;
-        else return usage_error("run: unexpected argument '%s'", a);
+    if ((rc = cmd_parse(&cmd, argc, argv, pos, 2, &n_pos)) >= 0) return rc;
+    rc = EXIT_ERROR;
+    if (!o.model && n_pos > 0) {
+        o.model = pos[0];
+        memmove(pos, pos + 1, sizeof pos[0]);
+        n_pos--;
     }
-    if (!o.model) return usage_error("run: missing MODEL%s", "");
+    if (n_pos > 1) return cmd_usage_error(&cmd, "unexpected argument '%s'", pos[1]);
+    if (n_pos == 1 && (o.prompt || o.prompt_file))
+        return cmd_usage_error(&cmd, "give the prompt once ('%s' and %s)", pos[0], o.prompt ? "-p" : "-f");
+    if (n_pos == 1) o.prompt = pos[0];
+    if (!o.model) return cmd_usage_error(&cmd, "missing MODEL");
     if (strcmp(o.backend, "cpu"))
-        return usage_error("run: backend '%s' is not available (this build runs: cpu)", o.backend);
+        return cmd_usage_error(&cmd, "backend '%s' is not available (this build runs: cpu)", o.backend);
     if (o.prompt_file) {
         size_t len;
-        if (o.prompt) return usage_error("run: give the prompt once (-f %s and a prompt)", o.prompt_file);
+        if (o.prompt) return cmd_usage_error(&cmd, "give the prompt once (-f %s and -p)", o.prompt_file);
         prompt_buf = read_file(o.prompt_file, &len);
         if (!prompt_buf) { fprintf(stderr, "q4k: cannot read prompt file %s\n", o.prompt_file); return EXIT_ERROR; }
         o.prompt = prompt_buf;
     }
-    if (!o.prompt && !o.interactive) return usage_error("run: missing PROMPT (or -p, -f, -i)%s", "");
-    if (!seed_given) o.sp.seed = (uint64_t)time(NULL);
+    if (!o.prompt && !o.interactive) return cmd_usage_error(&cmd, "missing PROMPT (or -p, -f, -i)");
     st.o = &o;
 
     memset(&md, 0, sizeof md);
@@ -916,18 +1044,11 @@ done:
 
 /* ---- q4k bench ---------------------------------------------------------- */
 
-static const char *bench_help =
-    "usage: q4k bench MODEL [-p N] [-n N] [-t THREADS] [--ref] [--bw GB/s] [--backend cpu]\n"
-    "  evaluates N prompt tokens in one pass (default 128), then N single-token decode\n"
-    "  steps (default 32), and prints tokens/s and the bytes a decode step reads.\n"
-    "  --bw GB/s: the device's memory bandwidth, to print the fraction of the floor\n"
-    "  (decode time >= weight bytes / bandwidth) that decode reached.\n";
-
 static int cmd_bench(int argc, char **argv) {
     const char *path = NULL, *backend_name = "cpu";
     int64_t n_prompt = 128, n_gen = 32, i, n_vocab;
-    int n_threads = 0, ref = 0;
-    double bw = 0, v, t0, t_prompt, t_gen;
+    int n_threads = 0, ref = 0, n_pos;
+    double bw = 0, t0, t_prompt, t_gen;
     q4k_model *m = NULL;
     q4k_backend *b = NULL;
     q4k_session *s = NULL;
@@ -939,22 +1060,27 @@ static int cmd_bench(int argc, char **argv) {
     uint64_t step_bytes;
     q4k_cpu_path path_used;
     int rc = EXIT_ERROR;
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        int has = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(bench_help, stdout); return EXIT_OK; }
-        else if (!strcmp(a, "-p") && has) { if (!parse_num(a, argv[++i], 1, 1 << 20, &v)) return EXIT_USAGE; n_prompt = (int64_t)v; }
-        else if (!strcmp(a, "-n") && has) { if (!parse_num(a, argv[++i], 1, 1 << 20, &v)) return EXIT_USAGE; n_gen = (int64_t)v; }
-        else if (!strcmp(a, "-t") && has) { if (!parse_num(a, argv[++i], 1, 1024, &v)) return EXIT_USAGE; n_threads = (int)v; }
-        else if (!strcmp(a, "--bw") && has) { if (!parse_num(a, argv[++i], 0.001, 1e6, &v)) return EXIT_USAGE; bw = v; }
-        else if (!strcmp(a, "--backend") && has) backend_name = argv[++i];
-        else if (!strcmp(a, "--ref")) ref = 1;
-        else if (a[0] == '-' && a[1]) return usage_error("bench: unknown flag or missing value '%s'", a);
-        else if (!path) path = a;
-        else return usage_error("bench: unexpected argument '%s'", a);
-    }
-    if (!path) return usage_error("bench: missing MODEL%s", "");
-    if (strcmp(backend_name, "cpu")) return usage_error("bench: backend '%s' is not available (this build runs: cpu)", backend_name);
+    const cli_opt opts[] = {
+        {"-m, --model", "FILE", OPT_STR, &path, 0, 0, "the model (or give it first)"},
+        {"-p, --n-prompt", "N", OPT_I64, &n_prompt, 1, 1 << 20, "prompt tokens evaluated in one pass (default 128)"},
+        {"-n, --n-gen", "N", OPT_I64, &n_gen, 1, 1 << 20, "single-token decode steps (default 32)"},
+        {"-t, --threads", "N", OPT_INT, &n_threads, 1, 1024, "CPU threads (default: all cores)"},
+        {"--bw", "GB/s", OPT_DOUBLE, &bw, 0.001, 1e6, "the device's memory bandwidth, to print the fraction of the floor\n"
+                                                     "(decode time >= weight bytes / bandwidth) that decode reached"},
+        {"--backend", "NAME", OPT_STR, &backend_name, 0, 0, "the backend (cpu)"},
+        {"--ref", NULL, OPT_FLAG, &ref, 0, 0, "float activations (no 8-bit activation quantization)"},
+    };
+    const cli_cmd cmd = {"bench", "q4k bench MODEL [options]",
+                         "  evaluates N prompt tokens in one pass, then N single-token decode steps,\n"
+                         "  and prints tokens/s and the bytes a decode step reads.\n",
+                         opts, N_OPTS(opts), NULL};
+    const char *pos[1] = {NULL};
+    if ((rc = cmd_parse(&cmd, argc, argv, pos, 1, &n_pos)) >= 0) return rc;
+    rc = EXIT_ERROR;
+    if (n_pos && path) return cmd_usage_error(&cmd, "unexpected argument '%s'", pos[0]);
+    if (n_pos) path = pos[0];
+    if (!path) return cmd_usage_error(&cmd, "missing MODEL");
+    if (strcmp(backend_name, "cpu")) return cmd_usage_error(&cmd, "backend '%s' is not available (this build runs: cpu)", backend_name);
     if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { fprintf(stderr, "q4k: %s\n", err.msg); return EXIT_ERROR; }
     memset(&bd, 0, sizeof bd);
     bd.n_threads = n_threads;
@@ -1025,5 +1151,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
-    return usage_error("unknown command '%s'", cmd);
+    fprintf(stderr, "q4k: unknown command '%s'\n(see q4k --help)\n", cmd);
+    return EXIT_USAGE;
 }
