@@ -1044,22 +1044,55 @@ done:
 
 /* ---- q4k bench ---------------------------------------------------------- */
 
-static int cmd_bench(int argc, char **argv) {
-    const char *path = NULL, *backend_name = "cpu";
-    int64_t n_prompt = 128, n_gen = 32, i, n_vocab;
-    int n_threads = 0, ref = 0, n_pos;
-    double bw = 0, t0, t_prompt, t_gen;
-    q4k_model *m = NULL;
-    q4k_backend *b = NULL;
+/* One arithmetic mode: prompt pass, then decode steps; times in ms. */
+static int bench_mode(q4k_backend *b, const q4k_model *m, q4k_act_mode act, int64_t n_prompt, int64_t n_gen,
+                      const int32_t *toks, float *logits, double *t_prompt, double *t_gen) {
     q4k_session *s = NULL;
     q4k_session_desc sd;
+    q4k_error err;
+    double t0;
+    int64_t i;
+    int rc = EXIT_ERROR;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = n_prompt + n_gen + 1;
+    sd.act = act;
+    sd.trace_layer = -1;
+    if (q4k_session_create(b, m, &sd, &s, &err)) goto fail;
+    /* warm-up: one token through every weight, then forget it */
+    if (q4k_session_eval(s, toks, 1, 0, logits, &err)) goto fail;
+    q4k_session_rewind(s, 0);
+    t0 = now_ms();
+    if (q4k_session_eval(s, toks, n_prompt, 0, logits, &err)) goto fail;
+    *t_prompt = now_ms() - t0;
+    t0 = now_ms();
+    for (i = 0; i < n_gen; i++) {
+        int32_t id = (int32_t)q4k_argmax(logits, m->hp.n_vocab);
+        if (q4k_session_eval(s, &id, 1, 0, logits, &err)) goto fail;
+    }
+    *t_gen = now_ms() - t0;
+    rc = EXIT_OK;
+    goto done;
+fail:
+    fprintf(stderr, "q4k: bench: %s\n", err.msg);
+done:
+    q4k_session_free(s);
+    return rc;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    const char *path = NULL, *backend_name = "cpu", *mode = "both";
+    int64_t n_prompt = 128, n_gen = 32, i, n_vocab;
+    int n_threads = 0, ref = 0, n_pos, k;
+    double bw = 0, t_prompt[2], t_gen[2];
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
     q4k_cpu_backend_desc bd;
     q4k_error err;
     int32_t *toks = NULL;
     float *logits = NULL;
     uint64_t step_bytes;
     q4k_cpu_path path_used;
-    int rc = EXIT_ERROR;
+    int rc = EXIT_ERROR, run_mode[2];
     const cli_opt opts[] = {
         {"-m, --model", "FILE", OPT_STR, &path, 0, 0, "the model (or give it first)"},
         {"-p, --n-prompt", "N", OPT_I64, &n_prompt, 1, 1 << 20, "prompt tokens evaluated in one pass (default 128)"},
@@ -1068,11 +1101,13 @@ static int cmd_bench(int argc, char **argv) {
         {"--bw", "GB/s", OPT_DOUBLE, &bw, 0.001, 1e6, "the device's memory bandwidth, to print the fraction of the floor\n"
                                                      "(decode time >= weight bytes / bandwidth) that decode reached"},
         {"--backend", "NAME", OPT_STR, &backend_name, 0, 0, "the backend (cpu)"},
-        {"--ref", NULL, OPT_FLAG, &ref, 0, 0, "float activations (no 8-bit activation quantization)"},
+        {"--mode", "q8|f32|both", OPT_STR, &mode, 0, 0, "arithmetic: 8-bit activations, float activations (the\n"
+                                                       "parity reference), or both and their ratio (default both)"},
+        {"--ref", NULL, OPT_FLAG, &ref, 0, 0, "the same as --mode f32"},
     };
     const cli_cmd cmd = {"bench", "q4k bench MODEL [options]",
                          "  evaluates N prompt tokens in one pass, then N single-token decode steps,\n"
-                         "  and prints tokens/s and the bytes a decode step reads.\n",
+                         "  and prints tokens/s and the bytes a decode step reads, for each arithmetic mode.\n",
                          opts, N_OPTS(opts), NULL};
     const char *pos[1] = {NULL};
     if ((rc = cmd_parse(&cmd, argc, argv, pos, 1, &n_pos)) >= 0) return rc;
@@ -1080,54 +1115,54 @@ static int cmd_bench(int argc, char **argv) {
     if (n_pos && path) return cmd_usage_error(&cmd, "unexpected argument '%s'", pos[0]);
     if (n_pos) path = pos[0];
     if (!path) return cmd_usage_error(&cmd, "missing MODEL");
+    if (ref) mode = "f32";
+    run_mode[0] = !strcmp(mode, "q8") || !strcmp(mode, "both");
+    run_mode[1] = !strcmp(mode, "f32") || !strcmp(mode, "both");
+    if (!run_mode[0] && !run_mode[1]) return cmd_usage_error(&cmd, "--mode '%s': expected q8, f32 or both", mode);
     if (strcmp(backend_name, "cpu")) return cmd_usage_error(&cmd, "backend '%s' is not available (this build runs: cpu)", backend_name);
     if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { fprintf(stderr, "q4k: %s\n", err.msg); return EXIT_ERROR; }
     memset(&bd, 0, sizeof bd);
     bd.n_threads = n_threads;
-    memset(&sd, 0, sizeof sd);
-    sd.n_ctx = n_prompt + n_gen + 1;
-    sd.act = ref ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-    sd.trace_layer = -1;
     n_vocab = m->hp.n_vocab;
     toks = (int32_t *)malloc((size_t)n_prompt * sizeof(int32_t));
     logits = (float *)malloc((size_t)n_vocab * sizeof(float));
     if (!toks || !logits) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
-    if (q4k_cpu_backend_create(&bd, &b, &err) || q4k_session_create(b, m, &sd, &s, &err)) {
+    if (q4k_cpu_backend_create(&bd, &b, &err)) {
         fprintf(stderr, "q4k: %s\n", err.msg);
         goto done;
     }
     for (i = 0; i < n_prompt; i++) toks[i] = (int32_t)((i * 7919 + 13) % n_vocab);
-    /* warm-up: one token through every weight, then forget it */
-    if (q4k_session_eval(s, toks, 1, 0, logits, &err)) { fprintf(stderr, "q4k: %s\n", err.msg); goto done; }
-    q4k_session_rewind(s, 0);
-    t0 = now_ms();
-    if (q4k_session_eval(s, toks, n_prompt, 0, logits, &err)) { fprintf(stderr, "q4k: %s\n", err.msg); goto done; }
-    t_prompt = now_ms() - t0;
-    t0 = now_ms();
-    for (i = 0; i < n_gen; i++) {
-        int32_t id = (int32_t)q4k_argmax(logits, n_vocab);
-        if (q4k_session_eval(s, &id, 1, 0, logits, &err)) { fprintf(stderr, "q4k: %s\n", err.msg); goto done; }
-    }
-    t_gen = now_ms() - t0;
     /* a decode step reads every weight once, but only one row of the embedding */
     step_bytes = q4k_model_weight_bytes(m) - m->tok_embd->nbytes + (uint64_t)q4k_row_size(m->tok_embd->type, m->hp.n_embd);
     if (m->hp.tied_embeddings) step_bytes += m->tok_embd->nbytes;
     printf("model: %s (%s, %lld layers, %.2f GiB of weights)\n", path, q4k_arch_name(m->hp.arch),
            (long long)m->hp.n_layer, (double)q4k_model_weight_bytes(m) / 1073741824.0);
     if (q4k_cpu_resolve_path(Q4K_CPU_AUTO, &path_used, &err) != Q4K_OK) path_used = Q4K_CPU_SCALAR;
-    printf("backend: cpu, %s kernels, %d threads, %s activations\n", q4k_cpu_path_name(path_used),
-           n_threads ? n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN), ref ? "f32" : "q8");
-    printf("prompt: %lld tokens in %.1f ms: %.2f tokens/s\n", (long long)n_prompt, t_prompt, 1e3 * (double)n_prompt / t_prompt);
-    printf("decode: %lld tokens in %.1f ms: %.2f tokens/s (%.2f ms/token)\n", (long long)n_gen, t_gen,
-           1e3 * (double)n_gen / t_gen, t_gen / (double)n_gen);
-    printf("decode reads %.3f GB a token: %.1f GB/s", (double)step_bytes / 1e9, (double)step_bytes / 1e6 / (t_gen / (double)n_gen));
-    if (bw > 0)
-        printf(", %.0f%% of the %.0f GB/s floor (%.1f tokens/s at most)", 100.0 * ((double)step_bytes / 1e6 / (t_gen / (double)n_gen)) / bw,
-               bw, bw * 1e9 / (double)step_bytes);
-    printf("\n");
+    printf("backend: cpu, %s kernels, %d threads\n", q4k_cpu_path_name(path_used),
+           n_threads ? n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+    fflush(stdout);
+    for (k = 0; k < 2; k++) {
+        double step;
+        if (!run_mode[k]) continue;
+        if (bench_mode(b, m, k ? Q4K_ACT_F32 : Q4K_ACT_Q8, n_prompt, n_gen, toks, logits, &t_prompt[k], &t_gen[k]))
+            goto done;
+        step = t_gen[k] / (double)n_gen;
+        printf("%s activations:\n", k ? "f32" : "q8");
+        printf("  prompt: %lld tokens in %.1f ms: %.2f tokens/s\n", (long long)n_prompt, t_prompt[k],
+               1e3 * (double)n_prompt / t_prompt[k]);
+        printf("  decode: %lld tokens in %.1f ms: %.2f tokens/s (%.2f ms/token)\n", (long long)n_gen, t_gen[k],
+               1e3 * (double)n_gen / t_gen[k], step);
+        printf("  decode reads %.3f GB a token: %.1f GB/s", (double)step_bytes / 1e9, (double)step_bytes / 1e6 / step);
+        if (bw > 0)
+            printf(", %.0f%% of the %.0f GB/s floor (%.1f tokens/s at most)", 100.0 * ((double)step_bytes / 1e6 / step) / bw,
+                   bw, bw * 1e9 / (double)step_bytes);
+        printf("\n");
+        fflush(stdout);
+    }
+    if (run_mode[0] && run_mode[1])
+        printf("f32 / q8 time: prompt %.2fx, decode %.2fx\n", t_prompt[1] / t_prompt[0], t_gen[1] / t_gen[0]);
     rc = EXIT_OK;
 done:
-    q4k_session_free(s);
     q4k_backend_destroy(b);
     q4k_model_free(m);
     free(toks);

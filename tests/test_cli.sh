@@ -153,6 +153,9 @@ $Q bench "$tmp/tiny.gguf" -p 16 -n 4 -t 1 --bw 10 > "$tmp/bench.txt" 2>&1; rc=$?
 check bench_exit_0 test $rc -eq 0
 check bench_reports grep -q 'decode: 4 tokens' "$tmp/bench.txt"
 check bench_floor grep -q 'of the 10 GB/s floor' "$tmp/bench.txt"
+check bench_both_modes grep -qE '^f32 / q8 time: prompt [0-9.]+x, decode [0-9.]+x$' "$tmp/bench.txt"
+$Q bench "$tmp/tiny.gguf" -p 4 -n 2 -t 1 --mode f32 > "$tmp/bench1.txt" 2>&1
+check bench_mode_f32_only sh -c "grep -q '^f32 activations' '$tmp/bench1.txt' && ! grep -q '^q8 activations' '$tmp/bench1.txt'"
 $Q bench "$tmp/tiny.gguf" --bw -3 > /dev/null 2>&1; rc=$?
 check bench_bad_flag_exit_2 test $rc -eq 2
 
