@@ -5343,11 +5343,109 @@ Q4K__NEON_INL void q4k__qdot_q6_K_neon_t(const void *wv, int64_t cols, const q4k
 }
 Q4K__NEON_QTILES(q4k__qdot_q6_K_neon, q4k__qdot_q6_K_neon_t, 0)
 
+/* Float mode decodes quantized rows with these: q4k_dequantize_row's floats
+   bit for bit (the products are exact; the k-quants' fused min subtraction
+   rounds once, as the scalar subtraction does). */
+Q4K__NEON_INL void q4k__store_s8x16_neon(float *y, int8x16_t q, float d) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+    vst1q_f32(y, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), d));
+    vst1q_f32(y + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), d));
+    vst1q_f32(y + 8, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), d));
+    vst1q_f32(y + 12, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d));
+}
+
+/* y = dm * q - mm for 16 unsigned quants */
+Q4K__NEON_INL void q4k__store_u8x16_neon(float *y, uint8x16_t q, float dm, float mm) {
+    const float32x4_t nm = vdupq_n_f32(-mm);
+    const uint16x8_t lo = vmovl_u8(vget_low_u8(q)), hi = vmovl_high_u8(q);
+    vst1q_f32(y, vfmaq_n_f32(nm, vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))), dm));
+    vst1q_f32(y + 4, vfmaq_n_f32(nm, vcvtq_f32_u32(vmovl_high_u16(lo)), dm));
+    vst1q_f32(y + 8, vfmaq_n_f32(nm, vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))), dm));
+    vst1q_f32(y + 12, vfmaq_n_f32(nm, vcvtq_f32_u32(vmovl_high_u16(hi)), dm));
+}
+
+static int q4k__decode_neon(q4k_type type, const void *src, float *y, int64_t cols) {
+    const uint8x16_t m4 = vdupq_n_u8(0xF), m16 = vdupq_n_u8(0x10);
+    int64_t b, nb;
+    switch (type) {
+    case Q4K_TYPE_Q8_0:
+    case Q4K_TYPE_Q4_0:
+    case Q4K_TYPE_Q5_0: {
+        const int wt = type == Q4K_TYPE_Q8_0 ? 0 : type == Q4K_TYPE_Q4_0 ? 1 : 2;
+        for (b = 0, nb = cols / Q4K_QK; b < nb; b++, y += Q4K_QK) {
+            float d;
+            const int8x16x2_t q = q4k__q32_neon(src, b, wt, &d);
+            q4k__store_s8x16_neon(y, q.val[0], d);
+            q4k__store_s8x16_neon(y + 16, q.val[1], d);
+        }
+        return 1;
+    }
+    case Q4K_TYPE_Q4_K:
+    case Q4K_TYPE_Q5_K: {
+        const int is_q5 = type == Q4K_TYPE_Q5_K;
+        for (b = 0, nb = cols / Q4K_QK_K; b < nb; b++) {
+            const uint8_t *qs, *scales;
+            float d, dmin;
+            uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
+            int k, sc, m;
+            if (is_q5) {
+                const q4k_block_q5_K *w = (const q4k_block_q5_K *)src + b;
+                qs = w->qs, scales = w->scales, d = q4k__h2f_neon(w->d), dmin = q4k__h2f_neon(w->dmin);
+                h0 = vld1q_u8(w->qh);
+                h1 = vld1q_u8(w->qh + 16);
+            } else {
+                const q4k_block_q4_K *w = (const q4k_block_q4_K *)src + b;
+                qs = w->qs, scales = w->scales, d = q4k__h2f_neon(w->d), dmin = q4k__h2f_neon(w->dmin);
+            }
+            for (k = 0; k < 4; k++, y += 64) {
+                const uint8x16_t v0 = vld1q_u8(qs + 32 * k), v1 = vld1q_u8(qs + 32 * k + 16);
+                uint8x16_t l0 = vandq_u8(v0, m4), l1 = vandq_u8(v1, m4), u0 = vshrq_n_u8(v0, 4), u1 = vshrq_n_u8(v1, 4);
+                if (is_q5) {
+                    l0 = vorrq_u8(l0, vandq_u8(vshlq_n_u8(h0, 4), m16));
+                    l1 = vorrq_u8(l1, vandq_u8(vshlq_n_u8(h1, 4), m16));
+                    u0 = vorrq_u8(u0, vandq_u8(vshlq_n_u8(h0, 3), m16));
+                    u1 = vorrq_u8(u1, vandq_u8(vshlq_n_u8(h1, 3), m16));
+                    h0 = vshrq_n_u8(h0, 2);
+                    h1 = vshrq_n_u8(h1, 2);
+                }
+                q4k__scale_min_k4(2 * k, scales, &sc, &m);
+                q4k__store_u8x16_neon(y, l0, d * (float)sc, dmin * (float)m);
+                q4k__store_u8x16_neon(y + 16, l1, d * (float)sc, dmin * (float)m);
+                q4k__scale_min_k4(2 * k + 1, scales, &sc, &m);
+                q4k__store_u8x16_neon(y + 32, u0, d * (float)sc, dmin * (float)m);
+                q4k__store_u8x16_neon(y + 48, u1, d * (float)sc, dmin * (float)m);
+            }
+        }
+        return 1;
+    }
+    case Q4K_TYPE_Q6_K:
+        for (b = 0, nb = cols / Q4K_QK_K; b < nb; b++) {
+            const q4k_block_q6_K *w = (const q4k_block_q6_K *)src + b;
+            const float d = q4k__h2f_neon(w->d);
+            int h, g, i;
+            for (h = 0; h < 2; h++)
+                for (g = 0; g < 4; g++, y += 32)
+                    for (i = 0; i < 2; i++) { /* 16 values, one scale */
+                        uint8x16_t l = vld1q_u8(w->ql + 64 * h + 32 * (g & 1) + 16 * i);
+                        const uint8x16_t qh = vld1q_u8(w->qh + 32 * h + 16 * i);
+                        int8x16_t q;
+                        l = (g >> 1) ? vshrq_n_u8(l, 4) : vandq_u8(l, m4);
+                        l = vorrq_u8(l, vshlq_n_u8(vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(-2 * g))), vdupq_n_u8(3)), 4));
+                        q = vsubq_s8(vreinterpretq_s8_u8(l), vdupq_n_s8(32));
+                        q4k__store_s8x16_neon(y + 16 * i, q, d * (float)w->scales[8 * h + 2 * g + i]);
+                    }
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static const q4k__kernels q4k__kernels_neon = {
     q4k__fdot_f32_neon, q4k__fdot_f16_neon, q4k__fdot_bf16_neon,
     q4k__qdot_q8_0_neon, q4k__qdot_q4_0_neon, q4k__qdot_q5_0_neon,
     q4k__qdot_q4_K_neon, q4k__qdot_q5_K_neon, q4k__qdot_q6_K_neon,
-    NULL, NULL, q4k__fdot_f32_neon, Q4K__NT_NEON};
+    q4k__decode_neon, NULL, q4k__fdot_f32_neon, Q4K__NT_NEON};
 #endif /* Q4K__NEON */
 
 /* ---- matmul ------------------------------------------------------------- */
