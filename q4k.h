@@ -556,8 +556,9 @@ typedef struct q4k_vocab_desc {
     int64_t n_merges;
     const char *const *merges;
     const size_t *merge_lens;    /* NULL: NUL-terminated */
-    /* gpt2: pre-tokenizer (GGUF tokenizer.ggml.pre): "qwen2", "llama-bpe"
-       ("llama3"), or "gpt2"/"default"; NULL or "" means "default".
+    /* gpt2: pre-tokenizer (GGUF tokenizer.ggml.pre): a name from
+       q4k_pre_tokenizer_name ("qwen2", "llama-bpe", "gpt2", or an alias
+       such as "deepseek-r1-qwen"); NULL or "" means "gpt2".
        llama: not used. */
     const char *pre;
     /* Special ids are read only when set_ids is nonzero; -1 means none.
@@ -588,6 +589,15 @@ Q4K_API q4k_result q4k_tokenizer_create(const q4k_vocab_desc *d, q4k_tokenizer *
    true, unknown_token_id to the first UNKNOWN token). The q4k_gguf may be
    closed afterwards. */
 Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **out, q4k_error *err);
+/* The same with the pre-tokenizer named by `pre` instead of the file's
+   tokenizer.ggml.pre (NULL: the file's); byte-level BPE files only. */
+Q4K_API q4k_result q4k_tokenizer_from_gguf_pre(const q4k_gguf *g, const char *pre, q4k_tokenizer **out, q4k_error *err);
+/* The i-th tokenizer.ggml.pre name q4k accepts (NULL past the last one) and
+   the pattern it stands for in *family (optional): "qwen2", "llama-bpe" or
+   "gpt2". The names are those GGUF converters write for these patterns
+   ("deepseek-r1-qwen" is Qwen2's, "llama3" and "smaug-bpe" Llama 3's,
+   "gpt-2" and "phi-2" GPT-2's, ...). */
+Q4K_API const char *q4k_pre_tokenizer_name(int64_t i, const char **family);
 Q4K_API void q4k_tokenizer_free(q4k_tokenizer *tok);
 
 /* Tokenize len bytes of text: USER_DEFINED tokens (and CONTROL tokens with
@@ -628,7 +638,8 @@ Q4K_API int32_t q4k_tokenizer_eos(const q4k_tokenizer *tok);
 Q4K_API int32_t q4k_tokenizer_eot(const q4k_tokenizer *tok);
 Q4K_API int32_t q4k_tokenizer_pad(const q4k_tokenizer *tok);
 Q4K_API int q4k_tokenizer_add_bos(const q4k_tokenizer *tok);
-/* "qwen2", "llama-bpe" or "gpt2" for byte-level BPE; "spm" for a
+/* The pattern of a byte-level BPE vocabulary's pre-tokenizer: "qwen2",
+   "llama-bpe" or "gpt2" (whichever name chose it); "spm" for a
    SentencePiece (tokenizer.ggml.model "llama") vocabulary. */
 Q4K_API const char *q4k_tokenizer_pre(const q4k_tokenizer *tok);
 /* The unknown token of a SentencePiece vocabulary; -1: none (and always -1
@@ -644,8 +655,9 @@ Q4K_API int32_t q4k_tokenizer_find(const q4k_tokenizer *tok, const char *text);
 /* Type of a token; Q4K_TOKEN_UNDEFINED for ids out of range. */
 Q4K_API q4k_token_type q4k_tokenizer_token_type(const q4k_tokenizer *tok, int32_t id);
 Q4K_API int q4k_tokenizer_is_control(const q4k_tokenizer *tok, int32_t id);
-/* End of generation: EOS, EOT, or a CONTROL token spelled <|im_end|>,
-   <|endoftext|>, <|eot_id|>, <|eom_id|> or <|end_of_text|>. */
+/* End of generation: EOS, EOT, EOM (tokenizer.ggml.eom_token_id), or a
+   CONTROL or USER_DEFINED token spelled <|im_end|>, <|endoftext|>,
+   <|eot_id|>, <|eom_id|>, <|end_of_text|> or <｜end▁of▁sentence｜>. */
 Q4K_API int q4k_tokenizer_is_eog(const q4k_tokenizer *tok, int32_t id);
 
 /* Streaming output: feed the bytes of each generated token and print only
@@ -5789,12 +5801,69 @@ Q4K_API void q4k_tokenizer_free(q4k_tokenizer *t) {
     Q4K_FREE(t);
 }
 
+/* Every tokenizer.ggml.pre name that GGUF converters write for one of the
+   three patterns q4k implements (llama.cpp's llama-vocab.cpp gives each of
+   these names that very pattern). ignore_merges: a pre-token that is a whole
+   token is taken as it is (llama.cpp does so for its Llama 3 group, not for
+   smaug-bpe or dbrx, which share the pattern); add_bos: the default when
+   tokenizer.ggml.add_bos_token is absent. "default" is not here: llama.cpp
+   splits it with other patterns. */
+static const struct q4k__pre_name {
+    const char *name;
+    int pre, ignore_merges, add_bos;
+} q4k__pre_names[] = {
+    {"qwen2", Q4K__PRE_QWEN2, 0, 0},        {"deepseek-r1-qwen", Q4K__PRE_QWEN2, 0, 0},
+    {"megrez", Q4K__PRE_QWEN2, 0, 0},       {"kormo", Q4K__PRE_QWEN2, 0, 0},
+    {"stablelm2", Q4K__PRE_QWEN2, 0, 0},    {"hunyuan", Q4K__PRE_QWEN2, 0, 0},
+    {"grok-2", Q4K__PRE_QWEN2, 0, 0},
+    {"llama-bpe", Q4K__PRE_LLAMA3, 1, 1},   {"llama3", Q4K__PRE_LLAMA3, 1, 1},
+    {"llama-v3", Q4K__PRE_LLAMA3, 1, 1},    {"falcon3", Q4K__PRE_LLAMA3, 1, 1},
+    {"falcon-h1", Q4K__PRE_LLAMA3, 1, 1},   {"pixtral", Q4K__PRE_LLAMA3, 1, 1},
+    {"midm-2.0", Q4K__PRE_LLAMA3, 1, 1},    {"lfm2", Q4K__PRE_LLAMA3, 1, 1},
+    {"smaug-bpe", Q4K__PRE_LLAMA3, 0, 0},   {"dbrx", Q4K__PRE_LLAMA3, 0, 0},
+    {"gpt2", Q4K__PRE_GPT2, 0, 0},          {"gpt-2", Q4K__PRE_GPT2, 0, 0},
+    {"phi-2", Q4K__PRE_GPT2, 0, 0},         {"jina-es", Q4K__PRE_GPT2, 0, 0},
+    {"jina-de", Q4K__PRE_GPT2, 0, 0},       {"jina-v2-es", Q4K__PRE_GPT2, 0, 0},
+    {"jina-v2-de", Q4K__PRE_GPT2, 0, 0},    {"gigachat", Q4K__PRE_GPT2, 0, 0},
+    {"a.x-4.0", Q4K__PRE_GPT2, 0, 0},       {"mellum", Q4K__PRE_GPT2, 0, 0},
+    {"exaone4", Q4K__PRE_GPT2, 0, 0},       {"mpt", Q4K__PRE_GPT2, 0, 0},
+    {"olmo", Q4K__PRE_GPT2, 0, 0},          {"jais", Q4K__PRE_GPT2, 0, 0},
+    {"trillion", Q4K__PRE_GPT2, 0, 0},      {"granite-docling", Q4K__PRE_GPT2, 0, 0},
+};
+#define Q4K__N_PRE_NAMES ((int64_t)(sizeof q4k__pre_names / sizeof q4k__pre_names[0]))
+
+/* The table entry of a name; NULL or "" is gpt2 (a descriptor's default). */
+static const struct q4k__pre_name *q4k__pre_lookup(const char *name) {
+    int64_t i;
+    if (!name || !*name) name = "gpt2";
+    for (i = 0; i < Q4K__N_PRE_NAMES; i++)
+        if (!strcmp(name, q4k__pre_names[i].name)) return &q4k__pre_names[i];
+    return NULL;
+}
+
 static int q4k__pre_from_name(const char *name) {
-    if (!name || !*name || !strcmp(name, "default") || !strcmp(name, "gpt2") || !strcmp(name, "gpt-2"))
-        return Q4K__PRE_GPT2;
-    if (!strcmp(name, "qwen2")) return Q4K__PRE_QWEN2;
-    if (!strcmp(name, "llama-bpe") || !strcmp(name, "llama3")) return Q4K__PRE_LLAMA3;
-    return -1;
+    const struct q4k__pre_name *e = q4k__pre_lookup(name);
+    return e ? e->pre : -1;
+}
+
+/* "qwen2, deepseek-r1-qwen, ..." for messages (cut to fit) */
+static const char *q4k__pre_list(char *buf, size_t cap) {
+    size_t o = 0;
+    int64_t i;
+    buf[0] = 0;
+    for (i = 0; i < Q4K__N_PRE_NAMES && o + 1 < cap; i++) {
+        int w = snprintf(buf + o, cap - o, "%s%s", i ? ", " : "", q4k__pre_names[i].name);
+        if (w < 0) break;
+        o += (size_t)w;
+    }
+    return buf;
+}
+
+Q4K_API const char *q4k_pre_tokenizer_name(int64_t i, const char **family) {
+    static const char *const fam[] = {"gpt2", "qwen2", "llama-bpe"};
+    if (i < 0 || i >= Q4K__N_PRE_NAMES) return NULL;
+    if (family) *family = fam[q4k__pre_names[i].pre];
+    return q4k__pre_names[i].name;
 }
 
 /* A string for error messages: printable ASCII as is, other bytes as \xNN,
@@ -5838,7 +5907,8 @@ static int q4k__special_cmp(const void *a, const void *b) {
 }
 
 static int q4k__is_eog_text(const unsigned char *s, size_t n) {
-    static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"};
+    static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
+                                        "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"};
     size_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strlen(names[i]) == n && !memcmp(names[i], s, n)) return 1;
@@ -5881,7 +5951,7 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     q4k_tokenizer *t;
     int64_t i, n, n_raw = 0;
     size_t total = 0, o = 0, cap, max_merge = 0;
-    int64_t n_skipped = 0;
+    int64_t n_skipped = 0, n_unmade = 0, first_unmade = -1;
     unsigned char *buf = NULL;
     q4k__special_key *keys = NULL;
     size_t n_special = 0;
@@ -5918,10 +5988,11 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
         if (d->n_merges < 0 || d->n_merges > INT32_MAX || (d->n_merges && !d->merges))
             return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%smerges: bad count %lld", kp, (long long)d->n_merges);
         pre = q4k__pre_from_name(d->pre);
-        if (pre < 0)
-            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                             "%spre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, gpt2/default)", kp,
-                             d->pre);
+        if (pre < 0) {
+            char names[400];
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "%spre = '%s': pre-tokenizer not implemented (q4k knows %s)", kp,
+                             q4k__esc(d->pre, strlen(d->pre), e1), q4k__pre_list(names, sizeof names));
+        }
     }
 
     t = (q4k_tokenizer *)Q4K_MALLOC(sizeof *t);
@@ -5929,7 +6000,7 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     memset(t, 0, sizeof *t);
     t->n_vocab = n;
     t->pre = pre;
-    t->ignore_merges = pre == Q4K__PRE_LLAMA3;
+    t->ignore_merges = !spm && q4k__pre_lookup(d->pre)->ignore_merges;
     t->bos = t->eos = t->eot = t->pad = t->unk = -1;
     t->add_bos = d->add_bos != 0;
     t->spm = spm;
@@ -6103,10 +6174,10 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
             goto fail;
         }
         res = q4k__map_find(t, buf, (size_t)(la + lb));
-        if (res < 0) {
-            rc = q4k__fail(err, Q4K_ERR_INVALID_ARG, "%smerges[%lld] = '%s': the merged token is not in the vocabulary",
-                           kp, (long long)i, q4k__esc(s, l, e1));
-            goto fail;
+        if (res < 0) { /* real files carry a few such merges: BPE cannot use them */
+            if (!n_unmade) first_unmade = i;
+            n_unmade++;
+            continue;
         }
         /* BPE never makes a control, unknown or unused token out of plain
            text (that could turn a user's words into an end-of-generation
@@ -6121,6 +6192,11 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     if (n_skipped)
         q4k__log(d->log, d->log_user, Q4K_LOG_WARN,
                  "tokenizer: %lld merges join or make special tokens; left out", (long long)n_skipped);
+    if (n_unmade)
+        q4k__log(d->log, d->log_user, Q4K_LOG_WARN,
+                 "tokenizer: %lld merges make a token that is not in the vocabulary (the first: %smerges[%lld] = '%s'); "
+                 "left out", (long long)n_unmade, kp, (long long)first_unmade,
+                 q4k__esc(d->merges[first_unmade], d->merge_lens ? d->merge_lens[first_unmade] : strlen(d->merges[first_unmade]), e1));
 
 special_ids:
     /* special ids */
@@ -6145,7 +6221,8 @@ special_ids:
     for (i = 0; i < n; i++) {
         size_t l;
         const unsigned char *s = q4k__tok_str(t, (int32_t)i, &l);
-        if (i == t->eos || i == t->eot || (t->type[i] == Q4K_TOKEN_CONTROL && q4k__is_eog_text(s, l)))
+        if (i == t->eos || i == t->eot ||
+            ((t->type[i] == Q4K_TOKEN_CONTROL || t->type[i] == Q4K_TOKEN_USER_DEFINED) && q4k__is_eog_text(s, l)))
             t->tflags[i] |= Q4K__TOKF_EOG;
         if ((t->type[i] == Q4K_TOKEN_CONTROL || t->type[i] == Q4K_TOKEN_USER_DEFINED) && l) n_special++;
     }
@@ -6249,7 +6326,13 @@ static q4k_result q4k__vocab_arr(const q4k_gguf *g, const char *key, uint64_t n_
 }
 
 Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **out, q4k_error *err) {
+    return q4k_tokenizer_from_gguf_pre(g, NULL, out, err);
+}
+
+Q4K_API q4k_result q4k_tokenizer_from_gguf_pre(const q4k_gguf *g, const char *pre_override, q4k_tokenizer **out,
+                                               q4k_error *err) {
     const char *model = NULL, *pre = NULL;
+    int32_t eom = -1;
     q4k_gguf_type et;
     uint64_t n_tok = 0, n_merge = 0, i;
     const void *data = NULL;
@@ -6275,17 +6358,29 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
                          "'llama' (SentencePiece BPE)", model);
 
     /* SentencePiece has no pre-tokenizer: tokenizer.ggml.pre is not read */
+    if (spm && pre_override)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "pre-tokenizer '%s' given for a SentencePiece vocabulary, which has none",
+                         pre_override);
     if (!spm) {
-        rc = q4k_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
-        if (rc == Q4K_ERR_NOT_FOUND)
-            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                             "tokenizer.ggml.pre is missing: q4k needs it to choose the pre-tokenizer (qwen2, llama-bpe, "
-                             "default); convert the model again with a current converter");
-        if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.pre: %s (want a string)", q4k_result_string(rc));
-        if (q4k__pre_from_name(pre) < 0)
-            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                             "tokenizer.ggml.pre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, "
-                             "default)", pre);
+        char names[400], e1[80];
+        if (pre_override) {
+            pre = pre_override;
+            if (q4k__pre_from_name(pre) < 0)
+                return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "pre-tokenizer '%s' is not one q4k knows (%s)",
+                                 q4k__esc(pre, strlen(pre), e1), q4k__pre_list(names, sizeof names));
+        } else {
+            rc = q4k_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+            if (rc == Q4K_ERR_NOT_FOUND)
+                return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                                 "tokenizer.ggml.pre is missing: q4k needs it to choose the pre-tokenizer; convert the "
+                                 "model again with a current converter, or name one (%s)",
+                                 q4k__pre_list(names, sizeof names));
+            if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.pre: %s (want a string)", q4k_result_string(rc));
+            if (q4k__pre_from_name(pre) < 0)
+                return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                                 "tokenizer.ggml.pre = '%s': pre-tokenizer not implemented (q4k knows %s)",
+                                 q4k__esc(pre, strlen(pre), e1), q4k__pre_list(names, sizeof names));
+        }
     }
 
     rc = q4k_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_tok);
@@ -6400,11 +6495,17 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
     if ((rc = q4k__gguf_token_id(g, "tokenizer.ggml.bos_token_id", &d.bos_id, err)) != Q4K_OK ||
         (rc = q4k__gguf_token_id(g, "tokenizer.ggml.eos_token_id", &d.eos_id, err)) != Q4K_OK ||
         (rc = q4k__gguf_token_id(g, "tokenizer.ggml.eot_token_id", &d.eot_id, err)) != Q4K_OK ||
-        (rc = q4k__gguf_token_id(g, "tokenizer.ggml.padding_token_id", &d.pad_id, err)) != Q4K_OK)
+        (rc = q4k__gguf_token_id(g, "tokenizer.ggml.padding_token_id", &d.pad_id, err)) != Q4K_OK ||
+        (rc = q4k__gguf_token_id(g, "tokenizer.ggml.eom_token_id", &eom, err)) != Q4K_OK)
         goto done;
+    if (eom >= (int64_t)n_tok) {
+        rc = q4k__fail(err, Q4K_ERR_INVALID_ARG, "tokenizer.ggml.eom_token_id = %ld is out of range (the vocabulary has %llu tokens)",
+                       (long)eom, (unsigned long long)n_tok);
+        goto done;
+    }
     rc = q4k_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos);
     if (rc == Q4K_ERR_NOT_FOUND) {
-        add_bos = spm || q4k__pre_from_name(pre) == Q4K__PRE_LLAMA3;
+        add_bos = spm || q4k__pre_lookup(pre)->add_bos;
     } else if (rc != Q4K_OK) {
         q4k__fail(err, rc, "tokenizer.ggml.add_bos_token: %s (want a bool)", q4k_result_string(rc));
         goto done;
@@ -6420,6 +6521,7 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
     d.pre = pre;
     d.add_bos = add_bos;
     rc = q4k__tokenizer_build(&d, "tokenizer.ggml.", out, err);
+    if (rc == Q4K_OK && eom >= 0) (*out)->tflags[eom] |= Q4K__TOKF_EOG;
 done:
     Q4K_FREE(tokens);
     Q4K_FREE(token_lens);
