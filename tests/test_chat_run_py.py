@@ -194,6 +194,26 @@ def main():
                 p.returncode == 0 and after_k and argmax(after_k[0]) == EOS,
                 "rc %d, records after K %d" % (p.returncode, len(after_k)))
 
+        # -i: the second turn renders the whole conversation; the cache keeps the
+        # tokens the renders share (up to the first <｜Assistant｜>: the template
+        # writes the earlier answer without <think>) and evaluates the rest
+        p = run([Q4K, "run", model, "-i", "--temp", "0", "-n", "20", "--quiet", "--logits-out", lo],
+                input=b"Hi\nsecond question\n")
+        recs = read_logits(lo)
+        k_text = id_bytes[k].decode()
+        full = ([BOS, USER] + enc.encode("Hi") + [ASSISTANT] + enc.encode(k_text) + [EOS, USER] +
+                enc.encode("second question") + [ASSISTANT, THINK, nl])
+        shared = len([BOS, USER] + enc.encode("Hi") + [ASSISTANT])
+        # the second turn starts where the positions go back
+        starts = [i for i in range(1, len(recs)) if recs[i][1] <= recs[i - 1][1]]
+        turn2 = [(tok, pos) for tok, pos, _ in recs[starts[0]:]] if len(starts) == 1 else []
+        c.check("run_interactive_evaluates_only_the_new_part",
+                p.returncode == 0 and p.stdout.count(id_bytes[k]) == 2 and turn2 and
+                [tok for tok, _ in turn2][:len(full) - shared] == full[shared:] and
+                [pos for _, pos in turn2][:len(full) - shared] == list(range(shared, len(full))),
+                "rc %d stdout %r turn 2 %s, want %s from position %d" % (p.returncode, p.stdout, turn2, full[shared:],
+                                                                         shared))
+
         # --chat-template NAME: the built-in DeepSeek format gives the same prompt
         p = run([Q4K, "run", model, prompt_text, "--temp", "0", "-n", "1", "--quiet", "--chat-template", "deepseek",
                  "--logits-out", lo])
