@@ -689,7 +689,7 @@ static int choose_template(run_state *st) {
         st->jinja = NULL;
     }
     if (st->tmpl == Q4K_CHAT_NONE && !st->o->raw) {
-        fprintf(stderr, "q4k: this model has no chat template q4k knows: the prompt is sent raw\n");
+        fprintf(stderr, "q4k: this model has no known chat template: the prompt is sent raw\n");
         st->o->raw = 1;
     }
     return 1;
