@@ -5908,7 +5908,7 @@ static int q4k__special_cmp(const void *a, const void *b) {
 
 static int q4k__is_eog_text(const unsigned char *s, size_t n) {
     static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
-                                        "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"};
+                                        "<\xEF\xBD\234end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"};
     size_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strlen(names[i]) == n && !memcmp(names[i], s, n)) return 1;
@@ -8364,10 +8364,10 @@ Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int
             q4k__buf_add(&b, "<|eot_id|>");
         } else if (t == Q4K_CHAT_DEEPSEEK) {
             if (!strcmp(msgs[i].role, "user")) q4k__buf_add(&b, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>");
-            else if (!strcmp(msgs[i].role, "assistant")) q4k__buf_add(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+            else if (!strcmp(msgs[i].role, "assistant")) q4k__buf_add(&b, "<\xEF\xBD\234Assistant\xEF\xBD\x9C>");
             q4k__buf_add(&b, msgs[i].content);
             if (!strcmp(msgs[i].role, "assistant"))
-                q4k__buf_add(&b, "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
+                q4k__buf_add(&b, "<\xEF\xBD\234end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
         } else if (t == Q4K_CHAT_LLAMA2) {
             if (!strcmp(msgs[i].role, "assistant")) {
                 q4k__buf_add(&b, " ");
@@ -8395,7 +8395,7 @@ Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int
     if (add_assistant) {
         if (t == Q4K_CHAT_CHATML) q4k__buf_add(&b, "<|im_start|>assistant\n");
         else if (t == Q4K_CHAT_LLAMA3) q4k__buf_add(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-        else if (t == Q4K_CHAT_DEEPSEEK) q4k__buf_add(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C><think>\n");
+        else if (t == Q4K_CHAT_DEEPSEEK) q4k__buf_add(&b, "<\xEF\xBD\234Assistant\xEF\xBD\x9C><think>\n");
     }
     if (b.oom) {
         Q4K_FREE(b.p);
@@ -9112,106 +9112,57 @@ static q4k__jnode *q4k__junary(q4k__jctx *c, int with_filter) {
     return e;
 }
 
-static q4k__jnode *q4k__jbin(q4k__jctx *c, int op, q4k__jnode *a, q4k__jnode *b, int line) {
-    q4k__jnode *nd = q4k__jnew(c, Q4K__JN_BIN, line);
-    nd->op = op;
-    nd->a = a;
-    nd->b = b;
-    return nd;
-}
-
-static q4k__jnode *q4k__jpow(q4k__jctx *c) {
-    q4k__jnode *e = q4k__junary(c, 1);
-    while (q4k__jis_op(q4k__jpeek(c), "**")) {
-        int line = q4k__jpeek(c)->line;
-        c->pos++;
-        e = q4k__jbin(c, Q4K__JO_POW, e, q4k__junary(c, 1), line);
-    }
-    return e;
-}
-
-static q4k__jnode *q4k__jmath2(q4k__jctx *c) {
-    q4k__jnode *e = q4k__jpow(c);
-    for (;;) {
-        q4k__jtok *k = q4k__jpeek(c);
-        int op = q4k__jis_op(k, "*") ? Q4K__JO_MUL : q4k__jis_op(k, "/") ? Q4K__JO_DIV
-               : q4k__jis_op(k, "//") ? Q4K__JO_FDIV : q4k__jis_op(k, "%") ? Q4K__JO_MOD : -1;
-        if (op < 0) return e;
-        c->pos++;
-        e = q4k__jbin(c, op, e, q4k__jpow(c), k->line);
-    }
-}
-
-static q4k__jnode *q4k__jconcat(q4k__jctx *c) {
-    q4k__jnode *e = q4k__jmath2(c);
-    while (q4k__jis_op(q4k__jpeek(c), "~")) {
-        int line = q4k__jpeek(c)->line;
-        c->pos++;
-        e = q4k__jbin(c, Q4K__JO_CAT, e, q4k__jmath2(c), line);
-    }
-    return e;
-}
-
-static q4k__jnode *q4k__jmath1(q4k__jctx *c) {
-    q4k__jnode *e = q4k__jconcat(c);
-    for (;;) {
-        q4k__jtok *k = q4k__jpeek(c);
-        int op = q4k__jis_op(k, "+") ? Q4K__JO_ADD : q4k__jis_op(k, "-") ? Q4K__JO_SUB : -1;
-        if (op < 0) return e;
-        c->pos++;
-        e = q4k__jbin(c, op, e, q4k__jconcat(c), k->line);
-    }
-}
-
-static q4k__jnode *q4k__jcompare(q4k__jctx *c) {
-    q4k__jnode *e = q4k__jmath1(c);
-    for (;;) {
-        q4k__jtok *k = q4k__jpeek(c);
-        int op = q4k__jis_op(k, "==") ? Q4K__JO_EQ : q4k__jis_op(k, "!=") ? Q4K__JO_NE
-               : q4k__jis_op(k, "<") ? Q4K__JO_LT : q4k__jis_op(k, ">") ? Q4K__JO_GT
-               : q4k__jis_op(k, "<=") ? Q4K__JO_LE : q4k__jis_op(k, ">=") ? Q4K__JO_GE
-               : q4k__jis_name(k, "in") ? Q4K__JO_IN : -1;
-        if (op < 0 && q4k__jis_name(k, "not") && q4k__jis_name(&c->tok[c->pos + 1], "in")) {
-            op = Q4K__JO_NOTIN;
-            c->pos++;
-        }
-        if (op < 0) return e;
-        c->pos++;
-        e = q4k__jbin(c, op, e, q4k__jmath1(c), k->line);
-    }
-}
-
-static q4k__jnode *q4k__jnot(q4k__jctx *c) {
+/* The binary operator at the parser's position for precedence level
+   `level` (consumed; -1 when none). Levels, loosest first: 0 or, 1 and,
+   2 not (prefix), 3 comparisons and (not) in, 4 + -, 5 ~, 6 * / // %, 7 **,
+   8 unary operands with their filters and tests. */
+static int q4k__jbinop(q4k__jctx *c, int level) {
+    static const char *const ops[8][6] = {
+        {0}, {0}, {0}, {"==", "!=", "<", ">", "<=", ">="}, {"+", "-"}, {"~"}, {"*", "/", "//", "%"}, {"**"}};
+    static const int codes[8][6] = {
+        {0}, {0}, {0}, {Q4K__JO_EQ, Q4K__JO_NE, Q4K__JO_LT, Q4K__JO_GT, Q4K__JO_LE, Q4K__JO_GE},
+        {Q4K__JO_ADD, Q4K__JO_SUB}, {Q4K__JO_CAT}, {Q4K__JO_MUL, Q4K__JO_DIV, Q4K__JO_FDIV, Q4K__JO_MOD}, {Q4K__JO_POW}};
     q4k__jtok *k = q4k__jpeek(c);
-    if (q4k__jaccept_name(c, "not")) {
-        q4k__jnode *nd = q4k__jnew(c, Q4K__JN_NOT, k->line);
+    int i;
+    if (level == 0 || level == 1) return q4k__jaccept_name(c, level ? "and" : "or") ? (level ? Q4K__JO_AND : Q4K__JO_OR) : -1;
+    if (level == 3) {
+        if (q4k__jaccept_name(c, "in")) return Q4K__JO_IN;
+        if (q4k__jis_name(k, "not") && q4k__jis_name(&c->tok[c->pos + 1], "in")) {
+            c->pos += 2;
+            return Q4K__JO_NOTIN;
+        }
+    }
+    for (i = 0; i < 6 && ops[level][i]; i++)
+        if (q4k__jaccept_op(c, ops[level][i])) return codes[level][i];
+    return -1;
+}
+
+static q4k__jnode *q4k__jlevel(q4k__jctx *c, int level) {
+    q4k__jnode *e;
+    if (level == 8) return q4k__junary(c, 1);
+    if (level == 2) {
+        q4k__jtok *k = q4k__jpeek(c);
+        if (!q4k__jaccept_name(c, "not")) return q4k__jlevel(c, 3);
+        e = q4k__jnew(c, Q4K__JN_NOT, k->line);
         q4k__jenter(c);
-        nd->a = q4k__jnot(c);
+        e->a = q4k__jlevel(c, 2);
         c->depth--;
-        return nd;
+        return e;
     }
-    return q4k__jcompare(c);
+    e = q4k__jlevel(c, level + 1);
+    for (;;) {
+        int line = q4k__jpeek(c)->line, op = q4k__jbinop(c, level);
+        q4k__jnode *nd;
+        if (op < 0) return e;
+        nd = q4k__jnew(c, Q4K__JN_BIN, line);
+        nd->op = op;
+        nd->a = e;
+        nd->b = q4k__jlevel(c, level + 1);
+        e = nd;
+    }
 }
 
-static q4k__jnode *q4k__jand(q4k__jctx *c) {
-    q4k__jnode *e = q4k__jnot(c);
-    while (q4k__jis_name(q4k__jpeek(c), "and")) {
-        int line = q4k__jpeek(c)->line;
-        c->pos++;
-        e = q4k__jbin(c, Q4K__JO_AND, e, q4k__jnot(c), line);
-    }
-    return e;
-}
-
-static q4k__jnode *q4k__jor(q4k__jctx *c) {
-    q4k__jnode *e = q4k__jand(c);
-    while (q4k__jis_name(q4k__jpeek(c), "or")) {
-        int line = q4k__jpeek(c)->line;
-        c->pos++;
-        e = q4k__jbin(c, Q4K__JO_OR, e, q4k__jand(c), line);
-    }
-    return e;
-}
+static q4k__jnode *q4k__jor(q4k__jctx *c) { return q4k__jlevel(c, 0); }
 
 static q4k__jnode *q4k__jexpr(q4k__jctx *c) {
     q4k__jnode *e;

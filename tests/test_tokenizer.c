@@ -1229,7 +1229,7 @@ static void test_from_gguf_pre_and_eog(void) {
     small_add(&v, "123", 1);
     eos = small_add(&v, "<|endoftext|>", Q4K_TOKEN_CONTROL);
     eom = small_add(&v, "<|x_eom|>", Q4K_TOKEN_CONTROL);
-    eos_ds = small_add(&v, "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", Q4K_TOKEN_USER_DEFINED);
+    eos_ds = small_add(&v, "<\xEF\xBD\234end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", Q4K_TOKEN_USER_DEFINED);
     im_end = small_add(&v, "<|im_end|>", Q4K_TOKEN_CONTROL);
     user = small_add(&v, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>", Q4K_TOKEN_USER_DEFINED);
     plain = small_add(&v, "<|im_end|>x", Q4K_TOKEN_CONTROL);
@@ -1245,7 +1245,7 @@ static void test_from_gguf_pre_and_eog(void) {
         free(ids);
         T_CHECK(q4k_tokenizer_is_eog(t, eos) && q4k_tokenizer_is_eog(t, eom) && q4k_tokenizer_is_eog(t, eos_ds) &&
                     q4k_tokenizer_is_eog(t, im_end),
-                "eos, eom, <\xEF\xBD\x9C" "end of sentence\xEF\xBD\x9C>, <|im_end|> end generation");
+                "eos, eom, <\xEF\xBD\234end of sentence\xEF\xBD\x9C>, <|im_end|> end generation");
         T_CHECK(!q4k_tokenizer_is_eog(t, user) && !q4k_tokenizer_is_eog(t, plain) && !q4k_tokenizer_is_eog(t, '1'),
                 "other tokens do not");
         q4k_tokenizer_free(t);
