@@ -266,6 +266,8 @@ static int cmd_info(int argc, char **argv) {
 }
 
 
+static char *read_file(const char *path, size_t *len);
+
 /* ---- q4k synth: synthetic models with real shapes ---------------------- */
 
 typedef struct synth_preset {
@@ -396,16 +398,32 @@ static q4k_type synth_matrix_type(synth_quant q, const char *what, int64_t layer
 
 /* The GGUF vocabulary of a synthetic model: the Qwen vocabulary when a
    .tiktoken file is given, else byte tokens plus letter-pair merges. Both
-   end with Qwen's special tokens; padded to n_vocab. */
-static int synth_vocab(q4k_gguf_writer *w, const char *tiktoken, int64_t *n_vocab, int fixed_vocab, q4k_error *err) {
+   end with Qwen2.5's 22 added tokens, or with DeepSeek-R1-Distill-Qwen's
+   (deepseek: the ids, token types, BOS/EOS and pre-tokenizer name its
+   published tokenizer_config.json gives and GGUF converters write: added
+   tokens marked special, or spelled <|..|> or <｜..｜>, are CONTROL; the
+   rest, <think> among them, USER_DEFINED); padded to n_vocab. chat_template
+   (optional) becomes tokenizer.chat_template. */
+static int synth_vocab(q4k_gguf_writer *w, const char *tiktoken, int64_t *n_vocab, int fixed_vocab, int deepseek,
+                       const char *chat_template, q4k_error *err) {
     q4k_vocab_strings v;
     q4k_result r;
     int64_t i, n_special = 22;
-    static const char *const specials[] = {
+    static const char *const qwen_specials[] = {
         "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
         "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
         "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
         "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"};
+    static const int32_t qwen_types[] = {3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3};
+    static const char *const ds_specials[] = {
+        "<\xEF\xBD\234end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", "<\xEF\xBD\x9CUser\xEF\xBD\x9C>",
+        "<\xEF\xBD\234Assistant\xEF\xBD\x9C>", "<\xEF\xBD\234begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+        "<|EOT|>", "<think>", "</think>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+        "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+        "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"};
+    static const int32_t ds_types[] = {3, 3, 3, 3, 3, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 3, 3, 3, 3, 3, 3};
+    const char *const *specials = deepseek ? ds_specials : qwen_specials;
+    const int32_t *special_types = deepseek ? ds_types : qwen_types;
     int32_t *types;
     char pad[32];
     if (tiktoken) r = q4k_vocab_from_tiktoken(tiktoken, &v, err);
@@ -429,7 +447,7 @@ static int synth_vocab(q4k_gguf_writer *w, const char *tiktoken, int64_t *n_voca
             return 0;
         }
         for (i = 0; i < v.n_tokens; i++) { toks[i] = v.tokens[i]; types[i] = 1; }
-        for (i = 0; i < n_special; i++) { toks[v.n_tokens + i] = specials[i]; types[v.n_tokens + i] = 3; }
+        for (i = 0; i < n_special; i++) { toks[v.n_tokens + i] = specials[i]; types[v.n_tokens + i] = special_types[i]; }
         for (i = v.n_tokens + n_special; i < *n_vocab; i++) {
             snprintf(pad, sizeof pad, "[PAD%lld]", (long long)i);
             memcpy(pads + i * 32, pad, 32);
@@ -437,14 +455,16 @@ static int synth_vocab(q4k_gguf_writer *w, const char *tiktoken, int64_t *n_voca
             types[i] = 5; /* unused */
         }
         q4k_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
-        q4k_gguf_writer_set_str(w, "tokenizer.ggml.pre", "qwen2");
+        q4k_gguf_writer_set_str(w, "tokenizer.ggml.pre", deepseek ? "deepseek-r1-qwen" : "qwen2");
         q4k_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)*n_vocab);
         q4k_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", Q4K_GGUF_INT32, types, (uint64_t)*n_vocab);
         q4k_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merges, (uint64_t)v.n_merges);
-        q4k_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(v.n_tokens + 2)); /* <|im_end|> */
-        q4k_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v.n_tokens);      /* <|endoftext|> */
+        /* qwen: eos <|im_end|>, bos <|endoftext|>; deepseek: eos <｜end▁of▁sentence｜>, bos <｜begin▁of▁sentence｜> */
+        q4k_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(v.n_tokens + (deepseek ? 0 : 2)));
+        q4k_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)(v.n_tokens + (deepseek ? 3 : 0)));
         q4k_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v.n_tokens);
-        q4k_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 0);
+        q4k_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", deepseek);
+        if (chat_template) q4k_gguf_writer_set_str(w, "tokenizer.chat_template", chat_template);
         /* the writer copies metadata: the arrays can go */
         free(toks); free(pads); free(types);
     }
@@ -453,7 +473,9 @@ static int synth_vocab(q4k_gguf_writer *w, const char *tiktoken, int64_t *n_voca
 }
 
 static int cmd_synth(int argc, char **argv) {
-    const char *out = NULL, *preset_name = NULL, *vocab = NULL, *quant_name = "q4_k_m";
+    const char *out = NULL, *preset_name = NULL, *vocab = NULL, *quant_name = "q4_k_m", *added = "qwen2.5";
+    const char *template_path = NULL;
+    char *chat_template = NULL;
     int64_t layers = 0, i, l, n_vocab;
     uint64_t seed = 42;
     int fast = 0, outliers = 0, counter = 0, n_threads = 0, rc, n_pos;
@@ -469,6 +491,9 @@ static int cmd_synth(int argc, char **argv) {
         {"--layers", "N", OPT_I64, &layers, 1, 1000, "layers instead of the preset's count"},
         {"--vocab", "PATH", OPT_STR, &vocab, 0, 0, "a .tiktoken file: the real Qwen vocabulary and merges\n"
                                                    "(default: byte tokens plus letter-pair merges)"},
+        {"--added-tokens", "SET", OPT_STR, &added, 0, 0, "with --vocab: the special tokens after the vocabulary,\n"
+                                                        "qwen2.5 (default) or deepseek-r1-qwen (DeepSeek-R1-Distill-Qwen's)"},
+        {"--chat-template", "FILE", OPT_STR, &template_path, 0, 0, "store FILE as tokenizer.chat_template"},
         {"--quant", "Q", OPT_STR, &quant_name, 0, 0, "q4_k_m (default: Q4_K with Q6_K where llama.cpp's recipe puts it),\n"
                                                      "mixed (every supported type in turn, to test them all),\n"
                                                      "q8_0 or f32"},
@@ -489,6 +514,13 @@ static int cmd_synth(int argc, char **argv) {
     for (i = 0; i < (int64_t)(sizeof synth_presets / sizeof synth_presets[0]); i++)
         if (!strcmp(preset_name, synth_presets[i].name)) p = synth_presets[i];
     if (!p.name) return cmd_usage_error(&cmd, "unknown preset '%s' (tiny, 0.5b, 1.5b, 7b)", preset_name);
+    if (strcmp(added, "qwen2.5") && strcmp(added, "deepseek-r1-qwen"))
+        return cmd_usage_error(&cmd, "unknown --added-tokens '%s' (qwen2.5, deepseek-r1-qwen)", added);
+    if (template_path) {
+        size_t len;
+        chat_template = read_file(template_path, &len);
+        if (!chat_template) { fprintf(stderr, "q4k: synth: cannot read --chat-template %s\n", template_path); return EXIT_ERROR; }
+    }
     if (!strcmp(quant_name, "q4_k_m")) quant = QUANT_Q4_K_M;
     else if (!strcmp(quant_name, "mixed")) quant = QUANT_MIXED;
     else if (!strcmp(quant_name, "q8_0")) quant = QUANT_Q8_0;
@@ -499,11 +531,14 @@ static int cmd_synth(int argc, char **argv) {
     w = q4k_gguf_writer_new(32);
     if (!w) { fprintf(stderr, "q4k: out of memory\n"); return EXIT_ERROR; }
     n_vocab = p.n_vocab;
-    if (!synth_vocab(w, vocab, &n_vocab, strcmp(p.name, "tiny") != 0, &err)) {
+    if (!synth_vocab(w, vocab, &n_vocab, strcmp(p.name, "tiny") != 0, !strcmp(added, "deepseek-r1-qwen"), chat_template,
+                     &err)) {
         fprintf(stderr, "q4k: synth: %s\n", err.msg);
         q4k_gguf_writer_free(w);
+        free(chat_template);
         return EXIT_ERROR;
     }
+    free(chat_template); /* the writer keeps a copy */
     q4k_gguf_writer_set_str(w, "general.architecture", "qwen2");
     q4k_gguf_writer_set_str(w, "general.name", "q4k synthetic");
     q4k_gguf_writer_set_u32(w, "qwen2.block_count", (uint32_t)p.n_layer);
@@ -695,7 +730,7 @@ static int write_logits(FILE *f, const int32_t *toks, int64_t n, int64_t pos0, c
 }
 
 typedef struct run_opts {
-    const char *model, *prompt, *prompt_file, *system, *backend, *logits_out;
+    const char *model, *prompt, *prompt_file, *system, *backend, *logits_out, *pre, *chat_template;
     int64_t n_predict, n_ctx;
     int n_threads, raw, interactive, verbose, quiet, ref, ignore_eos;
     q4k_sampler_params sp;
@@ -718,7 +753,131 @@ typedef struct run_state {
     double t_prompt_ms, t_eval_ms;
     int64_t n_prompt, n_eval;
     int answer_open; /* the last answer stopped at -n, before its end-of-turn token */
+    /* a Jinja chat template (the file's or --chat-template FILE): each turn
+       renders the whole conversation, and only the tokens after the part
+       already in the cache are evaluated */
+    char *jinja;
+    q4k_chat_msg *msgs;
+    int64_t n_msgs;
+    char *answer; /* the bytes of the answer being generated */
+    size_t answer_len;
+    int32_t *hist; /* the tokens in the cache */
+    int64_t n_hist;
 } run_state;
+
+static int grow(void **p, size_t need, size_t elem) {
+    void *q = realloc(*p, need * elem);
+    if (!q) { fprintf(stderr, "q4k: out of memory\n"); return 0; }
+    *p = q;
+    return 1;
+}
+
+static char *dup_str(const char *s, size_t n) {
+    char *d = (char *)malloc(n + 1);
+    if (d) { memcpy(d, s, n); d[n] = 0; }
+    return d;
+}
+
+/* the built-in format the vocabulary suggests */
+static q4k_chat_template vocab_template(const run_state *st) {
+    if (st->model->hp.arch == Q4K_ARCH_QWEN2 && q4k_tokenizer_find(st->tok, "<|im_start|>") >= 0) return Q4K_CHAT_CHATML;
+    if (q4k_tokenizer_find(st->tok, "<|start_header_id|>") >= 0) return Q4K_CHAT_LLAMA3;
+    if (q4k_tokenizer_find(st->tok, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>") >= 0) return Q4K_CHAT_DEEPSEEK;
+    if (st->model->hp.arch == Q4K_ARCH_LLAMA && !strcmp(q4k_tokenizer_pre(st->tok), "spm")) return Q4K_CHAT_LLAMA2;
+    return Q4K_CHAT_NONE;
+}
+
+static q4k_chat_render_desc render_desc(const run_state *st) {
+    q4k_chat_render_desc d;
+    int32_t bos = q4k_tokenizer_bos(st->tok), eos = q4k_tokenizer_eos(st->tok);
+    memset(&d, 0, sizeof d);
+    d.bos_token = bos >= 0 ? q4k_token_text(st->tok, bos, NULL) : "";
+    d.eos_token = eos >= 0 ? q4k_token_text(st->tok, eos, NULL) : "";
+    d.add_generation_prompt = 1;
+    d.max_output = (size_t)64 << 20;
+    return d;
+}
+
+/* --chat-template NAME|FILE, else the file's tokenizer.chat_template, else
+   the format the vocabulary suggests. A template outside q4k's Jinja subset
+   gives way to the built-in format its markers name, with one warning. */
+static int choose_template(run_state *st) {
+    static const char *const names[] = {"none", "chatml", "llama3", "llama2", "deepseek"};
+    const char *src = NULL, *from = NULL;
+    q4k_chat_template fam;
+    if (st->o->chat_template && q4k_chat_template_from_name(st->o->chat_template, &fam)) {
+        st->tmpl = fam;
+        if (fam == Q4K_CHAT_NONE) st->o->raw = 1;
+        return 1;
+    }
+    if (st->o->chat_template) {
+        size_t len;
+        st->jinja = read_file(st->o->chat_template, &len);
+        if (!st->jinja) {
+            fprintf(stderr, "q4k: run: --chat-template '%s' is neither a built-in format (chatml, llama3, llama2, deepseek, "
+                            "none) nor a readable file\n", st->o->chat_template);
+            return 0;
+        }
+        from = st->o->chat_template;
+    } else if (q4k_gguf_get_str(st->model->gguf, "tokenizer.chat_template", &src) == Q4K_OK) {
+        st->jinja = dup_str(src, strlen(src));
+        if (!st->jinja) { fprintf(stderr, "q4k: out of memory\n"); return 0; }
+        from = "the file's chat template";
+    }
+    st->tmpl = vocab_template(st);
+    if (st->jinja) {
+        q4k_chat_msg m;
+        q4k_chat_render_desc d = render_desc(st);
+        q4k_error err;
+        char *out = NULL;
+        q4k_result r;
+        m.role = "user";
+        m.content = "hi";
+        r = q4k_chat_render(st->jinja, &m, 1, &d, &out, &err);
+        q4k_free(out);
+        if (r == Q4K_OK) return 1;
+        if (r == Q4K_ERR_OUT_OF_MEMORY) { fprintf(stderr, "q4k: %s\n", err.msg); return 0; }
+        fam = q4k_chat_template_guess(st->jinja);
+        if (fam != Q4K_CHAT_NONE) st->tmpl = fam;
+        fprintf(stderr, "q4k: warning: %s is not usable (%s); using the built-in %s format\n", from, err.msg,
+                st->tmpl == Q4K_CHAT_NONE ? "raw" : names[st->tmpl]);
+        free(st->jinja);
+        st->jinja = NULL;
+    }
+    if (st->tmpl == Q4K_CHAT_NONE && !st->o->raw) {
+        fprintf(stderr, "q4k: this model has no known chat template: the prompt is sent raw\n");
+        st->o->raw = 1;
+    }
+    return 1;
+}
+
+/* Add a message to the conversation (copied). */
+static int add_msg(run_state *st, const char *role, const char *content, size_t len) {
+    char *c;
+    if (!grow((void **)&st->msgs, (size_t)st->n_msgs + 1, sizeof *st->msgs)) return 0;
+    c = dup_str(content, len);
+    if (!c) { fprintf(stderr, "q4k: out of memory\n"); return 0; }
+    st->msgs[st->n_msgs].role = role;
+    st->msgs[st->n_msgs].content = c;
+    st->n_msgs++;
+    return 1;
+}
+
+/* The whole conversation through the Jinja template, ready for the answer. */
+static char *render_conversation(run_state *st) {
+    q4k_chat_render_desc d = render_desc(st);
+    q4k_error err;
+    char *out = NULL, *copy;
+    q4k_result r = q4k_chat_render(st->jinja, st->msgs, st->n_msgs, &d, &out, &err);
+    if (r != Q4K_OK) {
+        fprintf(stderr, "q4k: %s\n", err.msg);
+        return NULL;
+    }
+    copy = dup_str(out, strlen(out));
+    q4k_free(out);
+    if (!copy) fprintf(stderr, "q4k: out of memory\n");
+    return copy;
+}
 
 /* tokenize text (special tokens parsed) into st->toks; returns the count or -1 */
 static int64_t run_tokenize(run_state *st, const char *text, int add_bos) {
@@ -776,6 +935,20 @@ static int on_token(void *user, int32_t id, const float *logits) {
     st->prev = id;
     st->n_gen++;
     bytes = q4k_token_bytes(st->tok, id, &blen);
+    if (!blen) { /* reasoning marks are shown even where the vocabulary makes them control tokens */
+        size_t tl;
+        const char *tx = q4k_token_text(st->tok, id, &tl);
+        if (tx && (!strcmp(tx, "<think>") || !strcmp(tx, "</think>"))) { bytes = tx; blen = tl; }
+    }
+    if (st->jinja) {
+        if (!grow((void **)&st->hist, (size_t)st->n_hist + 1, sizeof *st->hist) ||
+            !grow((void **)&st->answer, st->answer_len + blen + 1, 1))
+            return 1;
+        st->hist[st->n_hist++] = id;
+        memcpy(st->answer + st->answer_len, bytes, blen);
+        st->answer_len += blen;
+        st->answer[st->answer_len] = 0;
+    }
     while (blen > 0) {
         size_t used = q4k_utf8_stream_push(&st->utf8, bytes, blen, out, sizeof out, &len);
         fwrite(out, 1, len, stdout);
@@ -863,9 +1036,12 @@ static int cmd_run(int argc, char **argv) {
         {"--min-p", "P", OPT_FLOAT, &o.sp.min_p, 0, 1, "(default 0.05; 0 = off)"},
         {"-s, --seed", "S", OPT_SEED, &o.sp.seed, 0, 0, "sampling seed (default or -1: random; echoed)"},
         {"--system", "TEXT", OPT_STR, &o.system, 0, 0, "system prompt (qwen2 default: \"" Q4K_QWEN_DEFAULT_SYSTEM "\")"},
-        {"--raw", NULL, OPT_FLAG, &o.raw, 0, 0, "send the prompt as is, without the chat template (chosen from the\n"
-                                                "vocabulary: ChatML for qwen2, Llama 3, or Llama 2's [INST] for llama\n"
-                                                "models with a SentencePiece vocabulary)"},
+        {"--raw", NULL, OPT_FLAG, &o.raw, 0, 0, "send the prompt as is, without the chat template"},
+        {"--chat-template", "NAME|FILE", OPT_STR, &o.chat_template, 0, 0,
+         "the chat template: a built-in format (chatml, llama3, llama2, deepseek,\n"
+         "none) or a Jinja FILE; default: the file's tokenizer.chat_template,\n"
+         "else the format the vocabulary suggests"},
+        {"--pre", "NAME", OPT_STR, &o.pre, 0, 0, "force the pre-tokenizer (a tokenizer.ggml.pre name, e.g. qwen2)"},
         {"-i, --interactive", NULL, OPT_FLAG, &o.interactive, 0, 0, "interactive chat; the conversation stays in the KV cache"},
         {"--backend", "NAME", OPT_STR, &o.backend, 0, 0, "the backend (cpu)"},
         {"--ignore-eos", NULL, OPT_FLAG, &o.ignore_eos, 0, 0, "go on past end-of-generation tokens (benchmarks)"},
@@ -921,17 +1097,11 @@ static int cmd_run(int argc, char **argv) {
         }
         if (!o.quiet) fprintf(stderr, "load time = %.2f ms\n", now_ms() - t0);
     }
-    if (q4k_tokenizer_from_gguf(st.model->gguf, &st.tok, &err) != Q4K_OK) {
+    if (q4k_tokenizer_from_gguf_pre(st.model->gguf, o.pre, &st.tok, &err) != Q4K_OK) {
         fprintf(stderr, "q4k: %s\n", err.msg);
         goto done;
     }
-    if (st.model->hp.arch == Q4K_ARCH_QWEN2 && q4k_tokenizer_find(st.tok, "<|im_start|>") >= 0) st.tmpl = Q4K_CHAT_CHATML;
-    else if (q4k_tokenizer_find(st.tok, "<|start_header_id|>") >= 0) st.tmpl = Q4K_CHAT_LLAMA3;
-    else if (st.model->hp.arch == Q4K_ARCH_LLAMA && !strcmp(q4k_tokenizer_pre(st.tok), "spm")) st.tmpl = Q4K_CHAT_LLAMA2;
-    if (st.tmpl == Q4K_CHAT_NONE && !o.raw) {
-        fprintf(stderr, "q4k: this model's vocabulary has no known chat template: the prompt is sent raw\n");
-        o.raw = 1;
-    }
+    if (!o.raw && !choose_template(&st)) goto done;
     if (o.n_ctx == 0) o.n_ctx = st.model->hp.n_ctx_train < 4096 ? st.model->hp.n_ctx_train : 4096;
     if (!o.quiet) {
         print_model_summary(st.model, o.model, o.n_ctx);
@@ -980,6 +1150,36 @@ static int cmd_run(int argc, char **argv) {
                 user = line;
             }
             free(text);
+            text = NULL;
+            if (st.jinja) {
+                /* the whole conversation again: the tokens it shares with the
+                   cache stay, the rest (from where they differ) is evaluated */
+                int64_t p = 0, n_cached;
+                if (first && o.system && !add_msg(&st, "system", o.system, strlen(o.system))) goto done;
+                if (!add_msg(&st, "user", user, strlen(user))) goto done;
+                text = render_conversation(&st);
+                if (!text) goto done;
+                n = run_tokenize(&st, text, 0); /* the template writes BOS itself: exactly one */
+                if (n < 0) goto done;
+                if (n == 0) { user = NULL; continue; }
+                n_cached = q4k_session_pos(st.sess) < st.n_hist ? q4k_session_pos(st.sess) : st.n_hist;
+                while (p < n && p < n_cached && st.toks[p] == st.hist[p]) p++;
+                if (p == n) p = n - 1; /* evaluate at least the last token, for its logits */
+                if (q4k_session_pos(st.sess) > p && q4k_session_rewind(st.sess, p) != Q4K_OK) {
+                    fprintf(stderr, "q4k: cannot rewind the session to position %lld\n", (long long)p);
+                    goto done;
+                }
+                if (!grow((void **)&st.hist, (size_t)n, sizeof *st.hist)) goto done;
+                memcpy(st.hist, st.toks, (size_t)n * sizeof *st.hist);
+                st.n_hist = n;
+                st.answer_len = 0;
+                if (!run_turn(&st, st.toks + p, n - p)) goto timings;
+                if (!add_msg(&st, "assistant", st.answer ? st.answer : "", st.answer_len)) goto done;
+                first = 0;
+                user = NULL;
+                if (g_interrupted || !o.interactive) break;
+                continue;
+            }
             if (o.raw) {
                 text = (char *)malloc(strlen(user) + 1);
                 if (text) strcpy(text, user);
@@ -1032,6 +1232,14 @@ timings:
 done:
     if (st.logits_f) fclose(st.logits_f);
     free(text);
+    free(st.jinja);
+    {
+        int64_t k;
+        for (k = 0; k < st.n_msgs; k++) free((void *)st.msgs[k].content);
+    }
+    free(st.msgs);
+    free(st.answer);
+    free(st.hist);
     free(st.toks);
     q4k_sampler_free(st.sampler);
     q4k_session_free(st.sess);

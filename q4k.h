@@ -556,8 +556,9 @@ typedef struct q4k_vocab_desc {
     int64_t n_merges;
     const char *const *merges;
     const size_t *merge_lens;    /* NULL: NUL-terminated */
-    /* gpt2: pre-tokenizer (GGUF tokenizer.ggml.pre): "qwen2", "llama-bpe"
-       ("llama3"), or "gpt2"/"default"; NULL or "" means "default".
+    /* gpt2: pre-tokenizer (GGUF tokenizer.ggml.pre): a name from
+       q4k_pre_tokenizer_name ("qwen2", "llama-bpe", "gpt2", or an alias
+       such as "deepseek-r1-qwen"); NULL or "" means "gpt2".
        llama: not used. */
     const char *pre;
     /* Special ids are read only when set_ids is nonzero; -1 means none.
@@ -588,6 +589,15 @@ Q4K_API q4k_result q4k_tokenizer_create(const q4k_vocab_desc *d, q4k_tokenizer *
    true, unknown_token_id to the first UNKNOWN token). The q4k_gguf may be
    closed afterwards. */
 Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **out, q4k_error *err);
+/* The same with the pre-tokenizer named by `pre` instead of the file's
+   tokenizer.ggml.pre (NULL: the file's); byte-level BPE files only. */
+Q4K_API q4k_result q4k_tokenizer_from_gguf_pre(const q4k_gguf *g, const char *pre, q4k_tokenizer **out, q4k_error *err);
+/* The i-th tokenizer.ggml.pre name q4k accepts (NULL past the last one) and
+   the pattern it stands for in *family (optional): "qwen2", "llama-bpe" or
+   "gpt2". The names are those GGUF converters write for these patterns
+   ("deepseek-r1-qwen" is Qwen2's, "llama3" and "smaug-bpe" Llama 3's,
+   "gpt-2" and "phi-2" GPT-2's, ...). */
+Q4K_API const char *q4k_pre_tokenizer_name(int64_t i, const char **family);
 Q4K_API void q4k_tokenizer_free(q4k_tokenizer *tok);
 
 /* Tokenize len bytes of text: USER_DEFINED tokens (and CONTROL tokens with
@@ -628,7 +638,8 @@ Q4K_API int32_t q4k_tokenizer_eos(const q4k_tokenizer *tok);
 Q4K_API int32_t q4k_tokenizer_eot(const q4k_tokenizer *tok);
 Q4K_API int32_t q4k_tokenizer_pad(const q4k_tokenizer *tok);
 Q4K_API int q4k_tokenizer_add_bos(const q4k_tokenizer *tok);
-/* "qwen2", "llama-bpe" or "gpt2" for byte-level BPE; "spm" for a
+/* The pattern of a byte-level BPE vocabulary's pre-tokenizer: "qwen2",
+   "llama-bpe" or "gpt2" (whichever name chose it); "spm" for a
    SentencePiece (tokenizer.ggml.model "llama") vocabulary. */
 Q4K_API const char *q4k_tokenizer_pre(const q4k_tokenizer *tok);
 /* The unknown token of a SentencePiece vocabulary; -1: none (and always -1
@@ -644,8 +655,9 @@ Q4K_API int32_t q4k_tokenizer_find(const q4k_tokenizer *tok, const char *text);
 /* Type of a token; Q4K_TOKEN_UNDEFINED for ids out of range. */
 Q4K_API q4k_token_type q4k_tokenizer_token_type(const q4k_tokenizer *tok, int32_t id);
 Q4K_API int q4k_tokenizer_is_control(const q4k_tokenizer *tok, int32_t id);
-/* End of generation: EOS, EOT, or a CONTROL token spelled <|im_end|>,
-   <|endoftext|>, <|eot_id|>, <|eom_id|> or <|end_of_text|>. */
+/* End of generation: EOS, EOT, EOM (tokenizer.ggml.eom_token_id), or a
+   CONTROL or USER_DEFINED token spelled <|im_end|>, <|endoftext|>,
+   <|eot_id|>, <|eom_id|>, <|end_of_text|> or <｜end▁of▁sentence｜>. */
 Q4K_API int q4k_tokenizer_is_eog(const q4k_tokenizer *tok, int32_t id);
 
 /* Streaming output: feed the bytes of each generated token and print only
@@ -906,7 +918,12 @@ typedef enum q4k_chat_template {
        starts with BOS written as the text <s>: tokenize with
        Q4K_TOKENIZE_SPECIAL and without Q4K_TOKENIZE_ADD_BOS, or BOS comes
        twice. The prompt of an answer ends with [/INST]. */
-    Q4K_CHAT_LLAMA2 = 3
+    Q4K_CHAT_LLAMA2 = 3,
+    /* DeepSeek-R1 (and its Qwen and Llama distillations):
+       {system}<｜User｜>{user}<｜Assistant｜>{answer}<｜end▁of▁sentence｜>...
+       and the prompt of an answer ends with <｜Assistant｜><think>\n. BOS is
+       not written: tokenize with Q4K_TOKENIZE_ADD_BOS. */
+    Q4K_CHAT_DEEPSEEK = 4
 } q4k_chat_template;
 
 typedef struct q4k_chat_msg {
@@ -927,6 +944,50 @@ Q4K_API void q4k_free(void *p);
    pointer; this joins such an array into one string (free it with
    q4k_free). NULL when out of memory; *len (optional) gets its length. */
 Q4K_API char *q4k__join_lines(const char *const *lines, size_t *len);
+
+/* The chat template a GGUF file carries (tokenizer.chat_template) is a
+   Jinja program. q4k_chat_render runs the subset of Jinja that published
+   chat templates use and gives the bytes transformers' apply_chat_template
+   gives (jinja2 with trim_blocks and lstrip_blocks):
+     {% if / elif / else / for (else, "if" filter, two loop variables) /
+     set (also ns.attr) / break / continue / generation %}, {{ }}, {# #},
+     whitespace control {%- -%} {{- -}} and {%+ +%};
+     literals (strings with Python escapes, numbers, true/false/none,
+     [lists], {dicts}); + - * / // % ** ~, comparisons, and/or/not, in /
+     not in, x if c else y, indexing and slicing (negative too);
+     loop.index/index0/revindex/revindex0/first/last/length/previtem/nextitem;
+     tests defined/undefined/none/string/number/integer/float/boolean/true/
+     false/mapping/iterable/sequence/callable/lower/upper/equalto/eq/ne/
+     sameas/in/odd/even/divisibleby;
+     filters trim/length/count/tojson/items/list/first/last/reverse/join/
+     default/string/int/abs/safe/upper/lower/capitalize/title/replace;
+     string methods strip/lstrip/rstrip/split/startswith/endswith/replace/
+     upper/lower/capitalize/title/find/join, dict methods get/items/keys/
+     values;
+     globals messages (role, content), bos_token, eos_token,
+     add_generation_prompt, raise_exception, strftime_now, namespace,
+     range, dict.
+   Anything else (macros, other filters, ...) fails with
+   Q4K_ERR_UNSUPPORTED and a message naming it and its line, as do syntax
+   errors and runaway templates (more than 5 million steps, 64 MiB of
+   working memory, max_output bytes of output, nesting deeper than 96);
+   raise_exception(msg) fails with Q4K_ERR_INVALID_ARG and the message. */
+typedef struct q4k_chat_render_desc {
+    const char *bos_token; /* the text bos_token stands for (NULL: "") */
+    const char *eos_token;
+    int add_generation_prompt;
+    int64_t now;       /* strftime_now's clock, seconds since 1970-01-01 UTC; 0: now */
+    size_t max_output; /* 0: 1 MiB */
+} q4k_chat_render_desc;
+/* On success *out is a NUL-terminated string to free with q4k_free. */
+Q4K_API q4k_result q4k_chat_render(const char *tmpl, const q4k_chat_msg *msgs, int64_t n, const q4k_chat_render_desc *d,
+                                   char **out, q4k_error *err);
+/* The built-in format whose markers a template uses (<|im_start|>,
+   <|start_header_id|>, <｜User｜>, [INST]); Q4K_CHAT_NONE when none. */
+Q4K_API q4k_chat_template q4k_chat_template_guess(const char *tmpl);
+/* "none", "chatml", "llama3", "llama2" or "deepseek": 1 and *out set; 0
+   for any other name. */
+Q4K_API int q4k_chat_template_from_name(const char *name, q4k_chat_template *out);
 /* Generation: evaluate `tokens`, then sample up to n_predict tokens (-1: no
    limit), evaluating each. After each sample cb (optional) gets the token
    and the logits it was drawn from; a nonzero return stops generation
@@ -971,9 +1032,11 @@ Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sa
 #endif
 
 #include <math.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
 #endif
@@ -6106,12 +6169,69 @@ Q4K_API void q4k_tokenizer_free(q4k_tokenizer *t) {
     Q4K_FREE(t);
 }
 
+/* Every tokenizer.ggml.pre name that GGUF converters write for one of the
+   three patterns q4k implements (llama.cpp's llama-vocab.cpp gives each of
+   these names that very pattern). ignore_merges: a pre-token that is a whole
+   token is taken as it is (llama.cpp does so for its Llama 3 group, not for
+   smaug-bpe or dbrx, which share the pattern); add_bos: the default when
+   tokenizer.ggml.add_bos_token is absent. "default" is not here: llama.cpp
+   splits it with other patterns. */
+static const struct q4k__pre_name {
+    const char *name;
+    int pre, ignore_merges, add_bos;
+} q4k__pre_names[] = {
+    {"qwen2", Q4K__PRE_QWEN2, 0, 0},        {"deepseek-r1-qwen", Q4K__PRE_QWEN2, 0, 0},
+    {"megrez", Q4K__PRE_QWEN2, 0, 0},       {"kormo", Q4K__PRE_QWEN2, 0, 0},
+    {"stablelm2", Q4K__PRE_QWEN2, 0, 0},    {"hunyuan", Q4K__PRE_QWEN2, 0, 0},
+    {"grok-2", Q4K__PRE_QWEN2, 0, 0},
+    {"llama-bpe", Q4K__PRE_LLAMA3, 1, 1},   {"llama3", Q4K__PRE_LLAMA3, 1, 1},
+    {"llama-v3", Q4K__PRE_LLAMA3, 1, 1},    {"falcon3", Q4K__PRE_LLAMA3, 1, 1},
+    {"falcon-h1", Q4K__PRE_LLAMA3, 1, 1},   {"pixtral", Q4K__PRE_LLAMA3, 1, 1},
+    {"midm-2.0", Q4K__PRE_LLAMA3, 1, 1},    {"lfm2", Q4K__PRE_LLAMA3, 1, 1},
+    {"smaug-bpe", Q4K__PRE_LLAMA3, 0, 0},   {"dbrx", Q4K__PRE_LLAMA3, 0, 0},
+    {"gpt2", Q4K__PRE_GPT2, 0, 0},          {"gpt-2", Q4K__PRE_GPT2, 0, 0},
+    {"phi-2", Q4K__PRE_GPT2, 0, 0},         {"jina-es", Q4K__PRE_GPT2, 0, 0},
+    {"jina-de", Q4K__PRE_GPT2, 0, 0},       {"jina-v2-es", Q4K__PRE_GPT2, 0, 0},
+    {"jina-v2-de", Q4K__PRE_GPT2, 0, 0},    {"gigachat", Q4K__PRE_GPT2, 0, 0},
+    {"a.x-4.0", Q4K__PRE_GPT2, 0, 0},       {"mellum", Q4K__PRE_GPT2, 0, 0},
+    {"exaone4", Q4K__PRE_GPT2, 0, 0},       {"mpt", Q4K__PRE_GPT2, 0, 0},
+    {"olmo", Q4K__PRE_GPT2, 0, 0},          {"jais", Q4K__PRE_GPT2, 0, 0},
+    {"trillion", Q4K__PRE_GPT2, 0, 0},      {"granite-docling", Q4K__PRE_GPT2, 0, 0},
+};
+#define Q4K__N_PRE_NAMES ((int64_t)(sizeof q4k__pre_names / sizeof q4k__pre_names[0]))
+
+/* The table entry of a name; NULL or "" is gpt2 (a descriptor's default). */
+static const struct q4k__pre_name *q4k__pre_lookup(const char *name) {
+    int64_t i;
+    if (!name || !*name) name = "gpt2";
+    for (i = 0; i < Q4K__N_PRE_NAMES; i++)
+        if (!strcmp(name, q4k__pre_names[i].name)) return &q4k__pre_names[i];
+    return NULL;
+}
+
 static int q4k__pre_from_name(const char *name) {
-    if (!name || !*name || !strcmp(name, "default") || !strcmp(name, "gpt2") || !strcmp(name, "gpt-2"))
-        return Q4K__PRE_GPT2;
-    if (!strcmp(name, "qwen2")) return Q4K__PRE_QWEN2;
-    if (!strcmp(name, "llama-bpe") || !strcmp(name, "llama3")) return Q4K__PRE_LLAMA3;
-    return -1;
+    const struct q4k__pre_name *e = q4k__pre_lookup(name);
+    return e ? e->pre : -1;
+}
+
+/* "qwen2, deepseek-r1-qwen, ..." for messages (cut to fit) */
+static const char *q4k__pre_list(char *buf, size_t cap) {
+    size_t o = 0;
+    int64_t i;
+    buf[0] = 0;
+    for (i = 0; i < Q4K__N_PRE_NAMES && o + 1 < cap; i++) {
+        int w = snprintf(buf + o, cap - o, "%s%s", i ? ", " : "", q4k__pre_names[i].name);
+        if (w < 0) break;
+        o += (size_t)w;
+    }
+    return buf;
+}
+
+Q4K_API const char *q4k_pre_tokenizer_name(int64_t i, const char **family) {
+    static const char *const fam[] = {"gpt2", "qwen2", "llama-bpe"};
+    if (i < 0 || i >= Q4K__N_PRE_NAMES) return NULL;
+    if (family) *family = fam[q4k__pre_names[i].pre];
+    return q4k__pre_names[i].name;
 }
 
 /* A string for error messages: printable ASCII as is, other bytes as \xNN,
@@ -6155,7 +6275,8 @@ static int q4k__special_cmp(const void *a, const void *b) {
 }
 
 static int q4k__is_eog_text(const unsigned char *s, size_t n) {
-    static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"};
+    static const char *const names[] = {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
+                                        "<\xEF\xBD\234end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"};
     size_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strlen(names[i]) == n && !memcmp(names[i], s, n)) return 1;
@@ -6198,7 +6319,7 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     q4k_tokenizer *t;
     int64_t i, n, n_raw = 0;
     size_t total = 0, o = 0, cap, max_merge = 0;
-    int64_t n_skipped = 0;
+    int64_t n_skipped = 0, n_unmade = 0, first_unmade = -1;
     unsigned char *buf = NULL;
     q4k__special_key *keys = NULL;
     size_t n_special = 0;
@@ -6235,10 +6356,11 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
         if (d->n_merges < 0 || d->n_merges > INT32_MAX || (d->n_merges && !d->merges))
             return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%smerges: bad count %lld", kp, (long long)d->n_merges);
         pre = q4k__pre_from_name(d->pre);
-        if (pre < 0)
-            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                             "%spre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, gpt2/default)", kp,
-                             d->pre);
+        if (pre < 0) {
+            char names[400];
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "%spre = '%s': pre-tokenizer not implemented (q4k knows %s)", kp,
+                             q4k__esc(d->pre, strlen(d->pre), e1), q4k__pre_list(names, sizeof names));
+        }
     }
 
     t = (q4k_tokenizer *)Q4K_MALLOC(sizeof *t);
@@ -6246,7 +6368,7 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     memset(t, 0, sizeof *t);
     t->n_vocab = n;
     t->pre = pre;
-    t->ignore_merges = pre == Q4K__PRE_LLAMA3;
+    t->ignore_merges = !spm && q4k__pre_lookup(d->pre)->ignore_merges;
     t->bos = t->eos = t->eot = t->pad = t->unk = -1;
     t->add_bos = d->add_bos != 0;
     t->spm = spm;
@@ -6420,10 +6542,10 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
             goto fail;
         }
         res = q4k__map_find(t, buf, (size_t)(la + lb));
-        if (res < 0) {
-            rc = q4k__fail(err, Q4K_ERR_INVALID_ARG, "%smerges[%lld] = '%s': the merged token is not in the vocabulary",
-                           kp, (long long)i, q4k__esc(s, l, e1));
-            goto fail;
+        if (res < 0) { /* real files carry a few such merges: BPE cannot use them */
+            if (!n_unmade) first_unmade = i;
+            n_unmade++;
+            continue;
         }
         /* BPE never makes a control, unknown or unused token out of plain
            text (that could turn a user's words into an end-of-generation
@@ -6438,6 +6560,11 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     if (n_skipped)
         q4k__log(d->log, d->log_user, Q4K_LOG_WARN,
                  "tokenizer: %lld merges join or make special tokens; left out", (long long)n_skipped);
+    if (n_unmade)
+        q4k__log(d->log, d->log_user, Q4K_LOG_WARN,
+                 "tokenizer: %lld merges make a token that is not in the vocabulary (the first: %smerges[%lld] = '%s'); "
+                 "left out", (long long)n_unmade, kp, (long long)first_unmade,
+                 q4k__esc(d->merges[first_unmade], d->merge_lens ? d->merge_lens[first_unmade] : strlen(d->merges[first_unmade]), e1));
 
 special_ids:
     /* special ids */
@@ -6462,7 +6589,8 @@ special_ids:
     for (i = 0; i < n; i++) {
         size_t l;
         const unsigned char *s = q4k__tok_str(t, (int32_t)i, &l);
-        if (i == t->eos || i == t->eot || (t->type[i] == Q4K_TOKEN_CONTROL && q4k__is_eog_text(s, l)))
+        if (i == t->eos || i == t->eot ||
+            ((t->type[i] == Q4K_TOKEN_CONTROL || t->type[i] == Q4K_TOKEN_USER_DEFINED) && q4k__is_eog_text(s, l)))
             t->tflags[i] |= Q4K__TOKF_EOG;
         if ((t->type[i] == Q4K_TOKEN_CONTROL || t->type[i] == Q4K_TOKEN_USER_DEFINED) && l) n_special++;
     }
@@ -6566,7 +6694,13 @@ static q4k_result q4k__vocab_arr(const q4k_gguf *g, const char *key, uint64_t n_
 }
 
 Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **out, q4k_error *err) {
+    return q4k_tokenizer_from_gguf_pre(g, NULL, out, err);
+}
+
+Q4K_API q4k_result q4k_tokenizer_from_gguf_pre(const q4k_gguf *g, const char *pre_override, q4k_tokenizer **out,
+                                               q4k_error *err) {
     const char *model = NULL, *pre = NULL;
+    int32_t eom = -1;
     q4k_gguf_type et;
     uint64_t n_tok = 0, n_merge = 0, i;
     const void *data = NULL;
@@ -6592,17 +6726,29 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
                          "'llama' (SentencePiece BPE)", model);
 
     /* SentencePiece has no pre-tokenizer: tokenizer.ggml.pre is not read */
+    if (spm && pre_override)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "pre-tokenizer '%s' given for a SentencePiece vocabulary, which has none",
+                         pre_override);
     if (!spm) {
-        rc = q4k_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
-        if (rc == Q4K_ERR_NOT_FOUND)
-            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                             "tokenizer.ggml.pre is missing: q4k needs it to choose the pre-tokenizer (qwen2, llama-bpe, "
-                             "default); convert the model again with a current converter");
-        if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.pre: %s (want a string)", q4k_result_string(rc));
-        if (q4k__pre_from_name(pre) < 0)
-            return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
-                             "tokenizer.ggml.pre = '%s': pre-tokenizer not implemented (q4k knows qwen2, llama-bpe, "
-                             "default)", pre);
+        char names[400], e1[80];
+        if (pre_override) {
+            pre = pre_override;
+            if (q4k__pre_from_name(pre) < 0)
+                return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "pre-tokenizer '%s' is not one q4k knows (%s)",
+                                 q4k__esc(pre, strlen(pre), e1), q4k__pre_list(names, sizeof names));
+        } else {
+            rc = q4k_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+            if (rc == Q4K_ERR_NOT_FOUND)
+                return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                                 "tokenizer.ggml.pre is missing: q4k needs it to choose the pre-tokenizer; convert the "
+                                 "model again with a current converter, or name one (%s)",
+                                 q4k__pre_list(names, sizeof names));
+            if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.pre: %s (want a string)", q4k_result_string(rc));
+            if (q4k__pre_from_name(pre) < 0)
+                return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
+                                 "tokenizer.ggml.pre = '%s': pre-tokenizer not implemented (q4k knows %s)",
+                                 q4k__esc(pre, strlen(pre), e1), q4k__pre_list(names, sizeof names));
+        }
     }
 
     rc = q4k_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_tok);
@@ -6717,11 +6863,17 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
     if ((rc = q4k__gguf_token_id(g, "tokenizer.ggml.bos_token_id", &d.bos_id, err)) != Q4K_OK ||
         (rc = q4k__gguf_token_id(g, "tokenizer.ggml.eos_token_id", &d.eos_id, err)) != Q4K_OK ||
         (rc = q4k__gguf_token_id(g, "tokenizer.ggml.eot_token_id", &d.eot_id, err)) != Q4K_OK ||
-        (rc = q4k__gguf_token_id(g, "tokenizer.ggml.padding_token_id", &d.pad_id, err)) != Q4K_OK)
+        (rc = q4k__gguf_token_id(g, "tokenizer.ggml.padding_token_id", &d.pad_id, err)) != Q4K_OK ||
+        (rc = q4k__gguf_token_id(g, "tokenizer.ggml.eom_token_id", &eom, err)) != Q4K_OK)
         goto done;
+    if (eom >= (int64_t)n_tok) {
+        rc = q4k__fail(err, Q4K_ERR_INVALID_ARG, "tokenizer.ggml.eom_token_id = %ld is out of range (the vocabulary has %llu tokens)",
+                       (long)eom, (unsigned long long)n_tok);
+        goto done;
+    }
     rc = q4k_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos);
     if (rc == Q4K_ERR_NOT_FOUND) {
-        add_bos = spm || q4k__pre_from_name(pre) == Q4K__PRE_LLAMA3;
+        add_bos = spm || q4k__pre_lookup(pre)->add_bos;
     } else if (rc != Q4K_OK) {
         q4k__fail(err, rc, "tokenizer.ggml.add_bos_token: %s (want a bool)", q4k_result_string(rc));
         goto done;
@@ -6737,6 +6889,7 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
     d.pre = pre;
     d.add_bos = add_bos;
     rc = q4k__tokenizer_build(&d, "tokenizer.ggml.", out, err);
+    if (rc == Q4K_OK && eom >= 0) (*out)->tflags[eom] |= Q4K__TOKF_EOG;
 done:
     Q4K_FREE(tokens);
     Q4K_FREE(token_lens);
@@ -8593,6 +8746,12 @@ Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int
             q4k__buf_add(&b, "<|end_header_id|>\n\n");
             q4k__buf_add(&b, msgs[i].content);
             q4k__buf_add(&b, "<|eot_id|>");
+        } else if (t == Q4K_CHAT_DEEPSEEK) {
+            if (!strcmp(msgs[i].role, "user")) q4k__buf_add(&b, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>");
+            else if (!strcmp(msgs[i].role, "assistant")) q4k__buf_add(&b, "<\xEF\xBD\234Assistant\xEF\xBD\x9C>");
+            q4k__buf_add(&b, msgs[i].content);
+            if (!strcmp(msgs[i].role, "assistant"))
+                q4k__buf_add(&b, "<\xEF\xBD\234end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
         } else if (t == Q4K_CHAT_LLAMA2) {
             if (!strcmp(msgs[i].role, "assistant")) {
                 q4k__buf_add(&b, " ");
@@ -8620,12 +8779,2311 @@ Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int
     if (add_assistant) {
         if (t == Q4K_CHAT_CHATML) q4k__buf_add(&b, "<|im_start|>assistant\n");
         else if (t == Q4K_CHAT_LLAMA3) q4k__buf_add(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        else if (t == Q4K_CHAT_DEEPSEEK) q4k__buf_add(&b, "<\xEF\xBD\234Assistant\xEF\xBD\x9C><think>\n");
     }
     if (b.oom) {
         Q4K_FREE(b.p);
         return NULL;
     }
     return b.p;
+}
+
+/* --- chat templates: the Jinja subset ------------------------------------ */
+
+/* tokenizer.chat_template is a Jinja program. q4k renders the subset that
+   published chat templates use, byte for byte as transformers'
+   apply_chat_template does: jinja2 with trim_blocks and lstrip_blocks, the
+   loopcontrols extension, an ImmutableSandboxedEnvironment (no mutation but
+   `set ns.x`) and the default Undefined (prints as "", is false, iterates
+   as empty, fails on anything else). The template comes from a file, so
+   everything is bounded: nesting depth, evaluation steps, memory (one
+   arena, freed at once) and output. Errors unwind with longjmp: the arena
+   and the output buffer are the only resources, and both are released by
+   the caller of setjmp. */
+
+#define Q4K__J_MAX_DEPTH 96
+#define Q4K__J_MAX_STEPS 5000000
+#define Q4K__J_MAX_MEM ((size_t)64 << 20)
+#define Q4K__J_MAX_ARGS 8
+#define Q4K__J_MAX_EVAL_DEPTH 400
+
+enum {
+    Q4K__JT_TEXT, Q4K__JT_VAR_BEGIN, Q4K__JT_VAR_END, Q4K__JT_BLOCK_BEGIN, Q4K__JT_BLOCK_END,
+    Q4K__JT_NAME, Q4K__JT_STR, Q4K__JT_INT, Q4K__JT_FLOAT, Q4K__JT_OP, Q4K__JT_EOF
+};
+
+typedef struct q4k__jtok {
+    int t, line;
+    const char *s;
+    size_t n;
+    int64_t i;
+    double f;
+} q4k__jtok;
+
+enum { /* value kinds */
+    Q4K__JV_UNDEF, Q4K__JV_NONE, Q4K__JV_BOOL, Q4K__JV_INT, Q4K__JV_FLOAT, Q4K__JV_STR,
+    Q4K__JV_LIST, Q4K__JV_DICT, Q4K__JV_NS, Q4K__JV_FUNC
+};
+enum { Q4K__JF_RAISE, Q4K__JF_STRFTIME, Q4K__JF_NAMESPACE, Q4K__JF_RANGE, Q4K__JF_DICT };
+
+struct q4k__jobj;
+typedef struct q4k__jv {
+    int k;
+    int64_t i; /* int, bool, function id */
+    double f;
+    const char *s; /* string bytes (UTF-8, not NUL-terminated); undefined: its name */
+    size_t n;
+    struct q4k__jobj *o; /* list, dict, namespace */
+} q4k__jv;
+
+/* a list, or a dict / namespace (keys are strings, in insertion order) */
+typedef struct q4k__jobj {
+    int64_t n, cap;
+    q4k__jv *v, *key;
+} q4k__jobj;
+
+enum { /* node types */
+    Q4K__JN_TEXT, Q4K__JN_OUT, Q4K__JN_IF, Q4K__JN_FOR, Q4K__JN_SET, Q4K__JN_BREAK, Q4K__JN_CONTINUE,
+    Q4K__JN_BLOCK, Q4K__JN_LIT, Q4K__JN_NAME, Q4K__JN_ATTR, Q4K__JN_ITEM, Q4K__JN_SLICE, Q4K__JN_CALL,
+    Q4K__JN_FILTER, Q4K__JN_TEST, Q4K__JN_NOT, Q4K__JN_NEG, Q4K__JN_BIN, Q4K__JN_COND, Q4K__JN_LIST,
+    Q4K__JN_DICT, Q4K__JN_ARG
+};
+enum { /* binary operators */
+    Q4K__JO_ADD, Q4K__JO_SUB, Q4K__JO_MUL, Q4K__JO_DIV, Q4K__JO_FDIV, Q4K__JO_MOD, Q4K__JO_POW, Q4K__JO_CAT,
+    Q4K__JO_EQ, Q4K__JO_NE, Q4K__JO_LT, Q4K__JO_GT, Q4K__JO_LE, Q4K__JO_GE, Q4K__JO_IN, Q4K__JO_NOTIN,
+    Q4K__JO_AND, Q4K__JO_OR
+};
+
+typedef struct q4k__jnode {
+    int t, op, line;
+    const char *s, *s2; /* text, names */
+    size_t n, n2;
+    q4k__jv lit;
+    struct q4k__jnode *a, *b, *c, *d;
+    struct q4k__jnode *next; /* the next statement, argument or list item */
+} q4k__jnode;
+
+typedef struct q4k__jvar {
+    const char *name;
+    size_t n;
+    q4k__jv v;
+} q4k__jvar;
+
+typedef struct q4k__jblk {
+    struct q4k__jblk *next;
+    size_t used, cap;
+} q4k__jblk;
+
+typedef struct q4k__jctx {
+    const char *src;
+    size_t len;
+    /* arena */
+    q4k__jblk *blk;
+    size_t mem;
+    /* tokens and parser position */
+    q4k__jtok *tok;
+    int64_t ntok, captok, pos;
+    int depth;
+    /* evaluation */
+    q4k__jvar *var;
+    int64_t nvar, capvar, frame;
+    int64_t steps;
+    int loopctl; /* 1 break, 2 continue */
+    int edepth;
+    int64_t now;
+    char *out;
+    size_t out_len, out_cap, out_max;
+    q4k_error *err;
+    q4k_result code;
+    jmp_buf jb;
+} q4k__jctx;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5), noreturn))
+#endif
+static void q4k__jfail(q4k__jctx *c, q4k_result code, int line, const char *fmt, ...) {
+    char buf[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    c->code = code;
+    if (line > 0) q4k__fail(c->err, code, "chat template line %d: %s", line, buf);
+    else q4k__fail(c->err, code, "chat template: %s", buf);
+    longjmp(c->jb, 1);
+}
+
+static void *q4k__jalloc(q4k__jctx *c, size_t n) {
+    const size_t hdr = (sizeof(q4k__jblk) + 15) & ~(size_t)15;
+    unsigned char *p;
+    n = (n + 15) & ~(size_t)15;
+    if (!c->blk || c->blk->used + n > c->blk->cap) {
+        size_t cap = n > 65536 ? n : 65536;
+        q4k__jblk *b;
+        if (c->mem + cap > Q4K__J_MAX_MEM)
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, 0, "rendering needs more than %u MiB", (unsigned)(Q4K__J_MAX_MEM >> 20));
+        b = (q4k__jblk *)Q4K_MALLOC(hdr + cap);
+        if (!b) q4k__jfail(c, Q4K_ERR_OUT_OF_MEMORY, 0, "out of memory");
+        b->next = c->blk;
+        b->used = 0;
+        b->cap = cap;
+        c->blk = b;
+        c->mem += cap;
+    }
+    p = (unsigned char *)c->blk + hdr + c->blk->used;
+    c->blk->used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+static char *q4k__jstrdup(q4k__jctx *c, const char *s, size_t n) {
+    char *p = (char *)q4k__jalloc(c, n + 1);
+    if (n) memcpy(p, s, n);
+    return p;
+}
+
+static int q4k__jis_space(int ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v'; }
+
+static int q4k__jlen_is(const char *s, size_t n, const char *lit) { return strlen(lit) == n && !memcmp(s, lit, n); }
+
+/* ---- lexer ---- */
+
+static q4k__jtok *q4k__jpush(q4k__jctx *c, int t, int line) {
+    q4k__jtok *k;
+    if (c->ntok == c->captok) {
+        int64_t cap = c->captok ? 2 * c->captok : 256;
+        q4k__jtok *nt = (q4k__jtok *)q4k__jalloc(c, (size_t)cap * sizeof *nt);
+        if (c->ntok) memcpy(nt, c->tok, (size_t)c->ntok * sizeof *nt);
+        c->tok = nt;
+        c->captok = cap;
+    }
+    k = &c->tok[c->ntok++];
+    memset(k, 0, sizeof *k);
+    k->t = t;
+    k->line = line;
+    return k;
+}
+
+/* Jinja's data and string literals have \r\n and \r made \n */
+static const char *q4k__jnewlines(q4k__jctx *c, const char *s, size_t *n) {
+    size_t i, o = 0;
+    char *d;
+    if (!memchr(s, '\r', *n)) return s;
+    d = q4k__jstrdup(c, s, *n);
+    for (i = 0; i < *n; i++) {
+        if (s[i] == '\r') {
+            d[o++] = '\n';
+            if (i + 1 < *n && s[i + 1] == '\n') i++;
+        } else {
+            d[o++] = s[i];
+        }
+    }
+    *n = o;
+    return d;
+}
+
+static size_t q4k__jutf8_put(char *d, uint32_t cp) {
+    if (cp < 0x80) { d[0] = (char)cp; return 1; }
+    if (cp < 0x800) { d[0] = (char)(0xC0 | cp >> 6); d[1] = (char)(0x80 | (cp & 63)); return 2; }
+    if (cp < 0x10000) {
+        d[0] = (char)(0xE0 | cp >> 12); d[1] = (char)(0x80 | (cp >> 6 & 63)); d[2] = (char)(0x80 | (cp & 63));
+        return 3;
+    }
+    d[0] = (char)(0xF0 | cp >> 18); d[1] = (char)(0x80 | (cp >> 12 & 63)); d[2] = (char)(0x80 | (cp >> 6 & 63));
+    d[3] = (char)(0x80 | (cp & 63));
+    return 4;
+}
+
+static int q4k__jhex(int ch) {
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* A string literal's body with Python's escapes (unknown ones stay as they are). */
+static void q4k__jlex_string(q4k__jctx *c, q4k__jtok *k, const char *s, size_t n) {
+    char *d;
+    size_t i, o = 0;
+    s = q4k__jnewlines(c, s, &n);
+    d = (char *)q4k__jalloc(c, 4 * n + 1);
+    for (i = 0; i < n; i++) {
+        char e;
+        if (s[i] != '\\' || i + 1 >= n) { d[o++] = s[i]; continue; }
+        e = s[++i];
+        switch (e) {
+        case 'n': d[o++] = '\n'; break;
+        case 't': d[o++] = '\t'; break;
+        case 'r': d[o++] = '\r'; break;
+        case '\\': d[o++] = '\\'; break;
+        case '\'': d[o++] = '\''; break;
+        case '"': d[o++] = '"'; break;
+        case 'a': d[o++] = '\a'; break;
+        case 'b': d[o++] = '\b'; break;
+        case 'f': d[o++] = '\f'; break;
+        case 'v': d[o++] = '\v'; break;
+        case '\n': break; /* line continuation */
+        case 'x': case 'u': case 'U': {
+            int w = e == 'x' ? 2 : e == 'u' ? 4 : 8, j;
+            uint32_t cp = 0;
+            for (j = 0; j < w; j++) {
+                int h = i + 1 + (size_t)j < n ? q4k__jhex((unsigned char)s[i + 1 + (size_t)j]) : -1;
+                if (h < 0) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "bad \\%c escape in a string", e);
+                cp = cp * 16 + (uint32_t)h;
+            }
+            if (cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000))
+                q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "escape \\%c names no character", e);
+            o += q4k__jutf8_put(d + o, cp);
+            i += (size_t)w;
+            break;
+        }
+        default:
+            if (e >= '0' && e <= '7') {
+                uint32_t cp = (uint32_t)(e - '0');
+                int j;
+                for (j = 0; j < 2 && i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '7'; j++) cp = cp * 8 + (uint32_t)(s[++i] - '0');
+                o += q4k__jutf8_put(d + o, cp);
+            } else {
+                d[o++] = '\\';
+                d[o++] = e;
+            }
+        }
+    }
+    k->s = d;
+    k->n = o;
+}
+
+static void q4k__jlex(q4k__jctx *c) {
+    const char *s = c->src;
+    size_t n = c->len, pos = 0;
+    int line = 1, line_starting = 1, strip_next = 0;
+    /* keep_trailing_newline is off: one newline at the end goes */
+    if (n && s[n - 1] == '\n') n -= (n >= 2 && s[n - 2] == '\r') ? 2 : 1;
+    else if (n && s[n - 1] == '\r') n--;
+    while (pos < n) {
+        size_t p = pos, te, tb;
+        int kind = 0; /* '{', '%', '#' */
+        char mod = 0;
+        q4k__jtok *k;
+        while (p + 1 < n && !(s[p] == '{' && (s[p + 1] == '{' || s[p + 1] == '%' || s[p + 1] == '#'))) p++;
+        if (p + 1 >= n) p = n;
+        else kind = s[p + 1];
+        tb = pos;
+        te = p;
+        if (strip_next)
+            while (tb < te && q4k__jis_space((unsigned char)s[tb])) tb++;
+        if (kind) {
+            mod = p + 2 < n && (s[p + 2] == '-' || s[p + 2] == '+') ? s[p + 2] : 0;
+            if (mod == '-') {
+                while (te > tb && q4k__jis_space((unsigned char)s[te - 1])) te--;
+            } else if (mod != '+' && kind != '{') { /* lstrip_blocks */
+                size_t ws = te;
+                while (ws > tb && q4k__jis_space((unsigned char)s[ws - 1]) && s[ws - 1] != '\n') ws--;
+                if (ws < te && ((ws > tb && s[ws - 1] == '\n') || (ws == tb && line_starting))) te = ws;
+            }
+        }
+        if (te > tb) {
+            size_t m = te - tb;
+            k = q4k__jpush(c, Q4K__JT_TEXT, line);
+            k->s = q4k__jnewlines(c, s + tb, &m);
+            k->n = m;
+        }
+        for (; pos < p; pos++) line += s[pos] == '\n';
+        if (!kind) break;
+        pos = p + 2 + (mod ? 1 : 0);
+        strip_next = 0;
+        if (kind == '#') {
+            size_t e = pos;
+            while (e + 1 < n && !(s[e] == '#' && s[e + 1] == '}')) e++;
+            if (e + 1 >= n) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "a comment {# is not closed");
+            for (; pos < e; pos++) line += s[pos] == '\n';
+            pos = e + 2;
+            line_starting = 0;
+            if (e > 0 && s[e - 1] == '-') {
+                strip_next = 1;
+            } else if (!(e > 0 && s[e - 1] == '+') && pos < n && s[pos] == '\n') {
+                pos++; /* trim_blocks */
+                line++;
+                line_starting = 1;
+            } else if (!(e > 0 && s[e - 1] == '+') && pos + 1 < n && s[pos] == '\r' && s[pos + 1] == '\n') {
+                pos += 2;
+                line++;
+                line_starting = 1;
+            }
+            continue;
+        }
+        q4k__jpush(c, kind == '{' ? Q4K__JT_VAR_BEGIN : Q4K__JT_BLOCK_BEGIN, line);
+        {
+            int bal = 0, done = 0;
+            while (!done) {
+                char ch;
+                while (pos < n && q4k__jis_space((unsigned char)s[pos])) line += s[pos++] == '\n';
+                if (pos >= n) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "a tag is not closed");
+                ch = s[pos];
+                if (!bal) { /* the end of the tag, with its whitespace control */
+                    char endc = kind == '{' ? '}' : '%';
+                    size_t q = pos;
+                    char m2 = 0;
+                    if ((ch == '-' || ch == '+') && q + 2 < n && s[q + 1] == endc && s[q + 2] == '}') { m2 = ch; q++; }
+                    if (q + 1 < n && s[q] == endc && s[q + 1] == '}') {
+                        if (m2 == '+' && kind == '{') q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "'+}}' is not Jinja");
+                        q4k__jpush(c, kind == '{' ? Q4K__JT_VAR_END : Q4K__JT_BLOCK_END, line);
+                        pos = q + 2;
+                        line_starting = 0;
+                        if (m2 == '-') {
+                            strip_next = 1;
+                        } else if (kind == '%' && m2 != '+') { /* trim_blocks */
+                            if (pos < n && s[pos] == '\n') { pos++; line++; line_starting = 1; }
+                            else if (pos + 1 < n && s[pos] == '\r' && s[pos + 1] == '\n') { pos += 2; line++; line_starting = 1; }
+                        }
+                        done = 1;
+                        continue;
+                    }
+                }
+                if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_') {
+                    size_t b = pos;
+                    while (pos < n && ((s[pos] >= 'a' && s[pos] <= 'z') || (s[pos] >= 'A' && s[pos] <= 'Z') ||
+                                       (s[pos] >= '0' && s[pos] <= '9') || s[pos] == '_'))
+                        pos++;
+                    k = q4k__jpush(c, Q4K__JT_NAME, line);
+                    k->s = s + b;
+                    k->n = pos - b;
+                } else if (ch >= '0' && ch <= '9') {
+                    size_t b = pos;
+                    int isf = 0;
+                    char num[64];
+                    size_t o = 0;
+                    while (pos < n && ((s[pos] >= '0' && s[pos] <= '9') || s[pos] == '_')) pos++;
+                    if (pos + 1 < n && s[pos] == '.' && s[pos + 1] >= '0' && s[pos + 1] <= '9') {
+                        isf = 1;
+                        pos++;
+                        while (pos < n && ((s[pos] >= '0' && s[pos] <= '9') || s[pos] == '_')) pos++;
+                    }
+                    if (pos < n && (s[pos] == 'e' || s[pos] == 'E')) {
+                        size_t q = pos + 1;
+                        if (q < n && (s[q] == '+' || s[q] == '-')) q++;
+                        if (q < n && s[q] >= '0' && s[q] <= '9') {
+                            isf = 1;
+                            pos = q;
+                            while (pos < n && s[pos] >= '0' && s[pos] <= '9') pos++;
+                        }
+                    }
+                    for (; b < pos && o < sizeof num - 1; b++)
+                        if (s[b] != '_') num[o++] = s[b];
+                    num[o] = 0;
+                    k = q4k__jpush(c, isf ? Q4K__JT_FLOAT : Q4K__JT_INT, line);
+                    if (isf) {
+                        k->f = strtod(num, NULL);
+                    } else {
+                        if (o > 18) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "integer %s is too large", num);
+                        k->i = (int64_t)strtoll(num, NULL, 10);
+                    }
+                } else if (ch == '\'' || ch == '"') {
+                    size_t b = ++pos;
+                    while (pos < n && s[pos] != ch) {
+                        if (s[pos] == '\\' && pos + 1 < n) pos++;
+                        line += s[pos] == '\n';
+                        pos++;
+                    }
+                    if (pos >= n) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "a string is not closed");
+                    k = q4k__jpush(c, Q4K__JT_STR, line);
+                    q4k__jlex_string(c, k, s + b, pos - b);
+                    pos++;
+                } else {
+                    static const char *const ops2[] = {"==", "!=", "<=", ">=", "//", "**"};
+                    size_t l = 1, j;
+                    for (j = 0; j < sizeof ops2 / sizeof ops2[0]; j++)
+                        if (pos + 1 < n && s[pos] == ops2[j][0] && s[pos + 1] == ops2[j][1]) l = 2;
+                    if (l == 1 && !strchr("+-*/%~()[]{},.:|=<>", ch))
+                        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "unexpected character '%c' in a tag", ch);
+                    if (ch == '(' || ch == '[' || ch == '{') bal++;
+                    if ((ch == ')' || ch == ']' || ch == '}') && bal > 0) bal--;
+                    k = q4k__jpush(c, Q4K__JT_OP, line);
+                    k->s = s + pos;
+                    k->n = l;
+                    pos += l;
+                }
+            }
+        }
+    }
+    q4k__jpush(c, Q4K__JT_EOF, line);
+}
+
+/* ---- parser ---- */
+
+static q4k__jnode *q4k__jnew(q4k__jctx *c, int t, int line) {
+    q4k__jnode *nd = (q4k__jnode *)q4k__jalloc(c, sizeof *nd);
+    nd->t = t;
+    nd->line = line;
+    return nd;
+}
+
+static q4k__jtok *q4k__jpeek(q4k__jctx *c) { return &c->tok[c->pos]; }
+static int q4k__jis_op(q4k__jtok *k, const char *op) { return k->t == Q4K__JT_OP && q4k__jlen_is(k->s, k->n, op); }
+static int q4k__jis_name(q4k__jtok *k, const char *nm) { return k->t == Q4K__JT_NAME && q4k__jlen_is(k->s, k->n, nm); }
+static int q4k__jaccept_op(q4k__jctx *c, const char *op) {
+    if (!q4k__jis_op(q4k__jpeek(c), op)) return 0;
+    c->pos++;
+    return 1;
+}
+static int q4k__jaccept_name(q4k__jctx *c, const char *nm) {
+    if (!q4k__jis_name(q4k__jpeek(c), nm)) return 0;
+    c->pos++;
+    return 1;
+}
+
+static const char *q4k__jtok_desc(q4k__jtok *k, char buf[48]) {
+    switch (k->t) {
+    case Q4K__JT_TEXT: return "text";
+    case Q4K__JT_VAR_END: return "'}}'";
+    case Q4K__JT_BLOCK_END: return "'%}'";
+    case Q4K__JT_EOF: return "the end of the template";
+    case Q4K__JT_STR: return "a string";
+    case Q4K__JT_INT: case Q4K__JT_FLOAT: return "a number";
+    default:
+        snprintf(buf, 48, "'%.*s'", (int)(k->n < 40 ? k->n : 40), k->s ? k->s : "");
+        return buf;
+    }
+}
+
+static void q4k__jexpect_op(q4k__jctx *c, const char *op) {
+    char b[48];
+    if (!q4k__jaccept_op(c, op))
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, q4k__jpeek(c)->line, "expected '%s', found %s", op, q4k__jtok_desc(q4k__jpeek(c), b));
+}
+
+static q4k__jtok *q4k__jexpect(q4k__jctx *c, int t, const char *what) {
+    char b[48];
+    q4k__jtok *k = q4k__jpeek(c);
+    if (k->t != t) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "expected %s, found %s", what, q4k__jtok_desc(k, b));
+    c->pos++;
+    return k;
+}
+
+static void q4k__jenter(q4k__jctx *c) {
+    if (++c->depth > Q4K__J_MAX_DEPTH)
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, q4k__jpeek(c)->line, "nested more than %d deep", Q4K__J_MAX_DEPTH);
+}
+
+static q4k__jnode *q4k__jexpr(q4k__jctx *c);
+static q4k__jnode *q4k__junary(q4k__jctx *c, int with_filter);
+
+/* (args) after '(' was read: positional and name=value arguments */
+static q4k__jnode *q4k__jargs(q4k__jctx *c) {
+    q4k__jnode *first = NULL, **tail = &first;
+    while (!q4k__jaccept_op(c, ")")) {
+        q4k__jnode *a = q4k__jnew(c, Q4K__JN_ARG, q4k__jpeek(c)->line);
+        if (q4k__jpeek(c)->t == Q4K__JT_NAME && q4k__jis_op(&c->tok[c->pos + 1], "=")) {
+            a->s = q4k__jpeek(c)->s;
+            a->n = q4k__jpeek(c)->n;
+            c->pos += 2;
+        }
+        a->a = q4k__jexpr(c);
+        *tail = a;
+        tail = &a->next;
+        if (!q4k__jaccept_op(c, ",")) {
+            q4k__jexpect_op(c, ")");
+            break;
+        }
+    }
+    return first;
+}
+
+static q4k__jnode *q4k__jprimary(q4k__jctx *c) {
+    q4k__jtok *k = q4k__jpeek(c);
+    q4k__jnode *nd;
+    char b[48];
+    if (k->t == Q4K__JT_NAME) {
+        c->pos++;
+        nd = q4k__jnew(c, Q4K__JN_LIT, k->line);
+        if (q4k__jlen_is(k->s, k->n, "true") || q4k__jlen_is(k->s, k->n, "True") ||
+            q4k__jlen_is(k->s, k->n, "false") || q4k__jlen_is(k->s, k->n, "False")) {
+            nd->lit.k = Q4K__JV_BOOL;
+            nd->lit.i = k->s[0] == 't' || k->s[0] == 'T';
+        } else if (q4k__jlen_is(k->s, k->n, "none") || q4k__jlen_is(k->s, k->n, "None")) {
+            nd->lit.k = Q4K__JV_NONE;
+        } else {
+            nd->t = Q4K__JN_NAME;
+            nd->s = k->s;
+            nd->n = k->n;
+        }
+        return nd;
+    }
+    if (k->t == Q4K__JT_STR) { /* adjacent strings are one */
+        size_t total = 0;
+        int64_t j;
+        char *d;
+        nd = q4k__jnew(c, Q4K__JN_LIT, k->line);
+        for (j = c->pos; c->tok[j].t == Q4K__JT_STR; j++) total += c->tok[j].n;
+        d = (char *)q4k__jalloc(c, total + 1);
+        nd->lit.k = Q4K__JV_STR;
+        nd->lit.s = d;
+        for (; c->pos < j; c->pos++) {
+            if (c->tok[c->pos].n) memcpy(d + nd->lit.n, c->tok[c->pos].s, c->tok[c->pos].n);
+            nd->lit.n += c->tok[c->pos].n;
+        }
+        return nd;
+    }
+    if (k->t == Q4K__JT_INT || k->t == Q4K__JT_FLOAT) {
+        c->pos++;
+        nd = q4k__jnew(c, Q4K__JN_LIT, k->line);
+        nd->lit.k = k->t == Q4K__JT_INT ? Q4K__JV_INT : Q4K__JV_FLOAT;
+        nd->lit.i = k->i;
+        nd->lit.f = k->f;
+        return nd;
+    }
+    if (q4k__jaccept_op(c, "(")) {
+        nd = q4k__jexpr(c);
+        if (q4k__jis_op(q4k__jpeek(c), ","))
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "tuples are outside q4k's Jinja subset");
+        q4k__jexpect_op(c, ")");
+        return nd;
+    }
+    if (q4k__jaccept_op(c, "[")) {
+        q4k__jnode **tail;
+        nd = q4k__jnew(c, Q4K__JN_LIST, k->line);
+        tail = &nd->b;
+        while (!q4k__jaccept_op(c, "]")) {
+            q4k__jnode *a = q4k__jnew(c, Q4K__JN_ARG, k->line);
+            a->a = q4k__jexpr(c);
+            *tail = a;
+            tail = &a->next;
+            if (!q4k__jaccept_op(c, ",")) {
+                q4k__jexpect_op(c, "]");
+                break;
+            }
+        }
+        return nd;
+    }
+    if (q4k__jaccept_op(c, "{")) {
+        q4k__jnode **tail;
+        nd = q4k__jnew(c, Q4K__JN_DICT, k->line);
+        tail = &nd->b;
+        while (!q4k__jaccept_op(c, "}")) {
+            q4k__jnode *a = q4k__jnew(c, Q4K__JN_ARG, k->line);
+            a->a = q4k__jexpr(c);
+            q4k__jexpect_op(c, ":");
+            a->b = q4k__jexpr(c);
+            *tail = a;
+            tail = &a->next;
+            if (!q4k__jaccept_op(c, ",")) {
+                q4k__jexpect_op(c, "}");
+                break;
+            }
+        }
+        return nd;
+    }
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "expected an expression, found %s", q4k__jtok_desc(k, b));
+}
+
+static q4k__jnode *q4k__jpostfix(q4k__jctx *c, q4k__jnode *e) {
+    for (;;) {
+        q4k__jtok *k = q4k__jpeek(c);
+        if (q4k__jaccept_op(c, ".")) {
+            q4k__jtok *nm = q4k__jpeek(c);
+            q4k__jnode *nd;
+            if (nm->t == Q4K__JT_INT) { /* x.0 is x[0] */
+                c->pos++;
+                nd = q4k__jnew(c, Q4K__JN_ITEM, k->line);
+                nd->a = e;
+                nd->b = q4k__jnew(c, Q4K__JN_LIT, k->line);
+                nd->b->lit.k = Q4K__JV_INT;
+                nd->b->lit.i = nm->i;
+            } else {
+                q4k__jexpect(c, Q4K__JT_NAME, "an attribute name");
+                nd = q4k__jnew(c, Q4K__JN_ATTR, k->line);
+                nd->a = e;
+                nd->s = nm->s;
+                nd->n = nm->n;
+            }
+            e = nd;
+        } else if (q4k__jaccept_op(c, "[")) {
+            q4k__jnode *nd = q4k__jnew(c, Q4K__JN_ITEM, k->line), *parts[3] = {NULL, NULL, NULL};
+            int np = 0, slice = 0;
+            nd->a = e;
+            for (;;) {
+                if (q4k__jis_op(q4k__jpeek(c), ":") || q4k__jis_op(q4k__jpeek(c), "]")) parts[np] = NULL;
+                else parts[np] = q4k__jexpr(c);
+                if (np < 2 && q4k__jaccept_op(c, ":")) {
+                    slice = 1;
+                    np++;
+                    continue;
+                }
+                break;
+            }
+            q4k__jexpect_op(c, "]");
+            if (slice) {
+                nd->t = Q4K__JN_SLICE;
+                nd->b = parts[0];
+                nd->c = parts[1];
+                nd->d = parts[2];
+            } else {
+                if (!parts[0]) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "empty subscript []");
+                nd->b = parts[0];
+            }
+            e = nd;
+        } else if (q4k__jaccept_op(c, "(")) {
+            q4k__jnode *nd = q4k__jnew(c, Q4K__JN_CALL, k->line);
+            nd->a = e;
+            nd->b = q4k__jargs(c);
+            e = nd;
+        } else {
+            return e;
+        }
+    }
+}
+
+/* filters (x | f(args)) and tests (x is [not] t(args)) */
+static q4k__jnode *q4k__jfilters(q4k__jctx *c, q4k__jnode *e) {
+    for (;;) {
+        q4k__jtok *k = q4k__jpeek(c);
+        if (q4k__jaccept_op(c, "|")) {
+            q4k__jtok *nm = q4k__jexpect(c, Q4K__JT_NAME, "a filter name");
+            q4k__jnode *nd = q4k__jnew(c, Q4K__JN_FILTER, k->line);
+            nd->a = e;
+            nd->s = nm->s;
+            nd->n = nm->n;
+            if (q4k__jaccept_op(c, "(")) nd->b = q4k__jargs(c);
+            e = nd;
+        } else if (q4k__jaccept_name(c, "is")) {
+            q4k__jnode *nd = q4k__jnew(c, Q4K__JN_TEST, k->line);
+            q4k__jtok *nm;
+            nd->op = q4k__jaccept_name(c, "not");
+            nm = q4k__jpeek(c);
+            if (nm->t == Q4K__JT_NAME || (nm->t == Q4K__JT_OP && (q4k__jlen_is(nm->s, nm->n, "==") ||
+                                                                   q4k__jlen_is(nm->s, nm->n, "!=") ||
+                                                                   q4k__jlen_is(nm->s, nm->n, "<") ||
+                                                                   q4k__jlen_is(nm->s, nm->n, ">")))) {
+                c->pos++;
+            } else {
+                char b[48];
+                q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "expected a test name after 'is', found %s", q4k__jtok_desc(nm, b));
+            }
+            nd->a = e;
+            nd->s = nm->s;
+            nd->n = nm->n;
+            if (q4k__jaccept_op(c, "(")) {
+                nd->b = q4k__jargs(c);
+            } else {
+                q4k__jtok *x = q4k__jpeek(c);
+                if (x->t == Q4K__JT_STR || x->t == Q4K__JT_INT || x->t == Q4K__JT_FLOAT ||
+                    (x->t == Q4K__JT_NAME && !q4k__jis_name(x, "and") && !q4k__jis_name(x, "or") &&
+                     !q4k__jis_name(x, "else") && !q4k__jis_name(x, "if") && !q4k__jis_name(x, "in") &&
+                     !q4k__jis_name(x, "is") && !q4k__jis_name(x, "not"))) {
+                    nd->b = q4k__jnew(c, Q4K__JN_ARG, x->line);
+                    nd->b->a = q4k__junary(c, 0);
+                }
+            }
+            e = nd;
+        } else {
+            return e;
+        }
+    }
+}
+
+static q4k__jnode *q4k__junary(q4k__jctx *c, int with_filter) {
+    q4k__jtok *k = q4k__jpeek(c);
+    q4k__jnode *e;
+    q4k__jenter(c);
+    if (q4k__jaccept_op(c, "-")) {
+        e = q4k__jnew(c, Q4K__JN_NEG, k->line);
+        e->a = q4k__junary(c, 0);
+    } else if (q4k__jaccept_op(c, "+")) {
+        e = q4k__junary(c, 0);
+    } else {
+        e = q4k__jprimary(c);
+    }
+    e = q4k__jpostfix(c, e);
+    if (with_filter) e = q4k__jfilters(c, e);
+    c->depth--;
+    return e;
+}
+
+/* The binary operator at the parser's position for precedence level
+   `level` (consumed; -1 when none). Levels, loosest first: 0 or, 1 and,
+   2 not (prefix), 3 comparisons and (not) in, 4 + -, 5 ~, 6 * / // %, 7 **,
+   8 unary operands with their filters and tests. */
+static int q4k__jbinop(q4k__jctx *c, int level) {
+    static const char *const ops[8][6] = {
+        {0}, {0}, {0}, {"==", "!=", "<", ">", "<=", ">="}, {"+", "-"}, {"~"}, {"*", "/", "//", "%"}, {"**"}};
+    static const int codes[8][6] = {
+        {0}, {0}, {0}, {Q4K__JO_EQ, Q4K__JO_NE, Q4K__JO_LT, Q4K__JO_GT, Q4K__JO_LE, Q4K__JO_GE},
+        {Q4K__JO_ADD, Q4K__JO_SUB}, {Q4K__JO_CAT}, {Q4K__JO_MUL, Q4K__JO_DIV, Q4K__JO_FDIV, Q4K__JO_MOD}, {Q4K__JO_POW}};
+    q4k__jtok *k = q4k__jpeek(c);
+    int i;
+    if (level == 0 || level == 1) return q4k__jaccept_name(c, level ? "and" : "or") ? (level ? Q4K__JO_AND : Q4K__JO_OR) : -1;
+    if (level == 3) {
+        if (q4k__jaccept_name(c, "in")) return Q4K__JO_IN;
+        if (q4k__jis_name(k, "not") && q4k__jis_name(&c->tok[c->pos + 1], "in")) {
+            c->pos += 2;
+            return Q4K__JO_NOTIN;
+        }
+    }
+    for (i = 0; i < 6 && ops[level][i]; i++)
+        if (q4k__jaccept_op(c, ops[level][i])) return codes[level][i];
+    return -1;
+}
+
+static q4k__jnode *q4k__jlevel(q4k__jctx *c, int level) {
+    q4k__jnode *e;
+    if (level == 8) return q4k__junary(c, 1);
+    if (level == 2) {
+        q4k__jtok *k = q4k__jpeek(c);
+        if (!q4k__jaccept_name(c, "not")) return q4k__jlevel(c, 3);
+        e = q4k__jnew(c, Q4K__JN_NOT, k->line);
+        q4k__jenter(c);
+        e->a = q4k__jlevel(c, 2);
+        c->depth--;
+        return e;
+    }
+    e = q4k__jlevel(c, level + 1);
+    for (;;) {
+        int line = q4k__jpeek(c)->line, op = q4k__jbinop(c, level);
+        q4k__jnode *nd;
+        if (op < 0) return e;
+        nd = q4k__jnew(c, Q4K__JN_BIN, line);
+        nd->op = op;
+        nd->a = e;
+        nd->b = q4k__jlevel(c, level + 1);
+        e = nd;
+    }
+}
+
+static q4k__jnode *q4k__jor(q4k__jctx *c) { return q4k__jlevel(c, 0); }
+
+static q4k__jnode *q4k__jexpr(q4k__jctx *c) {
+    q4k__jnode *e;
+    q4k__jenter(c);
+    e = q4k__jor(c);
+    while (q4k__jis_name(q4k__jpeek(c), "if")) {
+        q4k__jnode *nd = q4k__jnew(c, Q4K__JN_COND, q4k__jpeek(c)->line);
+        c->pos++;
+        nd->a = e;
+        nd->b = q4k__jor(c);
+        if (q4k__jaccept_name(c, "else")) nd->c = q4k__jexpr(c);
+        e = nd;
+    }
+    c->depth--;
+    return e;
+}
+
+static q4k__jnode *q4k__jbody(q4k__jctx *c, const char *const *ends, int n_ends, const char *opener);
+
+static void q4k__jblock_end(q4k__jctx *c) { q4k__jexpect(c, Q4K__JT_BLOCK_END, "'%}'"); }
+
+/* after "{% if": the condition, the body, then elif / else / endif */
+static q4k__jnode *q4k__jif(q4k__jctx *c, int line) {
+    static const char *const ends[] = {"elif", "else", "endif"};
+    q4k__jnode *nd = q4k__jnew(c, Q4K__JN_IF, line);
+    q4k__jtok *k;
+    nd->a = q4k__jexpr(c);
+    q4k__jblock_end(c);
+    nd->b = q4k__jbody(c, ends, 3, "if");
+    k = q4k__jpeek(c);
+    c->pos++;
+    if (q4k__jis_name(k, "elif")) {
+        q4k__jenter(c);
+        nd->c = q4k__jif(c, k->line);
+        c->depth--;
+        return nd;
+    }
+    if (q4k__jis_name(k, "else")) {
+        static const char *const end[] = {"endif"};
+        q4k__jblock_end(c);
+        nd->c = q4k__jnew(c, Q4K__JN_BLOCK, k->line);
+        nd->c->b = q4k__jbody(c, end, 1, "if");
+        c->pos++;
+    }
+    q4k__jblock_end(c);
+    return nd;
+}
+
+static q4k__jnode *q4k__jstmt(q4k__jctx *c) {
+    q4k__jtok *k = q4k__jexpect(c, Q4K__JT_NAME, "a statement name");
+    q4k__jnode *nd;
+    if (q4k__jis_name(k, "if")) {
+        q4k__jenter(c);
+        nd = q4k__jif(c, k->line);
+        c->depth--;
+    } else if (q4k__jis_name(k, "for")) {
+        static const char *const ends[] = {"else", "endfor"};
+        q4k__jtok *e;
+        nd = q4k__jnew(c, Q4K__JN_FOR, k->line);
+        e = q4k__jexpect(c, Q4K__JT_NAME, "a loop variable");
+        nd->s = e->s;
+        nd->n = e->n;
+        if (q4k__jaccept_op(c, ",")) {
+            e = q4k__jexpect(c, Q4K__JT_NAME, "a second loop variable");
+            nd->s2 = e->s;
+            nd->n2 = e->n;
+            if (q4k__jis_op(q4k__jpeek(c), ","))
+                q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "unpacking more than two loop variables");
+        }
+        if (!q4k__jaccept_name(c, "in")) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "expected 'in' in a for loop");
+        /* the iterable stops before a filter condition: parse it below 'if' */
+        nd->a = q4k__jor(c);
+        if (q4k__jaccept_name(c, "if")) nd->d = q4k__jexpr(c);
+        if (q4k__jis_name(q4k__jpeek(c), "recursive"))
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "recursive loops are outside q4k's Jinja subset");
+        q4k__jblock_end(c);
+        nd->b = q4k__jbody(c, ends, 2, "for");
+        if (q4k__jis_name(q4k__jpeek(c), "else")) {
+            static const char *const end[] = {"endfor"};
+            c->pos++;
+            q4k__jblock_end(c);
+            nd->c = q4k__jbody(c, end, 1, "for");
+        }
+        c->pos++;
+        q4k__jblock_end(c);
+    } else if (q4k__jis_name(k, "set")) {
+        q4k__jtok *e = q4k__jexpect(c, Q4K__JT_NAME, "a variable name");
+        nd = q4k__jnew(c, Q4K__JN_SET, k->line);
+        nd->s = e->s;
+        nd->n = e->n;
+        if (q4k__jaccept_op(c, ".")) {
+            e = q4k__jexpect(c, Q4K__JT_NAME, "an attribute name");
+            nd->s2 = e->s;
+            nd->n2 = e->n;
+        }
+        if (!q4k__jaccept_op(c, "="))
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line,
+                       "only '{%% set name = value %%}' is in q4k's Jinja subset (not block sets or tuples)");
+        nd->a = q4k__jexpr(c);
+        q4k__jblock_end(c);
+    } else if (q4k__jis_name(k, "break") || q4k__jis_name(k, "continue")) {
+        nd = q4k__jnew(c, k->s[0] == 'b' ? Q4K__JN_BREAK : Q4K__JN_CONTINUE, k->line);
+        q4k__jblock_end(c);
+    } else if (q4k__jis_name(k, "generation")) { /* transformers' assistant mask marker: renders its body */
+        static const char *const end[] = {"endgeneration"};
+        q4k__jblock_end(c);
+        nd = q4k__jnew(c, Q4K__JN_BLOCK, k->line);
+        nd->b = q4k__jbody(c, end, 1, "generation");
+        c->pos++;
+        q4k__jblock_end(c);
+    } else {
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "'{%% %.*s %%}' is outside q4k's Jinja subset", (int)(k->n < 40 ? k->n : 40), k->s);
+    }
+    return nd;
+}
+
+/* Statements until one of `ends` (left as the next token, after its "{%"). */
+static q4k__jnode *q4k__jbody(q4k__jctx *c, const char *const *ends, int n_ends, const char *opener) {
+    q4k__jnode *first = NULL, **tail = &first;
+    q4k__jenter(c);
+    for (;;) {
+        q4k__jtok *k = q4k__jpeek(c);
+        q4k__jnode *nd;
+        if (k->t == Q4K__JT_EOF) {
+            if (n_ends) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "'{%% %s %%}' is not closed with '{%% %s %%}'", opener, ends[n_ends - 1]);
+            break;
+        }
+        if (k->t == Q4K__JT_TEXT) {
+            c->pos++;
+            nd = q4k__jnew(c, Q4K__JN_TEXT, k->line);
+            nd->s = k->s;
+            nd->n = k->n;
+        } else if (k->t == Q4K__JT_VAR_BEGIN) {
+            c->pos++;
+            nd = q4k__jnew(c, Q4K__JN_OUT, k->line);
+            nd->a = q4k__jexpr(c);
+            q4k__jexpect(c, Q4K__JT_VAR_END, "'}}'");
+        } else if (k->t == Q4K__JT_BLOCK_BEGIN) {
+            q4k__jtok *nm = &c->tok[c->pos + 1];
+            int j;
+            for (j = 0; j < n_ends; j++)
+                if (q4k__jis_name(nm, ends[j])) {
+                    c->pos++;
+                    c->depth--;
+                    return first;
+                }
+            if (nm->t == Q4K__JT_NAME && nm->n > 3 && (!memcmp(nm->s, "end", 3) || q4k__jis_name(nm, "else") || q4k__jis_name(nm, "elif")))
+                q4k__jfail(c, Q4K_ERR_UNSUPPORTED, nm->line, "unexpected '{%% %.*s %%}'", (int)(nm->n < 40 ? nm->n : 40), nm->s);
+            c->pos++;
+            nd = q4k__jstmt(c);
+        } else {
+            char b[48];
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, k->line, "unexpected %s", q4k__jtok_desc(k, b));
+        }
+        *tail = nd;
+        tail = &nd->next;
+    }
+    c->depth--;
+    return first;
+}
+
+/* ---- values ---- */
+
+static q4k__jv q4k__jv_undef(const char *name, size_t n) {
+    q4k__jv v;
+    memset(&v, 0, sizeof v);
+    v.k = Q4K__JV_UNDEF;
+    v.s = name;
+    v.n = n;
+    return v;
+}
+static q4k__jv q4k__jv_none(void) { q4k__jv v; memset(&v, 0, sizeof v); v.k = Q4K__JV_NONE; return v; }
+static q4k__jv q4k__jv_bool(int b) { q4k__jv v; memset(&v, 0, sizeof v); v.k = Q4K__JV_BOOL; v.i = b != 0; return v; }
+static q4k__jv q4k__jv_int(int64_t i) { q4k__jv v; memset(&v, 0, sizeof v); v.k = Q4K__JV_INT; v.i = i; return v; }
+static q4k__jv q4k__jv_float(double f) { q4k__jv v; memset(&v, 0, sizeof v); v.k = Q4K__JV_FLOAT; v.f = f; return v; }
+static q4k__jv q4k__jv_str(const char *s, size_t n) { q4k__jv v; memset(&v, 0, sizeof v); v.k = Q4K__JV_STR; v.s = s; v.n = n; return v; }
+
+static q4k__jv q4k__jv_obj(q4k__jctx *c, int kind, int64_t cap) {
+    q4k__jv v;
+    memset(&v, 0, sizeof v);
+    v.k = kind;
+    v.o = (q4k__jobj *)q4k__jalloc(c, sizeof *v.o);
+    v.o->cap = cap > 0 ? cap : 4;
+    v.o->v = (q4k__jv *)q4k__jalloc(c, (size_t)v.o->cap * sizeof(q4k__jv));
+    if (kind != Q4K__JV_LIST) v.o->key = (q4k__jv *)q4k__jalloc(c, (size_t)v.o->cap * sizeof(q4k__jv));
+    return v;
+}
+
+static void q4k__jobj_grow(q4k__jctx *c, q4k__jobj *o) {
+    if (o->n == o->cap) {
+        int64_t cap = 2 * o->cap;
+        q4k__jv *nv = (q4k__jv *)q4k__jalloc(c, (size_t)cap * sizeof *nv);
+        memcpy(nv, o->v, (size_t)o->n * sizeof *nv);
+        o->v = nv;
+        if (o->key) {
+            q4k__jv *nk = (q4k__jv *)q4k__jalloc(c, (size_t)cap * sizeof *nk);
+            memcpy(nk, o->key, (size_t)o->n * sizeof *nk);
+            o->key = nk;
+        }
+        o->cap = cap;
+    }
+}
+
+static void q4k__jlist_add(q4k__jctx *c, q4k__jv list, q4k__jv v) {
+    q4k__jobj_grow(c, list.o);
+    list.o->v[list.o->n++] = v;
+}
+
+static int64_t q4k__jdict_find(const q4k__jobj *o, const char *k, size_t n) {
+    int64_t i;
+    for (i = 0; i < o->n; i++)
+        if (o->key[i].n == n && (!n || !memcmp(o->key[i].s, k, n))) return i;
+    return -1;
+}
+
+static void q4k__jdict_set(q4k__jctx *c, q4k__jv d, const char *k, size_t n, q4k__jv v) {
+    int64_t i = q4k__jdict_find(d.o, k, n);
+    if (i >= 0) {
+        d.o->v[i] = v;
+        return;
+    }
+    q4k__jobj_grow(c, d.o);
+    d.o->key[d.o->n] = q4k__jv_str(k, n);
+    d.o->v[d.o->n++] = v;
+}
+
+static const char *q4k__jkind_name(int k) {
+    switch (k) {
+    case Q4K__JV_UNDEF: return "undefined";
+    case Q4K__JV_NONE: return "none";
+    case Q4K__JV_BOOL: return "bool";
+    case Q4K__JV_INT: return "int";
+    case Q4K__JV_FLOAT: return "float";
+    case Q4K__JV_STR: return "string";
+    case Q4K__JV_LIST: return "list";
+    case Q4K__JV_DICT: return "dict";
+    case Q4K__JV_NS: return "namespace";
+    default: return "function";
+    }
+}
+
+static int q4k__jtruthy(q4k__jv v) {
+    switch (v.k) {
+    case Q4K__JV_UNDEF: case Q4K__JV_NONE: return 0;
+    case Q4K__JV_BOOL: case Q4K__JV_INT: return v.i != 0;
+    case Q4K__JV_FLOAT: return v.f != 0.0;
+    case Q4K__JV_STR: return v.n != 0;
+    case Q4K__JV_LIST: case Q4K__JV_DICT: return v.o->n != 0;
+    default: return 1;
+    }
+}
+
+static int q4k__jnumeric(q4k__jv v) { return v.k == Q4K__JV_BOOL || v.k == Q4K__JV_INT || v.k == Q4K__JV_FLOAT; }
+static double q4k__jnum(q4k__jv v) { return v.k == Q4K__JV_FLOAT ? v.f : (double)v.i; }
+
+static int q4k__jeq(q4k__jv a, q4k__jv b) {
+    int64_t i;
+    if (q4k__jnumeric(a) && q4k__jnumeric(b)) {
+        if (a.k != Q4K__JV_FLOAT && b.k != Q4K__JV_FLOAT) return a.i == b.i;
+        return q4k__jnum(a) == q4k__jnum(b);
+    }
+    if (a.k != b.k) return 0;
+    switch (a.k) {
+    case Q4K__JV_UNDEF: case Q4K__JV_NONE: return 1;
+    case Q4K__JV_STR: return a.n == b.n && (!a.n || !memcmp(a.s, b.s, a.n));
+    case Q4K__JV_LIST:
+        if (a.o->n != b.o->n) return 0;
+        for (i = 0; i < a.o->n; i++)
+            if (!q4k__jeq(a.o->v[i], b.o->v[i])) return 0;
+        return 1;
+    case Q4K__JV_DICT:
+        if (a.o->n != b.o->n) return 0;
+        for (i = 0; i < a.o->n; i++) {
+            int64_t j = q4k__jdict_find(b.o, a.o->key[i].s, a.o->key[i].n);
+            if (j < 0 || !q4k__jeq(a.o->v[i], b.o->v[j])) return 0;
+        }
+        return 1;
+    default: return a.o == b.o && a.i == b.i;
+    }
+}
+
+/* ---- output and string conversion ---- */
+
+typedef struct q4k__jsb { /* a string being built in the arena */
+    char *p;
+    size_t n, cap;
+} q4k__jsb;
+
+static void q4k__jsb_add(q4k__jctx *c, q4k__jsb *b, const char *s, size_t n) {
+    if (b->n + n > b->cap) {
+        size_t cap = (b->n + n) * 2 + 16;
+        char *p;
+        if (cap > Q4K__J_MAX_MEM) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, 0, "a string grows past %u MiB", (unsigned)(Q4K__J_MAX_MEM >> 20));
+        p = (char *)q4k__jalloc(c, cap);
+        if (b->n) memcpy(p, b->p, b->n);
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+static void q4k__jsb_cstr(q4k__jctx *c, q4k__jsb *b, const char *s) { q4k__jsb_add(c, b, s, strlen(s)); }
+
+/* Python's repr of a float: the shortest %g form that reads back exactly */
+static void q4k__jfloat_str(double f, char buf[40]) {
+    int p;
+    if (f != f) { strcpy(buf, "nan"); return; }
+    if (f - f != 0.0) { strcpy(buf, f > 0 ? "inf" : "-inf"); return; }
+    for (p = 1; p <= 17; p++) {
+        snprintf(buf, 40, "%.*g", p, f);
+        if (strtod(buf, NULL) == f) break;
+    }
+    {
+        /* Python writes exponents with at least two digits, and 1e16 as 1e+16,
+           and fixed notation up to 1e16 */
+        char *e = strchr(buf, 'e');
+        if (e) {
+            int ex = atoi(e + 1);
+            if (ex >= -4 && ex < 16) {
+                snprintf(buf, 40, "%.*f", ex < 0 ? p - 1 - ex : (p - 1 - ex > 0 ? p - 1 - ex : 0), f);
+            }
+        }
+        if (!strchr(buf, '.') && !strchr(buf, 'e') && !strchr(buf, 'n') && !strchr(buf, 'i')) strcat(buf, ".0");
+    }
+}
+
+static void q4k__jrepr(q4k__jctx *c, q4k__jsb *b, q4k__jv v);
+
+static void q4k__jstr_into(q4k__jctx *c, q4k__jsb *b, q4k__jv v) {
+    char buf[40];
+    switch (v.k) {
+    case Q4K__JV_UNDEF: return;
+    case Q4K__JV_NONE: q4k__jsb_cstr(c, b, "None"); return;
+    case Q4K__JV_BOOL: q4k__jsb_cstr(c, b, v.i ? "True" : "False"); return;
+    case Q4K__JV_INT: snprintf(buf, sizeof buf, "%lld", (long long)v.i); q4k__jsb_cstr(c, b, buf); return;
+    case Q4K__JV_FLOAT: q4k__jfloat_str(v.f, buf); q4k__jsb_cstr(c, b, buf); return;
+    case Q4K__JV_STR: q4k__jsb_add(c, b, v.s, v.n); return;
+    case Q4K__JV_LIST: case Q4K__JV_DICT: q4k__jrepr(c, b, v); return;
+    default: q4k__jfail(c, Q4K_ERR_UNSUPPORTED, 0, "printing a %s is outside q4k's Jinja subset", q4k__jkind_name(v.k));
+    }
+}
+
+/* Python's repr for strings, lists and dicts (what {{ list }} prints) */
+static void q4k__jrepr(q4k__jctx *c, q4k__jsb *b, q4k__jv v) {
+    int64_t i;
+    if (v.k == Q4K__JV_STR) {
+        char q = memchr(v.s, '\'', v.n) && !memchr(v.s, '"', v.n) ? '"' : '\'';
+        size_t j;
+        q4k__jsb_add(c, b, &q, 1);
+        for (j = 0; j < v.n; j++) {
+            unsigned char ch = (unsigned char)v.s[j];
+            char e[8];
+            if (ch == '\\' || ch == (unsigned char)q) { e[0] = '\\'; e[1] = (char)ch; q4k__jsb_add(c, b, e, 2); }
+            else if (ch == '\n') q4k__jsb_cstr(c, b, "\\n");
+            else if (ch == '\r') q4k__jsb_cstr(c, b, "\\r");
+            else if (ch == '\t') q4k__jsb_cstr(c, b, "\\t");
+            else if (ch < 0x20 || ch == 0x7F) { snprintf(e, sizeof e, "\\x%02x", ch); q4k__jsb_cstr(c, b, e); }
+            else q4k__jsb_add(c, b, (const char *)&v.s[j], 1);
+        }
+        q4k__jsb_add(c, b, &q, 1);
+    } else if (v.k == Q4K__JV_LIST) {
+        q4k__jsb_cstr(c, b, "[");
+        for (i = 0; i < v.o->n; i++) {
+            if (i) q4k__jsb_cstr(c, b, ", ");
+            q4k__jrepr(c, b, v.o->v[i]);
+        }
+        q4k__jsb_cstr(c, b, "]");
+    } else if (v.k == Q4K__JV_DICT) {
+        q4k__jsb_cstr(c, b, "{");
+        for (i = 0; i < v.o->n; i++) {
+            if (i) q4k__jsb_cstr(c, b, ", ");
+            q4k__jrepr(c, b, v.o->key[i]);
+            q4k__jsb_cstr(c, b, ": ");
+            q4k__jrepr(c, b, v.o->v[i]);
+        }
+        q4k__jsb_cstr(c, b, "}");
+    } else if (v.k == Q4K__JV_UNDEF) {
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, 0, "printing an undefined value inside a list");
+    } else {
+        q4k__jstr_into(c, b, v);
+    }
+}
+
+static q4k__jv q4k__jto_str(q4k__jctx *c, q4k__jv v) {
+    q4k__jsb b;
+    if (v.k == Q4K__JV_STR) return v;
+    memset(&b, 0, sizeof b);
+    q4k__jstr_into(c, &b, v);
+    return q4k__jv_str(b.p ? b.p : "", b.n);
+}
+
+static void q4k__jemit(q4k__jctx *c, const char *s, size_t n) {
+    if (!n) return;
+    if (c->out_len + n > c->out_max)
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, 0, "the rendered prompt is longer than %llu bytes", (unsigned long long)c->out_max);
+    if (c->out_len + n + 1 > c->out_cap) {
+        size_t cap = (c->out_len + n + 1) * 2;
+        char *p = (char *)Q4K_REALLOC(c->out, cap);
+        if (!p) q4k__jfail(c, Q4K_ERR_OUT_OF_MEMORY, 0, "out of memory for the rendered prompt");
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, s, n);
+    c->out_len += n;
+}
+
+/* ---- JSON (transformers' tojson: json.dumps with ensure_ascii=False) ---- */
+
+static void q4k__jjson(q4k__jctx *c, q4k__jsb *b, q4k__jv v, int64_t indent, int level) {
+    int64_t i;
+    char buf[40];
+    switch (v.k) {
+    case Q4K__JV_NONE: q4k__jsb_cstr(c, b, "null"); return;
+    case Q4K__JV_BOOL: q4k__jsb_cstr(c, b, v.i ? "true" : "false"); return;
+    case Q4K__JV_INT: case Q4K__JV_FLOAT: q4k__jstr_into(c, b, v); return;
+    case Q4K__JV_STR: {
+        size_t j;
+        q4k__jsb_cstr(c, b, "\"");
+        for (j = 0; j < v.n; j++) {
+            unsigned char ch = (unsigned char)v.s[j];
+            if (ch == '"') q4k__jsb_cstr(c, b, "\\\"");
+            else if (ch == '\\') q4k__jsb_cstr(c, b, "\\\\");
+            else if (ch == '\n') q4k__jsb_cstr(c, b, "\\n");
+            else if (ch == '\r') q4k__jsb_cstr(c, b, "\\r");
+            else if (ch == '\t') q4k__jsb_cstr(c, b, "\\t");
+            else if (ch == '\b') q4k__jsb_cstr(c, b, "\\b");
+            else if (ch == '\f') q4k__jsb_cstr(c, b, "\\f");
+            else if (ch < 0x20) { snprintf(buf, sizeof buf, "\\u%04x", ch); q4k__jsb_cstr(c, b, buf); }
+            else q4k__jsb_add(c, b, &v.s[j], 1);
+        }
+        q4k__jsb_cstr(c, b, "\"");
+        return;
+    }
+    case Q4K__JV_LIST: case Q4K__JV_DICT:
+        if (level > Q4K__J_MAX_DEPTH) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, 0, "tojson: nested too deep");
+        q4k__jsb_cstr(c, b, v.k == Q4K__JV_LIST ? "[" : "{");
+        for (i = 0; i < v.o->n; i++) {
+            if (i) q4k__jsb_cstr(c, b, indent >= 0 ? "," : ", ");
+            if (indent >= 0) {
+                int64_t s;
+                q4k__jsb_cstr(c, b, "\n");
+                for (s = 0; s < indent * (level + 1); s++) q4k__jsb_cstr(c, b, " ");
+            }
+            if (v.k == Q4K__JV_DICT) {
+                q4k__jjson(c, b, v.o->key[i], indent, level + 1);
+                q4k__jsb_cstr(c, b, ": ");
+            }
+            q4k__jjson(c, b, v.o->v[i], indent, level + 1);
+        }
+        if (indent >= 0 && v.o->n) {
+            int64_t s;
+            q4k__jsb_cstr(c, b, "\n");
+            for (s = 0; s < indent * level; s++) q4k__jsb_cstr(c, b, " ");
+        }
+        q4k__jsb_cstr(c, b, v.k == Q4K__JV_LIST ? "]" : "}");
+        return;
+    default: q4k__jfail(c, Q4K_ERR_UNSUPPORTED, 0, "tojson: a %s is not JSON", q4k__jkind_name(v.k));
+    }
+}
+
+/* ---- strings, by code point as Python indexes them ---- */
+
+static size_t q4k__jcp_len(const char *s, size_t n, size_t i) {
+    unsigned char b = (unsigned char)s[i];
+    size_t l = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+    return i + l <= n ? l : n - i;
+}
+
+static int64_t q4k__jcp_count(const char *s, size_t n) {
+    size_t i = 0;
+    int64_t k = 0;
+    while (i < n) { i += q4k__jcp_len(s, n, i); k++; }
+    return k;
+}
+
+/* byte offset of code point index cp (cp <= count) */
+static size_t q4k__jcp_off(const char *s, size_t n, int64_t cp) {
+    size_t i = 0;
+    while (cp-- > 0 && i < n) i += q4k__jcp_len(s, n, i);
+    return i;
+}
+
+/* Python's str.isspace for the code point at s[i]; returns its byte length or 0 */
+static size_t q4k__jspace_at(const char *s, size_t n, size_t i) {
+    unsigned char b = (unsigned char)s[i];
+    uint32_t cp;
+    size_t l = q4k__jcp_len(s, n, i);
+    if (b < 0x80) return ((b >= 9 && b <= 13) || (b >= 0x1C && b <= 0x20)) ? 1 : 0;
+    if (l == 2) cp = (uint32_t)(b & 0x1F) << 6 | ((unsigned char)s[i + 1] & 0x3F);
+    else if (l == 3) cp = (uint32_t)(b & 0x0F) << 12 | (uint32_t)((unsigned char)s[i + 1] & 0x3F) << 6 | ((unsigned char)s[i + 2] & 0x3F);
+    else return 0;
+    return (cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+            cp == 0x202F || cp == 0x205F || cp == 0x3000) ? l : 0;
+}
+
+/* strip: which 1 left, 2 right, 3 both; chars NULL: white space */
+static q4k__jv q4k__jstrip(q4k__jv s, int which, const q4k__jv *chars) {
+    size_t b = 0, e = s.n;
+    if (chars && chars->k == Q4K__JV_STR) {
+        /* a set of code points; the templates use ASCII sets */
+        if (which & 1) while (b < e && memchr(chars->s, s.s[b], chars->n)) b++;
+        if (which & 2) while (e > b && memchr(chars->s, s.s[e - 1], chars->n)) e--;
+        return q4k__jv_str(s.s + b, e - b);
+    }
+    if (which & 1) {
+        size_t l;
+        while (b < e && (l = q4k__jspace_at(s.s, e, b)) > 0) b += l;
+    }
+    if (which & 2) {
+        while (e > b) {
+            size_t st = e - 1, l;
+            while (st > b && ((unsigned char)s.s[st] & 0xC0) == 0x80) st--;
+            l = q4k__jspace_at(s.s, e, st);
+            if (!l || st + l != e) break;
+            e = st;
+        }
+    }
+    return q4k__jv_str(s.s + b, e - b);
+}
+
+static const char *q4k__jmemmem(const char *h, size_t hn, const char *nd, size_t nn) {
+    size_t i;
+    if (!nn) return h;
+    for (i = 0; i + nn <= hn; i++)
+        if (h[i] == nd[0] && !memcmp(h + i, nd, nn)) return h + i;
+    return NULL;
+}
+
+static q4k__jv q4k__jsplit(q4k__jctx *c, q4k__jv s, const q4k__jv *sep, int64_t maxsplit, int line) {
+    q4k__jv out = q4k__jv_obj(c, Q4K__JV_LIST, 4);
+    size_t i = 0;
+    if (!sep || sep->k == Q4K__JV_NONE) { /* runs of white space; no empty pieces */
+        for (;;) {
+            size_t st, l;
+            while (i < s.n && (l = q4k__jspace_at(s.s, s.n, i)) > 0) i += l;
+            if (i >= s.n) break;
+            if (maxsplit >= 0 && out.o->n >= maxsplit) { /* the rest, trailing space and all */
+                q4k__jlist_add(c, out, q4k__jv_str(s.s + i, s.n - i));
+                break;
+            }
+            st = i;
+            while (i < s.n && !q4k__jspace_at(s.s, s.n, i)) i += q4k__jcp_len(s.s, s.n, i);
+            q4k__jlist_add(c, out, q4k__jv_str(s.s + st, i - st));
+        }
+        return out;
+    }
+    if (sep->k != Q4K__JV_STR) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "split: the separator is a %s", q4k__jkind_name(sep->k));
+    if (!sep->n) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "split: empty separator");
+    for (;;) {
+        const char *f = maxsplit >= 0 && out.o->n >= maxsplit ? NULL : q4k__jmemmem(s.s + i, s.n - i, sep->s, sep->n);
+        if (!f) {
+            q4k__jlist_add(c, out, q4k__jv_str(s.s + i, s.n - i));
+            return out;
+        }
+        q4k__jlist_add(c, out, q4k__jv_str(s.s + i, (size_t)(f - (s.s + i))));
+        i = (size_t)(f - s.s) + sep->n;
+    }
+}
+
+static q4k__jv q4k__jreplace(q4k__jctx *c, q4k__jv s, q4k__jv old, q4k__jv nw, int64_t count) {
+    q4k__jsb b;
+    size_t i = 0;
+    int64_t done = 0;
+    memset(&b, 0, sizeof b);
+    if (!old.n) { /* Python puts `new` between the characters and at both ends */
+        while (count < 0 || done < count) {
+            q4k__jsb_add(c, &b, nw.s, nw.n);
+            done++;
+            if (i >= s.n) break;
+            {
+                size_t l = q4k__jcp_len(s.s, s.n, i);
+                q4k__jsb_add(c, &b, s.s + i, l);
+                i += l;
+            }
+        }
+        q4k__jsb_add(c, &b, s.s + i, s.n - i);
+        return q4k__jv_str(b.p ? b.p : "", b.n);
+    }
+    for (;;) {
+        const char *f = count >= 0 && done >= count ? NULL : q4k__jmemmem(s.s + i, s.n - i, old.s, old.n);
+        if (!f) break;
+        q4k__jsb_add(c, &b, s.s + i, (size_t)(f - (s.s + i)));
+        q4k__jsb_add(c, &b, nw.s, nw.n);
+        i = (size_t)(f - s.s) + old.n;
+        done++;
+    }
+    q4k__jsb_add(c, &b, s.s + i, s.n - i);
+    return q4k__jv_str(b.p ? b.p : "", b.n);
+}
+
+/* ASCII case mapping (mode 0 lower, 1 upper, 2 capitalize, 3 title) */
+static q4k__jv q4k__jcase(q4k__jctx *c, q4k__jv s, int mode) {
+    char *d = q4k__jstrdup(c, s.s, s.n);
+    size_t i;
+    int prev_alpha = 0;
+    for (i = 0; i < s.n; i++) {
+        char ch = d[i];
+        int up = mode == 1 || (mode == 2 && i == 0) || (mode == 3 && !prev_alpha);
+        if (up && ch >= 'a' && ch <= 'z') d[i] = (char)(ch - 32);
+        if (!up && ch >= 'A' && ch <= 'Z') d[i] = (char)(ch + 32);
+        prev_alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+    }
+    return q4k__jv_str(d, s.n);
+}
+
+/* ---- strftime_now ---- */
+
+static void q4k__jcivil(int64_t days, int64_t *y, int *m, int *d) {
+    /* days since 1970-01-01 to a proleptic Gregorian date, by 400-year eras */
+    int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static q4k__jv q4k__jstrftime(q4k__jctx *c, q4k__jv fmt, int line) {
+    static const char *const mon[] = {"January", "February", "March", "April", "May", "June", "July",
+                                      "August", "September", "October", "November", "December"};
+    static const char *const wd[] = {"Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"};
+    int64_t t = c->now, days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400), sec = t - days * 86400, y, yday;
+    int m, d, w = (int)(((days % 7) + 7 + 4) % 7);
+    q4k__jsb b;
+    size_t i;
+    char buf[48];
+    q4k__jcivil(days, &y, &m, &d);
+    {
+        static const int cum[] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+        int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        yday = cum[m - 1] + d + (leap && m > 2);
+    }
+    memset(&b, 0, sizeof b);
+    for (i = 0; i < fmt.n; i++) {
+        char f;
+        if (fmt.s[i] != '%' || i + 1 >= fmt.n) { q4k__jsb_add(c, &b, fmt.s + i, 1); continue; }
+        f = fmt.s[++i];
+        buf[0] = 0;
+        switch (f) {
+        case 'd': snprintf(buf, sizeof buf, "%02d", d); break;
+        case 'e': snprintf(buf, sizeof buf, "%2d", d); break;
+        case 'm': snprintf(buf, sizeof buf, "%02d", m); break;
+        case 'Y': snprintf(buf, sizeof buf, "%lld", (long long)y); break;
+        case 'y': snprintf(buf, sizeof buf, "%02d", (int)(((y % 100) + 100) % 100)); break;
+        case 'b': snprintf(buf, sizeof buf, "%.3s", mon[m - 1]); break;
+        case 'B': snprintf(buf, sizeof buf, "%s", mon[m - 1]); break;
+        case 'a': snprintf(buf, sizeof buf, "%.3s", wd[w]); break;
+        case 'A': snprintf(buf, sizeof buf, "%s", wd[w]); break;
+        case 'H': snprintf(buf, sizeof buf, "%02d", (int)(sec / 3600)); break;
+        case 'I': snprintf(buf, sizeof buf, "%02d", (int)((sec / 3600 + 11) % 12 + 1)); break;
+        case 'p': snprintf(buf, sizeof buf, "%s", sec < 43200 ? "AM" : "PM"); break;
+        case 'M': snprintf(buf, sizeof buf, "%02d", (int)(sec / 60 % 60)); break;
+        case 'S': snprintf(buf, sizeof buf, "%02d", (int)(sec % 60)); break;
+        case 'j': snprintf(buf, sizeof buf, "%03d", (int)yday); break;
+        case 'w': snprintf(buf, sizeof buf, "%d", w); break;
+        case '%': strcpy(buf, "%"); break;
+        default: q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "strftime_now: %%%c is outside q4k's subset", f);
+        }
+        q4k__jsb_cstr(c, &b, buf);
+    }
+    return q4k__jv_str(b.p ? b.p : "", b.n);
+}
+
+/* ---- evaluation ---- */
+
+static q4k__jv q4k__jeval(q4k__jctx *c, const q4k__jnode *e);
+
+static void q4k__jstep(q4k__jctx *c, int line) {
+    if (++c->steps > Q4K__J_MAX_STEPS)
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "rendering takes more than %d steps", Q4K__J_MAX_STEPS);
+}
+
+static q4k__jv q4k__jlookup(q4k__jctx *c, const char *s, size_t n) {
+    int64_t i;
+    for (i = c->nvar - 1; i >= 0; i--)
+        if (c->var[i].n == n && !memcmp(c->var[i].name, s, n)) return c->var[i].v;
+    return q4k__jv_undef(s, n);
+}
+
+static void q4k__jassign(q4k__jctx *c, const char *s, size_t n, q4k__jv v) {
+    int64_t i;
+    for (i = c->nvar - 1; i >= c->frame; i--)
+        if (c->var[i].n == n && !memcmp(c->var[i].name, s, n)) {
+            c->var[i].v = v;
+            return;
+        }
+    if (c->nvar == c->capvar) {
+        int64_t cap = c->capvar ? 2 * c->capvar : 32;
+        q4k__jvar *nv = (q4k__jvar *)q4k__jalloc(c, (size_t)cap * sizeof *nv);
+        if (c->nvar) memcpy(nv, c->var, (size_t)c->nvar * sizeof *nv);
+        c->var = nv;
+        c->capvar = cap;
+    }
+    c->var[c->nvar].name = s;
+    c->var[c->nvar].n = n;
+    c->var[c->nvar].v = v;
+    c->nvar++;
+}
+
+typedef struct q4k__jargv {
+    int n;
+    q4k__jv v[Q4K__J_MAX_ARGS];
+    const char *kw[Q4K__J_MAX_ARGS]; /* NULL: positional */
+    size_t kwn[Q4K__J_MAX_ARGS];
+} q4k__jargv;
+
+static void q4k__jeval_args(q4k__jctx *c, const q4k__jnode *a, q4k__jargv *out, int line) {
+    out->n = 0;
+    for (; a; a = a->next) {
+        if (out->n == Q4K__J_MAX_ARGS) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "more than %d arguments", Q4K__J_MAX_ARGS);
+        out->v[out->n] = q4k__jeval(c, a->a);
+        out->kw[out->n] = a->s;
+        out->kwn[out->n] = a->n;
+        out->n++;
+    }
+}
+
+/* argument i by position or by name; NULL when not given */
+static const q4k__jv *q4k__jarg(const q4k__jargv *a, int i, const char *name) {
+    int j, pos = 0;
+    for (j = 0; j < a->n; j++) {
+        if (a->kw[j]) {
+            if (name && q4k__jlen_is(a->kw[j], a->kwn[j], name)) return &a->v[j];
+        } else if (pos++ == i) {
+            return &a->v[j];
+        }
+    }
+    return NULL;
+}
+
+static void q4k__jargs_max(q4k__jctx *c, const q4k__jargv *a, int max, const char *what, int line) {
+    if (a->n > max) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "%s takes at most %d arguments, not %d", what, max, a->n);
+}
+
+static q4k__jv q4k__jwant_str(q4k__jctx *c, const q4k__jv *v, const char *what, int line) {
+    if (!v || v->k != Q4K__JV_STR)
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "%s wants a string, not %s", what, v ? q4k__jkind_name(v->k) : "nothing");
+    return *v;
+}
+
+static int64_t q4k__jwant_int(q4k__jctx *c, const q4k__jv *v, const char *what, int line) {
+    if (!v || (v->k != Q4K__JV_INT && v->k != Q4K__JV_BOOL))
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "%s wants an integer, not %s", what, v ? q4k__jkind_name(v->k) : "nothing");
+    return v->i;
+}
+
+static void q4k__jundef_fail(q4k__jctx *c, q4k__jv v, const char *doing, int line) {
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "'%.*s' is undefined (%s)", (int)(v.n < 60 ? v.n : 60), v.s ? v.s : "value", doing);
+}
+
+/* items to iterate: lists, dict keys, string characters; undefined: none */
+static q4k__jv q4k__jiter(q4k__jctx *c, q4k__jv v, int line) {
+    q4k__jv out;
+    int64_t i;
+    switch (v.k) {
+    case Q4K__JV_LIST: return v;
+    case Q4K__JV_UNDEF: return q4k__jv_obj(c, Q4K__JV_LIST, 1);
+    case Q4K__JV_DICT:
+        out = q4k__jv_obj(c, Q4K__JV_LIST, v.o->n);
+        for (i = 0; i < v.o->n; i++) q4k__jlist_add(c, out, v.o->key[i]);
+        return out;
+    case Q4K__JV_STR: {
+        size_t j = 0;
+        out = q4k__jv_obj(c, Q4K__JV_LIST, 8);
+        while (j < v.n) {
+            size_t l = q4k__jcp_len(v.s, v.n, j);
+            q4k__jlist_add(c, out, q4k__jv_str(v.s + j, l));
+            j += l;
+        }
+        return out;
+    }
+    default: q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "a %s is not iterable", q4k__jkind_name(v.k));
+    }
+}
+
+static q4k__jv q4k__jlength(q4k__jctx *c, q4k__jv v, int line) {
+    switch (v.k) {
+    case Q4K__JV_STR: return q4k__jv_int(q4k__jcp_count(v.s, v.n));
+    case Q4K__JV_LIST: case Q4K__JV_DICT: return q4k__jv_int(v.o->n);
+    case Q4K__JV_UNDEF: return q4k__jv_int(0);
+    default: q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "a %s has no length", q4k__jkind_name(v.k));
+    }
+}
+
+static q4k__jv q4k__jgetattr(q4k__jctx *c, q4k__jv o, const char *s, size_t n, int line) {
+    if (o.k == Q4K__JV_DICT || o.k == Q4K__JV_NS) {
+        int64_t i = q4k__jdict_find(o.o, s, n);
+        return i >= 0 ? o.o->v[i] : q4k__jv_undef(s, n);
+    }
+    if (o.k == Q4K__JV_UNDEF) q4k__jundef_fail(c, o, "reading an attribute of it", line);
+    return q4k__jv_undef(s, n);
+}
+
+/* Python's slice indices for a sequence of length len */
+static void q4k__jslice_idx(q4k__jctx *c, const q4k__jv *a, const q4k__jv *b, const q4k__jv *st, int64_t len,
+                            int64_t *start, int64_t *stop, int64_t *step, int line) {
+    int64_t s = st && st->k != Q4K__JV_NONE ? q4k__jwant_int(c, st, "a slice step", line) : 1;
+    if (s == 0) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "slice step cannot be zero");
+    *step = s;
+    if (!a || a->k == Q4K__JV_NONE) *start = s > 0 ? 0 : len - 1;
+    else {
+        int64_t v = q4k__jwant_int(c, a, "a slice start", line);
+        if (v < 0) v += len;
+        if (v < 0) v = s > 0 ? 0 : -1;
+        if (v > len) v = s > 0 ? len : len - 1;
+        if (v == len && s < 0) v = len - 1;
+        *start = v;
+    }
+    if (!b || b->k == Q4K__JV_NONE) *stop = s > 0 ? len : -1;
+    else {
+        int64_t v = q4k__jwant_int(c, b, "a slice stop", line);
+        if (v < 0) v += len;
+        if (v < 0) v = s > 0 ? 0 : -1;
+        if (v > len) v = len;
+        *stop = v;
+    }
+}
+
+static q4k__jv q4k__jslice(q4k__jctx *c, q4k__jv o, const q4k__jv *a, const q4k__jv *b, const q4k__jv *st, int line) {
+    int64_t start, stop, step, i, len;
+    q4k__jv out;
+    if (o.k == Q4K__JV_LIST) {
+        len = o.o->n;
+        q4k__jslice_idx(c, a, b, st, len, &start, &stop, &step, line);
+        out = q4k__jv_obj(c, Q4K__JV_LIST, len);
+        for (i = start; step > 0 ? i < stop : i > stop; i += step) q4k__jlist_add(c, out, o.o->v[i]);
+        return out;
+    }
+    if (o.k == Q4K__JV_STR) {
+        q4k__jsb sb;
+        len = q4k__jcp_count(o.s, o.n);
+        q4k__jslice_idx(c, a, b, st, len, &start, &stop, &step, line);
+        memset(&sb, 0, sizeof sb);
+        if (step == 1) {
+            size_t bo = q4k__jcp_off(o.s, o.n, start), eo = stop > start ? q4k__jcp_off(o.s, o.n, stop) : bo;
+            return q4k__jv_str(o.s + bo, eo - bo);
+        }
+        for (i = start; step > 0 ? i < stop : i > stop; i += step) {
+            size_t off = q4k__jcp_off(o.s, o.n, i);
+            q4k__jsb_add(c, &sb, o.s + off, q4k__jcp_len(o.s, o.n, off));
+        }
+        return q4k__jv_str(sb.p ? sb.p : "", sb.n);
+    }
+    if (o.k == Q4K__JV_UNDEF) q4k__jundef_fail(c, o, "slicing it", line);
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "slicing a %s", q4k__jkind_name(o.k));
+}
+
+static q4k__jv q4k__jgetitem(q4k__jctx *c, q4k__jv o, q4k__jv k, int line) {
+    if (o.k == Q4K__JV_DICT || o.k == Q4K__JV_NS) {
+        if (k.k != Q4K__JV_STR) return q4k__jv_undef("item", 4);
+        return q4k__jgetattr(c, o, k.s, k.n, line);
+    }
+    if (o.k == Q4K__JV_LIST || o.k == Q4K__JV_STR) {
+        int64_t len, i;
+        if (k.k == Q4K__JV_STR) return q4k__jgetattr(c, o, k.s, k.n, line);
+        if (k.k != Q4K__JV_INT && k.k != Q4K__JV_BOOL)
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "an index must be an integer, not %s", q4k__jkind_name(k.k));
+        len = o.k == Q4K__JV_LIST ? o.o->n : q4k__jcp_count(o.s, o.n);
+        i = k.i < 0 ? k.i + len : k.i;
+        if (i < 0 || i >= len) return q4k__jv_undef("item", 4);
+        if (o.k == Q4K__JV_LIST) return o.o->v[i];
+        {
+            size_t off = q4k__jcp_off(o.s, o.n, i);
+            return q4k__jv_str(o.s + off, q4k__jcp_len(o.s, o.n, off));
+        }
+    }
+    if (o.k == Q4K__JV_UNDEF) q4k__jundef_fail(c, o, "indexing it", line);
+    return q4k__jv_undef("item", 4);
+}
+
+static int q4k__jcontains(q4k__jctx *c, q4k__jv item, q4k__jv seq, int line) {
+    int64_t i;
+    switch (seq.k) {
+    case Q4K__JV_STR:
+        if (item.k != Q4K__JV_STR)
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "'in <string>' needs a string on the left, not %s", q4k__jkind_name(item.k));
+        return q4k__jmemmem(seq.s, seq.n, item.s, item.n) != NULL;
+    case Q4K__JV_LIST:
+        for (i = 0; i < seq.o->n; i++)
+            if (q4k__jeq(item, seq.o->v[i])) return 1;
+        return 0;
+    case Q4K__JV_DICT: case Q4K__JV_NS:
+        return item.k == Q4K__JV_STR && q4k__jdict_find(seq.o, item.s, item.n) >= 0;
+    case Q4K__JV_UNDEF: return 0;
+    default: q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "'in' a %s", q4k__jkind_name(seq.k));
+    }
+}
+
+static int q4k__jcompare_lt(q4k__jctx *c, q4k__jv a, q4k__jv b, int line) {
+    if (q4k__jnumeric(a) && q4k__jnumeric(b)) {
+        if (a.k != Q4K__JV_FLOAT && b.k != Q4K__JV_FLOAT) return a.i < b.i;
+        return q4k__jnum(a) < q4k__jnum(b);
+    }
+    if (a.k == Q4K__JV_STR && b.k == Q4K__JV_STR) {
+        size_t m = a.n < b.n ? a.n : b.n;
+        int r = m ? memcmp(a.s, b.s, m) : 0;
+        return r < 0 || (r == 0 && a.n < b.n);
+    }
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "comparing a %s with a %s", q4k__jkind_name(a.k), q4k__jkind_name(b.k));
+}
+
+static q4k__jv q4k__jarith(q4k__jctx *c, int op, q4k__jv a, q4k__jv b, int line) {
+    if (a.k == Q4K__JV_UNDEF) q4k__jundef_fail(c, a, "in arithmetic", line);
+    if (b.k == Q4K__JV_UNDEF) q4k__jundef_fail(c, b, "in arithmetic", line);
+    if (op == Q4K__JO_ADD && a.k == Q4K__JV_STR && b.k == Q4K__JV_STR) {
+        char *d = (char *)q4k__jalloc(c, a.n + b.n + 1);
+        if (a.n) memcpy(d, a.s, a.n);
+        if (b.n) memcpy(d + a.n, b.s, b.n);
+        return q4k__jv_str(d, a.n + b.n);
+    }
+    if (op == Q4K__JO_ADD && a.k == Q4K__JV_LIST && b.k == Q4K__JV_LIST) {
+        q4k__jv out = q4k__jv_obj(c, Q4K__JV_LIST, a.o->n + b.o->n);
+        int64_t i;
+        for (i = 0; i < a.o->n; i++) q4k__jlist_add(c, out, a.o->v[i]);
+        for (i = 0; i < b.o->n; i++) q4k__jlist_add(c, out, b.o->v[i]);
+        return out;
+    }
+    if (op == Q4K__JO_MUL && ((a.k == Q4K__JV_STR && b.k == Q4K__JV_INT) || (a.k == Q4K__JV_INT && b.k == Q4K__JV_STR))) {
+        q4k__jv s = a.k == Q4K__JV_STR ? a : b;
+        int64_t times = a.k == Q4K__JV_INT ? a.i : b.i, i;
+        q4k__jsb sb;
+        memset(&sb, 0, sizeof sb);
+        if (times > 0 && s.n && (uint64_t)times > (uint64_t)(Q4K__J_MAX_MEM / s.n))
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "string repeated %lld times", (long long)times);
+        for (i = 0; i < times; i++) q4k__jsb_add(c, &sb, s.s, s.n);
+        return q4k__jv_str(sb.p ? sb.p : "", sb.n);
+    }
+    if (!q4k__jnumeric(a) || !q4k__jnumeric(b))
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "arithmetic on a %s and a %s", q4k__jkind_name(a.k), q4k__jkind_name(b.k));
+    if (a.k != Q4K__JV_FLOAT && b.k != Q4K__JV_FLOAT && op != Q4K__JO_DIV) {
+        uint64_t x = (uint64_t)a.i, y = (uint64_t)b.i;
+        int64_t r;
+        switch (op) {
+        case Q4K__JO_ADD: return q4k__jv_int((int64_t)(x + y));
+        case Q4K__JO_SUB: return q4k__jv_int((int64_t)(x - y));
+        case Q4K__JO_MUL: return q4k__jv_int((int64_t)(x * y));
+        case Q4K__JO_FDIV: case Q4K__JO_MOD:
+            if (b.i == 0) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "integer division or modulo by zero");
+            if (a.i == INT64_MIN && b.i == -1) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "integer overflow");
+            r = a.i % b.i;
+            if (r != 0 && ((r < 0) != (b.i < 0))) r += b.i; /* Python's sign rule */
+            return op == Q4K__JO_MOD ? q4k__jv_int(r) : q4k__jv_int((a.i - r) / b.i);
+        case Q4K__JO_POW: {
+            int64_t e = b.i, acc = 1, base = a.i;
+            if (e < 0) return q4k__jv_float(pow((double)a.i, (double)b.i));
+            while (e > 0) {
+                if (e & 1) acc = (int64_t)((uint64_t)acc * (uint64_t)base);
+                base = (int64_t)((uint64_t)base * (uint64_t)base);
+                e >>= 1;
+            }
+            return q4k__jv_int(acc);
+        }
+        default: break;
+        }
+    }
+    {
+        double x = q4k__jnum(a), y = q4k__jnum(b), r;
+        switch (op) {
+        case Q4K__JO_ADD: return q4k__jv_float(x + y);
+        case Q4K__JO_SUB: return q4k__jv_float(x - y);
+        case Q4K__JO_MUL: return q4k__jv_float(x * y);
+        case Q4K__JO_DIV:
+            if (y == 0.0) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "division by zero");
+            return q4k__jv_float(x / y);
+        case Q4K__JO_FDIV: case Q4K__JO_MOD:
+            if (y == 0.0) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "float modulo or division by zero");
+            r = fmod(x, y);
+            if (r != 0.0 && ((r < 0) != (y < 0))) r += y;
+            return q4k__jv_float(op == Q4K__JO_MOD ? r : floor(x / y));
+        default: return q4k__jv_float(pow(x, y));
+        }
+    }
+}
+
+static int q4k__jtest(q4k__jctx *c, const q4k__jnode *e, q4k__jv v) {
+    const char *t = e->s;
+    size_t n = e->n;
+    q4k__jargv a;
+    q4k__jeval_args(c, e->b, &a, e->line);
+#define Q4K__JT_IS(name) q4k__jlen_is(t, n, name)
+    if (Q4K__JT_IS("defined")) return v.k != Q4K__JV_UNDEF;
+    if (Q4K__JT_IS("undefined")) return v.k == Q4K__JV_UNDEF;
+    if (Q4K__JT_IS("none")) return v.k == Q4K__JV_NONE;
+    if (Q4K__JT_IS("string")) return v.k == Q4K__JV_STR;
+    if (Q4K__JT_IS("number")) return q4k__jnumeric(v);
+    if (Q4K__JT_IS("integer")) return v.k == Q4K__JV_INT;
+    if (Q4K__JT_IS("float")) return v.k == Q4K__JV_FLOAT;
+    if (Q4K__JT_IS("boolean")) return v.k == Q4K__JV_BOOL;
+    if (Q4K__JT_IS("true")) return v.k == Q4K__JV_BOOL && v.i;
+    if (Q4K__JT_IS("false")) return v.k == Q4K__JV_BOOL && !v.i;
+    if (Q4K__JT_IS("mapping")) return v.k == Q4K__JV_DICT;
+    if (Q4K__JT_IS("iterable")) return v.k == Q4K__JV_LIST || v.k == Q4K__JV_DICT || v.k == Q4K__JV_STR || v.k == Q4K__JV_UNDEF;
+    if (Q4K__JT_IS("sequence")) return v.k == Q4K__JV_LIST || v.k == Q4K__JV_DICT || v.k == Q4K__JV_STR;
+    if (Q4K__JT_IS("callable")) return v.k == Q4K__JV_FUNC;
+    if (Q4K__JT_IS("lower") || Q4K__JT_IS("upper")) {
+        size_t i;
+        if (v.k != Q4K__JV_STR) return 0;
+        for (i = 0; i < v.n; i++)
+            if (Q4K__JT_IS("lower") ? (v.s[i] >= 'A' && v.s[i] <= 'Z') : (v.s[i] >= 'a' && v.s[i] <= 'z')) return 0;
+        return 1;
+    }
+    if (Q4K__JT_IS("equalto") || Q4K__JT_IS("eq") || Q4K__JT_IS("==") || Q4K__JT_IS("sameas") ||
+        Q4K__JT_IS("ne") || Q4K__JT_IS("!=")) {
+        const q4k__jv *o = q4k__jarg(&a, 0, NULL);
+        if (!o) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "test '%.*s' needs an argument", (int)n, t);
+        if (Q4K__JT_IS("sameas") && (q4k__jnumeric(v) != q4k__jnumeric(*o) || v.k != o->k)) return 0;
+        return (Q4K__JT_IS("ne") || Q4K__JT_IS("!=")) ? !q4k__jeq(v, *o) : q4k__jeq(v, *o);
+    }
+    if (Q4K__JT_IS("in")) return q4k__jcontains(c, v, a.n ? a.v[0] : q4k__jv_undef("seq", 3), e->line);
+    if (Q4K__JT_IS("odd") || Q4K__JT_IS("even") || Q4K__JT_IS("divisibleby")) {
+        int64_t x = q4k__jwant_int(c, &v, "test odd/even/divisibleby", e->line), m = 2;
+        if (Q4K__JT_IS("divisibleby")) m = q4k__jwant_int(c, q4k__jarg(&a, 0, "num"), "divisibleby", e->line);
+        if (m == 0) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "divisibleby(0)");
+        if (Q4K__JT_IS("odd")) return x % 2 != 0;
+        return x % m == 0;
+    }
+#undef Q4K__JT_IS
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "test '%.*s' is outside q4k's Jinja subset", (int)(n < 40 ? n : 40), t);
+}
+
+static q4k__jv q4k__jfilter(q4k__jctx *c, const q4k__jnode *e, q4k__jv v) {
+    const char *f = e->s;
+    size_t n = e->n;
+    q4k__jargv a;
+    int line = e->line;
+    q4k__jeval_args(c, e->b, &a, line);
+#define Q4K__JF_IS(name) q4k__jlen_is(f, n, name)
+    if (Q4K__JF_IS("default") || Q4K__JF_IS("d")) {
+        const q4k__jv *dv = q4k__jarg(&a, 0, "default_value"), *bo = q4k__jarg(&a, 1, "boolean");
+        int use = v.k == Q4K__JV_UNDEF || (bo && q4k__jtruthy(*bo) && !q4k__jtruthy(v));
+        return use ? (dv ? *dv : q4k__jv_str("", 0)) : v;
+    }
+    if (Q4K__JF_IS("length") || Q4K__JF_IS("count")) return q4k__jlength(c, v, line);
+    if (Q4K__JF_IS("safe")) return v;
+    if (Q4K__JF_IS("string")) return q4k__jto_str(c, v);
+    if (Q4K__JF_IS("tojson")) {
+        const q4k__jv *ind = q4k__jarg(&a, 0, "indent");
+        q4k__jsb sb;
+        memset(&sb, 0, sizeof sb);
+        q4k__jargs_max(c, &a, 1, "tojson", line);
+        q4k__jjson(c, &sb, v, ind && ind->k != Q4K__JV_NONE ? q4k__jwant_int(c, ind, "tojson(indent)", line) : -1, 0);
+        return q4k__jv_str(sb.p ? sb.p : "", sb.n);
+    }
+    if (Q4K__JF_IS("items")) {
+        q4k__jv out = q4k__jv_obj(c, Q4K__JV_LIST, 4);
+        int64_t i;
+        if (v.k == Q4K__JV_UNDEF) return out;
+        if (v.k != Q4K__JV_DICT) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "items of a %s", q4k__jkind_name(v.k));
+        for (i = 0; i < v.o->n; i++) {
+            q4k__jv pair = q4k__jv_obj(c, Q4K__JV_LIST, 2);
+            q4k__jlist_add(c, pair, v.o->key[i]);
+            q4k__jlist_add(c, pair, v.o->v[i]);
+            q4k__jlist_add(c, out, pair);
+        }
+        return out;
+    }
+    if (Q4K__JF_IS("list")) return q4k__jslice(c, q4k__jiter(c, v, line), NULL, NULL, NULL, line);
+    if (Q4K__JF_IS("first") || Q4K__JF_IS("last")) {
+        q4k__jv l = q4k__jiter(c, v, line);
+        if (!l.o->n) return q4k__jv_undef("item", 4);
+        return l.o->v[Q4K__JF_IS("first") ? 0 : l.o->n - 1];
+    }
+    if (Q4K__JF_IS("reverse")) {
+        q4k__jv minus1 = q4k__jv_int(-1);
+        if (v.k != Q4K__JV_STR) v = q4k__jiter(c, v, line);
+        return q4k__jslice(c, v, NULL, NULL, &minus1, line);
+    }
+    if (Q4K__JF_IS("join")) {
+        q4k__jv l = q4k__jiter(c, v, line), sep = q4k__jv_str("", 0);
+        const q4k__jv *d = q4k__jarg(&a, 0, "d");
+        q4k__jsb sb;
+        int64_t i;
+        if (d) sep = q4k__jwant_str(c, d, "join", line);
+        memset(&sb, 0, sizeof sb);
+        for (i = 0; i < l.o->n; i++) {
+            if (i) q4k__jsb_add(c, &sb, sep.s, sep.n);
+            q4k__jstr_into(c, &sb, l.o->v[i]);
+        }
+        return q4k__jv_str(sb.p ? sb.p : "", sb.n);
+    }
+    if (Q4K__JF_IS("int")) {
+        if (v.k == Q4K__JV_INT || v.k == Q4K__JV_BOOL) return q4k__jv_int(v.i);
+        if (v.k == Q4K__JV_FLOAT) return q4k__jv_int((int64_t)v.f);
+        if (v.k == Q4K__JV_STR) {
+            char buf[32];
+            char *end;
+            long long r;
+            q4k__jv t = q4k__jstrip(v, 3, NULL);
+            if (t.n && t.n < sizeof buf) {
+                memcpy(buf, t.s, t.n);
+                buf[t.n] = 0;
+                r = strtoll(buf, &end, 10);
+                if (!*end) return q4k__jv_int((int64_t)r);
+            }
+        }
+        return q4k__jv_int(0);
+    }
+    if (Q4K__JF_IS("abs")) {
+        if (v.k == Q4K__JV_FLOAT) return q4k__jv_float(fabs(v.f));
+        return q4k__jv_int(q4k__jwant_int(c, &v, "abs", line) < 0 ? -v.i : v.i);
+    }
+    /* the rest work on strings */
+    if (Q4K__JF_IS("trim") || Q4K__JF_IS("upper") || Q4K__JF_IS("lower") || Q4K__JF_IS("capitalize") ||
+        Q4K__JF_IS("title") || Q4K__JF_IS("replace")) {
+        q4k__jv s = q4k__jto_str(c, v);
+        if (Q4K__JF_IS("trim")) {
+            const q4k__jv *ch = q4k__jarg(&a, 0, "chars");
+            return q4k__jstrip(s, 3, ch && ch->k != Q4K__JV_NONE ? ch : NULL);
+        }
+        if (Q4K__JF_IS("replace")) {
+            const q4k__jv *cnt = q4k__jarg(&a, 2, "count");
+            return q4k__jreplace(c, s, q4k__jwant_str(c, q4k__jarg(&a, 0, "old"), "replace", line),
+                                 q4k__jwant_str(c, q4k__jarg(&a, 1, "new"), "replace", line),
+                                 cnt && cnt->k != Q4K__JV_NONE ? q4k__jwant_int(c, cnt, "replace", line) : -1);
+        }
+        return q4k__jcase(c, s, Q4K__JF_IS("lower") ? 0 : Q4K__JF_IS("upper") ? 1 : Q4K__JF_IS("capitalize") ? 2 : 3);
+    }
+#undef Q4K__JF_IS
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "filter '%.*s' is outside q4k's Jinja subset", (int)(n < 40 ? n : 40), f);
+}
+
+/* obj.name(args): the methods of Python's str and dict that templates use */
+static q4k__jv q4k__jmethod(q4k__jctx *c, q4k__jv o, const q4k__jnode *callee, const q4k__jargv *a, int line) {
+    const char *m = callee->s;
+    size_t n = callee->n;
+#define Q4K__JM_IS(name) q4k__jlen_is(m, n, name)
+    if (o.k == Q4K__JV_STR) {
+        if (Q4K__JM_IS("strip") || Q4K__JM_IS("lstrip") || Q4K__JM_IS("rstrip")) {
+            const q4k__jv *ch = q4k__jarg(a, 0, NULL);
+            q4k__jargs_max(c, a, 1, "strip", line);
+            return q4k__jstrip(o, m[0] == 'l' ? 1 : m[0] == 'r' ? 2 : 3, ch && ch->k != Q4K__JV_NONE ? ch : NULL);
+        }
+        if (Q4K__JM_IS("split")) {
+            const q4k__jv *mx = q4k__jarg(a, 1, "maxsplit");
+            q4k__jargs_max(c, a, 2, "split", line);
+            return q4k__jsplit(c, o, q4k__jarg(a, 0, "sep"), mx ? q4k__jwant_int(c, mx, "split(maxsplit)", line) : -1, line);
+        }
+        if (Q4K__JM_IS("startswith") || Q4K__JM_IS("endswith")) {
+            const q4k__jv *p = q4k__jarg(a, 0, NULL);
+            int64_t i, np;
+            q4k__jargs_max(c, a, 1, "startswith/endswith", line);
+            if (!p) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "%.*s needs an argument", (int)n, m);
+            np = p->k == Q4K__JV_LIST ? p->o->n : 1;
+            for (i = 0; i < np; i++) {
+                q4k__jv x = q4k__jwant_str(c, p->k == Q4K__JV_LIST ? &p->o->v[i] : p, "startswith/endswith", line);
+                if (x.n <= o.n && (!x.n || !memcmp(m[0] == 's' ? o.s : o.s + o.n - x.n, x.s, x.n))) return q4k__jv_bool(1);
+            }
+            return q4k__jv_bool(0);
+        }
+        if (Q4K__JM_IS("replace")) {
+            const q4k__jv *cnt = q4k__jarg(a, 2, NULL);
+            q4k__jargs_max(c, a, 3, "replace", line);
+            return q4k__jreplace(c, o, q4k__jwant_str(c, q4k__jarg(a, 0, NULL), "replace", line),
+                                 q4k__jwant_str(c, q4k__jarg(a, 1, NULL), "replace", line),
+                                 cnt ? q4k__jwant_int(c, cnt, "replace", line) : -1);
+        }
+        if (Q4K__JM_IS("upper") || Q4K__JM_IS("lower") || Q4K__JM_IS("capitalize") || Q4K__JM_IS("title")) {
+            q4k__jargs_max(c, a, 0, "case methods", line);
+            return q4k__jcase(c, o, Q4K__JM_IS("lower") ? 0 : Q4K__JM_IS("upper") ? 1 : Q4K__JM_IS("capitalize") ? 2 : 3);
+        }
+        if (Q4K__JM_IS("find")) {
+            q4k__jv x = q4k__jwant_str(c, q4k__jarg(a, 0, NULL), "find", line);
+            const char *f = q4k__jmemmem(o.s, o.n, x.s, x.n);
+            q4k__jargs_max(c, a, 1, "find", line);
+            return q4k__jv_int(f ? q4k__jcp_count(o.s, (size_t)(f - o.s)) : -1);
+        }
+        if (Q4K__JM_IS("join")) {
+            q4k__jv l = q4k__jiter(c, a->n ? a->v[0] : q4k__jv_undef("list", 4), line);
+            q4k__jsb sb;
+            int64_t i;
+            memset(&sb, 0, sizeof sb);
+            for (i = 0; i < l.o->n; i++) {
+                if (i) q4k__jsb_add(c, &sb, o.s, o.n);
+                q4k__jsb_add(c, &sb, q4k__jwant_str(c, &l.o->v[i], "join", line).s, l.o->v[i].n);
+            }
+            return q4k__jv_str(sb.p ? sb.p : "", sb.n);
+        }
+    } else if (o.k == Q4K__JV_DICT) {
+        if (Q4K__JM_IS("get")) {
+            q4k__jv k = q4k__jwant_str(c, q4k__jarg(a, 0, NULL), "get", line), r = q4k__jgetattr(c, o, k.s, k.n, line);
+            const q4k__jv *dv = q4k__jarg(a, 1, NULL);
+            if (r.k == Q4K__JV_UNDEF) return dv ? *dv : q4k__jv_none();
+            return r;
+        }
+        if (Q4K__JM_IS("items") || Q4K__JM_IS("keys") || Q4K__JM_IS("values")) {
+            q4k__jv out = q4k__jv_obj(c, Q4K__JV_LIST, o.o->n);
+            int64_t i;
+            q4k__jargs_max(c, a, 0, "items/keys/values", line);
+            for (i = 0; i < o.o->n; i++) {
+                if (m[0] == 'i') {
+                    q4k__jv pair = q4k__jv_obj(c, Q4K__JV_LIST, 2);
+                    q4k__jlist_add(c, pair, o.o->key[i]);
+                    q4k__jlist_add(c, pair, o.o->v[i]);
+                    q4k__jlist_add(c, out, pair);
+                } else {
+                    q4k__jlist_add(c, out, m[0] == 'k' ? o.o->key[i] : o.o->v[i]);
+                }
+            }
+            return out;
+        }
+    } else if (o.k == Q4K__JV_UNDEF) {
+        q4k__jundef_fail(c, o, "calling a method of it", line);
+    }
+#undef Q4K__JM_IS
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, line, "method '%.*s' of a %s is outside q4k's Jinja subset", (int)(n < 40 ? n : 40), m,
+               q4k__jkind_name(o.k));
+}
+
+static q4k__jv q4k__jcall(q4k__jctx *c, const q4k__jnode *e) {
+    q4k__jargv a;
+    q4k__jv f;
+    if (e->a->t == Q4K__JN_ATTR) {
+        /* Jinja looks up attributes before items: d.items() is the method */
+        q4k__jv o = q4k__jeval(c, e->a->a);
+        const char *m = e->a->s;
+        size_t mn = e->a->n;
+        if (o.k != Q4K__JV_NS && (o.k != Q4K__JV_DICT || q4k__jlen_is(m, mn, "get") || q4k__jlen_is(m, mn, "items") ||
+                                  q4k__jlen_is(m, mn, "keys") || q4k__jlen_is(m, mn, "values"))) {
+            q4k__jeval_args(c, e->b, &a, e->line);
+            return q4k__jmethod(c, o, e->a, &a, e->line);
+        }
+        f = q4k__jgetattr(c, o, m, mn, e->line);
+    } else {
+        f = q4k__jeval(c, e->a);
+    }
+    q4k__jeval_args(c, e->b, &a, e->line);
+    if (f.k != Q4K__JV_FUNC) {
+        if (f.k == Q4K__JV_UNDEF)
+            q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "'%.*s' is not a function q4k knows", (int)(f.n < 60 ? f.n : 60),
+                       f.s ? f.s : "value");
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "calling a %s", q4k__jkind_name(f.k));
+    }
+    switch (f.i) {
+    case Q4K__JF_RAISE: {
+        q4k__jv msg = a.n ? q4k__jto_str(c, a.v[0]) : q4k__jv_str("", 0);
+        q4k__jfail(c, Q4K_ERR_INVALID_ARG, e->line, "raise_exception: %.*s", (int)(msg.n < 300 ? msg.n : 300), msg.s);
+    }
+    case Q4K__JF_STRFTIME:
+        q4k__jargs_max(c, &a, 1, "strftime_now", e->line);
+        return q4k__jstrftime(c, q4k__jwant_str(c, q4k__jarg(&a, 0, NULL), "strftime_now", e->line), e->line);
+    case Q4K__JF_NAMESPACE: case Q4K__JF_DICT: {
+        q4k__jv ns = q4k__jv_obj(c, f.i == Q4K__JF_NAMESPACE ? Q4K__JV_NS : Q4K__JV_DICT, a.n);
+        int j;
+        for (j = 0; j < a.n; j++) {
+            if (!a.kw[j]) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "namespace()/dict() take only name=value arguments here");
+            q4k__jdict_set(c, ns, a.kw[j], a.kwn[j], a.v[j]);
+        }
+        return ns;
+    }
+    default: { /* range */
+        int64_t lo = 0, hi, st = 1, i;
+        q4k__jv out;
+        q4k__jargs_max(c, &a, 3, "range", e->line);
+        if (a.n == 1) hi = q4k__jwant_int(c, &a.v[0], "range", e->line);
+        else {
+            lo = q4k__jwant_int(c, q4k__jarg(&a, 0, NULL), "range", e->line);
+            hi = q4k__jwant_int(c, q4k__jarg(&a, 1, NULL), "range", e->line);
+            if (a.n == 3) st = q4k__jwant_int(c, &a.v[2], "range", e->line);
+        }
+        if (st == 0) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "range() step is zero");
+        if ((hi - lo) / st > 1000000) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "range() of more than a million numbers");
+        out = q4k__jv_obj(c, Q4K__JV_LIST, 8);
+        for (i = lo; st > 0 ? i < hi : i > hi; i += st) q4k__jlist_add(c, out, q4k__jv_int(i));
+        return out;
+    }
+    }
+}
+
+static q4k__jv q4k__jeval_node(q4k__jctx *c, const q4k__jnode *e) {
+    q4k__jv a, b;
+    switch (e->t) {
+    case Q4K__JN_LIT: return e->lit;
+    case Q4K__JN_NAME: return q4k__jlookup(c, e->s, e->n);
+    case Q4K__JN_ATTR: return q4k__jgetattr(c, q4k__jeval(c, e->a), e->s, e->n, e->line);
+    case Q4K__JN_ITEM:
+        a = q4k__jeval(c, e->a);
+        return q4k__jgetitem(c, a, q4k__jeval(c, e->b), e->line);
+    case Q4K__JN_SLICE: {
+        q4k__jv lo, hi, st;
+        a = q4k__jeval(c, e->a);
+        if (e->b) lo = q4k__jeval(c, e->b);
+        if (e->c) hi = q4k__jeval(c, e->c);
+        if (e->d) st = q4k__jeval(c, e->d);
+        return q4k__jslice(c, a, e->b ? &lo : NULL, e->c ? &hi : NULL, e->d ? &st : NULL, e->line);
+    }
+    case Q4K__JN_CALL: return q4k__jcall(c, e);
+    case Q4K__JN_FILTER: return q4k__jfilter(c, e, q4k__jeval(c, e->a));
+    case Q4K__JN_TEST: {
+        int r = q4k__jtest(c, e, q4k__jeval(c, e->a));
+        return q4k__jv_bool(e->op ? !r : r);
+    }
+    case Q4K__JN_NOT: return q4k__jv_bool(!q4k__jtruthy(q4k__jeval(c, e->a)));
+    case Q4K__JN_NEG:
+        a = q4k__jeval(c, e->a);
+        if (a.k == Q4K__JV_FLOAT) return q4k__jv_float(-a.f);
+        return q4k__jv_int((int64_t)(0 - (uint64_t)q4k__jwant_int(c, &a, "unary minus", e->line)));
+    case Q4K__JN_COND:
+        if (q4k__jtruthy(q4k__jeval(c, e->b))) return q4k__jeval(c, e->a);
+        return e->c ? q4k__jeval(c, e->c) : q4k__jv_undef("else", 4);
+    case Q4K__JN_LIST: {
+        const q4k__jnode *x;
+        q4k__jv out = q4k__jv_obj(c, Q4K__JV_LIST, 4);
+        for (x = e->b; x; x = x->next) q4k__jlist_add(c, out, q4k__jeval(c, x->a));
+        return out;
+    }
+    case Q4K__JN_DICT: {
+        const q4k__jnode *x;
+        q4k__jv out = q4k__jv_obj(c, Q4K__JV_DICT, 4);
+        for (x = e->b; x; x = x->next) {
+            q4k__jv k = q4k__jeval(c, x->a);
+            if (k.k != Q4K__JV_STR) q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "dict keys must be strings here");
+            q4k__jdict_set(c, out, k.s, k.n, q4k__jeval(c, x->b));
+        }
+        return out;
+    }
+    case Q4K__JN_BIN:
+        a = q4k__jeval(c, e->a);
+        if (e->op == Q4K__JO_AND) return q4k__jtruthy(a) ? q4k__jeval(c, e->b) : a;
+        if (e->op == Q4K__JO_OR) return q4k__jtruthy(a) ? a : q4k__jeval(c, e->b);
+        b = q4k__jeval(c, e->b);
+        switch (e->op) {
+        case Q4K__JO_EQ: return q4k__jv_bool(q4k__jeq(a, b));
+        case Q4K__JO_NE: return q4k__jv_bool(!q4k__jeq(a, b));
+        case Q4K__JO_LT: return q4k__jv_bool(q4k__jcompare_lt(c, a, b, e->line));
+        case Q4K__JO_GT: return q4k__jv_bool(q4k__jcompare_lt(c, b, a, e->line));
+        case Q4K__JO_LE: return q4k__jv_bool(!q4k__jcompare_lt(c, b, a, e->line));
+        case Q4K__JO_GE: return q4k__jv_bool(!q4k__jcompare_lt(c, a, b, e->line));
+        case Q4K__JO_IN: return q4k__jv_bool(q4k__jcontains(c, a, b, e->line));
+        case Q4K__JO_NOTIN: return q4k__jv_bool(!q4k__jcontains(c, a, b, e->line));
+        case Q4K__JO_CAT: {
+            q4k__jsb sb;
+            memset(&sb, 0, sizeof sb);
+            q4k__jstr_into(c, &sb, a);
+            q4k__jstr_into(c, &sb, b);
+            return q4k__jv_str(sb.p ? sb.p : "", sb.n);
+        }
+        default: return q4k__jarith(c, e->op, a, b, e->line);
+        }
+    default: break;
+    }
+    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "internal: node %d is not an expression", e->t);
+}
+
+/* chains (a + b + c ..., x|f|g ...) are parsed by loops but evaluated by
+   recursion: their depth is bounded here */
+static q4k__jv q4k__jeval(q4k__jctx *c, const q4k__jnode *e) {
+    q4k__jv v;
+    q4k__jstep(c, e->line);
+    if (++c->edepth > Q4K__J_MAX_EVAL_DEPTH)
+        q4k__jfail(c, Q4K_ERR_UNSUPPORTED, e->line, "an expression nested more than %d deep", Q4K__J_MAX_EVAL_DEPTH);
+    v = q4k__jeval_node(c, e);
+    c->edepth--;
+    return v;
+}
+
+static void q4k__jexec(q4k__jctx *c, const q4k__jnode *s);
+
+static void q4k__jexec_for(q4k__jctx *c, const q4k__jnode *s) {
+    q4k__jv items = q4k__jiter(c, q4k__jeval(c, s->a), s->line), kept;
+    int64_t i, saved_frame = c->frame, saved_nvar = c->nvar;
+    if (s->d) { /* for x in xs if cond: the loop sees only the kept items */
+        kept = q4k__jv_obj(c, Q4K__JV_LIST, items.o->n);
+        for (i = 0; i < items.o->n; i++) {
+            c->frame = c->nvar;
+            q4k__jassign(c, s->s, s->n, items.o->v[i]);
+            if (q4k__jtruthy(q4k__jeval(c, s->d))) q4k__jlist_add(c, kept, items.o->v[i]);
+            c->nvar = saved_nvar;
+            c->frame = saved_frame;
+        }
+        items = kept;
+    }
+    for (i = 0; i < items.o->n; i++) {
+        q4k__jv loop = q4k__jv_obj(c, Q4K__JV_DICT, 8), it = items.o->v[i];
+        int64_t len = items.o->n;
+        q4k__jstep(c, s->line);
+        c->frame = c->nvar;
+        q4k__jdict_set(c, loop, "index", 5, q4k__jv_int(i + 1));
+        q4k__jdict_set(c, loop, "index0", 6, q4k__jv_int(i));
+        q4k__jdict_set(c, loop, "revindex", 8, q4k__jv_int(len - i));
+        q4k__jdict_set(c, loop, "revindex0", 9, q4k__jv_int(len - i - 1));
+        q4k__jdict_set(c, loop, "first", 5, q4k__jv_bool(i == 0));
+        q4k__jdict_set(c, loop, "last", 4, q4k__jv_bool(i == len - 1));
+        q4k__jdict_set(c, loop, "length", 6, q4k__jv_int(len));
+        if (i > 0) q4k__jdict_set(c, loop, "previtem", 8, items.o->v[i - 1]);
+        if (i + 1 < len) q4k__jdict_set(c, loop, "nextitem", 8, items.o->v[i + 1]);
+        q4k__jassign(c, "loop", 4, loop);
+        if (s->s2) {
+            if (it.k != Q4K__JV_LIST || it.o->n != 2)
+                q4k__jfail(c, Q4K_ERR_UNSUPPORTED, s->line, "cannot unpack a %s into two loop variables", q4k__jkind_name(it.k));
+            q4k__jassign(c, s->s, s->n, it.o->v[0]);
+            q4k__jassign(c, s->s2, s->n2, it.o->v[1]);
+        } else {
+            q4k__jassign(c, s->s, s->n, it);
+        }
+        q4k__jexec(c, s->b);
+        c->nvar = saved_nvar;
+        c->frame = saved_frame;
+        if (c->loopctl == 1) { c->loopctl = 0; break; }
+        c->loopctl = 0;
+    }
+    if (!items.o->n && s->c) q4k__jexec(c, s->c);
+}
+
+static void q4k__jexec(q4k__jctx *c, const q4k__jnode *s) {
+    for (; s && !c->loopctl; s = s->next) {
+        q4k__jstep(c, s->line);
+        switch (s->t) {
+        case Q4K__JN_TEXT: q4k__jemit(c, s->s, s->n); break;
+        case Q4K__JN_OUT: {
+            q4k__jv v = q4k__jto_str(c, q4k__jeval(c, s->a));
+            q4k__jemit(c, v.s, v.n);
+            break;
+        }
+        case Q4K__JN_IF: {
+            const q4k__jnode *x = s;
+            while (x && x->t == Q4K__JN_IF && !q4k__jtruthy(q4k__jeval(c, x->a))) x = x->c;
+            if (x) q4k__jexec(c, x->b); /* the IF's body, or the else BLOCK's */
+            break;
+        }
+        case Q4K__JN_FOR: q4k__jexec_for(c, s); break;
+        case Q4K__JN_SET: {
+            q4k__jv v = q4k__jeval(c, s->a);
+            if (s->s2) {
+                q4k__jv ns = q4k__jlookup(c, s->s, s->n);
+                if (ns.k != Q4K__JV_NS)
+                    q4k__jfail(c, Q4K_ERR_UNSUPPORTED, s->line, "'set %.*s.%.*s': only a namespace() takes attributes",
+                               (int)s->n, s->s, (int)s->n2, s->s2);
+                q4k__jdict_set(c, ns, s->s2, s->n2, v);
+            } else {
+                q4k__jassign(c, s->s, s->n, v);
+            }
+            break;
+        }
+        case Q4K__JN_BREAK: c->loopctl = 1; break;
+        case Q4K__JN_CONTINUE: c->loopctl = 2; break;
+        case Q4K__JN_BLOCK: q4k__jexec(c, s->b); break;
+        default: q4k__jfail(c, Q4K_ERR_UNSUPPORTED, s->line, "internal: node %d is not a statement", s->t);
+        }
+    }
+}
+
+static q4k__jv q4k__jfunc(int id) {
+    q4k__jv v;
+    memset(&v, 0, sizeof v);
+    v.k = Q4K__JV_FUNC;
+    v.i = id;
+    return v;
+}
+
+/* parse and run; the caller owns c's arena and output buffer */
+static void q4k__jrun(q4k__jctx *c, const q4k_chat_msg *msgs, int64_t n, const q4k_chat_render_desc *d) {
+    q4k__jnode *prog;
+    q4k__jv list;
+    int64_t i;
+    q4k__jlex(c);
+    prog = q4k__jbody(c, NULL, 0, "");
+    list = q4k__jv_obj(c, Q4K__JV_LIST, n);
+    for (i = 0; i < n; i++) {
+        q4k__jv m = q4k__jv_obj(c, Q4K__JV_DICT, 2);
+        const char *role = msgs[i].role ? msgs[i].role : "", *content = msgs[i].content ? msgs[i].content : "";
+        q4k__jdict_set(c, m, "role", 4, q4k__jv_str(role, strlen(role)));
+        q4k__jdict_set(c, m, "content", 7, q4k__jv_str(content, strlen(content)));
+        q4k__jlist_add(c, list, m);
+    }
+    q4k__jassign(c, "messages", 8, list);
+    q4k__jassign(c, "bos_token", 9, q4k__jv_str(d && d->bos_token ? d->bos_token : "", d && d->bos_token ? strlen(d->bos_token) : 0));
+    q4k__jassign(c, "eos_token", 9, q4k__jv_str(d && d->eos_token ? d->eos_token : "", d && d->eos_token ? strlen(d->eos_token) : 0));
+    q4k__jassign(c, "add_generation_prompt", 21, q4k__jv_bool(d && d->add_generation_prompt));
+    q4k__jassign(c, "raise_exception", 15, q4k__jfunc(Q4K__JF_RAISE));
+    q4k__jassign(c, "strftime_now", 12, q4k__jfunc(Q4K__JF_STRFTIME));
+    q4k__jassign(c, "namespace", 9, q4k__jfunc(Q4K__JF_NAMESPACE));
+    q4k__jassign(c, "range", 5, q4k__jfunc(Q4K__JF_RANGE));
+    q4k__jassign(c, "dict", 4, q4k__jfunc(Q4K__JF_DICT));
+    /* the template's own top-level variables go in a frame above the globals */
+    c->frame = c->nvar;
+    q4k__jexec(c, prog);
+}
+
+Q4K_API q4k_result q4k_chat_render(const char *tmpl, const q4k_chat_msg *msgs, int64_t n, const q4k_chat_render_desc *d,
+                                   char **out, q4k_error *err) {
+    q4k__jctx *c;
+    q4k_result rc;
+    if (out) *out = NULL;
+    if (!tmpl || !out || n < 0 || (n && !msgs))
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_chat_render: template, messages and out are required");
+    c = (q4k__jctx *)Q4K_MALLOC(sizeof *c);
+    if (!c) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "chat template: out of memory");
+    memset(c, 0, sizeof *c);
+    c->src = tmpl;
+    c->len = strlen(tmpl);
+    c->err = err;
+    c->out_max = d && d->max_output ? d->max_output : (size_t)1 << 20;
+    c->now = d && d->now ? d->now : (int64_t)time(NULL);
+    if (setjmp(c->jb) == 0) {
+        q4k__jrun(c, msgs, n, d);
+        q4k__jemit(c, "", 0);
+        if (!c->out) {
+            c->out = (char *)Q4K_MALLOC(1);
+            if (!c->out) q4k__jfail(c, Q4K_ERR_OUT_OF_MEMORY, 0, "out of memory");
+        }
+        c->out[c->out_len] = 0;
+        *out = c->out;
+        c->out = NULL;
+        rc = Q4K_OK;
+    } else {
+        rc = c->code;
+    }
+    while (c->blk) {
+        q4k__jblk *nx = c->blk->next;
+        Q4K_FREE(c->blk);
+        c->blk = nx;
+    }
+    Q4K_FREE(c->out);
+    Q4K_FREE(c);
+    return rc;
+}
+
+Q4K_API q4k_chat_template q4k_chat_template_guess(const char *tmpl) {
+    if (!tmpl) return Q4K_CHAT_NONE;
+    if (strstr(tmpl, "<|im_start|>")) return Q4K_CHAT_CHATML;
+    if (strstr(tmpl, "<|start_header_id|>")) return Q4K_CHAT_LLAMA3;
+    if (strstr(tmpl, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>")) return Q4K_CHAT_DEEPSEEK; /* <｜User｜> */
+    if (strstr(tmpl, "[INST]")) return Q4K_CHAT_LLAMA2;
+    return Q4K_CHAT_NONE;
+}
+
+Q4K_API int q4k_chat_template_from_name(const char *name, q4k_chat_template *out) {
+    static const char *const names[] = {"none", "chatml", "llama3", "llama2", "deepseek"};
+    int i;
+    for (i = 0; name && i < (int)(sizeof names / sizeof names[0]); i++)
+        if (!strcmp(name, names[i])) {
+            if (out) *out = (q4k_chat_template)i;
+            return 1;
+        }
+    return 0;
 }
 
 /* --- generation ------------------------------------------------------------ */

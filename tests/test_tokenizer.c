@@ -728,7 +728,7 @@ static void test_llama_bpe_qwen_vocab(void) {
 
 /* The 256 byte tokens in byte-level form, plus extra tokens. */
 typedef struct small_vocab {
-    char strs[300][16];
+    char strs[300][32];
     const char *tokens[300];
     int32_t types[300];
     int64_t n;
@@ -904,6 +904,82 @@ static void test_synthetic_vocab(void) {
     q4k_vocab_strings_free(&v);
 }
 
+typedef struct warn_log {
+    int n;
+    char last[512];
+} warn_log;
+
+static void count_warnings(q4k_log_level level, const char *msg, void *user) {
+    warn_log *w = (warn_log *)user;
+    if (level != Q4K_LOG_WARN) return;
+    w->n++;
+    snprintf(w->last, sizeof w->last, "%s", msg);
+}
+
+/* Every tokenizer.ggml.pre name q4k accepts, with the pattern llama.cpp's
+   llama-vocab.cpp gives it (written out here, not read from q4k's table),
+   and whether a whole pre-token that is a token skips BPE. */
+static const struct {
+    const char *name, *family;
+    int ignore_merges;
+} pre_names[] = {
+    {"qwen2", "qwen2", 0}, {"deepseek-r1-qwen", "qwen2", 0}, {"megrez", "qwen2", 0}, {"kormo", "qwen2", 0},
+    {"stablelm2", "qwen2", 0}, {"hunyuan", "qwen2", 0}, {"grok-2", "qwen2", 0},
+    {"llama-bpe", "llama-bpe", 1}, {"llama3", "llama-bpe", 1}, {"llama-v3", "llama-bpe", 1}, {"falcon3", "llama-bpe", 1},
+    {"falcon-h1", "llama-bpe", 1}, {"pixtral", "llama-bpe", 1}, {"midm-2.0", "llama-bpe", 1}, {"lfm2", "llama-bpe", 1},
+    {"smaug-bpe", "llama-bpe", 0}, {"dbrx", "llama-bpe", 0},
+    {"gpt2", "gpt2", 0}, {"gpt-2", "gpt2", 0}, {"phi-2", "gpt2", 0}, {"jina-es", "gpt2", 0}, {"jina-de", "gpt2", 0},
+    {"jina-v2-es", "gpt2", 0}, {"jina-v2-de", "gpt2", 0}, {"gigachat", "gpt2", 0}, {"a.x-4.0", "gpt2", 0},
+    {"mellum", "gpt2", 0}, {"exaone4", "gpt2", 0}, {"mpt", "gpt2", 0}, {"olmo", "gpt2", 0}, {"jais", "gpt2", 0},
+    {"trillion", "gpt2", 0}, {"granite-docling", "gpt2", 0},
+};
+
+/* Each name gives its pattern: "12345678" splits as 1|2|...|8 under qwen2,
+   123|456|78 under llama-bpe and whole under gpt2; "xy" is a token no
+   merge makes, found whole only where merges are ignored. */
+static void test_pre_names(void) {
+    small_vocab v;
+    static const char *const merges[] = {"1 2", "12 3", "6 7", "4 5", "45 6", "7 8"};
+    int64_t i, n_q4k = 0;
+    int32_t xy;
+    small_init(&v);
+    small_add(&v, "12", 1);
+    small_add(&v, "123", 1);
+    small_add(&v, "67", 1);
+    small_add(&v, "45", 1);
+    small_add(&v, "456", 1);
+    small_add(&v, "78", 1);
+    xy = small_add(&v, "xy", 1);
+    while (q4k_pre_tokenizer_name(n_q4k, NULL)) n_q4k++;
+    T_CHECK(n_q4k == (int64_t)(sizeof pre_names / sizeof pre_names[0]), "q4k knows %d names, the test %d", (int)n_q4k,
+            (int)(sizeof pre_names / sizeof pre_names[0]));
+    for (i = 0; i < (int64_t)(sizeof pre_names / sizeof pre_names[0]); i++) {
+        const char *name = pre_names[i].name, *fam = NULL, *q = q4k_pre_tokenizer_name(i, &fam);
+        q4k_vocab_desc d;
+        q4k_tokenizer *t;
+        q4k_error err;
+        int64_t n, want = !strcmp(pre_names[i].family, "qwen2") ? 8 : !strcmp(pre_names[i].family, "gpt2") ? 4 : 3;
+        int32_t *ids;
+        T_CHECK(q && !strcmp(q, name) && fam && !strcmp(fam, pre_names[i].family), "name %d: %s (%s)", (int)i,
+                q ? q : "NULL", fam ? fam : "NULL");
+        small_desc(&v, &d, merges, 6, name);
+        if (q4k_tokenizer_create(&d, &t, &err) != Q4K_OK) {
+            T_CHECK(0, "%s: %s", name, err.msg);
+            continue;
+        }
+        T_CHECK(!strcmp(q4k_tokenizer_pre(t), pre_names[i].family), "%s: pattern %s", name, q4k_tokenizer_pre(t));
+        ids = tok_all(t, "12345678", 8, 0, &n);
+        T_CHECK(n == want, "%s: \"12345678\" gives %d ids, not %d", name, (int)n, (int)want);
+        free(ids);
+        ids = tok_all(t, "xy", 2, 0, &n);
+        T_CHECK(pre_names[i].ignore_merges ? (n == 1 && ids[0] == xy) : (n == 2 && ids[0] == 'x'),
+                "%s: ignore_merges %d: %d ids", name, pre_names[i].ignore_merges, (int)n);
+        free(ids);
+        q4k_tokenizer_free(t);
+    }
+    T_CHECK(q4k_pre_tokenizer_name(-1, NULL) == NULL && q4k_pre_tokenizer_name(n_q4k, NULL) == NULL, "out of range");
+}
+
 static void test_errors(void) {
     small_vocab v;
     q4k_vocab_desc d;
@@ -911,10 +987,12 @@ static void test_errors(void) {
     q4k_error err;
     static const char *const bad_missing[] = {"a b", "ab zz"};
     static const char *const bad_nospace[] = {"ab"};
-    static const char *const bad_result[] = {"a c"};
+    static const char *const bad_result[] = {"a c", "a b"};
+    warn_log warned;
+    int32_t ab;
     static const char *const good[] = {"a b"};
     small_init(&v);
-    small_add(&v, "ab", 1);
+    ab = small_add(&v, "ab", 1);
 
     small_desc(&v, &d, bad_missing, 2, "qwen2");
     T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG && !t, "merge naming a missing token");
@@ -924,9 +1002,23 @@ static void test_errors(void) {
     T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG, "merge without a space");
     T_CHECK(strstr(err.msg, "merges[0]") != NULL, "message: %s", err.msg);
 
-    small_desc(&v, &d, bad_result, 1, "qwen2");
-    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_INVALID_ARG, "merge making a missing token");
-    T_CHECK(strstr(err.msg, "not in the vocabulary") != NULL, "message: %s", err.msg);
+    /* a merge whose result is no token: left out, with one warning */
+    small_desc(&v, &d, bad_result, 2, "qwen2");
+    d.log = count_warnings;
+    d.log_user = &warned;
+    warned.n = 0;
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_OK && t, "merge making a missing token: %s", err.msg);
+    T_CHECK(warned.n == 1 && strstr(warned.last, "not in the vocabulary") && strstr(warned.last, "merges[0] = 'a c'") &&
+                strstr(warned.last, "1 merges"),
+            "one warning naming it (%d): %s", warned.n, warned.last);
+    if (t) {
+        int64_t n;
+        int32_t *ids = tok_all(t, "acab", 4, 0, &n);
+        T_CHECK(n == 3 && ids[0] == 'a' && ids[1] == 'c' && ids[2] == ab, "the other merges still apply (%d ids)", (int)n);
+        free(ids);
+        q4k_tokenizer_free(t);
+        t = NULL;
+    }
 
     small_desc(&v, &d, good, 1, "qwen2");
     d.set_ids = 1;
@@ -947,7 +1039,10 @@ static void test_errors(void) {
 
     small_desc(&v, &d, good, 1, "bloom");
     T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_UNSUPPORTED, "unknown pre-tokenizer");
-    T_CHECK(strstr(err.msg, "'bloom'") != NULL, "message: %s", err.msg);
+    T_CHECK(strstr(err.msg, "'bloom'") && strstr(err.msg, "deepseek-r1-qwen") && strstr(err.msg, "smaug-bpe"),
+            "message names it and lists the known ones: %s", err.msg);
+    small_desc(&v, &d, good, 1, "default"); /* llama.cpp splits "default" with other patterns */
+    T_CHECK(q4k_tokenizer_create(&d, &t, &err) == Q4K_ERR_UNSUPPORTED, "'default' refused");
 
     /* a missing byte: 'x' is a control token, so no ordinary token spells it */
     small_desc(&v, &d, good, 1, "qwen2");
@@ -1025,10 +1120,11 @@ static void gb_kv_strs(gbuf *b, const char *k, const char *const *v, int64_t n) 
 
 /* a GGUF file with only tokenizer metadata; `drop` leaves out one key,
    `model`/`pre`/`eos` vary */
-static void make_gguf(gbuf *b, const small_vocab *v, const char *const *merges, int64_t n_merges, const char *model,
-                      const char *pre, uint32_t eos) {
+/* eom < 0: no tokenizer.ggml.eom_token_id */
+static void make_gguf_eom(gbuf *b, const small_vocab *v, const char *const *merges, int64_t n_merges, const char *model,
+                          const char *pre, uint32_t eos, int64_t eom) {
     int64_t i;
-    uint32_t n_kv = 6 + (pre != NULL);
+    uint32_t n_kv = 6 + (pre != NULL) + (eom >= 0);
     b->n = 0;
     gb_put(b, "GGUF", 4);
     gb_u32(b, 3);
@@ -1045,7 +1141,13 @@ static void make_gguf(gbuf *b, const small_vocab *v, const char *const *merges, 
     for (i = 0; i < v->n; i++) gb_u32(b, (uint32_t)v->types[i]);
     gb_kv_strs(b, "tokenizer.ggml.merges", merges, n_merges);
     gb_kv_u32(b, "tokenizer.ggml.eos_token_id", eos);
+    if (eom >= 0) gb_kv_u32(b, "tokenizer.ggml.eom_token_id", (uint32_t)eom);
     while (b->n % 32) gb_put(b, "", 1);
+}
+
+static void make_gguf(gbuf *b, const small_vocab *v, const char *const *merges, int64_t n_merges, const char *model,
+                      const char *pre, uint32_t eos) {
+    make_gguf_eom(b, v, merges, n_merges, model, pre, eos, -1);
 }
 
 static void test_from_gguf(void) {
@@ -1105,6 +1207,75 @@ static void test_from_gguf(void) {
     if (q4k_gguf_open_memory(b.p, b.n, NULL, &g, &err) == Q4K_OK) {
         T_CHECK(q4k_tokenizer_from_gguf(g, &t, &err) == Q4K_ERR_INVALID_ARG, "bad merge");
         T_CHECK(strstr(err.msg, "tokenizer.ggml.merges[1]") != NULL, "message: %s", err.msg);
+        q4k_gguf_close(g);
+    }
+    free(b.p);
+}
+
+/* A GGUF file's pre-tokenizer name (an alias), a forced one, and every
+   end-of-generation token the file names. */
+static void test_from_gguf_pre_and_eog(void) {
+    small_vocab v;
+    static const char *const merges[] = {"1 2", "12 3"};
+    gbuf b = {NULL, 0, 0};
+    q4k_gguf *g;
+    q4k_tokenizer *t;
+    q4k_error err;
+    int32_t eos, eom, eos_ds, im_end, user, plain;
+    int64_t n;
+    int32_t *ids;
+    small_init(&v);
+    small_add(&v, "12", 1);
+    small_add(&v, "123", 1);
+    eos = small_add(&v, "<|endoftext|>", Q4K_TOKEN_CONTROL);
+    eom = small_add(&v, "<|x_eom|>", Q4K_TOKEN_CONTROL);
+    eos_ds = small_add(&v, "<\xEF\xBD\234end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", Q4K_TOKEN_USER_DEFINED);
+    im_end = small_add(&v, "<|im_end|>", Q4K_TOKEN_CONTROL);
+    user = small_add(&v, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>", Q4K_TOKEN_USER_DEFINED);
+    plain = small_add(&v, "<|im_end|>x", Q4K_TOKEN_CONTROL);
+
+    make_gguf_eom(&b, &v, merges, 2, "gpt2", "deepseek-r1-qwen", (uint32_t)eos, eom);
+    T_CHECK(q4k_gguf_open_memory(b.p, b.n, NULL, &g, &err) == Q4K_OK, "open: %s", err.msg);
+    if (t__failed_now) { free(b.p); return; }
+    T_CHECK(q4k_tokenizer_from_gguf(g, &t, &err) == Q4K_OK, "deepseek-r1-qwen accepted: %s", err.msg);
+    if (!t__failed_now) {
+        T_CHECK(!strcmp(q4k_tokenizer_pre(t), "qwen2"), "its pattern: %s", q4k_tokenizer_pre(t));
+        ids = tok_all(t, "123", 3, 0, &n);
+        T_CHECK(n == 3, "qwen2 splits digits: %d ids", (int)n);
+        free(ids);
+        T_CHECK(q4k_tokenizer_is_eog(t, eos) && q4k_tokenizer_is_eog(t, eom) && q4k_tokenizer_is_eog(t, eos_ds) &&
+                    q4k_tokenizer_is_eog(t, im_end),
+                "eos, eom, <\xEF\xBD\234end of sentence\xEF\xBD\x9C>, <|im_end|> end generation");
+        T_CHECK(!q4k_tokenizer_is_eog(t, user) && !q4k_tokenizer_is_eog(t, plain) && !q4k_tokenizer_is_eog(t, '1'),
+                "other tokens do not");
+        q4k_tokenizer_free(t);
+    }
+    /* --pre: a forced name wins over the file's */
+    T_CHECK(q4k_tokenizer_from_gguf_pre(g, "llama3", &t, &err) == Q4K_OK, "forced llama3: %s", err.msg);
+    if (!t__failed_now) {
+        ids = tok_all(t, "123", 3, 0, &n);
+        T_CHECK(n == 1 && !strcmp(q4k_tokenizer_pre(t), "llama-bpe"), "llama3 keeps three digits: %d ids", (int)n);
+        free(ids);
+        q4k_tokenizer_free(t);
+    }
+    T_CHECK(q4k_tokenizer_from_gguf_pre(g, "qwen9", &t, &err) == Q4K_ERR_UNSUPPORTED, "forcing an unknown name");
+    T_CHECK(strstr(err.msg, "'qwen9'") && strstr(err.msg, "qwen2, deepseek-r1-qwen"), "message: %s", err.msg);
+    q4k_gguf_close(g);
+
+    make_gguf(&b, &v, merges, 2, "gpt2", "qwen9", (uint32_t)eos);
+    if (q4k_gguf_open_memory(b.p, b.n, NULL, &g, &err) == Q4K_OK) {
+        T_CHECK(q4k_tokenizer_from_gguf(g, &t, &err) == Q4K_ERR_UNSUPPORTED, "unknown name in the file");
+        T_CHECK(strstr(err.msg, "tokenizer.ggml.pre = 'qwen9'") && strstr(err.msg, "llama-bpe") &&
+                    strstr(err.msg, "gpt-2"),
+                "message lists the known names: %s", err.msg);
+        T_CHECK(q4k_tokenizer_from_gguf_pre(g, "qwen2", &t, &err) == Q4K_OK, "forced over an unknown name: %s", err.msg);
+        if (t) q4k_tokenizer_free(t);
+        q4k_gguf_close(g);
+    }
+    make_gguf_eom(&b, &v, merges, 2, "gpt2", "qwen2", (uint32_t)eos, 99999);
+    if (q4k_gguf_open_memory(b.p, b.n, NULL, &g, &err) == Q4K_OK) {
+        T_CHECK(q4k_tokenizer_from_gguf(g, &t, &err) == Q4K_ERR_INVALID_ARG, "eom out of range");
+        T_CHECK(strstr(err.msg, "eom_token_id = 99999") != NULL, "message: %s", err.msg);
         q4k_gguf_close(g);
     }
     free(b.p);
@@ -1769,8 +1940,10 @@ int main(void) {
     T_RUN(test_user_defined_tokens);
     T_RUN(test_merges_never_make_special_tokens);
     T_RUN(test_synthetic_vocab);
+    T_RUN(test_pre_names);
     T_RUN(test_errors);
     T_RUN(test_from_gguf);
+    T_RUN(test_from_gguf_pre_and_eog);
     T_RUN(test_spm_merge_order);
     T_RUN(test_spm_byte_fallback_and_unknown);
     T_RUN(test_spm_space_prefix_and_specials);
