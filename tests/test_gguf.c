@@ -2,7 +2,6 @@
    typed getters, the streaming writer, crafted bad files (each refused with
    its own result code and a message naming the key or tensor), and a fuzz
    loop of truncations and byte flips. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "t.h"
 

@@ -1,8 +1,8 @@
 /* The CPU forward pass against a plain float64 reference written here, plus
    model validation, sessions, sampler and chat templates. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "t.h"
+#include <unistd.h>
 
 /* ---- a small random model written with our GGUF writer ------------------ */
 
