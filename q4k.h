@@ -2661,7 +2661,7 @@ static q4k_result q4k__gguf_load(q4k_gguf *g, const char *path, int no_mmap, q4k
         }
         return q4k__gguf_read_fd(g, fd, path,
                                  S_ISFIFO(st.st_mode) ? "FIFO" : S_ISCHR(st.st_mode) ? "character device"
-                                 : S_ISBLK(st.st_mode) ? "block device" : S_ISSOCK(st.st_mode) ? "socket" : "special file",
+                                 : S_ISBLK(st.st_mode) ? "block device" : "special file",
                                  err);
     }
     if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
