@@ -6,12 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 Q=./q4k
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
-check() { # name, condition command...
-    local name=$1; shift
-    if "$@"; then ok "$name"; else fail "$name" "$*"; fi
-}
+. tests/t.sh
 
 $Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 2>"$tmp/synth.err"
 check synth_tiny test -s "$tmp/tiny.gguf"

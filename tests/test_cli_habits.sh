@@ -10,14 +10,9 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT
-[ -n "${KEEP:-}" ] && trap - EXIT && echo "tmp $tmp"
+[ -n "${KEEP:-}" ] && trap - EXIT && echo "tmp $tmp" # KEEP=1: leave the files to look at
 Q=./q4k
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
-check() { # name, condition command...
-    local name=$1; shift
-    if "$@"; then ok "$name"; else fail "$name" "$*"; fi
-}
+. tests/t.sh
 lines() { wc -l < "$1" | tr -d ' '; }
 
 $Q synth "$tmp/tiny.gguf" --preset tiny --layers 2 --seed 5 2>"$tmp/synth.err"
