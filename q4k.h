@@ -5915,10 +5915,11 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     if (out) *out = NULL;
     if (!d || !out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_tokenizer_create: desc and out must not be NULL");
     if (d->model && *d->model && strcmp(d->model, "gpt2")) {
+        char q[272];
         if (strcmp(d->model, "llama") && strcmp(d->model, "spm"))
             return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
                              "%smodel = '%s' is not implemented (q4k knows 'gpt2', byte-level BPE, and 'llama', "
-                             "SentencePiece BPE)", kp, d->model);
+                             "SentencePiece BPE)", kp, q4k__quote(q, sizeof q, d->model, strlen(d->model)));
         spm = 1;
     }
     n = d->n_tokens;
@@ -6292,10 +6293,12 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf(const q4k_gguf *g, q4k_tokenizer **ou
     if (rc == Q4K_ERR_NOT_FOUND) return q4k__fail(err, rc, "tokenizer.ggml.model is missing: the file has no tokenizer");
     if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.model: %s (want a string)", q4k_result_string(rc));
     spm = !strcmp(model, "llama");
-    if (!spm && strcmp(model, "gpt2"))
+    if (!spm && strcmp(model, "gpt2")) {
+        char q[272];
         return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
                          "tokenizer.ggml.model = '%s' is not implemented; q4k implements 'gpt2' (byte-level BPE) and "
-                         "'llama' (SentencePiece BPE)", model);
+                         "'llama' (SentencePiece BPE)", q4k__quote(q, sizeof q, model, strlen(model)));
+    }
 
     /* SentencePiece has no pre-tokenizer: tokenizer.ggml.pre is not read */
     if (!spm) {

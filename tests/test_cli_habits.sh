@@ -55,14 +55,20 @@ timeout 20 $Q synth "$tmp/v.gguf" --preset tiny --vocab /dev/zero > /dev/null 2>
 check synth_vocab_not_regular bash -c "[ $rc -eq 1 ] && grep -q 'not a regular file' '$tmp/sv.err'"
 
 # ---- control bytes quoted from a file are escaped: an architecture name with ESC
-python3 - "$tmp/tiny.gguf" "$tmp/esc.gguf" <<'PY'
+python3 - "$tmp/tiny.gguf" "$tmp/esc.gguf" "$tmp/esc_tok.gguf" <<'PY'
 import sys
 b = open(sys.argv[1], "rb").read()
 key = b"general.architecture"
 i = b.index(key) + len(key) + 4 + 8  # type u32, length u64, then the value
 assert b[i:i + 5] == b"qwen2", b[i:i + 5]
 open(sys.argv[2], "wb").write(b[:i] + b"q\x1b[2J" + b[i + 5:])
+key = b"tokenizer.ggml.model"
+i = b.index(key) + len(key) + 4 + 8
+assert b[i:i + 4] == b"gpt2", b[i:i + 4]
+open(sys.argv[3], "wb").write(b[:i] + b"g\x07\x1bx" + b[i + 4:])
 PY
+$Q run "$tmp/esc_tok.gguf" hi > /dev/null 2>"$tmp/esc_tok.err"; rc=$?
+check escape_tokenizer_model bash -c "[ $rc -eq 1 ] && ! grep -q $'[\x07\x1b]' '$tmp/esc_tok.err' && grep -qF \"'g\\x07\\x1bx'\" '$tmp/esc_tok.err'"
 $Q run "$tmp/esc.gguf" hi > /dev/null 2>"$tmp/esc.err"; rc=$?
 check escape_arch_exit_1 test $rc -eq 1
 check escape_arch_no_raw_esc bash -c "! grep -q $'\x1b' '$tmp/esc.err'"

@@ -559,6 +559,14 @@ static void test_unknown_arch(void) {
     T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_ERR_UNSUPPORTED, "unknown arch accepted");
     T_CHECK(strstr(err.msg, "mamba") != NULL, "message: %s", err.msg);
     remove(path);
+    /* a name with control bytes is quoted, never sent raw to a terminal */
+    w = q4k_gguf_writer_new(32);
+    q4k_gguf_writer_set_str(w, "general.architecture", "ma\x1b[2Jmba");
+    q4k_gguf_writer_write_file(w, path, &err);
+    q4k_gguf_writer_free(w);
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_ERR_UNSUPPORTED, "unknown arch accepted");
+    T_CHECK(strstr(err.msg, "'ma\\x1b[2Jmba'") != NULL && !strchr(err.msg, 0x1b), "message: %s", err.msg);
+    remove(path);
 }
 
 static void test_sampler(void) {
