@@ -39,6 +39,9 @@ run_one() { # label, command...
     fi
 }
 
+# sourced (tests/test_runner.sh tests run_one): stop here
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
+
 for t in build/test_*; do
     [ -x "$t" ] || continue
     run_one "$(basename "$t")" "$t"
