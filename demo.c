@@ -1132,9 +1132,9 @@ static int cmd_run(int argc, char **argv) {
             if (!user) {
                 ssize_t got;
                 if (!o.interactive) break;
-                fprintf(stderr, "\n> ");
                 g_interrupted = 0;
-                got = getline(&line, &line_cap, stdin);
+                fprintf(stderr, "\n> ");
+                got = g_interrupted ? -1 : getline(&line, &line_cap, stdin);
                 if (got < 0 || g_interrupted) { /* Ctrl-D (end of input) or Ctrl-C */
                     fputc('\n', stderr);
                     break;

@@ -130,11 +130,11 @@ echo "Again" >&3
 for _ in $(seq 100); do [ "$(lines "$tmp/c.out")" -ge 1 ] && [ -n "$(tail -c 1 "$tmp/c.out")" ] && break; sleep 0.1; done
 sleep 0.5; kill -INT "$qpid"   # stops the second answer
 for _ in $(seq 200); do [ "$(grep -c '^> ' "$tmp/c.err")" -ge 3 ] && break; sleep 0.1; done
-kill -INT "$qpid"              # at the prompt: ends the chat
+sleep 0.3; kill -INT "$qpid"   # at the prompt: ends the chat
 for _ in $(seq 200); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.1; done
 check chat_ctrl_c_at_prompt_ends bash -c "! kill -0 $qpid 2>/dev/null"
+exec 3>&-                      # end of input: no wait forever if Ctrl-C was missed
 wait "$qpid"; rc=$?
-exec 3>&-
 check chat_ctrl_c_exit_0 test $rc -eq 0
 check chat_ctrl_c_prints_timings grep -q 'eval time' "$tmp/c.err"
 check chat_ctrl_c_two_answers test "$(lines "$tmp/c.out")" -ge 2
