@@ -1,6 +1,7 @@
 # q4k - build the `q4k` command and run the tests.
 #   make            build ./q4k
-#   make test       build and run every test (prints "N passed, N failed, N skipped")
+#   make test       build and run every test (prints "N passed, N failed, N skipped");
+#                   make -j4 test-bins && make test builds in parallel
 #   make check-embed / make embed   kernels_src/ <-> header strings
 
 CC      ?= cc
@@ -23,17 +24,30 @@ all: q4k
 q4k: demo.c $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) -o $@ demo.c $(LDLIBS)
 
-build/test_%: tests/test_%.c tests/t.h $(HEADERS)
-	@mkdir -p build
-	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(LDLIBS)
+# The implementation is compiled once per flavour and linked into every test
+# program and tool; a source that defines Q4K_IMPLEMENTATION itself (it reaches
+# static q4k__ internals) is built alone instead.
+IMPL      = build/q4k_impl.o
+ASAN_IMPL = build/asan/q4k_impl.o
+own_impl  = $(shell grep -l '^\#define Q4K_IMPLEMENTATION' $(1))
+link_impl = $(if $(call own_impl,$(1)),,$(2))
 
-build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS)
+$(IMPL): tests/q4k_impl.c $(HEADERS)
+	@mkdir -p build
+	$(CC) -O2 -g $(WARN) -I. -c -o $@ $<
+
+$(ASAN_IMPL): tests/q4k_impl.c $(HEADERS)
 	@mkdir -p build/asan
-	$(CC) -O1 -g $(WARN) $(SANITIZE) -Itests -I. -o $@ $< $(LDLIBS)
+	$(CC) -O1 -g $(WARN) $(SANITIZE) -I. -c -o $@ $<
 
-build/tool_%: tests/tool_%.c $(HEADERS)
-	@mkdir -p build
-	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(LDLIBS)
+build/test_%: tests/test_%.c tests/t.h $(HEADERS) $(IMPL)
+	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS)
+
+build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS) $(ASAN_IMPL)
+	$(CC) -O1 -g $(WARN) $(SANITIZE) -Itests -I. -o $@ $< $(call link_impl,$<,$(ASAN_IMPL)) $(LDLIBS)
+
+build/tool_%: tests/tool_%.c $(HEADERS) $(IMPL)
+	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS)
 
 test-bins: q4k build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
 

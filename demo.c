@@ -11,6 +11,7 @@
 #include "q4k_cuda.h"
 #include "q4k_vulkan.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +20,8 @@
 #include <math.h>
 #include <signal.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_PARITY = 3 };
@@ -40,6 +43,41 @@ static const char *usage_text =
     "\n"
     "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path\n";
 
+
+/* Messages quote file content (names, keys, paths): control bytes are shown
+   as \xNN, so that no file can move the cursor or clear the terminal. */
+static void print_escaped(FILE *f, const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f) fprintf(f, "\\x%02x", c);
+        else fputc(c, f);
+    }
+}
+
+/* "q4k CMD: message" on stderr, escaped */
+static void cmd_vsay(const char *cmd, const char *fmt, va_list ap) {
+    char buf[2048];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    fprintf(stderr, "q4k %s: ", cmd);
+    print_escaped(stderr, buf);
+    fputc('\n', stderr);
+}
+
+static void cmd_say(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    cmd_vsay(cmd, fmt, ap);
+    va_end(ap);
+}
+
+/* an error; returns EXIT_ERROR */
+static int cmd_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    cmd_vsay(cmd, fmt, ap);
+    va_end(ap);
+    return EXIT_ERROR;
+}
 
 /* ---- options: one table per command ------------------------------------- */
 
@@ -77,11 +115,10 @@ typedef struct cli_cmd {
 
 static int cmd_usage_error(const cli_cmd *c, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "q4k %s: ", c->name);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    cmd_vsay(c->name, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n(see q4k %s --help)\n", c->name);
+    fprintf(stderr, "(see q4k %s --help)\n", c->name);
     return EXIT_USAGE;
 }
 
@@ -230,10 +267,9 @@ static int cmd_version(void) {
         printf("cpu path used: %s\n", q4k_cpu_path_name(best));
     else
         printf("cpu path used: none (%s)\n", err.msg);
-    printf("cuda backend: compiled; %s\n",
-           q4k_cuda_probe(&err) == Q4K_OK ? "can start here" : err.msg);
-    printf("vulkan backend: compiled; %s\n",
-           q4k_vk_probe(&err) == Q4K_OK ? "can start here" : err.msg);
+    /* one line a GPU backend, in the probe's own words */
+    printf("cuda: %s\n", q4k_cuda_probe(&err) == Q4K_OK ? "ready" : err.msg);
+    printf("vulkan: %s\n", q4k_vk_probe(&err) == Q4K_OK ? "ready" : err.msg);
     return EXIT_OK;
 }
 
@@ -257,7 +293,7 @@ static int cmd_info(int argc, char **argv) {
     if ((rc = cmd_parse(&cmd, argc, argv, &path, 1, &n_pos)) >= 0) return rc;
     if (!path) return cmd_usage_error(&cmd, "missing FILE");
     if (q4k_gguf_open_file(path, &desc, &g, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+        cmd_error("info", "%s", err.msg);
         return EXIT_ERROR;
     }
     q4k_gguf_print(g, stdout, json);
@@ -266,7 +302,7 @@ static int cmd_info(int argc, char **argv) {
 }
 
 
-static char *read_file(const char *path, size_t *len);
+static char *read_file(const char *path, size_t *len, char *why, size_t why_cap);
 
 /* ---- q4k synth: synthetic models with real shapes ---------------------- */
 
@@ -511,6 +547,11 @@ static int cmd_synth(int argc, char **argv) {
     if ((rc = cmd_parse(&cmd, argc, argv, &out, 1, &n_pos)) >= 0) return rc;
     if (!out) return cmd_usage_error(&cmd, "missing OUT.gguf");
     if (!preset_name) return cmd_usage_error(&cmd, "missing --preset tiny|0.5b|1.5b|7b");
+    if (vocab) {
+        struct stat vs;
+        if (stat(vocab, &vs) != 0) return cmd_error("synth", "%s: cannot open: %s", vocab, strerror(errno));
+        if (!S_ISREG(vs.st_mode)) return cmd_error("synth", "%s: not a regular file (--vocab wants a .tiktoken file)", vocab);
+    }
     for (i = 0; i < (int64_t)(sizeof synth_presets / sizeof synth_presets[0]); i++)
         if (!strcmp(preset_name, synth_presets[i].name)) p = synth_presets[i];
     if (!p.name) return cmd_usage_error(&cmd, "unknown preset '%s' (tiny, 0.5b, 1.5b, 7b)", preset_name);
@@ -518,8 +559,9 @@ static int cmd_synth(int argc, char **argv) {
         return cmd_usage_error(&cmd, "unknown --added-tokens '%s' (qwen2.5, deepseek-r1-qwen)", added);
     if (template_path) {
         size_t len;
-        chat_template = read_file(template_path, &len);
-        if (!chat_template) { fprintf(stderr, "q4k: synth: cannot read --chat-template %s\n", template_path); return EXIT_ERROR; }
+        char why[256];
+        chat_template = read_file(template_path, &len, why, sizeof why);
+        if (!chat_template) return cmd_error("synth", "cannot read --chat-template %s: %s", template_path, why);
     }
     if (!strcmp(quant_name, "q4_k_m")) quant = QUANT_Q4_K_M;
     else if (!strcmp(quant_name, "mixed")) quant = QUANT_MIXED;
@@ -529,11 +571,11 @@ static int cmd_synth(int argc, char **argv) {
     if (layers) p.n_layer = layers;
 
     w = q4k_gguf_writer_new(32);
-    if (!w) { fprintf(stderr, "q4k: out of memory\n"); return EXIT_ERROR; }
+    if (!w) { cmd_error("synth", "out of memory"); return EXIT_ERROR; }
     n_vocab = p.n_vocab;
     if (!synth_vocab(w, vocab, &n_vocab, strcmp(p.name, "tiny") != 0, !strcmp(added, "deepseek-r1-qwen"), chat_template,
                      &err)) {
-        fprintf(stderr, "q4k: synth: %s\n", err.msg);
+        cmd_error("synth", "%s", err.msg);
         q4k_gguf_writer_free(w);
         free(chat_template);
         return EXIT_ERROR;
@@ -552,7 +594,7 @@ static int cmd_synth(int argc, char **argv) {
     q4k_gguf_writer_set_u32(w, "general.file_type", quant == QUANT_Q4_K_M ? 15 : quant == QUANT_Q8_0 ? 7 : 0);
 
     ts = (synth_tensor *)calloc((size_t)(4 + 12 * p.n_layer), sizeof *ts);
-    if (!ts) { q4k_gguf_writer_free(w); fprintf(stderr, "q4k: out of memory\n"); return EXIT_ERROR; }
+    if (!ts) { q4k_gguf_writer_free(w); cmd_error("synth", "out of memory"); return EXIT_ERROR; }
 #define ADD(kind_, type_, ne0, ne1, scale_, ...)                                     \
     do {                                                                              \
         synth_tensor *t_ = &ts[nt++];                                                 \
@@ -593,13 +635,17 @@ static int cmd_synth(int argc, char **argv) {
     for (i = 0; i < nt; i++)
         q4k_gguf_writer_add_tensor(w, ts[i].name, ts[i].type, ts[i].n_dims, ts[i].ne, NULL);
     if (q4k_gguf_writer_begin(w, out, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: synth: %s\n", err.msg);
+        cmd_error("synth", "%s", err.msg);
         free(ts);
         q4k_gguf_writer_free(w);
         return EXIT_ERROR;
     }
     pool = q4k_pool_create(n_threads ? n_threads : 2);
     for (i = 0; i < nt; i++) {
+        /* progress: in place on a terminal, else a line at each quarter */
+        if (isatty(2)) fprintf(stderr, "\rq4k synth: tensor %lld of %lld (%s)", (long long)(i + 1), (long long)nt, ts[i].name);
+        else if (i * 4 / nt != (i + 1) * 4 / nt || i == 0)
+            fprintf(stderr, "q4k synth: tensor %lld of %lld\n", (long long)(i + 1), (long long)nt);
         synth_tensor *t = &ts[i];
         int64_t rows = t->n_dims == 2 ? t->ne[1] : 1;
         size_t bytes = q4k_row_size(t->type, t->ne[0]) * (size_t)rows;
@@ -607,7 +653,7 @@ static int cmd_synth(int argc, char **argv) {
         synth_job job;
         void *buf = malloc(bytes), *blocks = NULL;
         memset(&job, 0, sizeof job);
-        if (!buf) { fprintf(stderr, "q4k: synth: out of memory for tensor '%s' (%zu bytes)\n", t->name, bytes); break; }
+        if (!buf) { cmd_error("synth", "out of memory for tensor '%s' (%zu bytes)", t->name, bytes); break; }
         job.t = t;
         job.out = buf;
         job.seed = seed * 0x9E3779B97F4A7C15ull + (uint64_t)i;
@@ -636,13 +682,14 @@ static int cmd_synth(int argc, char **argv) {
         free(buf);
     }
     q4k_pool_destroy(pool);
+    if (isatty(2)) fprintf(stderr, "\n");
     if (i < nt || q4k_gguf_writer_end(w, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: synth: %s\n", i < nt && err.msg[0] ? err.msg : "writing failed");
+        cmd_error("synth", "%s", i < nt && err.msg[0] ? err.msg : "writing failed");
         free(ts);
         q4k_gguf_writer_free(w);
         return EXIT_ERROR;
     }
-    fprintf(stderr, "q4k: wrote %s: preset %s, %lld layers, vocab %lld, %s%s\n", out, p.name, (long long)p.n_layer,
+    cmd_say("synth", "wrote %s: preset %s, %lld layers, vocab %lld, %s%s", out, p.name, (long long)p.n_layer,
             (long long)n_vocab, quant_name, fast ? " (fast)" : "");
     free(ts);
     q4k_gguf_writer_free(w);
@@ -671,26 +718,61 @@ static void progress_bar(float f, void *user) {
 
 static void log_to_stderr(q4k_log_level level, const char *msg, void *user) {
     int verbose = *(const int *)user;
-    if ((int)level <= (verbose ? Q4K_LOG_DEBUG : Q4K_LOG_WARN)) fprintf(stderr, "q4k: %s\n", msg);
+    /* an error is also returned, and the caller prints it: once */
+    if (level != Q4K_LOG_ERROR && (int)level <= (verbose ? Q4K_LOG_DEBUG : Q4K_LOG_WARN)) cmd_say("run", "%s", msg);
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
+#define PROMPT_FILE_MAX ((size_t)64 << 20)
+
+/* The prompt of -f: a regular file or a pipe (-f /dev/stdin), at most
+   PROMPT_FILE_MAX bytes. NULL with the reason in why. */
+static char *read_file(const char *path, size_t *len, char *why, size_t why_cap) {
+    struct stat st;
     char *buf = NULL;
     size_t cap = 0, n = 0;
-    if (!f) return NULL;
+    /* O_NONBLOCK: opening a FIFO no one writes to must not wait forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK), fl;
+    if (fd < 0) {
+        snprintf(why, why_cap, "%s", strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode) || (fl = fcntl(fd, F_GETFL)) == -1 ||
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+        snprintf(why, why_cap, "%s", S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
+        close(fd);
+        return NULL;
+    }
     for (;;) {
-        size_t got;
-        if (n + 4096 + 1 > cap) {
-            char *nb = (char *)realloc(buf, cap = (n + 4096 + 1) * 2);
-            if (!nb) { free(buf); fclose(f); return NULL; }
+        ssize_t got;
+        if (n + 1 >= cap) {
+            char *nb;
+            if (cap > PROMPT_FILE_MAX) {
+                snprintf(why, why_cap, "longer than %zu MiB", PROMPT_FILE_MAX >> 20);
+                free(buf);
+                close(fd);
+                return NULL;
+            }
+            nb = (char *)realloc(buf, cap = cap ? cap * 2 : 4096);
+            if (!nb) {
+                snprintf(why, why_cap, "out of memory");
+                free(buf);
+                close(fd);
+                return NULL;
+            }
             buf = nb;
         }
-        got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
+        got = read(fd, buf + n, cap - n - 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            snprintf(why, why_cap, "%s", strerror(errno));
+            free(buf);
+            close(fd);
+            return NULL;
+        }
         if (got == 0) break;
+        n += (size_t)got;
     }
-    fclose(f);
+    close(fd);
     buf[n] = 0;
     *len = n;
     return buf;
@@ -732,7 +814,7 @@ static int write_logits(FILE *f, const int32_t *toks, int64_t n, int64_t pos0, c
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *system, *backend, *logits_out, *pre, *chat_template;
     int64_t n_predict, n_ctx;
-    int n_threads, raw, interactive, verbose, quiet, ref, ignore_eos;
+    int n_threads, raw, interactive, verbose, quiet, ref, ignore_eos, escapes;
     q4k_sampler_params sp;
 } run_opts;
 
@@ -744,15 +826,15 @@ typedef struct run_state {
     q4k_sampler *sampler;
     q4k_chat_template tmpl;
     FILE *logits_f;
+    float *logits; /* of the last evaluated position */
+    float *chunk;  /* --logits-out: the logits of up to RUN_CHUNK positions */
     q4k_utf8_stream utf8;
-    int32_t prev;  /* the token whose logits come next */
-    int64_t n_gen; /* tokens generated in this turn */
-    double t_first;
     int32_t *toks;
     int64_t toks_cap;
     double t_prompt_ms, t_eval_ms;
     int64_t n_prompt, n_eval;
-    int answer_open; /* the last answer stopped at -n, before its end-of-turn token */
+    int32_t pending;   /* -1, or the last token of a cut answer: printed, not yet evaluated */
+    int answer_open;   /* the last answer stopped before its end-of-turn token */
     /* a Jinja chat template (the file's or --chat-template FILE): each turn
        renders the whole conversation, and only the tokens after the part
        already in the cache are evaluated */
@@ -765,9 +847,13 @@ typedef struct run_state {
     int64_t n_hist;
 } run_state;
 
+/* --logits-out evaluates a long prompt in pieces of this many positions, so
+   that the logits of all of them never need to be held at once */
+#define RUN_CHUNK 32
+
 static int grow(void **p, size_t need, size_t elem) {
     void *q = realloc(*p, need * elem);
-    if (!q) { fprintf(stderr, "q4k: out of memory\n"); return 0; }
+    if (!q) { cmd_error("run", "out of memory"); return 0; }
     *p = q;
     return 1;
 }
@@ -812,16 +898,17 @@ static int choose_template(run_state *st) {
     }
     if (st->o->chat_template) {
         size_t len;
-        st->jinja = read_file(st->o->chat_template, &len);
+        char why[256];
+        st->jinja = read_file(st->o->chat_template, &len, why, sizeof why);
         if (!st->jinja) {
-            fprintf(stderr, "q4k: run: --chat-template '%s' is neither a built-in format (chatml, llama3, llama2, deepseek, "
-                            "none) nor a readable file\n", st->o->chat_template);
+            cmd_error("run", "--chat-template '%s' is neither a built-in format (chatml, llama3, llama2, deepseek, "
+                             "none) nor a readable file (%s)", st->o->chat_template, why);
             return 0;
         }
         from = st->o->chat_template;
     } else if (q4k_gguf_get_str(st->model->gguf, "tokenizer.chat_template", &src) == Q4K_OK) {
         st->jinja = dup_str(src, strlen(src));
-        if (!st->jinja) { fprintf(stderr, "q4k: out of memory\n"); return 0; }
+        if (!st->jinja) return !cmd_error("run", "out of memory");
         from = "the file's chat template";
     }
     st->tmpl = vocab_template(st);
@@ -836,16 +923,16 @@ static int choose_template(run_state *st) {
         r = q4k_chat_render(st->jinja, &m, 1, &d, &out, &err);
         q4k_free(out);
         if (r == Q4K_OK) return 1;
-        if (r == Q4K_ERR_OUT_OF_MEMORY) { fprintf(stderr, "q4k: %s\n", err.msg); return 0; }
+        if (r == Q4K_ERR_OUT_OF_MEMORY) return !cmd_error("run", "%s", err.msg);
         fam = q4k_chat_template_guess(st->jinja);
         if (fam != Q4K_CHAT_NONE) st->tmpl = fam;
-        fprintf(stderr, "q4k: warning: %s is not usable (%s); using the built-in %s format\n", from, err.msg,
+        cmd_say("run", "warning: %s is not usable (%s); using the built-in %s format", from, err.msg,
                 st->tmpl == Q4K_CHAT_NONE ? "raw" : names[st->tmpl]);
         free(st->jinja);
         st->jinja = NULL;
     }
     if (st->tmpl == Q4K_CHAT_NONE && !st->o->raw) {
-        fprintf(stderr, "q4k: this model has no known chat template: the prompt is sent raw\n");
+        cmd_say("run", "this model has no known chat template: the prompt is sent raw");
         st->o->raw = 1;
     }
     return 1;
@@ -856,7 +943,7 @@ static int add_msg(run_state *st, const char *role, const char *content, size_t 
     char *c;
     if (!grow((void **)&st->msgs, (size_t)st->n_msgs + 1, sizeof *st->msgs)) return 0;
     c = dup_str(content, len);
-    if (!c) { fprintf(stderr, "q4k: out of memory\n"); return 0; }
+    if (!c) { cmd_error("run", "out of memory"); return 0; }
     st->msgs[st->n_msgs].role = role;
     st->msgs[st->n_msgs].content = c;
     st->n_msgs++;
@@ -870,12 +957,12 @@ static char *render_conversation(run_state *st) {
     char *out = NULL, *copy;
     q4k_result r = q4k_chat_render(st->jinja, st->msgs, st->n_msgs, &d, &out, &err);
     if (r != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+        cmd_error("run", "%s", err.msg);
         return NULL;
     }
     copy = dup_str(out, strlen(out));
     q4k_free(out);
-    if (!copy) fprintf(stderr, "q4k: out of memory\n");
+    if (!copy) cmd_error("run", "out of memory");
     return copy;
 }
 
@@ -887,63 +974,50 @@ static int64_t run_tokenize(run_state *st, const char *text, int add_bos) {
     if (q4k_tokenize(st->tok, text, strlen(text), flags, NULL, 0, &n, &err) == Q4K_OK && n > st->toks_cap) {
         int32_t *nt = (int32_t *)realloc(st->toks, (size_t)n * sizeof(int32_t));
         if (!nt) {
-            fprintf(stderr, "q4k: out of memory for %lld prompt tokens\n", (long long)n);
+            cmd_error("run", "out of memory for %lld prompt tokens", (long long)n);
             return -1;
         }
         st->toks = nt;
         st->toks_cap = n;
     }
     if (q4k_tokenize(st->tok, text, strlen(text), flags, st->toks, st->toks_cap, &n, &err) == Q4K_OK) return n;
-    fprintf(stderr, "q4k: cannot tokenize the prompt: %s\n", err.msg);
+    cmd_error("run", "cannot tokenize the prompt: %s", err.msg);
     return -1;
 }
 
-/* --logits-out wants the logits of every prompt position: all but the last
-   prompt token are evaluated here, the last one by q4k_generate. */
-static int run_prompt_prefix(run_state *st, const int32_t *toks, int64_t n) {
-    q4k_error err;
-    int64_t n_vocab = st->model->hp.n_vocab, pos0 = q4k_session_pos(st->sess);
-    float *all;
-    if (n <= 0) return 1;
-    all = (float *)malloc((size_t)(n * n_vocab) * sizeof(float));
-    if (!all) { fprintf(stderr, "q4k: out of memory for --logits-out\n"); return 0; }
-    if (q4k_session_eval(st->sess, toks, n, Q4K_EVAL_ALL_LOGITS, all, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
-        free(all);
-        return 0;
+/* Evaluates toks; the last position's logits land in st->logits, and
+   with --logits-out every position's logits go to the file. */
+static q4k_result run_eval(run_state *st, const int32_t *toks, int64_t n, q4k_error *err) {
+    int64_t n_vocab = st->model->hp.n_vocab, done = 0;
+    if (!st->logits_f) return q4k_session_eval(st->sess, toks, n, 0, st->logits, err);
+    while (done < n) {
+        int64_t k = n - done < RUN_CHUNK ? n - done : RUN_CHUNK, pos0 = q4k_session_pos(st->sess);
+        q4k_result r = q4k_session_eval(st->sess, toks + done, k, Q4K_EVAL_ALL_LOGITS, st->chunk, err);
+        if (r != Q4K_OK) return r;
+        if (!write_logits(st->logits_f, toks + done, k, pos0, st->chunk, n_vocab)) {
+            snprintf(err->msg, sizeof err->msg, "cannot write --logits-out %s", st->o->logits_out);
+            return err->code = Q4K_ERR_IO;
+        }
+        memcpy(st->logits, st->chunk + (k - 1) * n_vocab, (size_t)n_vocab * sizeof(float));
+        done += k;
     }
-    if (!write_logits(st->logits_f, toks, n, pos0, all, n_vocab)) {
-        fprintf(stderr, "q4k: cannot write --logits-out %s\n", st->o->logits_out);
-        free(all);
-        return 0;
-    }
-    free(all);
-    return 1;
+    return Q4K_OK;
 }
 
-/* per sampled token: timing, the logits record, streamed UTF-8 text */
-static int on_token(void *user, int32_t id, const float *logits) {
-    run_state *st = (run_state *)user;
-    const char *bytes;
+/* 0 when out of memory */
+static int run_print_token(run_state *st, int32_t id) {
     char out[64];
     size_t blen, len;
-    if (st->n_gen == 0) st->t_first = now_ms();
-    if (st->logits_f && !write_logits(st->logits_f, &st->prev, 1, q4k_session_pos(st->sess) - 1, logits, st->model->hp.n_vocab)) {
-        fprintf(stderr, "q4k: cannot write --logits-out %s\n", st->o->logits_out);
-        return 1;
-    }
-    st->prev = id;
-    st->n_gen++;
-    bytes = q4k_token_bytes(st->tok, id, &blen);
+    const char *bytes = q4k_token_bytes(st->tok, id, &blen);
     if (!blen) { /* reasoning marks are shown even where the vocabulary makes them control tokens */
         size_t tl;
         const char *tx = q4k_token_text(st->tok, id, &tl);
         if (tx && (!strcmp(tx, "<think>") || !strcmp(tx, "</think>"))) { bytes = tx; blen = tl; }
     }
-    if (st->jinja) {
+    if (st->jinja) { /* the answer goes into the conversation the next turn renders */
         if (!grow((void **)&st->hist, (size_t)st->n_hist + 1, sizeof *st->hist) ||
             !grow((void **)&st->answer, st->answer_len + blen + 1, 1))
-            return 1;
+            return 0;
         st->hist[st->n_hist++] = id;
         memcpy(st->answer + st->answer_len, bytes, blen);
         st->answer_len += blen;
@@ -956,47 +1030,70 @@ static int on_token(void *user, int32_t id, const float *logits) {
         blen -= used;
     }
     fflush(stdout);
-    return g_interrupted != 0;
+    return 1;
 }
 
-/* one turn: the prompt tokens, then generation; 0 on error */
+/* One turn: the pending token of a cut answer and the prompt tokens, then
+   generation until an end-of-generation token, -n tokens, Ctrl-C or the
+   context end. A sampled token is evaluated only when another one will be
+   sampled after it: the last one of a cut answer stays pending for the
+   next turn. 0 on error. */
 static int run_turn(run_state *st, const int32_t *toks, int64_t n) {
     q4k_error err;
-    q4k_result r;
+    q4k_result r = Q4K_OK;
     char out[8];
     size_t len;
-    int64_t n_gen = 0, pos0 = q4k_session_pos(st->sess);
+    int64_t i, n_gen = 0, pos0 = q4k_session_pos(st->sess), pos1;
     double t0 = now_ms(), t1;
-    if (st->logits_f && !run_prompt_prefix(st, toks, n - 1)) return 0;
-    st->prev = toks[n - 1];
-    st->n_gen = 0;
-    q4k_utf8_stream_init(&st->utf8);
-    r = q4k_generate(st->sess, st->tok, st->sampler, st->logits_f ? toks + n - 1 : toks, st->logits_f ? 1 : n,
-                     st->o->n_predict,
-                     (st->o->interactive ? Q4K_GEN_EVAL_EOG : 0u) | (st->o->ignore_eos ? Q4K_GEN_IGNORE_EOG : 0u),
-                     on_token, st, &n_gen, &err);
+    if (st->pending >= 0) r = run_eval(st, &st->pending, 1, &err);
+    st->pending = -1;
+    if (r == Q4K_OK) r = run_eval(st, toks, n, &err);
+    for (i = 0; i < n; i++) q4k_sampler_accept(st->sampler, toks[i]);
     t1 = now_ms();
-    /* q4k_generate ends with Q4K_OK before n_predict tokens only at an end-of-generation token */
-    st->answer_open = r == Q4K_OK && st->o->n_predict >= 0 && n_gen >= st->o->n_predict;
+    pos1 = q4k_session_pos(st->sess);
+    st->answer_open = 0;
+    q4k_utf8_stream_init(&st->utf8);
+    while (r == Q4K_OK) {
+        int32_t id;
+        if (g_interrupted || (st->o->n_predict >= 0 && n_gen >= st->o->n_predict)) {
+            st->answer_open = 1;
+            break;
+        }
+        id = q4k_sampler_sample(st->sampler, st->logits);
+        q4k_sampler_accept(st->sampler, id);
+        if (!st->o->ignore_eos && q4k_tokenizer_is_eog(st->tok, id)) {
+            /* in a chat, the end-of-turn token belongs in the cache */
+            if (st->o->interactive) r = run_eval(st, &id, 1, &err);
+            break;
+        }
+        if (!run_print_token(st, id)) {
+            err.code = Q4K_ERR_OUT_OF_MEMORY;
+            snprintf(err.msg, sizeof err.msg, "out of memory for the answer");
+            r = Q4K_ERR_OUT_OF_MEMORY;
+            break;
+        }
+        n_gen++;
+        if (g_interrupted || (st->o->n_predict >= 0 && n_gen >= st->o->n_predict)) {
+            st->pending = id;
+            st->answer_open = 1;
+            break;
+        }
+        r = run_eval(st, &id, 1, &err);
+    }
     q4k_utf8_stream_flush(&st->utf8, out, sizeof out, &len);
     fwrite(out, 1, len, stdout);
     fflush(stdout);
-    if (st->n_gen == 0) st->t_first = t1;
-    st->t_prompt_ms += st->t_first - t0;
-    st->t_eval_ms += t1 - st->t_first;
-    {
-        /* a prompt that did not fit was not evaluated: count what was */
-        int64_t done = q4k_session_pos(st->sess) - pos0;
-        st->n_prompt += done < n ? done : n;
-        st->n_eval += done > n ? done - n : 0;
-    }
+    st->t_prompt_ms += t1 - t0;
+    st->t_eval_ms += now_ms() - t1;
+    st->n_prompt += pos1 - pos0;
+    st->n_eval += q4k_session_pos(st->sess) - pos1;
     if (r == Q4K_ERR_CONTEXT_FULL) {
-        fprintf(stderr, "\nq4k: context is full (%lld tokens): generation stops; use -c to allow more\n",
+        fprintf(stderr, "\nq4k run: context is full (%lld tokens): generation stops; use -c to allow more\n",
                 (long long)st->sess->n_ctx);
-        return q4k_session_pos(st->sess) > pos0; /* a prompt that never fit is an error */
+        return pos1 > pos0; /* a prompt that never fit is an error */
     }
-    if (r != Q4K_OK && r != Q4K_ERR_STOPPED) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+    if (r != Q4K_OK) {
+        cmd_error("run", "%s", err.msg);
         return 0;
     }
     return 1;
@@ -1012,6 +1109,35 @@ static void print_timings(const run_state *st) {
             st->t_eval_ms > 0 ? 1e3 * (double)st->n_eval / st->t_eval_ms : 0.0);
 }
 
+/* -e: a malloc'd copy of s with \n \t \r \\ \' \" \xNN read as escapes;
+   any other backslash stays as it is. NULL when out of memory. */
+static char *unescape(const char *s) {
+    char *out = (char *)malloc(strlen(s) + 1), *o = out;
+    if (!out) return NULL;
+    for (; *s; s++) {
+        if (*s != '\\' || !s[1]) { *o++ = *s; continue; }
+        switch (s[1]) {
+        case 'n': *o++ = '\n'; s++; break;
+        case 't': *o++ = '\t'; s++; break;
+        case 'r': *o++ = '\r'; s++; break;
+        case '\\': case '\'': case '"': *o++ = s[1]; s++; break;
+        case 'x':
+            if (isxdigit((unsigned char)s[2]) && isxdigit((unsigned char)s[3])) {
+                char hex[3];
+                hex[0] = s[2]; hex[1] = s[3]; hex[2] = 0;
+                *o++ = (char)strtol(hex, NULL, 16);
+                s += 3;
+                break;
+            }
+            *o++ = *s;
+            break;
+        default: *o++ = *s; break;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
 static int cmd_run(int argc, char **argv) {
     run_opts o;
     run_state st;
@@ -1020,9 +1146,11 @@ static int cmd_run(int argc, char **argv) {
     q4k_cpu_backend_desc bd;
     q4k_session_desc sd;
     q4k_backend *backend = NULL;
-    char *prompt_buf = NULL, *text = NULL;
+    char *prompt_buf = NULL, *text = NULL, *esc_prompt = NULL, *esc_system = NULL, *line = NULL;
+    size_t line_cap = 0;
     const char *pos[2];
     int rc = EXIT_ERROR, n_pos;
+    struct sigaction sa;
     const cli_opt opts[] = {
         {"-m, --model", "FILE", OPT_STR, &o.model, 0, 0, "the model (or give it first)"},
         {"-p, --prompt", "PROMPT", OPT_STR, &o.prompt, 0, 0, "the prompt (or give it after MODEL)"},
@@ -1035,7 +1163,14 @@ static int cmd_run(int argc, char **argv) {
         {"--top-p", "P", OPT_FLOAT, &o.sp.top_p, 0, 1, "(default 0.95; 1 = off)"},
         {"--min-p", "P", OPT_FLOAT, &o.sp.min_p, 0, 1, "(default 0.05; 0 = off)"},
         {"-s, --seed", "S", OPT_SEED, &o.sp.seed, 0, 0, "sampling seed (default or -1: random; echoed)"},
-        {"--system", "TEXT", OPT_STR, &o.system, 0, 0, "system prompt (qwen2 default: \"" Q4K_QWEN_DEFAULT_SYSTEM "\")"},
+        {"--repeat-penalty", "P", OPT_FLOAT, &o.sp.repeat_penalty, 0, 100,
+         "divide the positive logits of recently seen tokens by P, multiply the\n"
+         "negative ones (llama.cpp's; default 1 = off)"},
+        {"--repeat-last-n", "N", OPT_INT, &o.sp.repeat_last_n, -1, 1 << 24,
+         "the recent tokens --repeat-penalty looks at (default 64; -1: the context)"},
+        {"-e, --escape", NULL, OPT_FLAG, &o.escapes, 0, 0, "read \\n \\t \\r \\\\ \\' \\\" \\xNN in the prompt and --system as escapes"},
+        {"--system", "TEXT", OPT_STR, &o.system, 0, 0, "system prompt (default: the template's own; the built-in ChatML\n"
+                                                       "format uses \"" Q4K_QWEN_DEFAULT_SYSTEM "\")"},
         {"--raw", NULL, OPT_FLAG, &o.raw, 0, 0, "send the prompt as is, without the chat template"},
         {"--chat-template", "NAME|FILE", OPT_STR, &o.chat_template, 0, 0,
          "the chat template: a built-in format (chatml, llama3, llama2, deepseek,\n"
@@ -1076,13 +1211,32 @@ static int cmd_run(int argc, char **argv) {
         return cmd_usage_error(&cmd, "backend '%s' is not available (this build runs: cpu)", o.backend);
     if (o.prompt_file) {
         size_t len;
+        char why[256];
         if (o.prompt) return cmd_usage_error(&cmd, "give the prompt once (-f %s and -p)", o.prompt_file);
-        prompt_buf = read_file(o.prompt_file, &len);
-        if (!prompt_buf) { fprintf(stderr, "q4k: cannot read prompt file %s\n", o.prompt_file); return EXIT_ERROR; }
+        prompt_buf = read_file(o.prompt_file, &len, why, sizeof why);
+        if (!prompt_buf) return cmd_error("run", "cannot read the prompt file %s: %s", o.prompt_file, why);
         o.prompt = prompt_buf;
     }
     if (!o.prompt && !o.interactive) return cmd_usage_error(&cmd, "missing PROMPT (or -p, -f, -i)");
+    if (o.escapes) {
+        if (o.prompt && !(o.prompt = esc_prompt = unescape(o.prompt))) { free(prompt_buf); return cmd_error("run", "out of memory"); }
+        if (o.system && !(o.system = esc_system = unescape(o.system))) {
+            free(prompt_buf);
+            free(esc_prompt);
+            return cmd_error("run", "out of memory");
+        }
+    }
+    if (o.raw && o.prompt && !o.prompt[0] && !o.interactive) {
+        free(prompt_buf);
+        free(esc_prompt);
+        free(esc_system);
+        return cmd_usage_error(&cmd, "the prompt is empty: with --raw there is nothing to start from");
+    }
+    if (o.n_threads > 0 && o.n_threads > sysconf(_SC_NPROCESSORS_ONLN))
+        cmd_say("run", "warning: -t %d is more threads than the %ld cores here: slower, not faster", o.n_threads,
+                sysconf(_SC_NPROCESSORS_ONLN));
     st.o = &o;
+    st.pending = -1;
 
     memset(&md, 0, sizeof md);
     md.log = log_to_stderr;
@@ -1091,18 +1245,24 @@ static int cmd_run(int argc, char **argv) {
     {
         double t0 = now_ms();
         if (q4k_model_load(o.model, &md, &st.model, &err) != Q4K_OK) {
-            fprintf(stderr, "q4k: %s\n", err.msg);
+            cmd_error("run", "%s", err.msg);
             free(prompt_buf);
+            free(esc_prompt);
+            free(esc_system);
             return EXIT_ERROR;
         }
         if (!o.quiet) fprintf(stderr, "load time = %.2f ms\n", now_ms() - t0);
     }
     if (q4k_tokenizer_from_gguf_pre(st.model->gguf, o.pre, &st.tok, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+        cmd_error("run", "%s", err.msg);
         goto done;
     }
     if (!o.raw && !choose_template(&st)) goto done;
     if (o.n_ctx == 0) o.n_ctx = st.model->hp.n_ctx_train < 4096 ? st.model->hp.n_ctx_train : 4096;
+    else if (st.model->hp.n_ctx_train > 0 && o.n_ctx > st.model->hp.n_ctx_train)
+        cmd_say("run", "warning: -c %lld is beyond the %lld tokens the model was trained on: expect worse text past them",
+                (long long)o.n_ctx, (long long)st.model->hp.n_ctx_train);
+    if (o.sp.repeat_last_n < 0) o.sp.repeat_last_n = (int32_t)o.n_ctx;
     if (!o.quiet) {
         print_model_summary(st.model, o.model, o.n_ctx);
         fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, seed %llu\n", (double)o.sp.temp,
@@ -1111,7 +1271,7 @@ static int cmd_run(int argc, char **argv) {
     memset(&bd, 0, sizeof bd);
     bd.n_threads = o.n_threads;
     if (q4k_cpu_backend_create(&bd, &backend, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+        cmd_error("run", "%s", err.msg);
         goto done;
     }
     memset(&sd, 0, sizeof sd);
@@ -1119,41 +1279,58 @@ static int cmd_run(int argc, char **argv) {
     sd.act = o.ref ? Q4K_ACT_F32 : Q4K_ACT_Q8;
     sd.trace_layer = -1;
     if (q4k_session_create(backend, st.model, &sd, &st.sess, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+        cmd_error("run", "%s", err.msg);
         goto done;
     }
     st.sampler = q4k_sampler_create(&o.sp, st.model->hp.n_vocab);
-    if (!st.sampler) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
+    st.logits = (float *)malloc((size_t)st.model->hp.n_vocab * sizeof(float));
+    if (o.logits_out) st.chunk = (float *)malloc((size_t)st.model->hp.n_vocab * RUN_CHUNK * sizeof(float));
+    if (!st.sampler || !st.logits || (o.logits_out && !st.chunk)) { cmd_error("run", "out of memory"); goto done; }
     if (o.logits_out) {
         uint32_t hdr[2];
         hdr[0] = 1;
         hdr[1] = (uint32_t)st.model->hp.n_vocab;
         st.logits_f = fopen(o.logits_out, "wb");
         if (!st.logits_f || fwrite("Q4KLOGIT", 1, 8, st.logits_f) != 8 || fwrite(hdr, 4, 2, st.logits_f) != 2) {
-            fprintf(stderr, "q4k: cannot write --logits-out %s\n", o.logits_out);
+            cmd_error("run", "cannot write --logits-out %s", o.logits_out);
             goto done;
         }
     }
-    signal(SIGINT, on_sigint);
+    /* no SA_RESTART: Ctrl-C at the chat prompt interrupts the read */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    if (o.interactive)
+        fprintf(stderr, "chat: Enter sends a line; Ctrl-C stops an answer; Ctrl-D, or Ctrl-C at the prompt, ends the chat\n");
 
     {
         int first = 1;
-        char line[8192];
         const char *user = o.prompt;
         for (;;) {
             int64_t n;
             if (!user) {
+                ssize_t got;
                 if (!o.interactive) break;
+                g_interrupted = 0;
                 fprintf(stderr, "\n> ");
-                if (!fgets(line, sizeof line, stdin)) break;
-                line[strcspn(line, "\n")] = 0;
+                got = g_interrupted ? -1 : getline(&line, &line_cap, stdin);
+                if (got < 0 || g_interrupted) { /* Ctrl-D (end of input) or Ctrl-C */
+                    fputc('\n', stderr);
+                    break;
+                }
+                while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
+                /* piped input is not echoed by a terminal: show it, so that
+                   the transcript on stderr keeps the turns apart */
+                if (!isatty(0)) fprintf(stderr, "%s\n", line);
                 user = line;
             }
             free(text);
             text = NULL;
             if (st.jinja) {
                 /* the whole conversation again: the tokens it shares with the
-                   cache stay, the rest (from where they differ) is evaluated */
+                   cache stay, the rest (from where they differ) is evaluated;
+                   a cut answer's held token is part of that text */
                 int64_t p = 0, n_cached;
                 if (first && o.system && !add_msg(&st, "system", o.system, strlen(o.system))) goto done;
                 if (!add_msg(&st, "user", user, strlen(user))) goto done;
@@ -1166,71 +1343,76 @@ static int cmd_run(int argc, char **argv) {
                 while (p < n && p < n_cached && st.toks[p] == st.hist[p]) p++;
                 if (p == n) p = n - 1; /* evaluate at least the last token, for its logits */
                 if (q4k_session_pos(st.sess) > p && q4k_session_rewind(st.sess, p) != Q4K_OK) {
-                    fprintf(stderr, "q4k: cannot rewind the session to position %lld\n", (long long)p);
+                    cmd_error("run", "cannot rewind the session to position %lld", (long long)p);
                     goto done;
                 }
                 if (!grow((void **)&st.hist, (size_t)n, sizeof *st.hist)) goto done;
                 memcpy(st.hist, st.toks, (size_t)n * sizeof *st.hist);
                 st.n_hist = n;
                 st.answer_len = 0;
+                st.pending = -1;
                 if (!run_turn(&st, st.toks + p, n - p)) goto timings;
                 if (!add_msg(&st, "assistant", st.answer ? st.answer : "", st.answer_len)) goto done;
-                first = 0;
-                user = NULL;
-                if (g_interrupted || !o.interactive) break;
-                continue;
-            }
-            if (o.raw) {
-                text = (char *)malloc(strlen(user) + 1);
-                if (text) strcpy(text, user);
             } else {
-                q4k_chat_msg msgs[2];
-                int nm = 0;
-                const char *sys = o.system ? o.system : (st.tmpl == Q4K_CHAT_CHATML ? Q4K_QWEN_DEFAULT_SYSTEM : NULL);
-                if (first && sys) { msgs[nm].role = "system"; msgs[nm].content = sys; nm++; }
-                msgs[nm].role = "user"; msgs[nm].content = user; nm++;
-                text = q4k_chat_format(st.tmpl, msgs, nm, 1);
-                /* a later turn follows the end-of-turn token of the last
-                   answer; an answer cut by -n gets that token here */
-                if (!first && text) {
-                    const char *close = !st.answer_open ? ""
-                                      : st.tmpl == Q4K_CHAT_CHATML ? "<|im_end|>"
-                                      : st.tmpl == Q4K_CHAT_LLAMA3 ? "<|eot_id|>" : "</s>";
-                    const char *nl = st.tmpl == Q4K_CHAT_CHATML ? "\n" : "";
-                    size_t lc = strlen(close), ln = strlen(nl);
-                    char *t2 = (char *)malloc(lc + ln + strlen(text) + 1);
-                    if (t2) {
-                        memcpy(t2, close, lc);
-                        memcpy(t2 + lc, nl, ln);
-                        strcpy(t2 + lc + ln, text);
+                if (o.raw) {
+                    text = (char *)malloc(strlen(user) + 1);
+                    if (text) strcpy(text, user);
+                } else {
+                    q4k_chat_msg msgs[2];
+                    int nm = 0;
+                    const char *sys = o.system ? o.system : (st.tmpl == Q4K_CHAT_CHATML ? Q4K_QWEN_DEFAULT_SYSTEM : NULL);
+                    if (first && sys) { msgs[nm].role = "system"; msgs[nm].content = sys; nm++; }
+                    msgs[nm].role = "user"; msgs[nm].content = user; nm++;
+                    text = q4k_chat_format(st.tmpl, msgs, nm, 1);
+                    /* a later turn follows the end-of-turn token of the last
+                       answer; an answer cut by -n gets that token here */
+                    if (!first && text) {
+                        const char *close = !st.answer_open ? ""
+                                          : st.tmpl == Q4K_CHAT_CHATML ? "<|im_end|>"
+                                          : st.tmpl == Q4K_CHAT_LLAMA3 ? "<|eot_id|>" : "</s>";
+                        const char *nl = st.tmpl == Q4K_CHAT_CHATML ? "\n" : "";
+                        size_t lc = strlen(close), ln = strlen(nl);
+                        char *t2 = (char *)malloc(lc + ln + strlen(text) + 1);
+                        if (t2) {
+                            memcpy(t2, close, lc);
+                            memcpy(t2 + lc, nl, ln);
+                            strcpy(t2 + lc + ln, text);
+                        }
+                        q4k_free(text);
+                        text = t2;
+                    } else if (text) {
+                        char *t2 = (char *)malloc(strlen(text) + 1);
+                        if (t2) strcpy(t2, text);
+                        q4k_free(text);
+                        text = t2;
                     }
-                    q4k_free(text);
-                    text = t2;
-                } else if (text) {
-                    char *t2 = (char *)malloc(strlen(text) + 1);
-                    if (t2) strcpy(t2, text);
-                    q4k_free(text);
-                    text = t2;
                 }
+                if (!text) { cmd_error("run", "out of memory"); goto done; }
+                /* the Llama 2 template writes BOS itself, as <s> */
+                n = run_tokenize(&st, text, first && (o.raw || st.tmpl != Q4K_CHAT_LLAMA2));
+                if (n < 0) goto done;
+                if (n == 0) { user = NULL; continue; }
+                if (!run_turn(&st, st.toks, n)) goto timings;
             }
-            if (!text) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
-            /* the Llama 2 template writes BOS itself, as <s> */
-            n = run_tokenize(&st, text, first && (o.raw || st.tmpl != Q4K_CHAT_LLAMA2));
-            if (n < 0) goto done;
-            if (n == 0) { user = NULL; continue; }
-            if (!run_turn(&st, st.toks, n)) goto timings;
             first = 0;
             user = NULL;
-            if (g_interrupted) break;
             if (!o.interactive) break;
+            /* each answer on its own line of stdout */
+            printf("\n");
+            if (g_interrupted) fprintf(stderr, "[stopped]");
         }
-        printf("\n");
+        if (!o.interactive) printf("\n");
     }
     rc = EXIT_OK;
 timings:
     print_timings(&st);
 done:
     if (st.logits_f) fclose(st.logits_f);
+    free(st.logits);
+    free(st.chunk);
+    free(line);
+    free(esc_prompt);
+    free(esc_system);
     free(text);
     free(st.jinja);
     {
@@ -1281,7 +1463,7 @@ static int bench_mode(q4k_backend *b, const q4k_model *m, q4k_act_mode act, int6
     rc = EXIT_OK;
     goto done;
 fail:
-    fprintf(stderr, "q4k: bench: %s\n", err.msg);
+    cmd_error("bench", "%s", err.msg);
 done:
     q4k_session_free(s);
     return rc;
@@ -1328,15 +1510,15 @@ static int cmd_bench(int argc, char **argv) {
     run_mode[1] = !strcmp(mode, "f32") || !strcmp(mode, "both");
     if (!run_mode[0] && !run_mode[1]) return cmd_usage_error(&cmd, "--mode '%s': expected q8, f32 or both", mode);
     if (strcmp(backend_name, "cpu")) return cmd_usage_error(&cmd, "backend '%s' is not available (this build runs: cpu)", backend_name);
-    if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { fprintf(stderr, "q4k: %s\n", err.msg); return EXIT_ERROR; }
+    if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { cmd_error("bench", "%s", err.msg); return EXIT_ERROR; }
     memset(&bd, 0, sizeof bd);
     bd.n_threads = n_threads;
     n_vocab = m->hp.n_vocab;
     toks = (int32_t *)malloc((size_t)n_prompt * sizeof(int32_t));
     logits = (float *)malloc((size_t)n_vocab * sizeof(float));
-    if (!toks || !logits) { fprintf(stderr, "q4k: out of memory\n"); goto done; }
+    if (!toks || !logits) { cmd_error("bench", "out of memory"); goto done; }
     if (q4k_cpu_backend_create(&bd, &b, &err)) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+        cmd_error("bench", "%s", err.msg);
         goto done;
     }
     for (i = 0; i < n_prompt; i++) toks[i] = (int32_t)((i * 7919 + 13) % n_vocab);

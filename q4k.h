@@ -888,15 +888,20 @@ Q4K_API void q4k_rope_cos_sin(int64_t pos, int64_t i, int64_t n_rot, double base
 /* sampling and chat templates                                               */
 /* ------------------------------------------------------------------------ */
 
-/* llama.cpp's defaults: temp 0.8, top-k 40, top-p 0.95, min-p 0.05. The
-   filters run in that order on the raw logits, then the temperature, then a
-   draw. temp <= 0 is greedy (argmax, lowest id on ties). */
+/* llama.cpp's defaults: temp 0.8, top-k 40, top-p 0.95, min-p 0.05, no
+   repetition penalty. The repetition penalty comes first (as llama.cpp
+   documents it: the logit of every token among the last repeat_last_n
+   accepted ones is divided by repeat_penalty when positive, multiplied by it
+   when negative), then the filters in that order, then the temperature,
+   then a draw. temp <= 0 is greedy (argmax, lowest id on ties). */
 typedef struct q4k_sampler_params {
     float temp;
     int32_t top_k;  /* <= 0: off */
     float top_p;    /* >= 1: off */
     float min_p;    /* <= 0: off */
     uint64_t seed;
+    float repeat_penalty;  /* 1 or <= 0: off */
+    int32_t repeat_last_n; /* tokens of q4k_sampler_accept remembered (default 64; <= 0: off) */
 } q4k_sampler_params;
 
 typedef struct q4k_sampler q4k_sampler;
@@ -904,6 +909,9 @@ Q4K_API q4k_sampler_params q4k_sampler_defaults(void);
 Q4K_API q4k_sampler *q4k_sampler_create(const q4k_sampler_params *p, int64_t n_vocab);
 Q4K_API void q4k_sampler_free(q4k_sampler *s);
 Q4K_API int32_t q4k_sampler_sample(q4k_sampler *s, const float *logits);
+/* Remember a token for the repetition penalty: the prompt's and each one
+   generated (q4k_generate accepts both). */
+Q4K_API void q4k_sampler_accept(q4k_sampler *s, int32_t id);
 /* index of the largest value (lowest index on ties) */
 Q4K_API int64_t q4k_argmax(const float *x, int64_t n);
 
@@ -989,9 +997,11 @@ Q4K_API q4k_chat_template q4k_chat_template_guess(const char *tmpl);
    for any other name. */
 Q4K_API int q4k_chat_template_from_name(const char *name, q4k_chat_template *out);
 /* Generation: evaluate `tokens`, then sample up to n_predict tokens (-1: no
-   limit), evaluating each. After each sample cb (optional) gets the token
-   and the logits it was drawn from; a nonzero return stops generation
-   (Q4K_ERR_STOPPED). Ends with Q4K_OK at an end-of-generation token (not
+   limit), evaluating each but the last of n_predict (nothing would use its
+   logits: a caller that goes on evaluates it first). Every token, prompt
+   and sampled, goes to q4k_sampler_accept. After each sample cb (optional)
+   gets the token and the logits it was drawn from; a nonzero return stops
+   generation (Q4K_ERR_STOPPED, the token not evaluated either). Ends with Q4K_OK at an end-of-generation token (not
    passed to cb; evaluated into the cache with Q4K_GEN_EVAL_EOG, so that a
    chat can go on) or after n_predict tokens, and with Q4K_ERR_CONTEXT_FULL
    when the context is full. *n_generated (optional) counts the tokens
@@ -2609,7 +2619,8 @@ Q4K_API q4k_result q4k_gguf_open_memory(const void *data, size_t size, const q4k
     return q4k__gguf_finish(g, desc, out, err);
 }
 
-/* Reads a whole stream (non-POSIX systems, pipes) into g->owned. */
+#ifndef Q4K__POSIX_IO
+/* Reads a whole file into g->owned (systems without POSIX I/O). */
 static q4k_result q4k__gguf_read_stream(q4k_gguf *g, const char *path, q4k_error *err) {
     FILE *f = fopen(path, "rb");
     size_t cap = 0, n = 0, got;
@@ -2638,12 +2649,67 @@ static q4k_result q4k__gguf_read_stream(q4k_gguf *g, const char *path, q4k_error
     g->size = n;
     return Q4K_OK;
 }
+#endif
+
+#ifdef Q4K__POSIX_IO
+/* A pipe, FIFO or device has no size to map: it is read as a stream, but
+   only while it looks like a GGUF file (/dev/zero fails at its first 4 bytes)
+   and only up to this machine's memory. */
+static q4k_result q4k__gguf_read_fd(q4k_gguf *g, int fd, const char *path, const char *kind, q4k_error *err) {
+    size_t cap = 0, n = 0, limit = SIZE_MAX / 2;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && (uint64_t)pages * (uint64_t)page < (uint64_t)limit) limit = (size_t)pages * (size_t)page;
+    for (;;) {
+        ssize_t got;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 1u << 16;
+            uint8_t *p;
+            if (cap >= limit) {
+                close(fd);
+                return q4k__fail(err, Q4K_ERR_IO, "%s: a %s longer than this machine's memory (%zu bytes): not read further",
+                                 path, kind, n);
+            }
+            if (nc > limit) nc = limit;
+            if (!(p = (uint8_t *)Q4K_REALLOC(g->owned, nc))) {
+                close(fd);
+                return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "%s: out of memory reading the %s (%zu bytes so far)", path, kind, n);
+            }
+            g->owned = p;
+            cap = nc;
+        }
+        got = read(fd, g->owned + n, n < 4 ? 4 - n : cap - n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            int e = errno;
+            close(fd);
+            return q4k__fail(err, Q4K_ERR_IO, "%s: read error in the %s at byte %zu: %s", path, kind, n, strerror(e));
+        }
+        if (got == 0) break;
+        n += (size_t)got;
+        if (n == 4 && memcmp(g->owned, "GGUF", 4) != 0) {
+            char q[272];
+            close(fd);
+            return q4k__fail(err, Q4K_ERR_NOT_GGUF, "%s: a %s, not a regular file, and it starts with '%s', not 'GGUF'", path,
+                             kind, q4k__quote(q, sizeof q, g->owned, 4));
+        }
+    }
+    close(fd);
+    if (n == 0)
+        return q4k__fail(err, Q4K_ERR_IO, "%s: a %s, not a regular file, and it gave no data%s", path, kind,
+                         strcmp(kind, "FIFO") ? "" : " (nothing had it open for writing)");
+    g->data = g->owned;
+    g->size = n;
+    return Q4K_OK;
+}
+#endif
 
 static q4k_result q4k__gguf_load(q4k_gguf *g, const char *path, int no_mmap, q4k_error *err) {
 #ifdef Q4K__POSIX_IO
     struct stat st;
     size_t size, got = 0;
-    int fd = open(path, O_RDONLY), e;
+    /* O_NONBLOCK: opening a FIFO that no one writes to must not wait forever;
+       it is cleared again before a stream is read */
+    int fd = open(path, O_RDONLY | O_NONBLOCK), e;
     if (fd < 0) return q4k__fail(err, Q4K_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0) {
         e = errno;
@@ -2654,9 +2720,17 @@ static q4k_result q4k__gguf_load(q4k_gguf *g, const char *path, int no_mmap, q4k
         close(fd);
         return q4k__fail(err, Q4K_ERR_IO, "%s: is a directory, not a file", path);
     }
-    if (!S_ISREG(st.st_mode)) { /* a pipe or a device: no size to map */
-        close(fd);
-        return q4k__gguf_read_stream(g, path, err);
+    if (!S_ISREG(st.st_mode)) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+            e = errno;
+            close(fd);
+            return q4k__fail(err, Q4K_ERR_IO, "%s: cannot read: %s", path, strerror(e));
+        }
+        return q4k__gguf_read_fd(g, fd, path,
+                                 S_ISFIFO(st.st_mode) ? "FIFO" : S_ISCHR(st.st_mode) ? "character device"
+                                 : S_ISBLK(st.st_mode) ? "block device" : "special file",
+                                 err);
     }
     if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
         close(fd);
@@ -6330,10 +6404,11 @@ static q4k_result q4k__tokenizer_build(const q4k_vocab_desc *d, const char *kp, 
     if (out) *out = NULL;
     if (!d || !out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "q4k_tokenizer_create: desc and out must not be NULL");
     if (d->model && *d->model && strcmp(d->model, "gpt2")) {
+        char q[272];
         if (strcmp(d->model, "llama") && strcmp(d->model, "spm"))
             return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
                              "%smodel = '%s' is not implemented (q4k knows 'gpt2', byte-level BPE, and 'llama', "
-                             "SentencePiece BPE)", kp, d->model);
+                             "SentencePiece BPE)", kp, q4k__quote(q, sizeof q, d->model, strlen(d->model)));
         spm = 1;
     }
     n = d->n_tokens;
@@ -6720,10 +6795,12 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf_pre(const q4k_gguf *g, const char *pr
     if (rc == Q4K_ERR_NOT_FOUND) return q4k__fail(err, rc, "tokenizer.ggml.model is missing: the file has no tokenizer");
     if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.model: %s (want a string)", q4k_result_string(rc));
     spm = !strcmp(model, "llama");
-    if (!spm && strcmp(model, "gpt2"))
+    if (!spm && strcmp(model, "gpt2")) {
+        char q[272];
         return q4k__fail(err, Q4K_ERR_UNSUPPORTED,
                          "tokenizer.ggml.model = '%s' is not implemented; q4k implements 'gpt2' (byte-level BPE) and "
-                         "'llama' (SentencePiece BPE)", model);
+                         "'llama' (SentencePiece BPE)", q4k__quote(q, sizeof q, model, strlen(model)));
+    }
 
     /* SentencePiece has no pre-tokenizer: tokenizer.ggml.pre is not read */
     if (spm && pre_override)
@@ -7859,8 +7936,11 @@ static q4k_result q4k__refuse_str_key(const q4k_gguf *g, const char *key, const 
     const char *v;
     if (q4k_gguf_find_key(g, key) < 0) return Q4K_OK;
     if (q4k_gguf_get_str(g, key, &v) == Q4K_OK && allowed && !strcmp(v, allowed)) return Q4K_OK;
-    if (q4k_gguf_get_str(g, key, &v) == Q4K_OK)
-        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: '%s' = '%s' changes the math and q4k does not implement it", key, v);
+    if (q4k_gguf_get_str(g, key, &v) == Q4K_OK) {
+        char q[272];
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: '%s' = '%s' changes the math and q4k does not implement it", key,
+                         q4k__quote(q, sizeof q, v, strlen(v)));
+    }
     return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: '%s' is set; q4k does not implement it", key);
 }
 
@@ -7875,7 +7955,11 @@ static q4k_result q4k__load_hparams(const q4k_gguf *g, q4k_hparams *hp, q4k_erro
                                       r == Q4K_ERR_NOT_FOUND ? "is missing" : "is not a string");
     if (!strcmp(arch, "qwen2")) hp->arch = Q4K_ARCH_QWEN2;
     else if (!strcmp(arch, "llama")) hp->arch = Q4K_ARCH_LLAMA;
-    else return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (q4k runs qwen2 and llama)", arch);
+    else {
+        char q[272];
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (q4k runs qwen2 and llama)",
+                         q4k__quote(q, sizeof q, arch, strlen(arch)));
+    }
     hp->rope_neox = hp->arch == Q4K_ARCH_QWEN2;
     if ((r = q4k__hp_int(g, arch, "block_count", 1, 0, &hp->n_layer, err)) ||
         (r = q4k__hp_int(g, arch, "embedding_length", 1, 0, &hp->n_embd, err)) ||
@@ -8014,8 +8098,9 @@ Q4K_API q4k_result q4k_model_from_gguf(q4k_gguf *g, const q4k_model_desc *desc, 
     for (i = 0; i < q4k_gguf_tensor_count(g); i++) {
         const q4k_tensor *t = q4k_gguf_tensor(g, i);
         if (!q4k__known_tensor(&hp, t->name, m->rope_freqs != NULL)) {
+            char q[272];
             r = q4k__fail(err, Q4K_ERR_UNSUPPORTED, "model: tensor '%s' is not part of a %s model as q4k computes it",
-                          t->name, q4k_arch_name(hp.arch));
+                          q4k__quote(q, sizeof q, t->name, strlen(t->name)), q4k_arch_name(hp.arch));
             goto fail;
         }
     }
@@ -8558,6 +8643,9 @@ struct q4k_sampler {
     uint64_t rng;
     int32_t *idx;  /* candidates */
     float *prob;
+    int32_t *recent; /* ring of the last repeat_last_n accepted tokens */
+    int64_t n_recent, next;
+    float *work;     /* logits after the repetition penalty */
 };
 
 Q4K_API q4k_sampler_params q4k_sampler_defaults(void) {
@@ -8567,6 +8655,8 @@ Q4K_API q4k_sampler_params q4k_sampler_defaults(void) {
     p.top_p = 0.95f;
     p.min_p = 0.05f;
     p.seed = 0;
+    p.repeat_penalty = 1.0f;
+    p.repeat_last_n = 64;
     return p;
 }
 
@@ -8598,6 +8688,17 @@ Q4K_API q4k_sampler *q4k_sampler_create(const q4k_sampler_params *p, int64_t n_v
     s->rng = s->p.seed ^ 0x9E3779B97F4A7C15ull;
     s->idx = (int32_t *)Q4K_MALLOC((size_t)n_vocab * sizeof(int32_t));
     s->prob = (float *)Q4K_MALLOC((size_t)n_vocab * sizeof(float));
+    s->recent = NULL;
+    s->work = NULL;
+    s->n_recent = s->next = 0;
+    if (s->p.repeat_penalty > 0.0f && s->p.repeat_penalty != 1.0f && s->p.repeat_last_n > 0) {
+        s->recent = (int32_t *)Q4K_MALLOC((size_t)s->p.repeat_last_n * sizeof(int32_t));
+        s->work = (float *)Q4K_MALLOC((size_t)n_vocab * sizeof(float));
+        if (!s->recent || !s->work) {
+            q4k_sampler_free(s);
+            return NULL;
+        }
+    }
     if (!s->idx || !s->prob) {
         q4k_sampler_free(s);
         return NULL;
@@ -8609,6 +8710,8 @@ Q4K_API void q4k_sampler_free(q4k_sampler *s) {
     if (!s) return;
     Q4K_FREE(s->idx);
     Q4K_FREE(s->prob);
+    Q4K_FREE(s->recent);
+    Q4K_FREE(s->work);
     Q4K_FREE(s);
 }
 
@@ -8661,10 +8764,28 @@ static void q4k__sort_desc(int32_t *idx, int64_t n, const float *logits) {
 #undef Q4K__LESS
 }
 
+Q4K_API void q4k_sampler_accept(q4k_sampler *s, int32_t id) {
+    if (!s || !s->recent) return;
+    s->recent[s->next] = id;
+    s->next = (s->next + 1) % s->p.repeat_last_n;
+    if (s->n_recent < s->p.repeat_last_n) s->n_recent++;
+}
+
 Q4K_API int32_t q4k_sampler_sample(q4k_sampler *s, const float *logits) {
     int64_t n = s->n_vocab, i, keep;
     double sum, cum, r;
     float mx;
+    if (s->recent && s->n_recent) {
+        /* each remembered token once, however often it occurs: a token is
+           penalized when its logit still equals the raw one */
+        memcpy(s->work, logits, (size_t)n * sizeof(float));
+        for (i = 0; i < s->n_recent; i++) {
+            int32_t id = s->recent[i];
+            if (id < 0 || id >= n || s->work[id] != logits[id]) continue;
+            s->work[id] = logits[id] > 0.0f ? logits[id] / s->p.repeat_penalty : logits[id] * s->p.repeat_penalty;
+        }
+        logits = s->work;
+    }
     if (!(s->p.temp > 0.0f)) return (int32_t)q4k_argmax(logits, n);
     for (i = 0; i < n; i++) s->idx[i] = (int32_t)i;
     /* top-k: a partial selection would do, but a full sort keeps the code plain */
@@ -11100,8 +11221,10 @@ Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sa
     logits = (float *)Q4K_MALLOC((size_t)n_vocab * sizeof(float));
     if (!logits) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "generate: out of memory for %lld logits", (long long)n_vocab);
     r = q4k_session_eval(s, tokens, n, 0, logits, err);
+    for (i = 0; i < n; i++) q4k_sampler_accept(smp, tokens[i]);
     for (i = 0; r == Q4K_OK && (n_predict < 0 || i < n_predict); i++) {
         int32_t id = q4k_sampler_sample(smp, logits);
+        q4k_sampler_accept(smp, id);
         if (!(flags & Q4K_GEN_IGNORE_EOG) && q4k_tokenizer_is_eog(tok, id)) {
             if ((flags & Q4K_GEN_EVAL_EOG) && s->pos < s->n_ctx) r = q4k_session_eval(s, &id, 1, 0, logits, err);
             break;
@@ -11111,6 +11234,7 @@ Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sa
             r = q4k__fail(err, Q4K_ERR_STOPPED, "generate: stopped by the callback after %lld tokens", (long long)(i + 1));
             break;
         }
+        if (n_predict >= 0 && i + 1 >= n_predict) break;
         r = q4k_session_eval(s, &id, 1, 0, logits, err);
     }
     Q4K_FREE(logits);

@@ -6,12 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 Q=./q4k
-ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
-check() { # name, condition command...
-    local name=$1; shift
-    if "$@"; then ok "$name"; else fail "$name" "$*"; fi
-}
+. tests/t.sh
 
 $Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 2>"$tmp/synth.err"
 check synth_tiny test -s "$tmp/tiny.gguf"
@@ -115,15 +110,11 @@ $Q run "$tmp/05b.gguf" "Hi" -n 2 --temp 0 --quiet > /dev/null 2>&1
 check synth_05b_runs test $? -eq 0
 
 # the Qwen vocabulary: q4k tokenizes the ChatML prompt into as many tokens as tiktoken does
-data=""
-for d in "${Q4K_TEST_DATA:-}" ../shared/data ../../shared/data; do [ -n "$d" ] && [ -f "$d/qwen.tiktoken" ] && data=$d && break; done
-if [ -z "$data" ]; then
-    echo "skip qwen_vocab_chat_prompt: qwen.tiktoken not found (../shared/data)"
-else
-    $Q synth "$tmp/qv.gguf" --preset tiny --layers 1 --fast --vocab "$data/qwen.tiktoken" 2>/dev/null
-    $Q run "$tmp/qv.gguf" "What is 2 + 2? Ünïcödé 😀" -n 3 --temp 0 > /dev/null 2>"$tmp/qv.err"
-    got=$(grep 'prompt eval time' "$tmp/qv.err" | sed 's|.*/ *\([0-9]*\) tokens.*|\1|')
-    want=$(python3 - "$data/qwen.tiktoken" <<'PY' 2>&1
+data=tests/data
+$Q synth "$tmp/qv.gguf" --preset tiny --layers 1 --fast --vocab "$data/qwen.tiktoken" 2>/dev/null
+$Q run "$tmp/qv.gguf" "What is 2 + 2? Ünïcödé 😀" -n 3 --temp 0 > /dev/null 2>"$tmp/qv.err"
+got=$(grep 'prompt eval time' "$tmp/qv.err" | sed 's|.*/ *\([0-9]*\) tokens.*|\1|')
+want=$(python3 - "$data/qwen.tiktoken" <<'PY' 2>&1
 import base64, sys
 try:
     import tiktoken
@@ -141,11 +132,10 @@ text = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a h
 print(len(enc.encode(text, allowed_special="all")))
 PY
 )
-    if [ "$want" = "no-tiktoken" ]; then
-        echo "skip qwen_vocab_chat_prompt: python package tiktoken missing"
-    else
-        check qwen_vocab_chat_prompt test "${got:-x}" = "$want"
-    fi
+if [ "$want" = "no-tiktoken" ]; then
+    echo "skip qwen_vocab_chat_prompt: python package tiktoken missing"
+else
+    check qwen_vocab_chat_prompt test "${got:-x}" = "$want"
 fi
 
 # bench: prompt and decode speed, bytes a step reads, fraction of a given floor

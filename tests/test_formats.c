@@ -1,6 +1,5 @@
 /* Block formats: dequantizers against hand-computed blocks, fp16/bf16
    conversions, quantizer round trips and error bounds. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "t.h"
 

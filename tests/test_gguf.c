@@ -2,11 +2,11 @@
    typed getters, the streaming writer, crafted bad files (each refused with
    its own result code and a message naming the key or tensor), and a fuzz
    loop of truncations and byte flips. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "t.h"
 
 #include <stdint.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -617,6 +617,18 @@ static void test_open_errors(void) {
     T_CHECK(q4k_gguf_open_file("/", NULL, &g, &err) == Q4K_ERR_IO && !strncmp(err.msg, "/: ", 3), "%s", err.msg);
 #if defined(__unix__) || defined(__APPLE__)
     T_CHECK(contains(err.msg, "directory"), "%s", err.msg);
+    /* a device is read as a stream only while it looks like GGUF: /dev/zero
+       stops at its 4th byte, not when memory runs out */
+    T_CHECK(q4k_gguf_open_file("/dev/zero", NULL, &g, &err) == Q4K_ERR_NOT_GGUF && contains(err.msg, "character device"),
+            "%s", err.msg);
+    /* a FIFO no one writes to: an error at once, not a wait forever */
+    tmp_path(path, sizeof path, "fifo");
+    if (mkfifo(path, 0600) == 0) {
+        T_CHECK(q4k_gguf_open_file(path, NULL, &g, &err) == Q4K_ERR_IO && contains(err.msg, "FIFO"), "%s", err.msg);
+        remove(path);
+    } else {
+        T_CHECK(0, "mkfifo %s failed", path);
+    }
 #endif
     T_CHECK(q4k_gguf_open_file(NULL, NULL, &g, &err) == Q4K_ERR_INVALID_ARG, "NULL path");
     T_CHECK(q4k_gguf_open_memory(NULL, 5, NULL, &g, &err) == Q4K_ERR_INVALID_ARG, "NULL data");

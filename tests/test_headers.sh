@@ -104,14 +104,27 @@ else
     echo "FAIL headers_vendored_build"; cat "$tmp/err" "$tmp/vendor/out.txt" 2>/dev/null | head -n 20
 fi
 
-# the README's embedding example compiles as it stands and runs on a synthetic model
+# the README's embedding example (its first ```c block) builds as it stands
+# with gcc, clang and g++, and prints byte for byte what `q4k run --raw --temp 0`
+# prints (less run's closing newline) on the same model and prompt
 awk '/^```c$/{f=1;next}/^```$/{if(f){exit}}f' README.md > "$tmp/readme.c"
 if [ ! -x ./q4k ]; then
     echo "FAIL readme_example: ./q4k not built"
-elif gcc -std=c99 -Wall -Wextra -Werror -I. "$tmp/readme.c" -o "$tmp/readme" -lm -lpthread -ldl 2>"$tmp/err" &&
-     ./q4k synth "$tmp/tiny.gguf" --preset tiny --layers 1 2>/dev/null && "$tmp/readme" "$tmp/tiny.gguf" "Hello" > "$tmp/readme.out" &&
-     [ -s "$tmp/readme.out" ]; then
-    echo "ok readme_example"
+elif ! ./q4k synth "$tmp/tiny.gguf" --preset tiny --layers 1 2>/dev/null ||
+     ! ./q4k run "$tmp/tiny.gguf" "Hello" --raw --temp 0 -n 16 --quiet > "$tmp/run.out" 2>"$tmp/err"; then
+    echo "FAIL readme_example: q4k synth/run failed"; head -n 5 "$tmp/err"
 else
-    echo "FAIL readme_example"; head -n 20 "$tmp/err"
+    head -c -1 "$tmp/run.out" > "$tmp/run.txt"
+    for cc in "gcc -std=c99" "clang -std=c99" "g++ -std=c++11 -x c++"; do
+        name="readme_example_$(echo "$cc" | cut -d' ' -f1 | tr '+' 'x')"
+        if ! command -v "${cc%% *}" >/dev/null; then echo "skip $name: compiler ${cc%% *} missing"; continue; fi
+        if $cc -O1 -Wall -Wextra -Wpedantic -Werror -I. "$tmp/readme.c" -o "$tmp/readme" -lm -lpthread -ldl 2>"$tmp/err" &&
+           "$tmp/readme" "$tmp/tiny.gguf" "Hello" > "$tmp/readme.out" 2>>"$tmp/err" &&
+           [ -s "$tmp/run.txt" ] && cmp -s "$tmp/readme.out" "$tmp/run.txt"; then
+            echo "ok $name"
+        else
+            echo "FAIL $name: output differs from q4k run or build failed"; head -n 20 "$tmp/err"
+            od -c "$tmp/readme.out" | head -n 4; od -c "$tmp/run.txt" | head -n 4
+        fi
+    done
 fi

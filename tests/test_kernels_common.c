@@ -1,7 +1,6 @@
 /* kernels_src/q4k_common.h (the GPU kernels' copy of the block layouts and
    of the activation scheme) agrees with q4k.h: every field at the same
    offset with the same size, and the same activation bytes. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "t.h"
 #include "../kernels_src/q4k_common.h"

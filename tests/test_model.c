@@ -1,8 +1,8 @@
 /* The CPU forward pass against a plain float64 reference written here, plus
    model validation, sessions, sampler and chat templates. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "t.h"
+#include <unistd.h>
 
 /* ---- a small random model written with our GGUF writer ------------------ */
 
@@ -559,6 +559,14 @@ static void test_unknown_arch(void) {
     T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_ERR_UNSUPPORTED, "unknown arch accepted");
     T_CHECK(strstr(err.msg, "mamba") != NULL, "message: %s", err.msg);
     remove(path);
+    /* a name with control bytes is quoted, never sent raw to a terminal */
+    w = q4k_gguf_writer_new(32);
+    q4k_gguf_writer_set_str(w, "general.architecture", "ma\x1b[2Jmba");
+    q4k_gguf_writer_write_file(w, path, &err);
+    q4k_gguf_writer_free(w);
+    T_CHECK(q4k_model_load(path, NULL, &m, &err) == Q4K_ERR_UNSUPPORTED, "unknown arch accepted");
+    T_CHECK(strstr(err.msg, "'ma\\x1b[2Jmba'") != NULL && !strchr(err.msg, 0x1b), "message: %s", err.msg);
+    remove(path);
 }
 
 static void test_sampler(void) {
@@ -615,6 +623,36 @@ static void test_sampler(void) {
         T_CHECK(fabs(counts[2] / 20000.0 - want) < 0.015, "id 2 drawn %.4f of the time, softmax says %.4f", counts[2] / 20000.0, want);
         q4k_sampler_free(s);
     }
+}
+
+/* llama.cpp's repetition penalty: a remembered token's positive logit is
+   divided by the penalty, a negative one multiplied; each token once; only
+   the last repeat_last_n accepted tokens count. */
+static void test_sampler_repeat_penalty(void) {
+    float pos[4] = {3.0f, 2.0f, 1.0f, 0.5f}, neg[4] = {-1.0f, -1.5f, -3.0f, -4.0f};
+    q4k_sampler_params p = q4k_sampler_defaults();
+    q4k_sampler *s;
+    T_CHECK(p.repeat_penalty == 1.0f && p.repeat_last_n == 64, "defaults differ from llama.cpp's");
+    p.temp = 0;
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = 2;
+    s = q4k_sampler_create(&p, 4);
+    T_CHECK(q4k_sampler_sample(s, pos) == 0, "nothing accepted yet: no penalty");
+    q4k_sampler_accept(s, 0);
+    q4k_sampler_accept(s, 0); /* twice: still divided once, 3 / 2 = 1.5 < 2 */
+    T_CHECK(q4k_sampler_sample(s, pos) == 1, "3/2 should lose to 2");
+    T_CHECK(q4k_sampler_sample(s, neg) == 1, "-1 x 2 = -2 should lose to -1.5");
+    q4k_sampler_accept(s, 1); /* remembered: 0, 1; 3/2 = 1.5 wins over 2/2 = 1 */
+    T_CHECK(q4k_sampler_sample(s, pos) == 0, "1.5 should beat 1");
+    q4k_sampler_accept(s, 2);
+    q4k_sampler_accept(s, 3); /* 0 and 1 left the window of 2 */
+    T_CHECK(q4k_sampler_sample(s, pos) == 0, "token 0 is out of the window");
+    q4k_sampler_free(s);
+    p.repeat_penalty = 1.0f; /* off */
+    s = q4k_sampler_create(&p, 4);
+    q4k_sampler_accept(s, 0);
+    T_CHECK(q4k_sampler_sample(s, pos) == 0, "penalty 1 is off");
+    q4k_sampler_free(s);
 }
 
 static void test_chat_templates(void) {
@@ -750,6 +788,13 @@ static void test_generate(void) {
     T_CHECK(r == Q4K_ERR_STOPPED && n_gen == 5 && g.n == 5, "stop: %s, %lld generated", q4k_result_name(r), (long long)n_gen);
     T_CHECK(q4k_session_pos(s) == 3 + 4, "pos after a stop: %lld", (long long)q4k_session_pos(s));
     for (i = 0; i < 5; i++) T_CHECK(g.toks[i] == manual[i], "token %d: %d, by hand %d", (int)i, g.toks[i], manual[i]);
+    /* n_predict 4: the 4th token is not evaluated, nothing would use its logits */
+    q4k_session_rewind(s, 0);
+    memset(&g, 0, sizeof g);
+    r = q4k_generate(s, tok, smp, prompt, 3, 4, 0, gen_cb, &g, &n_gen, &err);
+    T_CHECK(r == Q4K_OK && n_gen == 4 && g.n == 4, "n_predict 4: %s, %lld generated", q4k_result_name(r), (long long)n_gen);
+    T_CHECK(q4k_session_pos(s) == 3 + 3, "pos after n_predict 4: %lld", (long long)q4k_session_pos(s));
+    for (i = 0; i < 4; i++) T_CHECK(g.toks[i] == manual[i], "n_predict 4: token %d differs", (int)i);
     /* the context (16) ends it: 3 prompt + 13 generated tokens fill it */
     q4k_session_rewind(s, 0);
     memset(&g, 0, sizeof g);
@@ -1039,6 +1084,7 @@ int main(void) {
     T_RUN(test_rope_angles);
     T_RUN(test_chat_templates);
     T_RUN(test_sampler);
+    T_RUN(test_sampler_repeat_penalty);
     T_RUN(test_forward_qwen2_f32);
     T_RUN(test_forward_llama_f32_rope_freqs);
     T_RUN(test_forward_quantized_types);

@@ -1,4 +1,4 @@
-/* Tokenizer: the Qwen vocabulary (../shared/data/qwen.tiktoken) against the
+/* Tokenizer: the Qwen vocabulary (tests/data/qwen.tiktoken) against the
    reference vectors of llama.cpp's qwen2 test, a rank-based BPE written
    here, hand-split pre-tokens, special tokens, streaming UTF-8, errors. */
 #define Q4K_IMPLEMENTATION
@@ -19,27 +19,8 @@ static const char *const qwen_specials[] = {
     "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"};
 #define QWEN_N_SPECIAL ((int)(sizeof qwen_specials / sizeof qwen_specials[0]))
 
-static char data_dir[1024];
-
-/* env Q4K_TEST_DATA, else ../shared/data, else ../../shared/data */
-static int find_data_dir(void) {
-    const char *cands[3];
-    struct stat st;
-    char p[1200];
-    int i;
-    cands[0] = getenv("Q4K_TEST_DATA");
-    cands[1] = "../shared/data";
-    cands[2] = "../../shared/data";
-    for (i = 0; i < 3; i++) {
-        if (!cands[i] || !*cands[i]) continue;
-        snprintf(p, sizeof p, "%s/qwen.tiktoken", cands[i]);
-        if (stat(p, &st) == 0) {
-            snprintf(data_dir, sizeof data_dir, "%s", cands[i]);
-            return 1;
-        }
-    }
-    return 0;
-}
+/* the tests run from the repository root (tests/run.sh changes there) */
+static const char *const data_dir = "tests/data";
 
 typedef struct qwen_vocab {
     q4k_vocab_strings v;
@@ -76,11 +57,6 @@ static int qwen_load(void) {
     int64_t i;
     if (state) return state > 0;
     state = -1;
-    if (!find_data_dir()) {
-        snprintf(qwen_why, sizeof qwen_why,
-                 "qwen.tiktoken not found (set Q4K_TEST_DATA, or put shared/data beside the repository)");
-        return 0;
-    }
     snprintf(path, sizeof path, "%s/qwen.tiktoken", data_dir);
     if (q4k_vocab_from_tiktoken(path, &qv.v, &err) != Q4K_OK) {
         snprintf(qwen_why, sizeof qwen_why, "%.220s", err.msg);
@@ -115,14 +91,11 @@ static void qwen_unload(void) {
     free(qv.types);
 }
 
-/* skip when the file is missing, fail when it is there but does not load */
+/* the vocabulary is part of the repository: failing to load it is a failure */
 #define NEED_QWEN()                                                            \
     do {                                                                       \
         if (!qwen_load()) {                                                    \
-            if (qwen_why[0] && strncmp(qwen_why, "qwen.tiktoken not found", 23)) \
-                T_CHECK(0, "%s", qwen_why);                                    \
-            else                                                               \
-                T_SKIP(qwen_why);                                              \
+            T_CHECK(0, "%s", qwen_why);                                        \
             return;                                                            \
         }                                                                      \
     } while (0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """q4k's tokenizer against tiktoken (an implementation we did not write).
 
-Both load the same Qwen ranks (../shared/data/qwen.tiktoken); thousands of
+Both load the same Qwen ranks (tests/data/qwen.tiktoken); thousands of
 random texts from a fixed seed (mixed scripts, emoji with ZWJ, digits of
 many kinds, white space runs, contractions in any case, combining marks)
 go through build/tool_tokenize and through tiktoken with the qwen2,
@@ -32,15 +32,6 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>
             "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
 
 NAME = "test_tokenizer_py"
-
-
-def find_data():
-    cands = [os.environ.get("Q4K_TEST_DATA"), os.path.join(ROOT, "..", "shared", "data"),
-             os.path.join(ROOT, "..", "..", "shared", "data")]
-    for c in cands:
-        if c and os.path.exists(os.path.join(c, "qwen.tiktoken")):
-            return c
-    return None
 
 
 def rng_range(r, lo, hi):
@@ -176,10 +167,7 @@ def main():
     except ImportError:
         print("skip %s: python package tiktoken missing" % NAME)
         return 0
-    data = find_data()
-    if not data:
-        print("skip %s: qwen.tiktoken not found (set Q4K_TEST_DATA, or put shared/data beside the repository)" % NAME)
-        return 0
+    data = os.path.join(HERE, "data")
     if not os.path.exists(TOOL):
         print("FAIL %s: %s missing (run make test-bins)" % (NAME, TOOL))
         return 1

@@ -4,8 +4,10 @@
    Prints the weight bytes read per second (each call reads the matrix once)
    and the multiply-adds per second. */
 #define _POSIX_C_SOURCE 200809L
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double clock_s(clockid_t id) {

@@ -8,8 +8,11 @@
    Q6_K). Floats are raw little-endian float32, blocks raw ggml bytes; the
    whole input is one row. `types` prints "NAME ID BLOCK_SIZE TYPE_SIZE" for
    the types q4k can dequantize. Exit codes: 0 ok, 1 error, 2 usage. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static int usage(void) {
     fprintf(stderr, "usage: tool_formats dequant TYPE < blocks > floats\n"

@@ -8,7 +8,6 @@
       --align N   data alignment (default 32; writes general.alignment)
       --stream    write with begin / write_tensor / end instead of write_file
       --q3k       add a Q3_K tensor (a type q4k knows but does not run) */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 
 #include <stdio.h>

@@ -8,7 +8,6 @@
      tool_hf logits MODEL.gguf f32|q8 TOKEN...
         evaluates the tokens in one pass on the CPU backend and writes the
         float32 logits of every position to stdout (n x n_vocab).          */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 
 #include <stdlib.h>

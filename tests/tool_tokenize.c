@@ -13,7 +13,6 @@
    tokens; BOS is <|endoftext|>, added by --bos. stdin holds records: a
    little-endian u32 byte count, then the bytes of one text. For each record
    stdout gets one line: the ids separated by spaces. Exit 1 on errors. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 
 #include <stdio.h>
