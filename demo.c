@@ -819,7 +819,6 @@ static int cmd_run(int argc, char **argv) {
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = o.n_ctx;
     sd.act = o.ref ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-    sd.trace_layer = -1;
     if (q4k_session_create(backend, st.model, &sd, &st.sess, &err) != Q4K_OK) {
         fprintf(stderr, "q4k: %s\n", err.msg);
         goto done;
@@ -961,7 +960,6 @@ static int cmd_bench(int argc, char **argv) {
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = n_prompt + n_gen + 1;
     sd.act = ref ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-    sd.trace_layer = -1;
     n_vocab = m->hp.n_vocab;
     toks = (int32_t *)malloc((size_t)n_prompt * sizeof(int32_t));
     logits = (float *)malloc((size_t)n_vocab * sizeof(float));
