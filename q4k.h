@@ -63,6 +63,7 @@
 #define Q4K_VERSION_MINOR 1
 #define Q4K_VERSION_PATCH 0
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -829,6 +830,7 @@ Q4K_API const char *q4k_kv_type_name(q4k_kv_type t);
 /* Trace flags of q4k_session_desc (of the last token of each eval). */
 #define Q4K_TRACE_LAYERS 1u /* residual after every layer, and the stages */
 #define Q4K_TRACE_OPS 2u    /* every op (Q4K_OP_LIST) of trace_layer */
+#define Q4K_TRACE_ALL_OPS 4u /* every op of every layer (the gate's) */
 
 /* Faults: deliberate errors that prove the parity gate fails. The session
    descriptor carries them and every backend honours them, but only a build
@@ -933,6 +935,7 @@ struct q4k_session {
     int64_t pos;   /* tokens in the KV cache */
     int64_t n_evals; /* calls of eval so far (faults that start late count them) */
     float *trace_layers; /* n_layer x n_embd with Q4K_TRACE_LAYERS */
+    float *trace_layers_attn; /* the same after each layer's attention block */
     float *trace_stages[Q4K_STAGE_COUNT];
     int64_t trace_stage_len[Q4K_STAGE_COUNT];
     int trace_stage_set[Q4K_STAGE_COUNT]; /* written by the last eval */
@@ -941,9 +944,11 @@ struct q4k_session {
     q4k_result (*eval)(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
                        q4k_error *err);
     /* optional (the reference backend has it): recompute `layer` for the
-       token at position pos - 1 from x_in [n_embd], into x_out; the cache is
-       left as it was; with Q4K_TRACE_OPS on this layer its ops are traced */
-    q4k_result (*eval_layer)(q4k_session *s, int64_t layer, const float *x_in, float *x_out, q4k_error *err);
+       token at position pos - 1 from x_in [n_embd], into x_out (and the
+       residual after its attention block into x_attn); the cache is left as
+       it was; with Q4K_TRACE_OPS on this layer its ops are traced */
+    q4k_result (*eval_layer)(q4k_session *s, int64_t layer, const float *x_in, float *x_attn, float *x_out,
+                             q4k_error *err);
     void (*destroy)(q4k_session *s);
 };
 
@@ -975,13 +980,18 @@ Q4K_API const float *q4k_session_trace_op(const q4k_session *s, q4k_op op, int64
 /* A stage (embedding, output_norm, lm_head) of the last eval with
    Q4K_TRACE_LAYERS; NULL when that eval did not compute it (no logits). */
 Q4K_API const float *q4k_session_trace_stage(const q4k_session *s, q4k_stage st, int64_t *len);
+/* The output of `op` in `layer` (Q4K_TRACE_ALL_OPS, or the traced layer). */
+Q4K_API const float *q4k_session_trace_op_layer(const q4k_session *s, int64_t layer, q4k_op op, int64_t *len);
 /* The layer whose ops the next evals trace (needs Q4K_TRACE_OPS). */
 Q4K_API q4k_result q4k_session_set_trace_layer(q4k_session *s, int64_t layer);
+/* The residual after the attention block of `layer` (Q4K_TRACE_LAYERS). */
+Q4K_API const float *q4k_session_trace_layer_attn(const q4k_session *s, int64_t layer);
 /* Recompute one layer for the token at position pos - 1 from the residual
-   x_in (n_embd) into x_out, leaving the KV cache as it was (the gate's
-   teacher-forced check); Q4K_ERR_UNSUPPORTED when the backend lacks it. */
-Q4K_API q4k_result q4k_session_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_out,
-                                          q4k_error *err);
+   x_in (n_embd) into x_out (and x_attn, after the attention block; may be
+   NULL), leaving the KV cache as it was (the gate's teacher-forced check);
+   Q4K_ERR_UNSUPPORTED when the backend lacks it. */
+Q4K_API q4k_result q4k_session_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_attn,
+                                          float *x_out, q4k_error *err);
 /* The backend's data for a model it has prepared (NULL when none). */
 Q4K_API void *q4k_backend_prepared(const q4k_backend *b, const q4k_model *m);
 
@@ -1081,6 +1091,166 @@ typedef int (*q4k_token_fn)(void *user, int32_t token, const float *logits);
 Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sampler *smp, const int32_t *tokens,
                                 int64_t n, int64_t n_predict, unsigned flags, q4k_token_fn cb, void *user,
                                 int64_t *n_generated, q4k_error *err);
+/* >>parity-api */
+/* ------------------------------------------------------------------------ */
+/* parity: comparing two paths, and the gate                                 */
+/* ------------------------------------------------------------------------ */
+
+/* How far `test` is from `ref` (n values). These report; they never assert.
+   Sums in double; a NaN or infinity in test makes cosine NaN. */
+typedef struct q4k_parity {
+    double cosine;      /* ref.test / (|ref| |test|) */
+    double max_abs;     /* max |test - ref| */
+    double max_rel;     /* max |test - ref| / max |ref| */
+    double nmse;        /* sum (test - ref)^2 / sum ref^2 */
+    double kl;          /* KL(softmax(ref) || softmax(test)) */
+    double std_ref;     /* standard deviation of ref */
+    double margin;      /* ref's largest minus second largest value */
+    int64_t argmax_ref, argmax_test;
+    int64_t n_nonfinite; /* NaN or infinite values in test */
+} q4k_parity;
+
+static inline double q4k_parity_cosine(const float *a, const float *b, int64_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    if (aa == 0 && bb == 0) return 1.0;
+    return aa == 0 || bb == 0 ? 0.0 : ab / (sqrt(aa) * sqrt(bb));
+}
+
+/* index of the largest value (lowest on ties) and the gap to the second */
+static inline int64_t q4k_parity_argmax(const float *x, int64_t n, double *margin) {
+    int64_t i, best = 0;
+    double second = -1e300;
+    for (i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    for (i = 0; i < n; i++)
+        if (i != best && x[i] > second) second = x[i];
+    if (margin) *margin = n > 1 ? (double)x[best] - second : 0.0;
+    return best;
+}
+
+/* KL(softmax(p) || softmax(q)) in nats */
+static inline double q4k_parity_kl(const float *p, const float *q, int64_t n) {
+    double mp = -1e300, mq = -1e300, zp = 0, zq = 0, kl = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        if (p[i] > mp) mp = p[i];
+        if (q[i] > mq) mq = q[i];
+    }
+    for (i = 0; i < n; i++) {
+        zp += exp((double)p[i] - mp);
+        zq += exp((double)q[i] - mq);
+    }
+    for (i = 0; i < n; i++) {
+        double lp = (double)p[i] - mp - log(zp), lq = (double)q[i] - mq - log(zq);
+        kl += exp(lp) * (lp - lq);
+    }
+    return kl;
+}
+
+static inline q4k_parity q4k_parity_compare(const float *ref, const float *test, int64_t n) {
+    q4k_parity p;
+    double se = 0, sr = 0, mr = 0, sum = 0, sum2 = 0;
+    int64_t i;
+    p.cosine = q4k_parity_cosine(ref, test, n);
+    p.max_abs = 0;
+    p.n_nonfinite = 0;
+    for (i = 0; i < n; i++) {
+        double d = (double)test[i] - ref[i], a = d < 0 ? -d : d, r = ref[i] < 0 ? -(double)ref[i] : ref[i];
+        if (test[i] - test[i] != 0.0f) p.n_nonfinite++;
+        if (!(a <= p.max_abs)) p.max_abs = a;
+        if (r > mr) mr = r;
+        se += d * d;
+        sr += (double)ref[i] * ref[i];
+        sum += ref[i];
+        sum2 += (double)ref[i] * ref[i];
+    }
+    p.max_rel = mr > 0 ? p.max_abs / mr : p.max_abs;
+    p.nmse = sr > 0 ? se / sr : se;
+    p.std_ref = n > 0 ? sqrt(sum2 / (double)n - (sum / (double)n) * (sum / (double)n) > 0
+                                           ? sum2 / (double)n - (sum / (double)n) * (sum / (double)n) : 0.0) : 0.0;
+    p.kl = q4k_parity_kl(ref, test, n);
+    p.argmax_ref = q4k_parity_argmax(ref, n, &p.margin);
+    p.argmax_test = q4k_parity_argmax(test, n, NULL);
+    return p;
+}
+
+/* The gate: a reference session (CPU) and a test session run the same
+   prompt, then `steps` greedy steps in which both are fed the reference's
+   argmax; the logits are compared at every step (step 0 is the prompt).
+   The prompt is a fixed built-in one (Q4K_GATE_BUILTIN token ids, taken
+   modulo the vocabulary) followed by at most the first 64 of the given
+   tokens, so the gate's cost does not grow with long prompts.
+   A step fails
+     per layer (teacher-forced): the reference recomputes each layer from the
+       test session's own input to it (its trace) and the cosine of the two
+       layer updates (output - input) is below layer_cos; the stages outside
+       the layers are checked the same way (embedding, output_norm, lm_head);
+     end to end: a NaN or infinite logit, a logit cosine below logit_cos, or
+       another argmax where the reference's top-two margin exceeds
+       margin_frac x the standard deviation of its logits.
+   KL is reported, not judged. On the first failing step the gate stops and
+   localises: the first layer (or stage) that fails, and inside the layer the
+   first op whose output (recomputed by the reference from the same input)
+   is below layer_cos. Both sessions run in the test descriptor's arithmetic
+   mode and KV type; its faults go to the test session only. */
+#define Q4K_GATE_LAYER_COS 0.9999  /* per-layer update cosine (README: measured spread) */
+#define Q4K_GATE_LOGIT_COS 0.999   /* end-to-end logit cosine */
+#define Q4K_GATE_MARGIN_FRAC 0.01  /* argmax rule: margin > 1% of the logits' std */
+#define Q4K_GATE_MAX_STEPS 64
+#define Q4K_GATE_MAX_USER_TOKENS 64
+
+typedef struct q4k_gate_desc {
+    int64_t steps;       /* greedy steps after the prompt, <= Q4K_GATE_MAX_STEPS (0: the prompt only) */
+    double layer_cos;    /* 0: Q4K_GATE_LAYER_COS */
+    double logit_cos;    /* 0: Q4K_GATE_LOGIT_COS */
+    double margin_frac;  /* 0: Q4K_GATE_MARGIN_FRAC */
+} q4k_gate_desc;
+
+typedef struct q4k_gate_step {
+    q4k_parity logits;      /* reference vs test */
+    double layer_cos;       /* worst per-layer (and stage) update cosine */
+    int64_t layer_worst;    /* where (-1: a stage) */
+    int pass;
+} q4k_gate_step;
+
+typedef struct q4k_gate_report {
+    int pass;
+    int64_t n_steps;         /* steps run, the prompt included */
+    int64_t steps_asked;
+    int64_t n_prompt;        /* tokens of the gate's prompt */
+    q4k_gate_step step[Q4K_GATE_MAX_STEPS + 1];
+    int64_t failed_step;     /* -1 when it passed */
+    char reason[192];        /* "cosine 0.7223 < 0.9999", "layer 3 update cosine ..." */
+    /* first divergence: layer (-1: outside the layers) and op (a q4k_op, or
+       Q4K_OP_COUNT + a q4k_stage; -1: not found) */
+    int64_t div_layer;
+    int div_op;
+    char where[96];          /* "layer 0, attn", "lm_head", "no single layer" */
+    double layer_cos_used, logit_cos_used, margin_frac_used;
+} q4k_gate_report;
+
+Q4K_API q4k_result q4k_gate_run(q4k_backend *ref, q4k_backend *test, const q4k_model *m,
+                                const q4k_session_desc *test_desc, const int32_t *prompt, int64_t n_prompt,
+                                const q4k_gate_desc *d, q4k_gate_report *rep, q4k_error *err);
+/* The name of op `op` as the gate reports it: a q4k_op or Q4K_OP_COUNT + a stage. */
+Q4K_API const char *q4k_gate_op_name(int op);
+/* Look up an op or stage name ("down", "lm_head"): the gate's numbering, -1 when unknown. */
+Q4K_API int q4k_gate_op_from_name(const char *name);
+
+#ifdef Q4K_FAULTS
+/* Parse "NAME[,NAME...]" (Q4K_FAULT_LIST names, and perturb:LAYER:OP:EPS
+   with LAYER 0-based, OP an op or stage name); test builds only. */
+Q4K_API q4k_result q4k_faults_parse(const char *spec, q4k_faults *out, q4k_error *err);
+Q4K_API const char *q4k_fault_name(q4k_fault f);
+#endif
+/* <<parity-api */
+
 /* <<model-api */
 
 #ifdef __cplusplus
@@ -7763,7 +7933,8 @@ Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *
 static void q4k__session_free_trace(q4k_session *s) {
     int i;
     Q4K_FREE(s->trace_layers);
-    s->trace_layers = NULL;
+    Q4K_FREE(s->trace_layers_attn);
+    s->trace_layers = s->trace_layers_attn = NULL;
     for (i = 0; i < Q4K_OP_COUNT; i++) {
         Q4K_FREE(s->trace_ops[i]);
         s->trace_ops[i] = NULL;
@@ -7860,10 +8031,21 @@ Q4K_API const float *q4k_session_trace_layer(const q4k_session *s, int64_t layer
     return s->trace_layers + layer * s->model->hp.n_embd;
 }
 
+Q4K_API const float *q4k_session_trace_layer_attn(const q4k_session *s, int64_t layer) {
+    if (!s || !s->trace_layers_attn || layer < 0 || layer >= s->model->hp.n_layer) return NULL;
+    return s->trace_layers_attn + layer * s->model->hp.n_embd;
+}
+
 Q4K_API const float *q4k_session_trace_op(const q4k_session *s, q4k_op op, int64_t *len) {
+    return s ? q4k_session_trace_op_layer(s, s->desc.trace_layer, op, len) : NULL;
+}
+
+Q4K_API const float *q4k_session_trace_op_layer(const q4k_session *s, int64_t layer, q4k_op op, int64_t *len) {
     if (!s || (int)op < 0 || (int)op >= Q4K_OP_COUNT || !s->trace_ops[op]) return NULL;
+    if (!(s->desc.trace & Q4K_TRACE_ALL_OPS) && layer != s->desc.trace_layer) return NULL;
+    if (layer < 0 || layer >= s->model->hp.n_layer) return NULL;
     if (len) *len = s->trace_op_len[op];
-    return s->trace_ops[op];
+    return s->trace_ops[op] + ((s->desc.trace & Q4K_TRACE_ALL_OPS) ? layer * s->trace_op_len[op] : 0);
 }
 
 Q4K_API const float *q4k_session_trace_stage(const q4k_session *s, q4k_stage st, int64_t *len) {
@@ -7878,15 +8060,15 @@ Q4K_API q4k_result q4k_session_set_trace_layer(q4k_session *s, int64_t layer) {
     return Q4K_OK;
 }
 
-Q4K_API q4k_result q4k_session_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_out,
-                                          q4k_error *err) {
+Q4K_API q4k_result q4k_session_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_attn,
+                                          float *x_out, q4k_error *err) {
     if (!s || !x_in || !x_out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval_layer: no session or buffer");
     if (!s->eval_layer)
         return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "eval_layer: the %s backend cannot recompute one layer", s->backend->name);
     if (layer < 0 || layer >= s->model->hp.n_layer || s->pos < 1)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval_layer: layer %lld at position %lld: out of range",
                          (long long)layer, (long long)s->pos - 1);
-    return s->eval_layer(s, layer, x_in, x_out, err);
+    return s->eval_layer(s, layer, x_in, x_attn, x_out, err);
 }
 
 Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
@@ -7895,7 +8077,8 @@ Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
     int i;
     if (s->desc.trace & Q4K_TRACE_LAYERS) {
         s->trace_layers = (float *)Q4K_MALLOC((size_t)(hp->n_layer * hp->n_embd) * sizeof(float));
-        if (!s->trace_layers) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
+        s->trace_layers_attn = (float *)Q4K_MALLOC((size_t)(hp->n_layer * hp->n_embd) * sizeof(float));
+        if (!s->trace_layers || !s->trace_layers_attn) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
         s->trace_stage_len[Q4K_STAGE_EMBEDDING] = s->trace_stage_len[Q4K_STAGE_OUTPUT_NORM] = hp->n_embd;
         s->trace_stage_len[Q4K_STAGE_LM_HEAD] = hp->n_vocab;
         for (i = 0; i < Q4K_STAGE_COUNT; i++) {
@@ -7903,7 +8086,7 @@ Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
             if (!s->trace_stages[i]) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
         }
     }
-    if (!(s->desc.trace & Q4K_TRACE_OPS)) return Q4K_OK;
+    if (!(s->desc.trace & (Q4K_TRACE_OPS | Q4K_TRACE_ALL_OPS))) return Q4K_OK;
     lens[Q4K_OP_ATTN_NORM] = hp->n_embd;
     lens[Q4K_OP_Q] = lens[Q4K_OP_Q_ROPE] = lens[Q4K_OP_ATTN] = hp->n_head * hp->head_dim;
     lens[Q4K_OP_K] = lens[Q4K_OP_V] = lens[Q4K_OP_K_ROPE] = hp->n_head_kv * hp->head_dim;
@@ -7912,14 +8095,17 @@ Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
     lens[Q4K_OP_DOWN] = lens[Q4K_OP_RESID_FFN] = hp->n_embd;
     for (i = 0; i < Q4K_OP_COUNT; i++) {
         s->trace_op_len[i] = lens[i];
-        s->trace_ops[i] = (float *)Q4K_MALLOC((size_t)lens[i] * sizeof(float));
+        s->trace_ops[i] = (float *)Q4K_MALLOC((size_t)(lens[i] * ((s->desc.trace & Q4K_TRACE_ALL_OPS) ? hp->n_layer : 1)) *
+                                              sizeof(float));
         if (!s->trace_ops[i]) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
     }
     return Q4K_OK;
 }
 
 Q4K_API void q4k__trace_op(q4k_session *s, int64_t layer, q4k_op op, const float *row) {
-    if ((s->desc.trace & Q4K_TRACE_OPS) && s->desc.trace_layer == layer && s->trace_ops[op])
+    if ((s->desc.trace & Q4K_TRACE_ALL_OPS) && s->trace_ops[op])
+        memcpy(s->trace_ops[op] + layer * s->trace_op_len[op], row, (size_t)s->trace_op_len[op] * sizeof(float));
+    else if ((s->desc.trace & Q4K_TRACE_OPS) && s->desc.trace_layer == layer && s->trace_ops[op])
         memcpy(s->trace_ops[op], row, (size_t)s->trace_op_len[op] * sizeof(float));
 }
 
@@ -7961,6 +8147,7 @@ typedef struct q4k__cpu_session {
     float *rope_c, *rope_s; /* [batch][n_rot/2] */
     float *scores;          /* [n_threads][n_ctx] */
     unsigned char *kv_save; /* one position's K and V of one layer (eval_layer) */
+    float *x_attn;          /* where q4k__cpu_layer leaves the last token's residual after attention, or NULL */
     int n_threads;
     int64_t n_decode;       /* one-token evals so far */
 #ifdef Q4K_FAULTS
@@ -8231,6 +8418,7 @@ static q4k_result q4k__cpu_layer(q4k__cpu_session *cs, int64_t l, int64_t n, int
     q4k__cpu_op_done(cs, l, Q4K_OP_ATTN_OUT, cs->tmp, n, d);
     for (i = 0; i < n * d; i++) cs->x[i] += cs->tmp[i];
     q4k__cpu_op_done(cs, l, Q4K_OP_RESID_ATTN, cs->x, n, d);
+    if (cs->x_attn) memcpy(cs->x_attn, cs->x + (n - 1) * d, (size_t)d * sizeof(float));
 
     /* feed-forward block */
     q4k__cpu_norm(cs, cs->xb, cs->x, L->ffn_norm, n);
@@ -8267,6 +8455,7 @@ static q4k_result q4k__cpu_eval_batch(q4k__cpu_session *cs, const int32_t *token
     q4k__rope_tables(cs->rope_c, cs->rope_s, pos0, n, hp->n_rot, hp->rope_freq_base,
                      m->rope_freqs ? (const float *)m->rope_freqs->data : NULL);
     for (l = 0; l < hp->n_layer; l++) {
+        cs->x_attn = s->trace_layers_attn ? s->trace_layers_attn + l * d : NULL;
         if ((r = q4k__cpu_layer(cs, l, n, pos0, err))) return r;
         if (s->trace_layers) memcpy(s->trace_layers + l * d, cs->x + (n - 1) * d, (size_t)d * sizeof(float));
     }
@@ -8306,7 +8495,8 @@ static q4k_result q4k__cpu_eval(q4k_session *s, const int32_t *tokens, int64_t n
     return Q4K_OK;
 }
 
-static q4k_result q4k__cpu_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_out, q4k_error *err) {
+static q4k_result q4k__cpu_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_attn, float *x_out,
+                                      q4k_error *err) {
     q4k__cpu_session *cs = (q4k__cpu_session *)s;
     const q4k_model *m = s->model;
     int64_t d = m->hp.n_embd, kv_dim = m->hp.n_head_kv * m->hp.head_dim, p = s->pos - 1;
@@ -8317,6 +8507,7 @@ static q4k_result q4k__cpu_eval_layer(q4k_session *s, int64_t layer, const float
     memcpy(cs->x, x_in, (size_t)d * sizeof(float));
     q4k__rope_tables(cs->rope_c, cs->rope_s, p, 1, m->hp.n_rot, m->hp.rope_freq_base,
                      m->rope_freqs ? (const float *)m->rope_freqs->data : NULL);
+    cs->x_attn = x_attn;
     r = q4k__cpu_layer(cs, layer, 1, p, err);
     memcpy(x_out, cs->x, (size_t)d * sizeof(float));
     memcpy((char *)cs->k_cache + off, cs->kv_save, row);
@@ -8576,6 +8767,283 @@ Q4K_API void q4k_backend_destroy(q4k_backend *b) {
     if (b) b->destroy(b);
 }
 
+
+/* >>parity */
+
+Q4K_API const char *q4k_gate_op_name(int op) {
+    if (op >= 0 && op < Q4K_OP_COUNT) return q4k_op_name((q4k_op)op);
+    if (op >= Q4K_OP_COUNT && op < Q4K_OP_COUNT + Q4K_STAGE_COUNT) return q4k_stage_name((q4k_stage)(op - Q4K_OP_COUNT));
+    return "unknown";
+}
+
+Q4K_API int q4k_gate_op_from_name(const char *name) {
+    int i;
+    for (i = 0; i < Q4K_OP_COUNT + Q4K_STAGE_COUNT; i++)
+        if (name && !strcmp(name, q4k_gate_op_name(i))) return i;
+    return -1;
+}
+
+#ifdef Q4K_FAULTS
+Q4K_API const char *q4k_fault_name(q4k_fault f) {
+    static const char *const names[] = {
+#define Q4K__FAULT_NAME(name, text) text,
+        Q4K_FAULT_LIST(Q4K__FAULT_NAME)
+#undef Q4K__FAULT_NAME
+    };
+    if ((int)f < 0 || (int)f >= (int)Q4K_FAULT_COUNT) return "unknown";
+    return names[f];
+}
+
+Q4K_API q4k_result q4k_faults_parse(const char *spec, q4k_faults *out, q4k_error *err) {
+    const char *p = spec;
+    memset(out, 0, sizeof *out);
+    out->seed = 1;
+    while (p && *p) {
+        char item[96], *colon;
+        size_t n = strcspn(p, ",");
+        int f;
+        if (n == 0 || n >= sizeof item) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault: empty or overlong name in '%s'", spec);
+        memcpy(item, p, n);
+        item[n] = 0;
+        p += n + (p[n] == ',');
+        for (f = 0; f < Q4K_FAULT_COUNT; f++)
+            if (!strcmp(item, q4k_fault_name((q4k_fault)f))) break;
+        if (f < Q4K_FAULT_COUNT) {
+            out->mask |= 1u << f;
+            continue;
+        }
+        if (!strncmp(item, "perturb:", 8)) {
+            char *end, *opname = NULL;
+            long layer = strtol(item + 8, &end, 10);
+            double eps;
+            if (end == item + 8 || *end != ':' || layer < 0)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault '%s': want perturb:LAYER:OP:EPS with LAYER >= 0", item);
+            opname = end + 1;
+            colon = strchr(opname, ':');
+            if (!colon) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault '%s': want perturb:LAYER:OP:EPS", item);
+            *colon = 0;
+            out->perturb_op = q4k_gate_op_from_name(opname);
+            if (out->perturb_op < 0)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault '%s': unknown op '%s' (an op of Q4K_OP_LIST or embedding, output_norm, lm_head)", spec, opname);
+            eps = strtod(colon + 1, &end);
+            if (end == colon + 1 || *end || !(eps > 0) || eps > 1e6)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault perturb: EPS '%s' is not a positive number", colon + 1);
+            out->perturb_layer = layer;
+            out->perturb_eps = (float)eps;
+            continue;
+        }
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault: unknown name '%s' (gqa, bias, kv_step2, q4k_scales, f16_acc, split, perturb:LAYER:OP:EPS)", item);
+    }
+    return Q4K_OK;
+}
+#endif
+
+/* a - b into out */
+static void q4k__sub(float *out, const float *a, const float *b, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) out[i] = a[i] - b[i];
+}
+
+typedef struct q4k__gate {
+    q4k_session *ref, *test;
+    const q4k_model *m;
+    q4k_backend *ref_b;
+    q4k_act_mode act;
+    double layer_cos;
+    float *x_out, *u_ref, *u_test, *buf;
+} q4k__gate;
+
+/* Cosine of op `op` of layer l: the reference's recomputation (from the
+   test's input to the layer) against the test's own; the residual ops as
+   updates, so that the stream they carry does not hide the error. */
+static double q4k__gate_op_cos(q4k__gate *g, int64_t l, int op, const float *in) {
+    int64_t d = g->m->hp.n_embd, len = 0;
+    const float *a = q4k_session_trace_op_layer(g->ref, l, (q4k_op)op, &len);
+    const float *b = q4k_session_trace_op_layer(g->test, l, (q4k_op)op, NULL);
+    if (op == Q4K_OP_RESID_ATTN || op == Q4K_OP_RESID_FFN) {
+        const float *base_r = op == Q4K_OP_RESID_ATTN ? in : q4k_session_trace_op_layer(g->ref, l, Q4K_OP_RESID_ATTN, NULL);
+        const float *base_t = op == Q4K_OP_RESID_ATTN ? in : q4k_session_trace_op_layer(g->test, l, Q4K_OP_RESID_ATTN, NULL);
+        q4k__sub(g->u_ref, a, base_r, d);
+        q4k__sub(g->u_test, b, base_t, d);
+        return q4k_parity_cosine(g->u_ref, g->u_test, d);
+    }
+    return q4k_parity_cosine(a, b, len);
+}
+
+/* The teacher-forced check of the step just evaluated: each layer
+   recomputed by the reference from the test's input to it, every op
+   compared; the stages outside the layers the same way. The worst cosine
+   and where; the first failing layer and op (or stage), -1 when none. */
+static q4k_result q4k__gate_layers(q4k__gate *g, double *worst, int64_t *worst_at, int64_t *bad_layer, int *bad_op,
+                                   q4k_error *err) {
+    const q4k_hparams *hp = &g->m->hp;
+    int64_t d = hp->n_embd, nv = hp->n_vocab, l;
+    const float *emb_t = q4k_session_trace_stage(g->test, Q4K_STAGE_EMBEDDING, NULL);
+    const float *emb_r = q4k_session_trace_stage(g->ref, Q4K_STAGE_EMBEDDING, NULL);
+    const float *on_t = q4k_session_trace_stage(g->test, Q4K_STAGE_OUTPUT_NORM, NULL);
+    const float *lm_t = q4k_session_trace_stage(g->test, Q4K_STAGE_LM_HEAD, NULL);
+    const float *last = q4k_session_trace_layer(g->test, hp->n_layer - 1);
+    double c;
+    int op;
+    q4k_result r;
+    *worst = 1.0;
+    *worst_at = 0;
+    *bad_layer = -1;
+    *bad_op = -1;
+    if (!emb_t || !emb_r || !on_t || !lm_t || !last)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "gate: the %s session gave no trace", g->test->backend->name);
+#define Q4K__GATE_SEE(cosv, layer, opv)                                                     \
+    c = (cosv);                                                                             \
+    if (!(c >= *worst)) { *worst = c; *worst_at = (layer); }                                \
+    if (!(c >= g->layer_cos) && *bad_op < 0) { *bad_layer = (layer); *bad_op = (opv); }
+    Q4K__GATE_SEE(q4k_parity_cosine(emb_r, emb_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING)
+    for (l = 0; l < hp->n_layer; l++) {
+        const float *in = l ? q4k_session_trace_layer(g->test, l - 1) : emb_t;
+        if ((r = q4k_session_eval_layer(g->ref, l, in, NULL, g->x_out, err))) return r;
+        for (op = 0; op < Q4K_OP_COUNT; op++) {
+            Q4K__GATE_SEE(q4k__gate_op_cos(g, l, op, in), l, op)
+        }
+    }
+    if ((r = g->ref_b->rmsnorm(g->ref_b, last, (const float *)g->m->output_norm->data, d, 1, hp->norm_eps, g->x_out, err)))
+        return r;
+    Q4K__GATE_SEE(q4k_parity_cosine(g->x_out, on_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM)
+    if ((r = g->ref_b->matmul(g->ref_b, g->act, g->m->output->type, g->m->output->data, nv, d, on_t, 1, g->buf, err)))
+        return r;
+    Q4K__GATE_SEE(q4k_parity_cosine(g->buf, lm_t, nv), -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD)
+#undef Q4K__GATE_SEE
+    return Q4K_OK;
+}
+
+static const int32_t q4k__gate_builtin[] = {9, 1771, 42, 30000, 512, 77, 8191, 3, 100000, 256, 12345, 64};
+
+Q4K_API q4k_result q4k_gate_run(q4k_backend *ref_b, q4k_backend *test_b, const q4k_model *m,
+                                const q4k_session_desc *test_desc, const int32_t *prompt, int64_t n_prompt,
+                                const q4k_gate_desc *d, q4k_gate_report *rep, q4k_error *err) {
+    q4k_gate_desc gd;
+    q4k_session_desc rd, td;
+    q4k__gate g;
+    int64_t nv, n_builtin = (int64_t)(sizeof q4k__gate_builtin / sizeof q4k__gate_builtin[0]), n_user, i, step;
+    int32_t *toks = NULL, next = 0;
+    float *lr = NULL, *lt = NULL;
+    q4k_result r = Q4K_OK;
+    memset(&gd, 0, sizeof gd);
+    if (d) gd = *d;
+    memset(rep, 0, sizeof *rep);
+    memset(&g, 0, sizeof g);
+    rep->failed_step = -1;
+    rep->div_layer = -1;
+    rep->div_op = -1;
+    if (!ref_b || !test_b || !m || (!prompt && n_prompt > 0) || n_prompt < 0 || gd.steps < 0 || gd.steps > Q4K_GATE_MAX_STEPS)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "gate: bad arguments (steps %lld, at most %d)", (long long)gd.steps,
+                         Q4K_GATE_MAX_STEPS);
+    g.layer_cos = rep->layer_cos_used = gd.layer_cos > 0 ? gd.layer_cos : Q4K_GATE_LAYER_COS;
+    rep->logit_cos_used = gd.logit_cos > 0 ? gd.logit_cos : Q4K_GATE_LOGIT_COS;
+    rep->margin_frac_used = gd.margin_frac > 0 ? gd.margin_frac : Q4K_GATE_MARGIN_FRAC;
+    rep->steps_asked = gd.steps;
+    nv = m->hp.n_vocab;
+    n_user = n_prompt < Q4K_GATE_MAX_USER_TOKENS ? n_prompt : Q4K_GATE_MAX_USER_TOKENS;
+    rep->n_prompt = n_builtin + n_user;
+    memset(&td, 0, sizeof td);
+    if (test_desc) td = *test_desc;
+    td.n_ctx = rep->n_prompt + gd.steps + 1;
+    td.trace = Q4K_TRACE_LAYERS | Q4K_TRACE_ALL_OPS;
+    td.trace_layer = 0;
+    rd = td;
+    memset(&rd.faults, 0, sizeof rd.faults); /* the reference is never faulted */
+    toks = (int32_t *)Q4K_MALLOC((size_t)rep->n_prompt * sizeof(int32_t));
+    lr = (float *)Q4K_MALLOC((size_t)nv * sizeof(float));
+    lt = (float *)Q4K_MALLOC((size_t)nv * sizeof(float));
+    g.buf = (float *)Q4K_MALLOC((size_t)nv * sizeof(float));
+    g.x_out = (float *)Q4K_MALLOC((size_t)m->hp.n_embd * 4 * sizeof(float));
+    if (!toks || !lr || !lt || !g.buf || !g.x_out) {
+        r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "gate: out of memory");
+        goto done;
+    }
+    g.u_ref = g.x_out + m->hp.n_embd;
+    g.u_test = g.u_ref + m->hp.n_embd;
+    g.m = m;
+    g.ref_b = ref_b;
+    g.act = td.act;
+    for (i = 0; i < n_builtin; i++) toks[i] = (int32_t)(q4k__gate_builtin[i] % nv);
+    for (i = 0; i < n_user; i++) toks[n_builtin + i] = prompt[i];
+    if ((r = q4k_session_create(ref_b, m, &rd, &g.ref, err)) || (r = q4k_session_create(test_b, m, &td, &g.test, err)))
+        goto done;
+    rep->pass = 1;
+    for (step = 0; step <= gd.steps; step++) {
+        const int32_t *t = step ? &next : toks;
+        int64_t n = step ? 1 : rep->n_prompt, bad_layer, at;
+        int bad_op;
+        q4k_gate_step *st = &rep->step[step];
+        q4k_result rt;
+        if ((r = q4k_session_eval(g.ref, t, n, 0, lr, err))) goto done;
+        rt = q4k_session_eval(g.test, t, n, 0, lt, err);
+        if (rt != Q4K_OK && rt != Q4K_ERR_BAD_MODEL) {
+            r = rt;
+            goto done;
+        }
+        st->logits = q4k_parity_compare(lr, lt, nv);
+        if ((r = q4k__gate_layers(&g, &st->layer_cos, &at, &bad_layer, &bad_op, err))) goto done;
+        st->layer_worst = at;
+        st->pass = 1;
+        rep->n_steps = step + 1;
+        if (st->logits.n_nonfinite) {
+            snprintf(rep->reason, sizeof rep->reason, "%lld NaN/Inf logits", (long long)st->logits.n_nonfinite);
+            st->pass = 0;
+        } else if (!(st->logits.cosine >= rep->logit_cos_used)) {
+            snprintf(rep->reason, sizeof rep->reason, "cosine %.4f < %g", st->logits.cosine, rep->logit_cos_used);
+            st->pass = 0;
+        } else if (st->logits.argmax_ref != st->logits.argmax_test &&
+                   st->logits.margin > rep->margin_frac_used * st->logits.std_ref) {
+            snprintf(rep->reason, sizeof rep->reason, "argmax %lld != %lld (margin %.3g > %g x std %.3g)",
+                     (long long)st->logits.argmax_test, (long long)st->logits.argmax_ref, st->logits.margin,
+                     rep->margin_frac_used, st->logits.std_ref);
+            st->pass = 0;
+        } else if (bad_op >= 0) {
+            if (bad_layer < 0)
+                snprintf(rep->reason, sizeof rep->reason, "%s cosine %.6f < %g", q4k_gate_op_name(bad_op), st->layer_cos,
+                         rep->layer_cos_used);
+            else
+                snprintf(rep->reason, sizeof rep->reason, "layer %lld %s cosine %.6f < %g", (long long)bad_layer,
+                         q4k_gate_op_name(bad_op), st->layer_cos, rep->layer_cos_used);
+            st->pass = 0;
+        }
+        if (!st->pass) {
+            rep->pass = 0;
+            rep->failed_step = step;
+            rep->div_layer = bad_layer;
+            rep->div_op = bad_op;
+            if (bad_op >= 0 && bad_layer >= 0)
+                snprintf(rep->where, sizeof rep->where, "layer %lld, %s", (long long)bad_layer, q4k_gate_op_name(bad_op));
+            else if (bad_op >= 0)
+                snprintf(rep->where, sizeof rep->where, "%s", q4k_gate_op_name(bad_op));
+            else {
+                /* every layer passes alone: the error is the sum of small ones */
+                int64_t l;
+                for (l = 0; l < m->hp.n_layer; l++)
+                    if (!(q4k_parity_cosine(q4k_session_trace_layer(g.ref, l), q4k_session_trace_layer(g.test, l),
+                                            m->hp.n_embd) >= rep->logit_cos_used))
+                        break;
+                rep->div_layer = l < m->hp.n_layer ? l : -1;
+                if (l < m->hp.n_layer)
+                    snprintf(rep->where, sizeof rep->where, "layer %lld, accumulated (no single layer fails)", (long long)l);
+                else
+                    snprintf(rep->where, sizeof rep->where, "no single layer");
+            }
+            break;
+        }
+        next = (int32_t)st->logits.argmax_ref;
+    }
+done:
+    q4k_session_free(g.ref);
+    q4k_session_free(g.test);
+    Q4K_FREE(toks);
+    Q4K_FREE(lr);
+    Q4K_FREE(lt);
+    Q4K_FREE(g.buf);
+    Q4K_FREE(g.x_out);
+    if (r) rep->pass = 0;
+    return r;
+}
 
 /* --- sampling ------------------------------------------------------------ */
 

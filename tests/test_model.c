@@ -555,7 +555,7 @@ static void test_trace(void) {
     if (!s || !plain || !s8 || !plain8 || !zero) return;
     lg = (float *)malloc((size_t)nv * 4);
     lg2 = (float *)malloc((size_t)nv * 4);
-    xo = (float *)malloc((size_t)d * 4);
+    xo = (float *)malloc((size_t)d * 8);
     lref = (double *)malloc((size_t)nv * 8);
     ref_init(&R, m, 8);
     R.tr_layer = 1;
@@ -591,9 +591,10 @@ static void test_trace(void) {
         /* recomputing a layer from its traced input gives its traced output */
         for (l = 0; l < m->hp.n_layer; l++) {
             const float *in = l ? q4k_session_trace_layer(s, l - 1) : q4k_session_trace_stage(s, Q4K_STAGE_EMBEDDING, NULL);
-            T_CHECK(q4k_session_eval_layer(s, l, in, xo, &err) == Q4K_OK, "eval_layer: %s", err.msg);
-            T_CHECK(!memcmp(xo, q4k_session_trace_layer(s, l), (size_t)d * 4), "step %lld: eval_layer %lld differs",
-                    (long long)step, (long long)l);
+            T_CHECK(q4k_session_eval_layer(s, l, in, xo + d, xo, &err) == Q4K_OK, "eval_layer: %s", err.msg);
+            T_CHECK(!memcmp(xo, q4k_session_trace_layer(s, l), (size_t)d * 4) &&
+                        !memcmp(xo + d, q4k_session_trace_layer_attn(s, l), (size_t)d * 4),
+                    "step %lld: eval_layer %lld differs", (long long)step, (long long)l);
         }
     }
     printf("  trace vs float64 (f32 activations, f32 cache): worst cosine %.10f\n", worst);
