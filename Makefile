@@ -23,6 +23,11 @@ all: q4k
 q4k: demo.c $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) -o $@ demo.c $(LDLIBS)
 
+# the test build: faults from Q4K_FAULT=NAME[,NAME...] (never in ./q4k)
+build/q4k-faults: demo.c $(HEADERS)
+	@mkdir -p build
+	$(CC) $(CFLAGS) $(WARN) -DQ4K_FAULTS -o $@ demo.c $(LDLIBS)
+
 build/test_%: tests/test_%.c tests/t.h $(HEADERS)
 	@mkdir -p build
 	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(LDLIBS)
@@ -35,7 +40,7 @@ build/tool_%: tests/tool_%.c $(HEADERS)
 	@mkdir -p build
 	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(LDLIBS)
 
-test-bins: q4k $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
+test-bins: q4k build/q4k-faults $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
 
 test: test-bins
 	bash tests/run.sh

@@ -1200,6 +1200,7 @@ static inline q4k_parity q4k_parity_compare(const float *ref, const float *test,
    is below layer_cos. Both sessions run in the test descriptor's arithmetic
    mode and KV type; its faults go to the test session only. */
 #define Q4K_GATE_LAYER_COS 0.9999  /* per-layer update cosine (README: measured spread) */
+#define Q4K_GATE_OP_COS 0.9995     /* per-op cosine inside a layer, and the stages */
 #define Q4K_GATE_LOGIT_COS 0.999   /* end-to-end logit cosine */
 #define Q4K_GATE_MARGIN_FRAC 0.01  /* argmax rule: margin > 1% of the logits' std */
 #define Q4K_GATE_MAX_STEPS 64
@@ -1208,14 +1209,21 @@ static inline q4k_parity q4k_parity_compare(const float *ref, const float *test,
 typedef struct q4k_gate_desc {
     int64_t steps;       /* greedy steps after the prompt, <= Q4K_GATE_MAX_STEPS (0: the prompt only) */
     double layer_cos;    /* 0: Q4K_GATE_LAYER_COS */
+    double op_cos;       /* 0: Q4K_GATE_OP_COS */
     double logit_cos;    /* 0: Q4K_GATE_LOGIT_COS */
     double margin_frac;  /* 0: Q4K_GATE_MARGIN_FRAC */
+    int64_t max_user_tokens; /* of the given prompt (0: Q4K_GATE_MAX_USER_TOKENS) */
 } q4k_gate_desc;
 
 typedef struct q4k_gate_step {
     q4k_parity logits;      /* reference vs test */
-    double layer_cos;       /* worst per-layer (and stage) update cosine */
-    int64_t layer_worst;    /* where (-1: a stage) */
+    /* the teacher-forced check: worst layer update, worst op and where
+       (layer -1: a stage; op: a q4k_op, or Q4K_OP_COUNT + a q4k_stage) */
+    double update_cos;
+    int64_t update_layer;
+    double op_cos;
+    int64_t op_layer;
+    int op_worst;
     int pass;
 } q4k_gate_step;
 
@@ -1232,7 +1240,7 @@ typedef struct q4k_gate_report {
     int64_t div_layer;
     int div_op;
     char where[96];          /* "layer 0, attn", "lm_head", "no single layer" */
-    double layer_cos_used, logit_cos_used, margin_frac_used;
+    double layer_cos_used, op_cos_used, logit_cos_used, margin_frac_used;
 } q4k_gate_report;
 
 Q4K_API q4k_result q4k_gate_run(q4k_backend *ref, q4k_backend *test, const q4k_model *m,
@@ -8849,7 +8857,7 @@ typedef struct q4k__gate {
     const q4k_model *m;
     q4k_backend *ref_b;
     q4k_act_mode act;
-    double layer_cos;
+    double layer_cos, op_cos;
     float *x_out, *u_ref, *u_test, *buf;
 } q4k__gate;
 
@@ -8871,11 +8879,11 @@ static double q4k__gate_op_cos(q4k__gate *g, int64_t l, int op, const float *in)
 }
 
 /* The teacher-forced check of the step just evaluated: each layer
-   recomputed by the reference from the test's input to it, every op
-   compared; the stages outside the layers the same way. The worst cosine
-   and where; the first failing layer and op (or stage), -1 when none. */
-static q4k_result q4k__gate_layers(q4k__gate *g, double *worst, int64_t *worst_at, int64_t *bad_layer, int *bad_op,
-                                   q4k_error *err) {
+   recomputed by the reference from the test's input to it; its update
+   (output - input) judged against layer_cos, every op against op_cos; the
+   stages outside the layers against op_cos. Fills the step's worst values;
+   *bad_layer / *bad_op: the first failure (op -1: none; layer -1: a stage). */
+static q4k_result q4k__gate_layers(q4k__gate *g, q4k_gate_step *st, int64_t *bad_layer, int *bad_op, q4k_error *err) {
     const q4k_hparams *hp = &g->m->hp;
     int64_t d = hp->n_embd, nv = hp->n_vocab, l;
     const float *emb_t = q4k_session_trace_stage(g->test, Q4K_STAGE_EMBEDDING, NULL);
@@ -8886,31 +8894,46 @@ static q4k_result q4k__gate_layers(q4k__gate *g, double *worst, int64_t *worst_a
     double c;
     int op;
     q4k_result r;
-    *worst = 1.0;
-    *worst_at = 0;
+    st->op_cos = st->update_cos = 1.0;
+    st->op_layer = st->update_layer = -1;
+    st->op_worst = -1;
     *bad_layer = -1;
     *bad_op = -1;
     if (!emb_t || !emb_r || !on_t || !lm_t || !last)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "gate: the %s session gave no trace", g->test->backend->name);
-#define Q4K__GATE_SEE(cosv, layer, opv)                                                     \
+#define Q4K__GATE_OP(cosv, layer, opv)                                                      \
     c = (cosv);                                                                             \
-    if (!(c >= *worst)) { *worst = c; *worst_at = (layer); }                                \
-    if (!(c >= g->layer_cos) && *bad_op < 0) { *bad_layer = (layer); *bad_op = (opv); }
-    Q4K__GATE_SEE(q4k_parity_cosine(emb_r, emb_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING)
+    if (!(c >= st->op_cos)) { st->op_cos = c; st->op_layer = (layer); st->op_worst = (opv); } \
+    if (!(c >= g->op_cos) && *bad_op < 0) { *bad_layer = (layer); *bad_op = (opv); }
+    Q4K__GATE_OP(q4k_parity_cosine(emb_r, emb_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING)
     for (l = 0; l < hp->n_layer; l++) {
         const float *in = l ? q4k_session_trace_layer(g->test, l - 1) : emb_t;
+        int first_bad = -1, worst_op = 0;
+        double worst = 2.0, cu;
         if ((r = q4k_session_eval_layer(g->ref, l, in, NULL, g->x_out, err))) return r;
+        q4k__sub(g->u_ref, g->x_out, in, d);
+        q4k__sub(g->u_test, q4k_session_trace_layer(g->test, l), in, d);
+        cu = q4k_parity_cosine(g->u_ref, g->u_test, d);
+        if (!(cu >= st->update_cos)) { st->update_cos = cu; st->update_layer = l; }
         for (op = 0; op < Q4K_OP_COUNT; op++) {
-            Q4K__GATE_SEE(q4k__gate_op_cos(g, l, op, in), l, op)
+            c = q4k__gate_op_cos(g, l, op, in);
+            if (!(c >= st->op_cos)) { st->op_cos = c; st->op_layer = l; st->op_worst = op; }
+            if (!(c >= g->op_cos) && first_bad < 0) first_bad = op;
+            if (!(c >= worst)) { worst = c; worst_op = op; }
+        }
+        if (*bad_op < 0 && (first_bad >= 0 || !(cu >= g->layer_cos))) {
+            /* the first op below its threshold; when only the update fails, the worst op */
+            *bad_layer = l;
+            *bad_op = first_bad >= 0 ? first_bad : worst_op;
         }
     }
     if ((r = g->ref_b->rmsnorm(g->ref_b, last, (const float *)g->m->output_norm->data, d, 1, hp->norm_eps, g->x_out, err)))
         return r;
-    Q4K__GATE_SEE(q4k_parity_cosine(g->x_out, on_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM)
+    Q4K__GATE_OP(q4k_parity_cosine(g->x_out, on_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM)
     if ((r = g->ref_b->matmul(g->ref_b, g->act, g->m->output->type, g->m->output->data, nv, d, on_t, 1, g->buf, err)))
         return r;
-    Q4K__GATE_SEE(q4k_parity_cosine(g->buf, lm_t, nv), -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD)
-#undef Q4K__GATE_SEE
+    Q4K__GATE_OP(q4k_parity_cosine(g->buf, lm_t, nv), -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD)
+#undef Q4K__GATE_OP
     return Q4K_OK;
 }
 
@@ -8937,15 +8960,17 @@ Q4K_API q4k_result q4k_gate_run(q4k_backend *ref_b, q4k_backend *test_b, const q
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "gate: bad arguments (steps %lld, at most %d)", (long long)gd.steps,
                          Q4K_GATE_MAX_STEPS);
     g.layer_cos = rep->layer_cos_used = gd.layer_cos > 0 ? gd.layer_cos : Q4K_GATE_LAYER_COS;
+    g.op_cos = rep->op_cos_used = gd.op_cos > 0 ? gd.op_cos : Q4K_GATE_OP_COS;
     rep->logit_cos_used = gd.logit_cos > 0 ? gd.logit_cos : Q4K_GATE_LOGIT_COS;
     rep->margin_frac_used = gd.margin_frac > 0 ? gd.margin_frac : Q4K_GATE_MARGIN_FRAC;
     rep->steps_asked = gd.steps;
     nv = m->hp.n_vocab;
-    n_user = n_prompt < Q4K_GATE_MAX_USER_TOKENS ? n_prompt : Q4K_GATE_MAX_USER_TOKENS;
+    n_user = gd.max_user_tokens > 0 ? gd.max_user_tokens : Q4K_GATE_MAX_USER_TOKENS;
+    if (n_user > n_prompt) n_user = n_prompt;
     rep->n_prompt = n_builtin + n_user;
     memset(&td, 0, sizeof td);
     if (test_desc) td = *test_desc;
-    td.n_ctx = rep->n_prompt + gd.steps + 1;
+    if (td.n_ctx < rep->n_prompt + gd.steps + 1) td.n_ctx = rep->n_prompt + gd.steps + 1;
     td.trace = Q4K_TRACE_LAYERS | Q4K_TRACE_ALL_OPS;
     td.trace_layer = 0;
     rd = td;
@@ -8971,7 +8996,7 @@ Q4K_API q4k_result q4k_gate_run(q4k_backend *ref_b, q4k_backend *test_b, const q
     rep->pass = 1;
     for (step = 0; step <= gd.steps; step++) {
         const int32_t *t = step ? &next : toks;
-        int64_t n = step ? 1 : rep->n_prompt, bad_layer, at;
+        int64_t n = step ? 1 : rep->n_prompt, bad_layer;
         int bad_op;
         q4k_gate_step *st = &rep->step[step];
         q4k_result rt;
@@ -8982,8 +9007,7 @@ Q4K_API q4k_result q4k_gate_run(q4k_backend *ref_b, q4k_backend *test_b, const q
             goto done;
         }
         st->logits = q4k_parity_compare(lr, lt, nv);
-        if ((r = q4k__gate_layers(&g, &st->layer_cos, &at, &bad_layer, &bad_op, err))) goto done;
-        st->layer_worst = at;
+        if ((r = q4k__gate_layers(&g, st, &bad_layer, &bad_op, err))) goto done;
         st->pass = 1;
         rep->n_steps = step + 1;
         if (st->logits.n_nonfinite) {
@@ -8999,12 +9023,12 @@ Q4K_API q4k_result q4k_gate_run(q4k_backend *ref_b, q4k_backend *test_b, const q
                      rep->margin_frac_used, st->logits.std_ref);
             st->pass = 0;
         } else if (bad_op >= 0) {
-            if (bad_layer < 0)
-                snprintf(rep->reason, sizeof rep->reason, "%s cosine %.6f < %g", q4k_gate_op_name(bad_op), st->layer_cos,
-                         rep->layer_cos_used);
+            if (bad_layer < 0 || st->op_cos < rep->op_cos_used)
+                snprintf(rep->reason, sizeof rep->reason, "%s cosine %.6f < %g", q4k_gate_op_name(st->op_worst),
+                         st->op_cos, rep->op_cos_used);
             else
-                snprintf(rep->reason, sizeof rep->reason, "layer %lld %s cosine %.6f < %g", (long long)bad_layer,
-                         q4k_gate_op_name(bad_op), st->layer_cos, rep->layer_cos_used);
+                snprintf(rep->reason, sizeof rep->reason, "layer %lld update cosine %.6f < %g", (long long)st->update_layer,
+                         st->update_cos, rep->layer_cos_used);
             st->pass = 0;
         }
         if (!st->pass) {

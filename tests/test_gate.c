@@ -70,7 +70,7 @@ static double worst_layer(const q4k_gate_report *rep) {
     double w = 1;
     int64_t i;
     for (i = 0; i < rep->n_steps; i++)
-        if (rep->step[i].layer_cos < w) w = rep->step[i].layer_cos;
+        if (rep->step[i].op_cos < w) w = rep->step[i].op_cos;
     return w;
 }
 static double worst_logit(const q4k_gate_report *rep) {
