@@ -93,7 +93,7 @@ static void test_gate_passes(void) {
     const char *names[2] = {"tiny", "05b2"}, *args[2] = {"--preset tiny --seed 3", "--preset 0.5b --layers 2 --seed 3"};
     int32_t user[5] = {17, 300, 1001, 5, 77};
     int k, mode;
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < (t_quick() ? 1 : 2); k++) {
         q4k_model *m = load(model(names[k], args[k]));
         T_CHECK(m != NULL, "model %s", names[k]);
         if (!m) continue;
@@ -174,9 +174,9 @@ static void test_gate_faults(void) {
         {"kv_step2", B05, 2, "layer 0, attn"},
     };
     size_t i;
-    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (i = 0; i < (t_quick() ? 5 : sizeof cases / sizeof cases[0]); i++) {
         run_fault(&cases[i], Q4K_ACT_Q8, 0);
-        if (i < 3) run_fault(&cases[i], Q4K_ACT_F32, 0);
+        if (i < 3 && !t_quick()) run_fault(&cases[i], Q4K_ACT_F32, 0);
     }
 }
 
@@ -212,17 +212,48 @@ static void test_gate_perturb_ops(void) {
     for (op = 0; op < Q4K_OP_COUNT + Q4K_STAGE_COUNT; op++) {
         fault_case f = {spec, TINY, 0, where};
         int layer = op < Q4K_OP_COUNT ? 2 : 0;
+        if (t_quick() && op % 5) continue;
         snprintf(spec, sizeof spec, "perturb:%d:%s:0.05", layer, q4k_gate_op_name(op));
         if (op < Q4K_OP_COUNT) snprintf(where, sizeof where, "layer %d, %s", layer, q4k_gate_op_name(op));
         else snprintf(where, sizeof where, "%s", q4k_gate_op_name(op));
         run_fault(&f, Q4K_ACT_Q8, 0);
-        if (op % 4 == 0) {
+        if (op % 4 == 0 && !t_quick()) {
             fault_case g = {spec, B05, 0, where};
             snprintf(spec, sizeof spec, "perturb:%d:%s:0.05", layer > 1 ? 1 : layer, q4k_gate_op_name(op));
             if (op < Q4K_OP_COUNT) snprintf(where, sizeof where, "layer %d, %s", layer > 1 ? 1 : layer, q4k_gate_op_name(op));
             run_fault(&g, Q4K_ACT_Q8, 0);
         }
     }
+}
+
+/* The smallest perturbation the gate catches, per op (printed for the
+   README); 0.05 must always be caught. */
+static void test_gate_smallest_eps(void) {
+    static const double eps[] = {0.002, 0.005, 0.01, 0.02, 0.03, 0.05};
+    static const char *const ops[] = {"q", "attn", "down", "resid_ffn", "lm_head"};
+    q4k_model *m = load(model(TINY));
+    size_t o, e;
+    int32_t user[3] = {40, 41, 42};
+    if (!m) { T_CHECK(0, "model"); return; }
+    for (o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+        double smallest = 0;
+        for (e = 0; e < sizeof eps / sizeof eps[0] && !smallest; e++) {
+            char spec[64];
+            gate_case c;
+            q4k_gate_report rep;
+            q4k_error err;
+            snprintf(spec, sizeof spec, "perturb:1:%s:%g", ops[o], eps[e]);
+            memset(&c, 0, sizeof c);
+            c.fault = spec;
+            c.steps = 3;
+            c.prompt = user;
+            c.n_prompt = 3;
+            if (gate_on(m, &c, &rep, &err) == Q4K_OK && !rep.pass) smallest = eps[e];
+        }
+        printf("  perturb on layer 1 (tiny), op %-10s: smallest EPS caught %g\n", ops[o], smallest);
+        T_CHECK(smallest > 0 && smallest <= 0.05, "op %s: 0.05 not caught", ops[o]);
+    }
+    q4k_model_free(m);
 }
 
 int main(void) {
@@ -233,6 +264,7 @@ int main(void) {
     T_RUN(test_gate_faults);
     T_RUN(test_gate_f16_acc);
     T_RUN(test_gate_perturb_ops);
+    if (!t_quick()) T_RUN(test_gate_smallest_eps);
     {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
