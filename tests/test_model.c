@@ -786,6 +786,73 @@ static void test_backend_sharing_threads(void) {
     remove(path);
 }
 
+/* --ref over each KV cache type against the float64 forward pass: with an f32
+   cache the CPU is a float reference; with the default f16 cache it agrees
+   with a float64 pass that rounds K and V to f16 as q4k does, better than
+   with the exact one. */
+static void test_kv_cache_types(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    const char *path = tmp_path("kv");
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
+    q4k_session *s16 = NULL, *s32 = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    ref_model R, R16;
+    int32_t toks[6] = {3, 14, 15, 9, 26, 5};
+    int64_t nv, i;
+    float *l16, *l32;
+    double *lr, *lr16, w32 = 1, w16 = 1, w16x = 1;
+    c.wtype = Q4K_TYPE_Q4_K;
+    c.n_embd = 256;
+    c.n_ff = 512;
+    c.n_layer = 3;
+    c.seed = 77;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "write"); return; }
+    q4k_model_load(path, NULL, &m, &err);
+    if (!m) { T_CHECK(0, "load: %s", err.msg); return; }
+    q4k_cpu_backend_create(NULL, &b, &err);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 8;
+    sd.act = Q4K_ACT_F32;
+    q4k_session_create(b, m, &sd, &s16, &err);
+    sd.kv = Q4K_KV_F32;
+    q4k_session_create(b, m, &sd, &s32, &err);
+    nv = m->hp.n_vocab;
+    l16 = (float *)malloc((size_t)nv * 4);
+    l32 = (float *)malloc((size_t)nv * 4);
+    lr = (double *)malloc((size_t)nv * 8);
+    lr16 = (double *)malloc((size_t)nv * 8);
+    ref_init(&R, m, 8);
+    ref_init(&R16, m, 8);
+    R16.kv_f16 = 1;
+    for (i = 0; i < 6; i++) {
+        double a, b2, x;
+        ref_token(&R, toks[i], lr);
+        ref_token(&R16, toks[i], lr16);
+        q4k_session_eval(s16, &toks[i], 1, 0, l16, &err);
+        q4k_session_eval(s32, &toks[i], 1, 0, l32, &err);
+        a = cosine(l32, lr, nv);
+        b2 = cosine(l16, lr16, nv);
+        x = cosine(l16, lr, nv);
+        if (a < w32) w32 = a;
+        if (b2 < w16) w16 = b2;
+        if (x < w16x) w16x = x;
+    }
+    printf("  --ref vs float64: f32 cache %.10f; f16 cache %.10f (float64 rounding K, V to f16), %.10f (exact)\n", w32,
+           w16, w16x);
+    T_CHECK(w32 > 0.9999999 && w16 > 0.9999999, "kv f32 %.10f, kv f16 %.10f", w32, w16);
+    T_CHECK(1 - w16x > 3 * (1 - w16), "the f16 cache is not what separates q4k from the exact pass");
+    ref_free(&R);
+    ref_free(&R16);
+    free(l16); free(l32); free(lr); free(lr16);
+    q4k_session_free(s16);
+    q4k_session_free(s32);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    remove(path);
+}
+
 static void expect_load_error(const tm_cfg *c, const char *skip, const char *extra, const char *scaling,
                               q4k_result want, const char *needle) {
     const char *path = tmp_path("bad");
@@ -1316,6 +1383,7 @@ int main(void) {
     T_RUN(test_prefill_decode_threads);
     T_RUN(test_trace);
     T_RUN(test_backend_ops);
+    T_RUN(test_kv_cache_types);
     T_RUN(test_backend_sharing_threads);
     T_RUN(test_model_validation);
     T_RUN(test_unknown_arch);
