@@ -1305,7 +1305,7 @@ static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_bac
         q4k_gate_report rep;
         int64_t n = o->prompt ? run_tokenize(st, o->prompt, 1) : 0;
         double t0 = now_ms();
-        if (n < 0 || cpu_backend(gpu ? o->n_threads : 1, gpu ? Q4K_CPU_AUTO : Q4K_CPU_SCALAR, &ref, &err) != Q4K_OK) {
+        if (n < 0 || cpu_backend(o->n_threads, gpu ? Q4K_CPU_AUTO : Q4K_CPU_SCALAR, &ref, &err) != Q4K_OK) {
             if (n >= 0) fprintf(stderr, "q4k: %s\n", err.msg);
             q4k_backend_destroy(b);
             return EXIT_ERROR;

@@ -34,6 +34,9 @@
                             override the allocator: all three or none
       Q4K_NO_SIMD           compile the scalar CPU kernels only
       Q4K_NO_THREADS        no thread pool (every job runs on the caller)
+      Q4K_FAULTS            test builds: sessions honour q4k_session_desc.faults
+                            and q4k_faults_parse exists (proof that the parity
+                            gate fails; never in a release build)
 
    Errors: every fallible call returns a q4k_result; calls that can fail for
    reasons worth explaining also fill an optional q4k_error with a message
