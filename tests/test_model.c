@@ -652,6 +652,10 @@ static void test_backend_ops(void) {
     q4k_cpu_backend_create(NULL, &b, &err);
     hp = &m->hp;
     L = &m->layers[0];
+    for (i = 0; i < q4k_gguf_tensor_count(m->gguf); i++)
+        if (q4k_gguf_tensor(m->gguf, i)->index != i) break;
+    T_CHECK(i == q4k_gguf_tensor_count(m->gguf) && L->wq->index > 0, "tensor %lld has index %lld", (long long)i,
+            i < q4k_gguf_tensor_count(m->gguf) ? (long long)q4k_gguf_tensor(m->gguf, i)->index : -1LL);
     d = hp->n_embd;
     qd = hp->n_head * hp->head_dim;
     kvd = hp->n_head_kv * hp->head_dim;
