@@ -1191,17 +1191,22 @@ static inline q4k_parity q4k_parity_compare(const float *ref, const float *test,
    tokens, so the gate's cost does not grow with long prompts.
    A step fails
      per layer (teacher-forced): the reference recomputes each layer from the
-       test session's own input to it (its trace) and the cosine of the two
-       layer updates (output - input) is below layer_cos; the stages outside
-       the layers are checked the same way (embedding, output_norm, lm_head);
+       test session's own input to it (its trace, q4k_session_eval_layer):
+       the cosine of the two layer updates (output - input) is below
+       layer_cos, or that of one of the layer's ops (Q4K_OP_LIST; the
+       residual adds as updates) below op_cos; the stages outside the layers
+       (embedding, output_norm, lm_head) are recomputed from the test's
+       inputs and judged against op_cos;
      end to end: a NaN or infinite logit, a logit cosine below logit_cos, or
        another argmax where the reference's top-two margin exceeds
        margin_frac x the standard deviation of its logits.
-   KL is reported, not judged. On the first failing step the gate stops and
-   localises: the first layer (or stage) that fails, and inside the layer the
-   first op whose output (recomputed by the reference from the same input)
-   is below layer_cos. Both sessions run in the test descriptor's arithmetic
-   mode and KV type; its faults go to the test session only. */
+   KL is reported, not judged. The gate stops at the first failing step and
+   names the first layer (or stage) that failed and inside it the first op
+   below op_cos (the worst op when only the update failed). Both sessions
+   run in the test descriptor's arithmetic mode and KV type; its faults go to
+   the test session only. The backend under test must trace
+   (Q4K_TRACE_LAYERS | Q4K_TRACE_ALL_OPS); the reference must have
+   eval_layer (the CPU does). */
 /* Thresholds, from the spread between two correct paths (CPU scalar vs
    SIMD + threads, 200 runs of tools/gate_study.sh; README "The parity
    gate"): 1-cos up to 8.3e-5 for a layer update, 1.17e-4 for an op, 7.4e-5
