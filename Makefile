@@ -24,6 +24,11 @@ all: q4k
 q4k: demo.c $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) -o $@ demo.c $(LDLIBS)
 
+# the test build: faults from Q4K_FAULT=NAME[,NAME...] (never in ./q4k)
+build/q4k-faults: demo.c $(HEADERS)
+	@mkdir -p build
+	$(CC) $(CFLAGS) $(WARN) -DQ4K_FAULTS -o $@ demo.c $(LDLIBS)
+
 # The implementation is compiled once per flavour and linked into every test
 # program and tool; a source that defines Q4K_IMPLEMENTATION itself (it reaches
 # static q4k__ internals) is built alone instead.
@@ -49,7 +54,7 @@ build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS) $(ASAN_IMPL)
 build/tool_%: tests/tool_%.c $(HEADERS) $(IMPL)
 	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS)
 
-test-bins: q4k build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
+test-bins: q4k build/q4k-faults build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
 
 test: test-bins check-embed
 	bash tests/run.sh

@@ -35,6 +35,7 @@ static const char *usage_text =
     "  bench MODEL [options]  prompt and decode speed (q4k bench --help)\n"
     "  synth OUT.gguf --preset tiny|0.5b|1.5b|7b [options]\n"
     "                         write a synthetic model with Qwen2.5's shapes (q4k synth --help)\n"
+    "  qa MODEL [options]     check a backend against the CPU reference (q4k qa --help)\n"
     "  --version              version, compiler, CPU paths, GPU backends\n"
     "  --help                 this text\n"
     "\n"
@@ -813,8 +814,9 @@ static int write_logits(FILE *f, const int32_t *toks, int64_t n, int64_t pos0, c
 
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *system, *backend, *logits_out, *pre, *chat_template;
-    int64_t n_predict, n_ctx;
-    int n_threads, raw, interactive, verbose, quiet, ref, ignore_eos, escapes;
+    int64_t n_predict, n_ctx, gate_steps;
+    int n_threads, raw, interactive, verbose, quiet, ref, ignore_eos, escapes, strict;
+    q4k_kv_type kv;
     q4k_sampler_params sp;
 } run_opts;
 
@@ -1138,17 +1140,20 @@ static char *unescape(const char *s) {
     return out;
 }
 
+static int parse_kv(const char *cmd, const char *s, q4k_kv_type *kv);
+static int env_faults(q4k_faults *f);
+static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_backend **out);
+
 static int cmd_run(int argc, char **argv) {
     run_opts o;
     run_state st;
     q4k_error err;
     q4k_model_desc md;
-    q4k_cpu_backend_desc bd;
     q4k_session_desc sd;
     q4k_backend *backend = NULL;
     char *prompt_buf = NULL, *text = NULL, *esc_prompt = NULL, *esc_system = NULL, *line = NULL;
     size_t line_cap = 0;
-    const char *pos[2];
+    const char *pos[2], *kv_name = NULL;
     int rc = EXIT_ERROR, n_pos;
     struct sigaction sa;
     const cli_opt opts[] = {
@@ -1178,9 +1183,24 @@ static int cmd_run(int argc, char **argv) {
          "else the format the vocabulary suggests"},
         {"--pre", "NAME", OPT_STR, &o.pre, 0, 0, "force the pre-tokenizer (a tokenizer.ggml.pre name, e.g. qwen2)"},
         {"-i, --interactive", NULL, OPT_FLAG, &o.interactive, 0, 0, "interactive chat; the conversation stays in the KV cache"},
-        {"--backend", "NAME", OPT_STR, &o.backend, 0, 0, "the backend (cpu)"},
+        {"--backend", "NAME", OPT_STR, &o.backend, 0, 0,
+         "auto (default: CUDA, then Vulkan, then the CPU; a backend that cannot\n"
+         "start is named on stderr with its reason), cpu, cuda, vulkan (an explicit\n"
+         "GPU backend never falls back: exit 1 if it cannot start)"},
+        {"--gate-steps", "N", OPT_I64, &o.gate_steps, 0, Q4K_GATE_MAX_STEPS,
+         "parity gate before generating: the prompt's first 64 tokens, then N\n"
+         "greedy steps, against the CPU reference in the same mode (default 3 on a\n"
+         "GPU backend, 0 on the CPU; with --backend cpu the fast path is checked\n"
+         "against the scalar path). A backend that fails is refused with one line\n"
+         "on stderr and generation goes on with the reference; 0 turns the gate\n"
+         "off: unsafe, wrong output would go unnoticed"},
+        {"--strict", NULL, OPT_FLAG, &o.strict, 0, 0, "a failed gate exits 3 and prints no generated text"},
+        {"--kv", "f16|f32", OPT_STR, &kv_name, 0, 0, "KV cache type (default f16)"},
         {"--ignore-eos", NULL, OPT_FLAG, &o.ignore_eos, 0, 0, "go on past end-of-generation tokens (benchmarks)"},
-        {"--ref", NULL, OPT_FLAG, &o.ref, 0, 0, "reference mode: float activations (no 8-bit activation quantization)"},
+        {"--ref", NULL, OPT_FLAG, &o.ref, 0, 0,
+         "float activations (no 8-bit activation quantization) over the KV cache\n"
+         "type of --kv: with the default f16 cache keys and values are still\n"
+         "rounded to f16; --ref --kv f32 is the float reference"},
         {"--logits-out", "FILE", OPT_STR, &o.logits_out, 0, 0,
          "write the logits of every evaluated position: \"Q4KLOGIT\", u32 version 1,\n"
          "u32 n_vocab, then per position i32 token, i32 position, n_vocab x f32\n"
@@ -1194,7 +1214,8 @@ static int cmd_run(int argc, char **argv) {
     o.n_predict = 256;
     o.sp = q4k_sampler_defaults();
     o.sp.seed = random_seed();
-    o.backend = "cpu";
+    o.backend = "auto";
+    o.gate_steps = -1;
     if ((rc = cmd_parse(&cmd, argc, argv, pos, 2, &n_pos)) >= 0) return rc;
     rc = EXIT_ERROR;
     if (!o.model && n_pos > 0) {
@@ -1207,8 +1228,9 @@ static int cmd_run(int argc, char **argv) {
         return cmd_usage_error(&cmd, "give the prompt once ('%s' and %s)", pos[0], o.prompt ? "-p" : "-f");
     if (n_pos == 1) o.prompt = pos[0];
     if (!o.model) return cmd_usage_error(&cmd, "missing MODEL");
-    if (strcmp(o.backend, "cpu"))
-        return cmd_usage_error(&cmd, "backend '%s' is not available (this build runs: cpu)", o.backend);
+    if (strcmp(o.backend, "auto") && strcmp(o.backend, "cpu") && strcmp(o.backend, "cuda") && strcmp(o.backend, "vulkan"))
+        return cmd_usage_error(&cmd, "--backend wants auto, cpu, cuda or vulkan, not '%s'", o.backend);
+    if (kv_name && !parse_kv("run", kv_name, &o.kv)) return EXIT_USAGE;
     if (o.prompt_file) {
         size_t len;
         char why[256];
@@ -1268,16 +1290,13 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "sampling: temp %.2f, top-k %d, top-p %.2f, min-p %.2f, seed %llu\n", (double)o.sp.temp,
                 (int)o.sp.top_k, (double)o.sp.top_p, (double)o.sp.min_p, (unsigned long long)o.sp.seed);
     }
-    memset(&bd, 0, sizeof bd);
-    bd.n_threads = o.n_threads;
-    if (q4k_cpu_backend_create(&bd, &backend, &err) != Q4K_OK) {
-        cmd_error("run", "%s", err.msg);
-        goto done;
-    }
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = o.n_ctx;
     sd.act = o.ref ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-    sd.trace_layer = -1;
+    sd.kv = o.kv;
+    if (!env_faults(&sd.faults)) { rc = EXIT_USAGE; goto done; }
+    if ((rc = run_backend(&o, &st, &sd, &backend)) != EXIT_OK) goto done;
+    rc = EXIT_ERROR;
     if (q4k_session_create(backend, st.model, &sd, &st.sess, &err) != Q4K_OK) {
         cmd_error("run", "%s", err.msg);
         goto done;
@@ -1432,6 +1451,407 @@ done:
     return rc;
 }
 
+/* ---- backends and the parity gate (run, qa) ----------------------------- */
+
+static int parse_kv(const char *cmd, const char *s, q4k_kv_type *kv) {
+    if (!strcmp(s, "f16")) *kv = Q4K_KV_F16;
+    else if (!strcmp(s, "f32")) *kv = Q4K_KV_F32;
+    else {
+        fprintf(stderr, "q4k: %s: --kv wants f16 or f32, not '%s'\n(see q4k %s --help)\n", cmd, s, cmd);
+        return 0;
+    }
+    return 1;
+}
+
+/* The faults of a test build, from the environment, for the session under
+   test; 0 (after a message) when they do not parse. */
+static int env_faults(q4k_faults *f) {
+    memset(f, 0, sizeof *f);
+#ifdef Q4K_FAULTS
+    {
+        const char *spec = getenv("Q4K_FAULT");
+        q4k_error err;
+        if (spec && *spec && q4k_faults_parse(spec, f, &err) != Q4K_OK) {
+            fprintf(stderr, "q4k: %s\n", err.msg);
+            return 0;
+        }
+    }
+#endif
+    return 1;
+}
+
+/* A GPU backend: today's q4k_cuda.h / q4k_vulkan.h only probe. */
+static q4k_result gpu_backend(const char *name, q4k_backend **out, q4k_error *err) {
+    q4k_result r = !strcmp(name, "cuda") ? q4k_cuda_probe(err) : q4k_vk_probe(err);
+    *out = NULL;
+    if (r != Q4K_OK) return r;
+    err->code = Q4K_ERR_BACKEND_UNAVAILABLE;
+    snprintf(err->msg, sizeof err->msg, "the %s backend has no sessions in this build", name);
+    return Q4K_ERR_BACKEND_UNAVAILABLE;
+}
+
+static q4k_result cpu_backend(int n_threads, q4k_cpu_path path, q4k_backend **out, q4k_error *err) {
+    q4k_cpu_backend_desc bd;
+    memset(&bd, 0, sizeof bd);
+    bd.n_threads = n_threads;
+    bd.path = path;
+    return q4k_cpu_backend_create(&bd, out, err);
+}
+
+/* One line for a refused gate:
+   q4k: parity: cpu rejected at step 2/3: cosine 0.7223 < 0.999 (first divergence: layer 0, attn) */
+static void gate_refusal(const char *name, const q4k_gate_report *rep) {
+    fprintf(stderr, "q4k: parity: %s rejected at step %lld/%lld: %s (first divergence: %s)\n", name,
+            (long long)rep->failed_step, (long long)rep->steps_asked, rep->reason, rep->where[0] ? rep->where : "none");
+}
+
+#define QA_KERNEL_NMSE 1e-6 /* scalar and SIMD compute the same integers; only float order differs */
+
+typedef struct qa_out {
+    int json, first;
+    int64_t passed, total;
+} qa_out;
+
+static void qa_rand(float *x, int64_t n, uint64_t *seed, float scale) {
+    int64_t i;
+    for (i = 0; i < n; i++) x[i] = (float)((unif(seed) * 2.0 - 1.0) * scale);
+}
+
+static void qa_kernel_row(qa_out *q, const char *backend, const char *mode, const char *what, const float *ref,
+                          const float *test, int64_t n) {
+    q4k_parity p = q4k_parity_compare(ref, test, n);
+    int pass = p.n_nonfinite == 0 && p.nmse <= QA_KERNEL_NMSE;
+    q->total++;
+    q->passed += pass;
+    if (q->json)
+        printf("%s{\"kind\":\"kernel\",\"backend\":\"%s\",\"mode\":\"%s\",\"kernel\":\"%s\",\"nmse\":%.3e,\"max_abs\":%.3e,\"pass\":%s}",
+               q->first++ ? ",\n" : "", backend, mode, what, p.nmse, p.max_abs, pass ? "true" : "false");
+    else
+        printf("  %-40s %-4s %10.2e %10.2e  %s\n", what, mode, p.nmse, p.max_abs, pass ? "pass" : "FAIL");
+}
+
+/* every weight type x shape, RMSNorm, RoPE and attention: test against ref */
+static int qa_kernels(qa_out *q, const char *bname, q4k_backend *ref, q4k_backend *test, const q4k_model *m,
+                      q4k_act_mode act, q4k_kv_type kv, uint64_t seed) {
+    const q4k_hparams *hp = &m->hp;
+    int64_t i, j, nt = q4k_gguf_tensor_count(m->gguf), n_pos = 7;
+    int64_t qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim, big = hp->n_vocab > hp->n_ff ? hp->n_vocab : hp->n_ff;
+    float *x = (float *)malloc((size_t)(big + qd + 2 * n_pos * kvd) * sizeof(float));
+    float *a = (float *)malloc((size_t)big * sizeof(float)), *b = (float *)malloc((size_t)big * sizeof(float));
+    const char *mode = act == Q4K_ACT_Q8 ? "q8" : "f32";
+    char what[160];
+    q4k_error err;
+    if (!x || !a || !b) { free(x); free(a); free(b); fprintf(stderr, "q4k: out of memory\n"); return 0; }
+    for (i = 0; i < nt; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        int seen = 0;
+        if (t->n_dims != 2) continue;
+        for (j = 0; j < i && !seen; j++) {
+            const q4k_tensor *u = q4k_gguf_tensor(m->gguf, j);
+            seen = u->n_dims == 2 && u->type == t->type && u->ne[0] == t->ne[0] && u->ne[1] == t->ne[1];
+        }
+        if (seen) continue;
+        qa_rand(x, t->ne[0], &seed, 1.0f);
+        if (ref->matmul(ref, act, t->type, t->data, t->ne[1], t->ne[0], x, 1, a, &err) ||
+            test->matmul(test, act, t->type, t->data, t->ne[1], t->ne[0], x, 1, b, &err)) {
+            fprintf(stderr, "q4k: %s\n", err.msg);
+            continue;
+        }
+        snprintf(what, sizeof what, "matmul %s %lldx%lld (%s)", q4k_type_name(t->type), (long long)t->ne[1],
+                 (long long)t->ne[0], t->name);
+        qa_kernel_row(q, bname, mode, what, a, b, t->ne[1]);
+    }
+    qa_rand(x, hp->n_embd, &seed, 3.0f);
+    ref->rmsnorm(ref, x, (const float *)m->output_norm->data, hp->n_embd, 1, hp->norm_eps, a, &err);
+    test->rmsnorm(test, x, (const float *)m->output_norm->data, hp->n_embd, 1, hp->norm_eps, b, &err);
+    snprintf(what, sizeof what, "rmsnorm %lld", (long long)hp->n_embd);
+    qa_kernel_row(q, bname, mode, what, a, b, hp->n_embd);
+    qa_rand(a, qd, &seed, 1.0f);
+    memcpy(b, a, (size_t)qd * sizeof(float));
+    ref->rope(ref, a, 1, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, 1000, hp->rope_freq_base,
+              m->rope_freqs ? (const float *)m->rope_freqs->data : NULL, &err);
+    test->rope(test, b, 1, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, 1000, hp->rope_freq_base,
+               m->rope_freqs ? (const float *)m->rope_freqs->data : NULL, &err);
+    snprintf(what, sizeof what, "rope %lld heads x %lld at pos 1000", (long long)hp->n_head, (long long)hp->head_dim);
+    qa_kernel_row(q, bname, mode, what, a, b, qd);
+    qa_rand(x, qd + 2 * n_pos * kvd, &seed, 1.0f);
+    ref->attention(ref, kv, x, x + qd, x + qd + n_pos * kvd, n_pos, hp->n_head, hp->n_head_kv, hp->head_dim, a, &err);
+    test->attention(test, kv, x, x + qd, x + qd + n_pos * kvd, n_pos, hp->n_head, hp->n_head_kv, hp->head_dim, b, &err);
+    snprintf(what, sizeof what, "attention %lld/%lld heads x %lld, %s cache", (long long)hp->n_head,
+             (long long)hp->n_head_kv, (long long)hp->head_dim, q4k_kv_type_name(kv));
+    qa_kernel_row(q, bname, mode, what, a, b, qd);
+    free(x);
+    free(a);
+    free(b);
+    return 1;
+}
+
+static int qa_gate(qa_out *q, const char *bname, q4k_backend *ref, q4k_backend *test, const q4k_model *m,
+                   const q4k_session_desc *sd, const int32_t *toks, int64_t n, const q4k_gate_desc *gdp) {
+    q4k_gate_desc gd = *gdp;
+    int64_t steps = gd.steps;
+    q4k_gate_report rep;
+    q4k_error err;
+    const char *mode = sd->act == Q4K_ACT_Q8 ? "q8" : "f32";
+    int64_t i;
+    double t0 = now_ms();
+    gd.max_user_tokens = n;
+    if (q4k_gate_run(ref, test, m, sd, toks, n, &gd, &rep, &err) != Q4K_OK) {
+        fprintf(stderr, "q4k: qa: %s\n", err.msg);
+        return 0;
+    }
+    if (!q->json) printf("\nmodel: %s, %s, %s cache, %lld prompt tokens then %lld steps (%.0f ms)\n  %-5s %10s %10s %5s %10s %12s %12s  %-20s %s\n",
+                         bname, mode, q4k_kv_type_name(sd->kv), (long long)rep.n_prompt, (long long)steps, now_ms() - t0,
+                         "step", "cosine", "KL", "top1", "margin", "update cos", "worst op cos", "at layer/op", "result");
+    for (i = 0; i < rep.n_steps; i++) {
+        const q4k_gate_step *st = &rep.step[i];
+        int top1 = st->logits.argmax_ref == st->logits.argmax_test;
+        q->total++;
+        q->passed += st->pass;
+        if (q->json)
+            printf("%s{\"kind\":\"step\",\"backend\":\"%s\",\"mode\":\"%s\",\"kv\":\"%s\",\"step\":%lld,\"cosine\":%.9f,"
+                   "\"kl\":%.3e,\"top1\":%s,\"margin\":%.4g,\"flip_margin\":%.4g,\"update_cos\":%.9f,\"update_layer\":%lld,"
+                   "\"op_cos\":%.9f,\"op_layer\":%lld,\"op\":\"%s\",\"pass\":%s}",
+                   q->first++ ? ",\n" : "", bname, mode, q4k_kv_type_name(sd->kv), (long long)i, st->logits.cosine,
+                   st->logits.kl, top1 ? "true" : "false", st->logits.margin,
+                   top1 ? 0.0 : st->logits.margin / (st->logits.std_ref > 0 ? st->logits.std_ref : 1.0), st->update_cos,
+                   (long long)st->update_layer, st->op_cos, (long long)st->op_layer, q4k_gate_op_name(st->op_worst),
+                   st->pass ? "true" : "false");
+        else {
+            char at[64];
+            if (st->op_layer >= 0) snprintf(at, sizeof at, "%lld/%s", (long long)st->op_layer, q4k_gate_op_name(st->op_worst));
+            else snprintf(at, sizeof at, "%s", st->op_worst >= 0 ? q4k_gate_op_name(st->op_worst) : "-");
+            printf("  %-5lld %10.7f %10.2e %5s %10.4g %12.7f %12.7f  %-20s %s\n", (long long)i, st->logits.cosine,
+                   st->logits.kl, top1 ? "yes" : "no", st->logits.margin, st->update_cos, st->op_cos, at,
+                   st->pass ? "pass" : "FAIL");
+        }
+    }
+    if (!rep.pass) {
+        if (q->json)
+            printf("%s{\"kind\":\"divergence\",\"backend\":\"%s\",\"mode\":\"%s\",\"step\":%lld,\"reason\":\"%s\",\"where\":\"%s\"}",
+                   q->first++ ? ",\n" : "", bname, mode, (long long)rep.failed_step, rep.reason, rep.where);
+        else
+            printf("  first divergence at step %lld: %s (%s)\n", (long long)rep.failed_step, rep.where, rep.reason);
+    }
+    return 1;
+}
+
+static int cmd_qa(int argc, char **argv) {
+    const char *path = NULL, *backend = "cpu", *mode = "q8", *prompt = NULL, *kv_name = NULL;
+    int64_t n_ctx = 0, pos = 8, steps = 3, i, n_toks = 0;
+    int json = 0, n_threads = 0, ran = 0, k, n_pos, rc;
+    uint64_t seed = 1;
+    q4k_kv_type kv = Q4K_KV_F16;
+    q4k_model *m = NULL;
+    q4k_backend *ref = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    qa_out q;
+    int32_t *toks = NULL;
+    q4k_cpu_path best;
+    q4k_gate_desc gd;
+    static const char *const names[3] = {"cpu", "cuda", "vulkan"};
+    const cli_opt opts[] = {
+        {"-m, --model", "FILE", OPT_STR, &path, 0, 0, "the model (or give it first)"},
+        {"--backend", "NAME", OPT_STR, &backend, 0, 0, "cpu (default: the CPU's fast path, SIMD kernels and threads,\n"
+                                                       "against its scalar path), cuda, vulkan or all"},
+        {"--mode", "q8|f32|both", OPT_STR, &mode, 0, 0, "arithmetic: 8-bit or float activations (default q8)"},
+        {"--kv", "f16|f32", OPT_STR, &kv_name, 0, 0, "KV cache type (default f16)"},
+        {"-c, --ctx-size", "N", OPT_I64, &n_ctx, 1, 1 << 24, "context size of the sessions"},
+        {"--pos", "N", OPT_I64, &pos, 0, 1 << 24, "prompt tokens before the steps (default 8): checks positions\n"
+                                                  "far into the context"},
+        {"--steps", "N", OPT_I64, &steps, 0, Q4K_GATE_MAX_STEPS, "greedy steps (default 3)"},
+        {"--prompt", "TEXT", OPT_STR, &prompt, 0, 0, "the prompt after the gate's built-in part (default: random ids)"},
+        {"--seed", "S", OPT_SEED, &seed, 0, 0, "seed of the random prompt and kernel inputs (default 1)"},
+        {"-t, --threads", "N", OPT_INT, &n_threads, 1, 1024, "CPU threads (default: all cores)"},
+        {"--json", NULL, OPT_FLAG, &json, 0, 0, "one JSON array instead of tables"},
+        {"--layer-cos", "C", OPT_DOUBLE, &gd.layer_cos, 0, 1, "the gate's per-layer threshold (studies)"},
+        {"--op-cos", "C", OPT_DOUBLE, &gd.op_cos, 0, 1, "the gate's per-op threshold (studies)"},
+        {"--logit-cos", "C", OPT_DOUBLE, &gd.logit_cos, 0, 1, "the gate's end-to-end threshold (studies)"},
+        {"--margin", "F", OPT_DOUBLE, &gd.margin_frac, 0, 1e6, "the argmax margin, a fraction of the logits' std (studies)"},
+    };
+    const cli_cmd cmd = {"qa", "q4k qa MODEL [options]",
+                         "  checks a backend against the CPU reference in the same arithmetic mode:\n"
+                         "  a kernel table (every weight type x shape in the model, RMSNorm, RoPE, attention at\n"
+                         "  the model's head layout: NMSE, max abs diff) and the parity gate (prompt, then greedy\n"
+                         "  steps fed the reference's argmax: cosine, KL, top-1 agreement, margin per step).\n"
+                         "  exit codes: 0 every check passed, 3 a check failed, 1 the model cannot load or no\n"
+                         "  requested backend could run, 2 usage\n",
+                         opts, N_OPTS(opts), NULL};
+    const char *posarg[1] = {NULL};
+    memset(&gd, 0, sizeof gd);
+    if ((rc = cmd_parse(&cmd, argc, argv, posarg, 1, &n_pos)) >= 0) return rc;
+    if (n_pos && path) return cmd_usage_error(&cmd, "unexpected argument '%s'", posarg[0]);
+    if (n_pos) path = posarg[0];
+    if (!path) return cmd_usage_error(&cmd, "missing MODEL");
+    if (kv_name && !parse_kv("qa", kv_name, &kv)) return EXIT_USAGE;
+    gd.steps = steps;
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda") && strcmp(backend, "vulkan") && strcmp(backend, "all"))
+        return cmd_usage_error(&cmd, "--backend wants cpu, cuda, vulkan or all, not '%s'", backend);
+    if (strcmp(mode, "q8") && strcmp(mode, "f32") && strcmp(mode, "both"))
+        return cmd_usage_error(&cmd, "--mode wants q8, f32 or both, not '%s'", mode);
+    memset(&sd, 0, sizeof sd);
+    if (!env_faults(&sd.faults)) return EXIT_USAGE;
+    sd.kv = kv;
+    if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) {
+        fprintf(stderr, "q4k: %s\n", err.msg);
+        return EXIT_ERROR;
+    }
+    if (n_ctx && n_ctx < 12 + pos + steps + 1) {
+        fprintf(stderr, "q4k: qa: -c %lld is too small for the gate's %lld prompt tokens and %lld steps\n",
+                (long long)n_ctx, (long long)(12 + pos), (long long)steps);
+        q4k_model_free(m);
+        return EXIT_USAGE;
+    }
+    sd.n_ctx = n_ctx;
+    /* the gate's prompt after its built-in part: the text's tokens, or random ids */
+    if (prompt) {
+        q4k_tokenizer *tk = NULL;
+        if (q4k_tokenizer_from_gguf(m->gguf, &tk, &err) != Q4K_OK ||
+            q4k_tokenize(tk, prompt, strlen(prompt), 0, NULL, 0, &n_toks, &err) != Q4K_OK) {
+            fprintf(stderr, "q4k: %s\n", err.msg);
+            q4k_tokenizer_free(tk);
+            q4k_model_free(m);
+            return EXIT_ERROR;
+        }
+        toks = (int32_t *)malloc((size_t)(n_toks + 1) * sizeof(int32_t));
+        if (toks) q4k_tokenize(tk, prompt, strlen(prompt), 0, toks, n_toks, &n_toks, &err);
+        q4k_tokenizer_free(tk);
+        if (pos < n_toks) n_toks = pos;
+    } else {
+        uint64_t s = seed;
+        toks = (int32_t *)malloc((size_t)(pos + 1) * sizeof(int32_t));
+        for (i = 0; toks && i < pos; i++) toks[i] = (int32_t)(splitmix(&s) % (uint64_t)m->hp.n_vocab);
+        n_toks = pos;
+    }
+    if (!toks || cpu_backend(n_threads, Q4K_CPU_SCALAR, &ref, &err) != Q4K_OK) {
+        fprintf(stderr, "q4k: %s\n", toks ? err.msg : "out of memory");
+        free(toks);
+        q4k_model_free(m);
+        return EXIT_ERROR;
+    }
+    memset(&q, 0, sizeof q);
+    q.json = json;
+    if (q4k_cpu_resolve_path(Q4K_CPU_AUTO, &best, &err) != Q4K_OK) best = Q4K_CPU_SCALAR;
+    if (json)
+        printf("{\"q4k\":\"%s\",\"model\":\"%s\",\"seed\":%llu,\"mode\":\"%s\",\"kv\":\"%s\",\"reference\":\"cpu scalar\",\"results\":[\n",
+               q4k_version_string(), path, (unsigned long long)seed, mode, q4k_kv_type_name(kv));
+    else
+        printf("q4k %s qa: %s\nseed %llu, mode %s, %s cache; reference: cpu, scalar kernels\n", q4k_version_string(),
+               path, (unsigned long long)seed, mode, q4k_kv_type_name(kv));
+    for (k = 0; k < 3; k++) {
+        q4k_backend *test = NULL;
+        int md;
+        if (strcmp(backend, "all") && strcmp(backend, names[k])) continue;
+        if (k == 0) {
+            if (cpu_backend(n_threads, Q4K_CPU_AUTO, &test, &err) != Q4K_OK) test = NULL;
+        } else {
+            gpu_backend(names[k], &test, &err);
+        }
+        if (!test) {
+            if (json) printf("%s{\"kind\":\"skipped\",\"backend\":\"%s\",\"reason\":\"%s\"}", q.first++ ? ",\n" : "", names[k], err.msg);
+            else printf("\nbackend %s: skipped: %s\n", names[k], err.msg);
+            continue;
+        }
+        ran++;
+        if (!json) {
+            if (k == 0) printf("\nbackend cpu: device: this CPU, %s kernels, %d threads (driver: none)\n", q4k_cpu_path_name(best),
+                               n_threads ? n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+            printf("\nkernels (%s against the reference; pass: NMSE <= %g)\n  %-40s %-4s %10s %10s  %s\n", names[k],
+                   QA_KERNEL_NMSE, "kernel", "mode", "NMSE", "max abs", "result");
+        }
+        for (md = 0; md < 2; md++) {
+            if ((md == 0 && !strcmp(mode, "f32")) || (md == 1 && !strcmp(mode, "q8"))) continue;
+            sd.act = md ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+            qa_kernels(&q, names[k], ref, test, m, sd.act, kv, seed);
+        }
+        for (md = 0; md < 2; md++) {
+            if ((md == 0 && !strcmp(mode, "f32")) || (md == 1 && !strcmp(mode, "q8"))) continue;
+            sd.act = md ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+            if (!qa_gate(&q, names[k], ref, test, m, &sd, toks, n_toks, &gd)) {
+                q4k_backend_destroy(test);
+                q4k_backend_destroy(ref);
+                free(toks);
+                q4k_model_free(m);
+                return EXIT_ERROR;
+            }
+        }
+        q4k_backend_destroy(test);
+    }
+    if (json) printf("\n],\"passed\":%lld,\"total\":%lld}\n", (long long)q.passed, (long long)q.total);
+    else printf("\nsummary: %lld/%lld passed\n", (long long)q.passed, (long long)q.total);
+    q4k_backend_destroy(ref);
+    free(toks);
+    q4k_model_free(m);
+    if (!ran) return EXIT_ERROR;
+    return q.passed == q.total ? EXIT_OK : EXIT_PARITY;
+}
+
+/* run's backend: --backend, then the gate (fast path or GPU against the CPU
+   reference); *out is the backend to generate with. EXIT_OK, or the exit code. */
+static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_backend **out) {
+    static const char *const gpus[2] = {"cuda", "vulkan"};
+    q4k_backend *b = NULL, *ref = NULL;
+    q4k_error err;
+    const char *name = "cpu";
+    int k, gpu = 0;
+    int64_t steps;
+    *out = NULL;
+    for (k = 0; k < 2; k++) {
+        if (strcmp(o->backend, "auto") && strcmp(o->backend, gpus[k])) continue;
+        if (gpu_backend(gpus[k], &b, &err) == Q4K_OK) {
+            name = gpus[k];
+            gpu = 1;
+            break;
+        }
+        fprintf(stderr, "q4k: backend %s could not start: %s\n", gpus[k], err.msg);
+        if (strcmp(o->backend, "auto")) return EXIT_ERROR;
+    }
+    if (!b && cpu_backend(o->n_threads, Q4K_CPU_AUTO, &b, &err) != Q4K_OK) {
+        fprintf(stderr, "q4k: %s\n", err.msg);
+        return EXIT_ERROR;
+    }
+    steps = o->gate_steps >= 0 ? o->gate_steps : gpu ? 3 : 0;
+    if (steps > 0) {
+        q4k_gate_desc gd;
+        q4k_gate_report rep;
+        int64_t n = o->prompt ? run_tokenize(st, o->prompt, 1) : 0;
+        double t0 = now_ms();
+        if (n < 0 || cpu_backend(o->n_threads, gpu ? Q4K_CPU_AUTO : Q4K_CPU_SCALAR, &ref, &err) != Q4K_OK) {
+            if (n >= 0) fprintf(stderr, "q4k: %s\n", err.msg);
+            q4k_backend_destroy(b);
+            return EXIT_ERROR;
+        }
+        memset(&gd, 0, sizeof gd);
+        gd.steps = steps;
+        if (q4k_gate_run(ref, b, st->model, sd, st->toks, n, &gd, &rep, &err) != Q4K_OK) {
+            fprintf(stderr, "q4k: parity: %s\n", err.msg);
+            q4k_backend_destroy(b);
+            q4k_backend_destroy(ref);
+            return EXIT_ERROR;
+        }
+        if (!rep.pass) {
+            gate_refusal(name, &rep);
+            q4k_backend_destroy(b);
+            if (o->strict || (gpu && strcmp(o->backend, "auto"))) {
+                q4k_backend_destroy(ref);
+                return EXIT_PARITY;
+            }
+            /* go on with the path that the gate trusts, without the test's faults */
+            fprintf(stderr, "q4k: parity: generating on the cpu reference path instead\n");
+            memset(&sd->faults, 0, sizeof sd->faults);
+            *out = ref;
+            return EXIT_OK;
+        }
+        if (!o->quiet)
+            fprintf(stderr, "parity: %s passed the gate (%lld prompt tokens, %lld steps) in %.0f ms\n", name,
+                    (long long)rep.n_prompt, (long long)steps, now_ms() - t0);
+        q4k_backend_destroy(ref);
+    }
+    *out = b;
+    return EXIT_OK;
+}
+
 /* ---- q4k bench ---------------------------------------------------------- */
 
 /* One arithmetic mode: prompt pass, then decode steps; times in ms. */
@@ -1576,6 +1996,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "qa")) return cmd_qa(argc - 2, argv + 2);
     fprintf(stderr, "q4k: unknown command '%s'\n(see q4k --help)\n", cmd);
     return EXIT_USAGE;
 }

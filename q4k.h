@@ -34,6 +34,9 @@
                             override the allocator: all three or none
       Q4K_NO_SIMD           compile the scalar CPU kernels only
       Q4K_NO_THREADS        no thread pool (every job runs on the caller)
+      Q4K_FAULTS            test builds: sessions honour q4k_session_desc.faults
+                            and q4k_faults_parse exists (proof that the parity
+                            gate fails; never in a release build)
 
    Errors: every fallible call returns a q4k_result; calls that can fail for
    reasons worth explaining also fill an optional q4k_error with a message
@@ -44,6 +47,15 @@
 
    Threads: a q4k_gguf may be read from any number of threads at once. A
    q4k_pool runs one job at a time; the CPU kernels use it to split rows.
+     model (q4k_model): read-only after load; share it freely between
+       threads, backends and sessions.
+     backend (q4k_backend): one thread at a time, its sessions included
+       (they share its thread pool and its prepared models); give each
+       thread its own backend. Sessions of one model on one backend share
+       one preparation of the model (q4k_backend.prepare_model).
+     session (q4k_session): one thread at a time.
+   Two threads, each with its own backend and session on one model, give
+   the tokens that sequential runs give (tests/test_model.c checks it).
 
    Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path.
 */
@@ -54,6 +66,7 @@
 #define Q4K_VERSION_MINOR 1
 #define Q4K_VERSION_PATCH 0
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -318,6 +331,8 @@ typedef struct q4k_tensor {
     uint64_t file_offset; /* from the start of the file */
     size_t nbytes;
     const void *data;   /* in the mapping or buffer */
+    int64_t index;      /* position in the file's tensor list, 0-based: a stable key
+                           (a backend's device buffers are indexed by it) */
 } q4k_tensor;
 
 /* Open and validate a GGUF file (mapped) or a buffer (used in place; it must
@@ -803,49 +818,152 @@ typedef enum q4k_op {
 } q4k_op;
 Q4K_API const char *q4k_op_name(q4k_op op);
 
+/* The stages outside the layers, for the trace and the faults. */
+#define Q4K_STAGE_LIST(X)                      \
+    X(Q4K_STAGE_EMBEDDING, "embedding")        \
+    X(Q4K_STAGE_OUTPUT_NORM, "output_norm")    \
+    X(Q4K_STAGE_LM_HEAD, "lm_head")
+
+typedef enum q4k_stage {
+#define Q4K__STAGE_ENUM(name, text) name,
+    Q4K_STAGE_LIST(Q4K__STAGE_ENUM)
+#undef Q4K__STAGE_ENUM
+    Q4K_STAGE_COUNT
+} q4k_stage;
+Q4K_API const char *q4k_stage_name(q4k_stage st);
+
 typedef struct q4k_session q4k_session;
 typedef struct q4k_backend q4k_backend;
 
+/* Element type of the KV cache. */
+typedef enum q4k_kv_type {
+    Q4K_KV_F16 = 0, /* default: keys and values rounded to IEEE half (nearest even) */
+    Q4K_KV_F32 = 1  /* exact: with Q4K_ACT_F32 the float reference */
+} q4k_kv_type;
+Q4K_API const char *q4k_kv_type_name(q4k_kv_type t);
+
+/* Trace flags of q4k_session_desc (of the last token of each eval). */
+#define Q4K_TRACE_LAYERS 1u /* residual after every layer, and the stages */
+#define Q4K_TRACE_OPS 2u    /* every op (Q4K_OP_LIST) of trace_layer */
+#define Q4K_TRACE_ALL_OPS 4u /* every op of every layer (the gate's) */
+
+/* Faults: deliberate errors that prove the parity gate fails. The session
+   descriptor carries them and every backend honours them, but only a build
+   with -DQ4K_FAULTS does: elsewhere a session with a fault set is refused.
+   A fault is applied to the session it is given to, never to another. */
+#define Q4K_FAULT_LIST(X)                                                     \
+    X(Q4K_FAULT_GQA, "gqa")               /* query head h reads KV head h % n_head_kv */ \
+    X(Q4K_FAULT_BIAS, "bias")             /* Q/K/V biases dropped */          \
+    X(Q4K_FAULT_KV_STEP2, "kv_step2")     /* from the 2nd one-token eval on, K and V halved in the cache */ \
+    X(Q4K_FAULT_Q4K_SCALES, "q4k_scales") /* Q4_K: 6-bit scale and min swapped */ \
+    X(Q4K_FAULT_F16_ACC, "f16_acc")       /* RMSNorm's sum of squares in an fp16 accumulator */ \
+    X(Q4K_FAULT_SPLIT, "split")           /* lm_head rows from split_rows on zeroed */
+
+typedef enum q4k_fault {
+#define Q4K__FAULT_ENUM(name, text) name,
+    Q4K_FAULT_LIST(Q4K__FAULT_ENUM)
+#undef Q4K__FAULT_ENUM
+    Q4K_FAULT_COUNT
+} q4k_fault;
+
+typedef struct q4k_faults {
+    unsigned mask;         /* bits 1u << Q4K_FAULT_* */
+    /* relative Gaussian noise y *= 1 + perturb_eps * N(0,1) on one op's
+       output (0: none): perturb_layer < 0 means every layer; perturb_op is a
+       q4k_op, or Q4K_OP_COUNT + a q4k_stage, or < 0 for every matrix product */
+    float perturb_eps;
+    int64_t perturb_layer;
+    int perturb_op;
+    uint64_t seed;
+    int64_t split_rows;    /* split: first zeroed row of lm_head (0: n_vocab / 2) */
+} q4k_faults;
+
 typedef struct q4k_session_desc {
     int64_t n_ctx;      /* 0: min(model's training context, 4096) */
-    q4k_act_mode act;   /* Q4K_ACT_Q8 (default) or Q4K_ACT_F32 (reference) */
-    int trace;          /* capture the residual stream after every layer */
-    int trace_layer;    /* and every op of this layer (-1: none); of the last token */
-    /* Test-only fault injection: relative Gaussian noise of this size added
-       to every matrix product's output (0: none), to measure how errors grow
-       and to prove that parity gates fail. */
-    float perturb;
-    uint64_t perturb_seed;
+    q4k_act_mode act;   /* Q4K_ACT_Q8 (default) or Q4K_ACT_F32 (float activations) */
+    q4k_kv_type kv;     /* Q4K_KV_F16 (default) or Q4K_KV_F32 */
+    unsigned trace;     /* Q4K_TRACE_* (0: no trace) */
+    int64_t trace_layer;/* the layer of Q4K_TRACE_OPS (q4k_session_set_trace_layer changes it) */
+    q4k_faults faults;  /* zero: none (see Q4K_FAULT_LIST) */
 } q4k_session_desc;
 
 /* Flags of q4k_session_eval. */
 #define Q4K_EVAL_ALL_LOGITS 1u /* logits of every token (n x n_vocab), not only the last */
 
+/* A model as a backend holds it (weights uploaded once): one per model and
+   backend, shared by every session of the model on that backend. */
+typedef struct q4k_prepared {
+    const q4k_model *model;
+    void *data;    /* the backend's */
+    int64_t refs;  /* sessions using it */
+} q4k_prepared;
+#define Q4K_MAX_PREPARED 8 /* models prepared on one backend at a time */
+
 /* A backend is a table of functions; the CPU backend is the reference the
-   GPU backends are checked against. */
+   GPU backends are checked against. A backend fills everything but the
+   bookkeeping (prepared, n_prepare). */
 struct q4k_backend {
     const char *name;
     void *impl;
+    /* Receive a model once (upload its weights): q4k_session_create calls
+       it for the first session of a model and release_model after the last
+       one is freed; *data is the backend's (q4k_backend_prepared finds it). */
+    q4k_result (*prepare_model)(q4k_backend *b, const q4k_model *m, void **data, q4k_error *err);
+    void (*release_model)(q4k_backend *b, const q4k_model *m, void *data);
     q4k_result (*session_create)(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
                                  q4k_session **out, q4k_error *err);
-    /* op level, for kernel tests and `q4k qa` */
+    /* op level, for kernel tests and `q4k qa`; each computes what the
+       backend's forward pass computes (the CPU calls the same functions) */
     q4k_result (*matmul)(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows,
                          int64_t cols, const float *x, int64_t n, float *y, q4k_error *err);
+    /* out[n_embd] = row `token` of a [n_embd, n_vocab] table of `type` */
+    q4k_result (*embedding)(q4k_backend *b, q4k_type type, const void *table, int64_t n_embd, int32_t token,
+                            float *out, q4k_error *err);
+    /* y[r] = rmsnorm(x[r]) * w for rows r < rows of n values */
+    q4k_result (*rmsnorm)(q4k_backend *b, const float *x, const float *w, int64_t n, int64_t rows, float eps,
+                          float *y, q4k_error *err);
+    /* rotate in place: x [n_tok][n_head * head_dim], token j at position pos0 + j;
+       freq_factors [n_rot/2] or NULL (q4k_rope_cos_sin) */
+    q4k_result (*rope)(q4k_backend *b, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t n_rot,
+                       int neox, int64_t pos0, double base, const float *freq_factors, q4k_error *err);
+    /* causal attention of one token at position n_pos - 1: q [n_head*head_dim],
+       k, v [n_pos][n_head_kv*head_dim] (stored in the cache type kv first),
+       out [n_head*head_dim]; query head h reads KV head h / (n_head/n_head_kv) */
+    q4k_result (*attention)(q4k_backend *b, q4k_kv_type kv, const float *q, const float *k, const float *v,
+                            int64_t n_pos, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float *out,
+                            q4k_error *err);
+    /* the 8-bit activation quantizer (q4k_quantize_act_q8); n a multiple of 32 */
+    q4k_result (*quantize_act)(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err);
     void (*destroy)(q4k_backend *b);
+    /* bookkeeping of the common code */
+    q4k_prepared prepared[Q4K_MAX_PREPARED];
+    int64_t n_prepare; /* prepare_model calls so far */
 };
 
 /* Everything a session holds that is common to the backends. */
 struct q4k_session {
     q4k_backend *backend;
     const q4k_model *model;
+    void *prepared; /* the backend's data for this model (prepare_model) */
     q4k_session_desc desc;
     int64_t n_ctx;
     int64_t pos;   /* tokens in the KV cache */
-    float *trace_layers; /* n_layer x n_embd when desc.trace */
+    int64_t n_evals; /* calls of eval so far (faults that start late count them) */
+    float *trace_layers; /* n_layer x n_embd with Q4K_TRACE_LAYERS */
+    float *trace_layers_attn; /* the same after each layer's attention block */
+    float *trace_stages[Q4K_STAGE_COUNT];
+    int64_t trace_stage_len[Q4K_STAGE_COUNT];
+    int trace_stage_set[Q4K_STAGE_COUNT]; /* written by the last eval */
     float *trace_ops[Q4K_OP_COUNT];
     int64_t trace_op_len[Q4K_OP_COUNT];
     q4k_result (*eval)(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
                        q4k_error *err);
+    /* optional (the reference backend has it): recompute `layer` for the
+       token at position pos - 1 from x_in [n_embd], into x_out (and the
+       residual after its attention block into x_attn); the cache is left as
+       it was; with Q4K_TRACE_OPS on this layer its ops are traced */
+    q4k_result (*eval_layer)(q4k_session *s, int64_t layer, const float *x_in, float *x_attn, float *x_out,
+                             q4k_error *err);
     void (*destroy)(q4k_session *s);
 };
 
@@ -874,6 +992,23 @@ Q4K_API int64_t q4k_session_pos(const q4k_session *s);
    and the output of `op` in the traced layer (length in *len). */
 Q4K_API const float *q4k_session_trace_layer(const q4k_session *s, int64_t layer);
 Q4K_API const float *q4k_session_trace_op(const q4k_session *s, q4k_op op, int64_t *len);
+/* A stage (embedding, output_norm, lm_head) of the last eval with
+   Q4K_TRACE_LAYERS; NULL when that eval did not compute it (no logits). */
+Q4K_API const float *q4k_session_trace_stage(const q4k_session *s, q4k_stage st, int64_t *len);
+/* The output of `op` in `layer` (Q4K_TRACE_ALL_OPS, or the traced layer). */
+Q4K_API const float *q4k_session_trace_op_layer(const q4k_session *s, int64_t layer, q4k_op op, int64_t *len);
+/* The layer whose ops the next evals trace (needs Q4K_TRACE_OPS). */
+Q4K_API q4k_result q4k_session_set_trace_layer(q4k_session *s, int64_t layer);
+/* The residual after the attention block of `layer` (Q4K_TRACE_LAYERS). */
+Q4K_API const float *q4k_session_trace_layer_attn(const q4k_session *s, int64_t layer);
+/* Recompute one layer for the token at position pos - 1 from the residual
+   x_in (n_embd) into x_out (and x_attn, after the attention block; may be
+   NULL), leaving the KV cache as it was (the gate's teacher-forced check);
+   Q4K_ERR_UNSUPPORTED when the backend lacks it. */
+Q4K_API q4k_result q4k_session_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_attn,
+                                          float *x_out, q4k_error *err);
+/* The backend's data for a model it has prepared (NULL when none). */
+Q4K_API void *q4k_backend_prepared(const q4k_backend *b, const q4k_model *m);
 
 /* Memory a CPU session needs for n_ctx (KV cache in f16 plus scratch), and
    the weight bytes, before anything is allocated. */
@@ -883,6 +1018,29 @@ Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, 
    formed in double; cos and sin rounded to float. */
 Q4K_API void q4k_rope_cos_sin(int64_t pos, int64_t i, int64_t n_rot, double base, double factor,
                               float *c, float *s);
+
+/* Internal, for the implementation sections of q4k_cuda.h and q4k_vulkan.h
+   (which may sit in another translation unit): not part of the API, may
+   change without notice. */
+/* fill err (optional) with code and a printf-style message; returns code */
+Q4K_API q4k_result q4k__fail(q4k_error *err, q4k_result code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* call fn (may be NULL: silent) with a printf-style message */
+Q4K_API void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* the common fields of a new session (desc already defaulted by q4k_session_create) */
+Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *m, const q4k_session_desc *d);
+/* allocate the trace buffers the session's desc asks for */
+Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err);
+/* copy the last token's row of an op / stage into the trace when traced */
+Q4K_API void q4k__trace_op(q4k_session *s, int64_t layer, q4k_op op, const float *row);
+Q4K_API void q4k__trace_stage(q4k_session *s, q4k_stage st, const float *row);
 
 /* ------------------------------------------------------------------------ */
 /* sampling and chat templates                                               */
@@ -1012,6 +1170,185 @@ typedef int (*q4k_token_fn)(void *user, int32_t token, const float *logits);
 Q4K_API q4k_result q4k_generate(q4k_session *s, const q4k_tokenizer *tok, q4k_sampler *smp, const int32_t *tokens,
                                 int64_t n, int64_t n_predict, unsigned flags, q4k_token_fn cb, void *user,
                                 int64_t *n_generated, q4k_error *err);
+/* >>parity-api */
+/* ------------------------------------------------------------------------ */
+/* parity: comparing two paths, and the gate                                 */
+/* ------------------------------------------------------------------------ */
+
+/* How far `test` is from `ref` (n values). These report; they never assert.
+   Sums in double; a NaN or infinity in test makes cosine NaN. */
+typedef struct q4k_parity {
+    double cosine;      /* ref.test / (|ref| |test|) */
+    double max_abs;     /* max |test - ref| */
+    double max_rel;     /* max |test - ref| / max |ref| */
+    double nmse;        /* sum (test - ref)^2 / sum ref^2 */
+    double kl;          /* KL(softmax(ref) || softmax(test)) */
+    double std_ref;     /* standard deviation of ref */
+    double margin;      /* ref's largest minus second largest value */
+    int64_t argmax_ref, argmax_test;
+    int64_t n_nonfinite; /* NaN or infinite values in test */
+} q4k_parity;
+
+static inline double q4k_parity_cosine(const float *a, const float *b, int64_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    if (aa == 0 && bb == 0) return 1.0;
+    return aa == 0 || bb == 0 ? 0.0 : ab / (sqrt(aa) * sqrt(bb));
+}
+
+/* index of the largest value (lowest on ties) and the gap to the second */
+static inline int64_t q4k_parity_argmax(const float *x, int64_t n, double *margin) {
+    int64_t i, best = 0;
+    double second = -1e300;
+    for (i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    for (i = 0; i < n; i++)
+        if (i != best && x[i] > second) second = x[i];
+    if (margin) *margin = n > 1 ? (double)x[best] - second : 0.0;
+    return best;
+}
+
+/* KL(softmax(p) || softmax(q)) in nats */
+static inline double q4k_parity_kl(const float *p, const float *q, int64_t n) {
+    double mp = -1e300, mq = -1e300, zp = 0, zq = 0, kl = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        if (p[i] > mp) mp = p[i];
+        if (q[i] > mq) mq = q[i];
+    }
+    for (i = 0; i < n; i++) {
+        zp += exp((double)p[i] - mp);
+        zq += exp((double)q[i] - mq);
+    }
+    for (i = 0; i < n; i++) {
+        double lp = (double)p[i] - mp - log(zp), lq = (double)q[i] - mq - log(zq);
+        kl += exp(lp) * (lp - lq);
+    }
+    return kl;
+}
+
+static inline q4k_parity q4k_parity_compare(const float *ref, const float *test, int64_t n) {
+    q4k_parity p;
+    double se = 0, sr = 0, mr = 0, sum = 0, sum2 = 0;
+    int64_t i;
+    p.cosine = q4k_parity_cosine(ref, test, n);
+    p.max_abs = 0;
+    p.n_nonfinite = 0;
+    for (i = 0; i < n; i++) {
+        double d = (double)test[i] - ref[i], a = d < 0 ? -d : d, r = ref[i] < 0 ? -(double)ref[i] : ref[i];
+        if (test[i] - test[i] != 0.0f) p.n_nonfinite++;
+        if (!(a <= p.max_abs)) p.max_abs = a;
+        if (r > mr) mr = r;
+        se += d * d;
+        sr += (double)ref[i] * ref[i];
+        sum += ref[i];
+        sum2 += (double)ref[i] * ref[i];
+    }
+    p.max_rel = mr > 0 ? p.max_abs / mr : p.max_abs;
+    p.nmse = sr > 0 ? se / sr : se;
+    p.std_ref = n > 0 ? sqrt(sum2 / (double)n - (sum / (double)n) * (sum / (double)n) > 0
+                                           ? sum2 / (double)n - (sum / (double)n) * (sum / (double)n) : 0.0) : 0.0;
+    p.kl = q4k_parity_kl(ref, test, n);
+    p.argmax_ref = q4k_parity_argmax(ref, n, &p.margin);
+    p.argmax_test = q4k_parity_argmax(test, n, NULL);
+    return p;
+}
+
+/* The gate: a reference session (CPU) and a test session run the same
+   prompt, then `steps` greedy steps in which both are fed the reference's
+   argmax; the logits are compared at every step (step 0 is the prompt).
+   The prompt is a fixed built-in one (Q4K_GATE_BUILTIN token ids, taken
+   modulo the vocabulary) followed by at most the first 64 of the given
+   tokens, so the gate's cost does not grow with long prompts.
+   A step fails
+     per layer (teacher-forced): the reference recomputes each layer from the
+       test session's own input to it (its trace, q4k_session_eval_layer):
+       the cosine of the two layer updates (output - input) is below
+       layer_cos, or that of one of the layer's ops (Q4K_OP_LIST; the
+       residual adds as updates) below op_cos; the stages outside the layers
+       (embedding, output_norm, lm_head) are recomputed from the test's
+       inputs and judged against op_cos;
+     end to end: a NaN or infinite logit, a logit cosine below logit_cos, or
+       another argmax where the reference's top-two margin exceeds
+       margin_frac x the standard deviation of its logits.
+   KL is reported, not judged. The gate stops at the first failing step and
+   names the first layer (or stage) that failed and inside it the first op
+   below op_cos (the worst op when only the update failed). Both sessions
+   run in the test descriptor's arithmetic mode and KV type; its faults go to
+   the test session only. The backend under test must trace
+   (Q4K_TRACE_LAYERS | Q4K_TRACE_ALL_OPS); the reference must have
+   eval_layer (the CPU does). */
+/* Thresholds, from the spread between two correct paths (CPU scalar vs
+   SIMD + threads, 200 runs of tools/gate_study.sh; README "The parity
+   gate"): 1-cos up to 8.3e-5 for a layer update, 1.17e-4 for an op, 7.4e-5
+   for the logits of 2-4 layer models (28 layers amplify it tens of times);
+   argmax flips at margins up to 1.14% of the logits' std. A relative error
+   EPS on an op costs it 1-cos = EPS^2/2: 1.25e-3 at EPS 0.05. */
+#define Q4K_GATE_LAYER_COS 0.9995  /* per-layer update cosine */
+#define Q4K_GATE_OP_COS 0.9995     /* per-op cosine inside a layer, and the stages */
+#define Q4K_GATE_LOGIT_COS 0.99    /* end-to-end logit cosine */
+#define Q4K_GATE_MARGIN_FRAC 0.05  /* argmax rule: margin > 5% of the logits' std */
+#define Q4K_GATE_MAX_STEPS 64
+#define Q4K_GATE_MAX_USER_TOKENS 64
+
+typedef struct q4k_gate_desc {
+    int64_t steps;       /* greedy steps after the prompt, <= Q4K_GATE_MAX_STEPS (0: the prompt only) */
+    double layer_cos;    /* 0: Q4K_GATE_LAYER_COS */
+    double op_cos;       /* 0: Q4K_GATE_OP_COS */
+    double logit_cos;    /* 0: Q4K_GATE_LOGIT_COS */
+    double margin_frac;  /* 0: Q4K_GATE_MARGIN_FRAC */
+    int64_t max_user_tokens; /* of the given prompt (0: Q4K_GATE_MAX_USER_TOKENS) */
+} q4k_gate_desc;
+
+typedef struct q4k_gate_step {
+    q4k_parity logits;      /* reference vs test */
+    /* the teacher-forced check: worst layer update, worst op and where
+       (layer -1: a stage; op: a q4k_op, or Q4K_OP_COUNT + a q4k_stage) */
+    double update_cos;
+    int64_t update_layer;
+    double op_cos;
+    int64_t op_layer;
+    int op_worst;
+    int pass;
+} q4k_gate_step;
+
+typedef struct q4k_gate_report {
+    int pass;
+    int64_t n_steps;         /* steps run, the prompt included */
+    int64_t steps_asked;
+    int64_t n_prompt;        /* tokens of the gate's prompt */
+    q4k_gate_step step[Q4K_GATE_MAX_STEPS + 1];
+    int64_t failed_step;     /* -1 when it passed */
+    char reason[192];        /* "cosine 0.7223 < 0.9999", "layer 3 update cosine ..." */
+    /* first divergence: layer (-1: outside the layers) and op (a q4k_op, or
+       Q4K_OP_COUNT + a q4k_stage; -1: not found) */
+    int64_t div_layer;
+    int div_op;
+    char where[96];          /* "layer 0, attn", "lm_head", "no single layer" */
+    double layer_cos_used, op_cos_used, logit_cos_used, margin_frac_used;
+} q4k_gate_report;
+
+Q4K_API q4k_result q4k_gate_run(q4k_backend *ref, q4k_backend *test, const q4k_model *m,
+                                const q4k_session_desc *test_desc, const int32_t *prompt, int64_t n_prompt,
+                                const q4k_gate_desc *d, q4k_gate_report *rep, q4k_error *err);
+/* The name of op `op` as the gate reports it: a q4k_op or Q4K_OP_COUNT + a stage. */
+Q4K_API const char *q4k_gate_op_name(int op);
+/* Look up an op or stage name ("down", "lm_head"): the gate's numbering, -1 when unknown. */
+Q4K_API int q4k_gate_op_from_name(const char *name);
+
+#ifdef Q4K_FAULTS
+/* Parse "NAME[,NAME...]" (Q4K_FAULT_LIST names, and perturb:LAYER:OP:EPS
+   with LAYER 0-based, OP an op or stage name); test builds only. */
+Q4K_API q4k_result q4k_faults_parse(const char *spec, q4k_faults *out, q4k_error *err);
+Q4K_API const char *q4k_fault_name(q4k_fault f);
+#endif
+/* <<parity-api */
+
 /* <<model-api */
 
 #ifdef __cplusplus
@@ -1104,13 +1441,7 @@ Q4K_API const char *q4k_version_string(void) {
 #define Q4K__MAYBE_UNUSED
 #endif
 
-/* Fill err (if given) with code and a printf-style message; returns code. */
-Q4K__MAYBE_UNUSED static q4k_result q4k__fail(q4k_error *err, q4k_result code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static q4k_result q4k__fail(q4k_error *err, q4k_result code, const char *fmt, ...) {
+Q4K_API q4k_result q4k__fail(q4k_error *err, q4k_result code, const char *fmt, ...) {
     if (err) {
         va_list ap;
         err->code = code;
@@ -1121,12 +1452,7 @@ static q4k_result q4k__fail(q4k_error *err, q4k_result code, const char *fmt, ..
     return code;
 }
 
-Q4K__MAYBE_UNUSED static void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-static void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char *fmt, ...) {
+Q4K_API void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char *fmt, ...) {
     char buf[1024];
     va_list ap;
     if (!fn) return;
@@ -2483,6 +2809,7 @@ static q4k_result q4k__gguf_place_tensors(q4k_gguf *g, q4k__rd *r) {
                               (unsigned long long)(fo + t->nbytes - g->size), g->size);
         t->file_offset = fo;
         t->data = g->data + fo;
+        t->index = (int64_t)i;
     }
     sp = (q4k__span *)Q4K_MALLOC((size_t)g->n_tensors * sizeof *sp);
     if (!sp) return q4k__gguf_oom(r, "the overlap check");
@@ -8162,28 +8489,128 @@ Q4K_API uint64_t q4k_model_weight_bytes(const q4k_model *m) {
 
 /* --- sessions (common part) ---------------------------------------------- */
 
+Q4K_API const char *q4k_stage_name(q4k_stage st) {
+    static const char *const names[] = {
+#define Q4K__STAGE_NAME(name, text) text,
+        Q4K_STAGE_LIST(Q4K__STAGE_NAME)
+#undef Q4K__STAGE_NAME
+    };
+    if ((int)st < 0 || (int)st >= (int)Q4K_STAGE_COUNT) return "unknown";
+    return names[st];
+}
+
+Q4K_API const char *q4k_kv_type_name(q4k_kv_type t) {
+    return t == Q4K_KV_F16 ? "f16" : t == Q4K_KV_F32 ? "f32" : "unknown";
+}
+
+Q4K_API void *q4k_backend_prepared(const q4k_backend *b, const q4k_model *m) {
+    int i;
+    if (!b) return NULL;
+    for (i = 0; i < Q4K_MAX_PREPARED; i++)
+        if (b->prepared[i].refs > 0 && b->prepared[i].model == m) return b->prepared[i].data;
+    return NULL;
+}
+
+/* The backend's prepared model, prepared now for the model's first session. */
+static q4k_result q4k__backend_acquire(q4k_backend *b, const q4k_model *m, q4k_error *err) {
+    int i, slot = -1;
+    void *data = NULL;
+    q4k_result r;
+    for (i = 0; i < Q4K_MAX_PREPARED; i++) {
+        if (b->prepared[i].refs > 0 && b->prepared[i].model == m) {
+            b->prepared[i].refs++;
+            return Q4K_OK;
+        }
+        if (b->prepared[i].refs == 0 && slot < 0) slot = i;
+    }
+    if (slot < 0)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: backend '%s' already holds %d models", b->name,
+                         Q4K_MAX_PREPARED);
+    if (b->prepare_model && (r = b->prepare_model(b, m, &data, err))) return r;
+    b->n_prepare++;
+    b->prepared[slot].model = m;
+    b->prepared[slot].data = data;
+    b->prepared[slot].refs = 1;
+    return Q4K_OK;
+}
+
+static void q4k__backend_release(q4k_backend *b, const q4k_model *m) {
+    int i;
+    for (i = 0; i < Q4K_MAX_PREPARED; i++) {
+        q4k_prepared *p = &b->prepared[i];
+        if (p->refs <= 0 || p->model != m) continue;
+        if (--p->refs == 0) {
+            if (b->release_model) b->release_model(b, m, p->data);
+            p->model = NULL;
+            p->data = NULL;
+        }
+        return;
+    }
+}
+
+Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *m, const q4k_session_desc *d) {
+    s->backend = b;
+    s->model = m;
+    s->prepared = q4k_backend_prepared(b, m);
+    s->desc = *d;
+    s->n_ctx = d->n_ctx;
+    s->pos = 0;
+    s->n_evals = 0;
+}
+
+static void q4k__session_free_trace(q4k_session *s) {
+    int i;
+    Q4K_FREE(s->trace_layers);
+    Q4K_FREE(s->trace_layers_attn);
+    s->trace_layers = s->trace_layers_attn = NULL;
+    for (i = 0; i < Q4K_OP_COUNT; i++) {
+        Q4K_FREE(s->trace_ops[i]);
+        s->trace_ops[i] = NULL;
+    }
+    for (i = 0; i < Q4K_STAGE_COUNT; i++) {
+        Q4K_FREE(s->trace_stages[i]);
+        s->trace_stages[i] = NULL;
+    }
+}
+
 Q4K_API q4k_result q4k_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
                                       q4k_session **out, q4k_error *err) {
     q4k_session_desc dd;
+    q4k_result r;
     memset(&dd, 0, sizeof dd);
-    dd.trace_layer = -1;
     if (d) dd = *d;
     *out = NULL;
     if (!b || !m) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: backend and model are required");
     if (dd.n_ctx < 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: n_ctx %lld is negative", (long long)dd.n_ctx);
     if (dd.n_ctx == 0) dd.n_ctx = m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096;
-    if (dd.trace_layer >= m->hp.n_layer)
-        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: trace_layer %d out of range (model has %lld layers)",
-                         dd.trace_layer, (long long)m->hp.n_layer);
-    return b->session_create(b, m, &dd, out, err);
+    if (dd.act != Q4K_ACT_Q8 && dd.act != Q4K_ACT_F32)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: activation mode %d is not one of q8 (0), f32 (1)", (int)dd.act);
+    if (dd.kv != Q4K_KV_F16 && dd.kv != Q4K_KV_F32)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: KV cache type %d is not one of f16 (0), f32 (1)", (int)dd.kv);
+    if ((dd.trace & Q4K_TRACE_OPS) && (dd.trace_layer < 0 || dd.trace_layer >= m->hp.n_layer))
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: trace_layer %lld out of range (model has %lld layers)",
+                         (long long)dd.trace_layer, (long long)m->hp.n_layer);
+#ifndef Q4K_FAULTS
+    if (dd.faults.mask || dd.faults.perturb_eps != 0.0f)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: fault injection is compiled into test builds only");
+#endif
+    if ((r = q4k__backend_acquire(b, m, err))) return r;
+    if ((r = b->session_create(b, m, &dd, out, err))) {
+        q4k__backend_release(b, m);
+        return r;
+    }
+    return Q4K_OK;
 }
 
 Q4K_API void q4k_session_free(q4k_session *s) {
-    int i;
+    q4k_backend *b;
+    const q4k_model *m;
     if (!s) return;
-    Q4K_FREE(s->trace_layers);
-    for (i = 0; i < Q4K_OP_COUNT; i++) Q4K_FREE(s->trace_ops[i]);
+    b = s->backend;
+    m = s->model;
+    q4k__session_free_trace(s);
     s->destroy(s);
+    q4k__backend_release(b, m);
 }
 
 Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags,
@@ -8200,8 +8627,11 @@ Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64
                              (int)tokens[i], (long long)i, (long long)s->model->hp.n_vocab);
     {
         /* never hand out a NaN or an infinity as if it were a logit */
-        q4k_result r = s->eval(s, tokens, n, flags, logits, err);
+        q4k_result r;
         int64_t rows = (flags & Q4K_EVAL_ALL_LOGITS) ? n : 1, nv = s->model->hp.n_vocab, k;
+        for (k = 0; k < Q4K_STAGE_COUNT; k++) s->trace_stage_set[k] = 0;
+        s->n_evals++;
+        r = s->eval(s, tokens, n, flags, logits, err);
         if (r != Q4K_OK || !logits) return r;
         for (i = 0; i < rows; i++)
             for (k = 0; k < nv; k++) {
@@ -8229,22 +8659,62 @@ Q4K_API const float *q4k_session_trace_layer(const q4k_session *s, int64_t layer
     return s->trace_layers + layer * s->model->hp.n_embd;
 }
 
-Q4K_API const float *q4k_session_trace_op(const q4k_session *s, q4k_op op, int64_t *len) {
-    if (!s || (int)op < 0 || (int)op >= Q4K_OP_COUNT || !s->trace_ops[op]) return NULL;
-    if (len) *len = s->trace_op_len[op];
-    return s->trace_ops[op];
+Q4K_API const float *q4k_session_trace_layer_attn(const q4k_session *s, int64_t layer) {
+    if (!s || !s->trace_layers_attn || layer < 0 || layer >= s->model->hp.n_layer) return NULL;
+    return s->trace_layers_attn + layer * s->model->hp.n_embd;
 }
 
-/* Allocate the trace buffers of a session (common to the backends). */
-static q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
+Q4K_API const float *q4k_session_trace_op(const q4k_session *s, q4k_op op, int64_t *len) {
+    return s ? q4k_session_trace_op_layer(s, s->desc.trace_layer, op, len) : NULL;
+}
+
+Q4K_API const float *q4k_session_trace_op_layer(const q4k_session *s, int64_t layer, q4k_op op, int64_t *len) {
+    if (!s || (int)op < 0 || (int)op >= Q4K_OP_COUNT || !s->trace_ops[op]) return NULL;
+    if (!(s->desc.trace & Q4K_TRACE_ALL_OPS) && layer != s->desc.trace_layer) return NULL;
+    if (layer < 0 || layer >= s->model->hp.n_layer) return NULL;
+    if (len) *len = s->trace_op_len[op];
+    return s->trace_ops[op] + ((s->desc.trace & Q4K_TRACE_ALL_OPS) ? layer * s->trace_op_len[op] : 0);
+}
+
+Q4K_API const float *q4k_session_trace_stage(const q4k_session *s, q4k_stage st, int64_t *len) {
+    if (!s || (int)st < 0 || (int)st >= Q4K_STAGE_COUNT || !s->trace_stages[st] || !s->trace_stage_set[st]) return NULL;
+    if (len) *len = s->trace_stage_len[st];
+    return s->trace_stages[st];
+}
+
+Q4K_API q4k_result q4k_session_set_trace_layer(q4k_session *s, int64_t layer) {
+    if (!s || !(s->desc.trace & Q4K_TRACE_OPS) || layer < 0 || layer >= s->model->hp.n_layer) return Q4K_ERR_INVALID_ARG;
+    s->desc.trace_layer = layer;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_session_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_attn,
+                                          float *x_out, q4k_error *err) {
+    if (!s || !x_in || !x_out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval_layer: no session or buffer");
+    if (!s->eval_layer)
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "eval_layer: the %s backend cannot recompute one layer", s->backend->name);
+    if (layer < 0 || layer >= s->model->hp.n_layer || s->pos < 1)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval_layer: layer %lld at position %lld: out of range",
+                         (long long)layer, (long long)s->pos - 1);
+    return s->eval_layer(s, layer, x_in, x_attn, x_out, err);
+}
+
+Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
     const q4k_hparams *hp = &s->model->hp;
     int64_t lens[Q4K_OP_COUNT];
     int i;
-    if (s->desc.trace) {
+    if (s->desc.trace & Q4K_TRACE_LAYERS) {
         s->trace_layers = (float *)Q4K_MALLOC((size_t)(hp->n_layer * hp->n_embd) * sizeof(float));
-        if (!s->trace_layers) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
+        s->trace_layers_attn = (float *)Q4K_MALLOC((size_t)(hp->n_layer * hp->n_embd) * sizeof(float));
+        if (!s->trace_layers || !s->trace_layers_attn) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
+        s->trace_stage_len[Q4K_STAGE_EMBEDDING] = s->trace_stage_len[Q4K_STAGE_OUTPUT_NORM] = hp->n_embd;
+        s->trace_stage_len[Q4K_STAGE_LM_HEAD] = hp->n_vocab;
+        for (i = 0; i < Q4K_STAGE_COUNT; i++) {
+            s->trace_stages[i] = (float *)Q4K_MALLOC((size_t)s->trace_stage_len[i] * sizeof(float));
+            if (!s->trace_stages[i]) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
+        }
     }
-    if (s->desc.trace_layer < 0) return Q4K_OK;
+    if (!(s->desc.trace & (Q4K_TRACE_OPS | Q4K_TRACE_ALL_OPS))) return Q4K_OK;
     lens[Q4K_OP_ATTN_NORM] = hp->n_embd;
     lens[Q4K_OP_Q] = lens[Q4K_OP_Q_ROPE] = lens[Q4K_OP_ATTN] = hp->n_head * hp->head_dim;
     lens[Q4K_OP_K] = lens[Q4K_OP_V] = lens[Q4K_OP_K_ROPE] = hp->n_head_kv * hp->head_dim;
@@ -8253,32 +8723,65 @@ static q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
     lens[Q4K_OP_DOWN] = lens[Q4K_OP_RESID_FFN] = hp->n_embd;
     for (i = 0; i < Q4K_OP_COUNT; i++) {
         s->trace_op_len[i] = lens[i];
-        s->trace_ops[i] = (float *)Q4K_MALLOC((size_t)lens[i] * sizeof(float));
+        s->trace_ops[i] = (float *)Q4K_MALLOC((size_t)(lens[i] * ((s->desc.trace & Q4K_TRACE_ALL_OPS) ? hp->n_layer : 1)) *
+                                              sizeof(float));
         if (!s->trace_ops[i]) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "session: out of memory for the trace");
     }
     return Q4K_OK;
+}
+
+Q4K_API void q4k__trace_op(q4k_session *s, int64_t layer, q4k_op op, const float *row) {
+    if ((s->desc.trace & Q4K_TRACE_ALL_OPS) && s->trace_ops[op])
+        memcpy(s->trace_ops[op] + layer * s->trace_op_len[op], row, (size_t)s->trace_op_len[op] * sizeof(float));
+    else if ((s->desc.trace & Q4K_TRACE_OPS) && s->desc.trace_layer == layer && s->trace_ops[op])
+        memcpy(s->trace_ops[op], row, (size_t)s->trace_op_len[op] * sizeof(float));
+}
+
+Q4K_API void q4k__trace_stage(q4k_session *s, q4k_stage st, const float *row) {
+    if (!s->trace_stages[st]) return;
+    memcpy(s->trace_stages[st], row, (size_t)s->trace_stage_len[st] * sizeof(float));
+    s->trace_stage_set[st] = 1;
 }
 
 /* --- the CPU backend: the reference forward pass ------------------------- */
 
 #define Q4K__CPU_BATCH 64 /* prompt tokens per matrix-matrix pass */
 
+#ifdef Q4K_FAULTS
+#define Q4K__FAULT(cs, f) (((cs)->base.desc.faults.mask >> (f)) & 1u)
+#else
+#define Q4K__FAULT(cs, f) 0
+#endif
+
 typedef struct q4k__cpu_backend {
     q4k_backend base;
     q4k_cpu cpu;
 } q4k__cpu_backend;
 
+/* What the CPU prepares once per model and its sessions share: the table
+   that widens f16 cache entries. The weights stay in the model's mapping. */
+typedef struct q4k__cpu_prepared {
+    float f16_table[65536]; /* f16 bits -> float */
+} q4k__cpu_prepared;
+
 typedef struct q4k__cpu_session {
     q4k_session base;
     q4k_cpu cpu;
-    uint16_t *k_cache, *v_cache; /* [n_layer][n_ctx][kv_dim] f16 */
-    float *f16_table;            /* 65536 entries: f16 bits -> float */
+    void *k_cache, *v_cache;     /* [n_layer][n_ctx][kv_dim] of desc.kv */
+    size_t kv_size;              /* bytes of one cache element */
+    const float *f16_table;      /* the prepared model's */
     /* scratch for a batch of up to Q4K__CPU_BATCH tokens */
     float *x, *xb, *q, *k, *v, *att, *tmp, *gate, *up;
     float *rope_c, *rope_s; /* [batch][n_rot/2] */
     float *scores;          /* [n_threads][n_ctx] */
+    unsigned char *kv_save; /* one position's K and V of one layer (eval_layer) */
+    float *x_attn;          /* where q4k__cpu_layer leaves the last token's residual after attention, or NULL */
     int n_threads;
+    int64_t n_decode;       /* one-token evals so far */
+#ifdef Q4K_FAULTS
     uint64_t perturb_state;
+    void **fault_weights;   /* q4k_scales: the altered copy of each Q4_K tensor, by index */
+#endif
 } q4k__cpu_session;
 
 /* y = x / sqrt(mean(x^2) + eps) * w   (x, y: [n]) */
@@ -8289,6 +8792,16 @@ static void q4k__rmsnorm(float *y, const float *x, const float *w, int64_t n, fl
     for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
     scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
     for (i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+}
+
+/* cos and sin of n positions from pos0   c, s: [n][n_rot/2] */
+static void q4k__rope_tables(float *c, float *s, int64_t pos0, int64_t n, int64_t n_rot, double base,
+                             const float *freq_factors) {
+    int64_t j, i, half = n_rot / 2;
+    for (j = 0; j < n; j++)
+        for (i = 0; i < half; i++)
+            q4k_rope_cos_sin(pos0 + j, i, n_rot, base, freq_factors ? (double)freq_factors[i] : 1.0,
+                             &c[j * half + i], &s[j * half + i]);
 }
 
 /* rotate one head's vector in place by the cos/sin of its position */
@@ -8304,7 +8817,57 @@ static void q4k__rope(float *v, const float *c, const float *s, int64_t n_rot, i
 
 static float q4k__silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* y[i] *= 1 + perturb * N(0,1)  (test-only fault injection) */
+/* out[n_embd] = row `token` of an embedding table */
+static q4k_result q4k__embed_row(q4k_type type, const void *table, int64_t n_embd, int32_t token, float *out) {
+    return q4k_dequantize_row(type, (const char *)table + (size_t)token * q4k_row_size(type, n_embd), out, n_embd);
+}
+
+/* Store n floats into a KV cache of type kv at element offset off. */
+static void q4k__kv_store(void *cache, q4k_kv_type kv, int64_t off, const float *x, int64_t n, float scale) {
+    int64_t i;
+    if (kv == Q4K_KV_F16)
+        for (i = 0; i < n; i++) ((uint16_t *)cache)[off + i] = q4k_fp32_to_fp16(x[i] * scale);
+    else
+        for (i = 0; i < n; i++) ((float *)cache)[off + i] = x[i] * scale;
+}
+
+/* One query head against positions 0..n_pos-1 of one KV head whose rows are
+   `stride` elements apart: out = softmax(q.k / sqrt(hd)) v   (sc: [n_pos]) */
+static void q4k__attn_head(const float *q, const void *kc, const void *vc, int64_t stride, int64_t n_pos, int64_t hd,
+                           q4k_kv_type kv, const float *tab, float *sc, float *out) {
+    float mx = -INFINITY, sum = 0.0f, scale = 1.0f / sqrtf((float)hd);
+    int64_t t, d;
+    for (t = 0; t < n_pos; t++) {
+        float dot = 0.0f;
+        if (kv == Q4K_KV_F16) {
+            const uint16_t *k = (const uint16_t *)kc + t * stride;
+            for (d = 0; d < hd; d++) dot += q[d] * tab[k[d]];
+        } else {
+            const float *k = (const float *)kc + t * stride;
+            for (d = 0; d < hd; d++) dot += q[d] * k[d];
+        }
+        sc[t] = dot * scale;
+        if (sc[t] > mx) mx = sc[t];
+    }
+    for (t = 0; t < n_pos; t++) {
+        sc[t] = expf(sc[t] - mx);
+        sum += sc[t];
+    }
+    for (d = 0; d < hd; d++) out[d] = 0.0f;
+    for (t = 0; t < n_pos; t++) {
+        float p = sc[t] / sum;
+        if (kv == Q4K_KV_F16) {
+            const uint16_t *v = (const uint16_t *)vc + t * stride;
+            for (d = 0; d < hd; d++) out[d] += p * tab[v[d]];
+        } else {
+            const float *v = (const float *)vc + t * stride;
+            for (d = 0; d < hd; d++) out[d] += p * v[d];
+        }
+    }
+}
+
+#ifdef Q4K_FAULTS
+/* y[i] *= 1 + eps * N(0,1) */
 static void q4k__perturb(q4k__cpu_session *cs, float *y, int64_t n) {
     int64_t i;
     for (i = 0; i < n; i++) {
@@ -8316,16 +8879,87 @@ static void q4k__perturb(q4k__cpu_session *cs, float *y, int64_t n) {
         b = a ^ (a >> 31);
         u = ((double)(b >> 11) + 0.5) / 9007199254740992.0;
         v = (double)(b & 0x7ff) / 2048.0;
-        y[i] *= (float)(1.0 + (double)cs->base.desc.perturb * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+        y[i] *= (float)(1.0 + (double)cs->base.desc.faults.perturb_eps * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
     }
+}
+
+/* q4k_scales: a copy of a Q4_K tensor whose 6-bit scales and mins trade places */
+static const void *q4k__fault_q4k_scales(q4k__cpu_session *cs, const q4k_tensor *w) {
+    int64_t nt = q4k_gguf_tensor_count(cs->base.model->gguf), b, nb;
+    uint8_t *copy;
+    if (!cs->fault_weights) {
+        cs->fault_weights = (void **)Q4K_MALLOC((size_t)nt * sizeof(void *));
+        if (!cs->fault_weights) return NULL;
+        memset(cs->fault_weights, 0, (size_t)nt * sizeof(void *));
+    }
+    if (cs->fault_weights[w->index]) return cs->fault_weights[w->index];
+    copy = (uint8_t *)Q4K_MALLOC(w->nbytes);
+    if (!copy) return NULL;
+    memcpy(copy, w->data, w->nbytes);
+    nb = (int64_t)(w->nbytes / sizeof(q4k_block_q4_K));
+    for (b = 0; b < nb; b++) {
+        uint8_t *s = ((q4k_block_q4_K *)copy)[b].scales, sc[8], mn[8];
+        int j;
+        for (j = 0; j < 4; j++) {
+            sc[j] = s[j] & 63;
+            mn[j] = s[j + 4] & 63;
+            sc[j + 4] = (uint8_t)((s[j + 8] & 0xF) | (s[j] >> 6) << 4);
+            mn[j + 4] = (uint8_t)((s[j + 8] >> 4) | (s[j + 4] >> 6) << 4);
+        }
+        for (j = 0; j < 4; j++) { /* encoded with the roles exchanged */
+            s[j] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
+            s[j + 4] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+            s[j + 8] = (uint8_t)((mn[j + 4] & 0xF) | (sc[j + 4] & 0xF) << 4);
+        }
+    }
+    cs->fault_weights[w->index] = copy;
+    return copy;
+}
+#endif
+
+/* After op `op` (a q4k_op, or Q4K_OP_COUNT + a q4k_stage) of `layer` wrote n
+   rows of `width`: the perturb fault, and the trace of the last row. */
+static void q4k__cpu_op_done(q4k__cpu_session *cs, int64_t layer, int op, float *y, int64_t n, int64_t width) {
+#ifdef Q4K_FAULTS
+    const q4k_faults *f = &cs->base.desc.faults;
+    if (f->perturb_eps != 0.0f && f->perturb_op == op && (op >= Q4K_OP_COUNT || f->perturb_layer < 0 || f->perturb_layer == layer))
+        q4k__perturb(cs, y, n * width);
+#endif
+    if (op < Q4K_OP_COUNT) q4k__trace_op(&cs->base, layer, (q4k_op)op, y + (n - 1) * width);
+    else q4k__trace_stage(&cs->base, (q4k_stage)(op - Q4K_OP_COUNT), y + (n - 1) * width);
 }
 
 static q4k_result q4k__cpu_matmul_t(q4k__cpu_session *cs, const q4k_tensor *w, const float *x, int64_t n, float *y,
                                     q4k_error *err) {
-    q4k_result r = q4k_matmul(&cs->cpu, w->type, w->data, w->ne[1], w->ne[0], x, n, y);
+    const void *data = w->data;
+    q4k_result r;
+#ifdef Q4K_FAULTS
+    if (Q4K__FAULT(cs, Q4K_FAULT_Q4K_SCALES) && w->type == Q4K_TYPE_Q4_K && !(data = q4k__fault_q4k_scales(cs, w)))
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: out of memory for the q4k_scales copy of '%s'", w->name);
+#endif
+    r = q4k_matmul(&cs->cpu, w->type, data, w->ne[1], w->ne[0], x, n, y);
     if (r) return q4k__fail(err, r, "cpu: matmul of tensor '%s' failed: %s", w->name, q4k_result_string(r));
-    if (cs->base.desc.perturb != 0.0f) q4k__perturb(cs, y, w->ne[1] * n);
+#ifdef Q4K_FAULTS
+    if (cs->base.desc.faults.perturb_eps != 0.0f && cs->base.desc.faults.perturb_op < 0) q4k__perturb(cs, y, w->ne[1] * n);
+#endif
     return Q4K_OK;
+}
+
+/* RMSNorm of n rows as the forward pass runs it (f16_acc: the sum of squares
+   kept in an fp16 accumulator, the bug it stands for) */
+static void q4k__cpu_norm(q4k__cpu_session *cs, float *y, const float *x, const q4k_tensor *w, int64_t n) {
+    const q4k_hparams *hp = &cs->base.model->hp;
+    int64_t j, d = hp->n_embd, i;
+    for (j = 0; j < n; j++) {
+        if (Q4K__FAULT(cs, Q4K_FAULT_F16_ACC)) {
+            float ss = 0.0f, scale;
+            for (i = 0; i < d; i++) ss = q4k_fp16_to_fp32(q4k_fp32_to_fp16(ss + x[j * d + i] * x[j * d + i]));
+            scale = (float)(1.0 / sqrt((double)ss / (double)d + (double)hp->norm_eps));
+            for (i = 0; i < d; i++) y[j * d + i] = x[j * d + i] * scale * ((const float *)w->data)[i];
+        } else {
+            q4k__rmsnorm(y + j * d, x + j * d, (const float *)w->data, d, hp->norm_eps);
+        }
+    }
 }
 
 static void q4k__add_bias(float *y, const q4k_tensor *b, int64_t n, int64_t dim) {
@@ -8347,41 +8981,88 @@ static void q4k__attn_worker(void *ctx, int ith, int nth) {
     const q4k_hparams *hp = &cs->base.model->hp;
     int64_t hd = hp->head_dim, kv_dim = hp->n_head_kv * hd, q_dim = hp->n_head * hd;
     int64_t group = hp->n_head / hp->n_head_kv, n_ctx = cs->base.n_ctx;
-    const uint16_t *kc = cs->k_cache + job->layer * n_ctx * kv_dim;
-    const uint16_t *vc = cs->v_cache + job->layer * n_ctx * kv_dim;
-    const float *tab = cs->f16_table;
+    const char *kc = (const char *)cs->k_cache + (size_t)(job->layer * n_ctx * kv_dim) * cs->kv_size;
+    const char *vc = (const char *)cs->v_cache + (size_t)(job->layer * n_ctx * kv_dim) * cs->kv_size;
     float *sc = cs->scores + (int64_t)ith * n_ctx;
-    float scale = 1.0f / sqrtf((float)hd);
     int64_t task, n_tasks = job->n * hp->n_head;
     for (task = ith; task < n_tasks; task += nth) {
         int64_t j = task / hp->n_head, h = task % hp->n_head, kvh = h / group;
-        int64_t last = job->pos0 + j, t, d;
-        const float *q = cs->q + j * q_dim + h * hd;
-        float *out = cs->att + j * q_dim + h * hd;
-        float mx = -INFINITY, sum = 0.0f;
-        for (t = 0; t <= last; t++) {
-            const uint16_t *k = kc + t * kv_dim + kvh * hd;
-            float dot = 0.0f;
-            for (d = 0; d < hd; d++) dot += q[d] * tab[k[d]];
-            sc[t] = dot * scale;
-            if (sc[t] > mx) mx = sc[t];
-        }
-        for (t = 0; t <= last; t++) {
-            sc[t] = expf(sc[t] - mx);
-            sum += sc[t];
-        }
-        for (d = 0; d < hd; d++) out[d] = 0.0f;
-        for (t = 0; t <= last; t++) {
-            const uint16_t *v = vc + t * kv_dim + kvh * hd;
-            float p = sc[t] / sum;
-            for (d = 0; d < hd; d++) out[d] += p * tab[v[d]];
-        }
+        if (Q4K__FAULT(cs, Q4K_FAULT_GQA)) kvh = h % hp->n_head_kv;
+        q4k__attn_head(cs->q + j * q_dim + h * hd, kc + (size_t)(kvh * hd) * cs->kv_size,
+                       vc + (size_t)(kvh * hd) * cs->kv_size, kv_dim, job->pos0 + j + 1, hd, cs->base.desc.kv,
+                       cs->f16_table, sc, cs->att + j * q_dim + h * hd);
     }
 }
 
-static void q4k__trace_op(q4k_session *s, int64_t layer, q4k_op op, const float *row) {
-    if (s->desc.trace_layer == layer && s->trace_ops[op])
-        memcpy(s->trace_ops[op], row, (size_t)s->trace_op_len[op] * sizeof(float));
+/* Layer l for n tokens at positions pos0.., in place on cs->x; the rope
+   tables hold those positions. */
+static q4k_result q4k__cpu_layer(q4k__cpu_session *cs, int64_t l, int64_t n, int64_t pos0, q4k_error *err) {
+    q4k_session *s = &cs->base;
+    const q4k_hparams *hp = &s->model->hp;
+    const q4k_layer *L = &s->model->layers[l];
+    int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd;
+    int64_t ff = hp->n_ff, half = hp->n_rot / 2, j, i, h;
+    int64_t cache_off = l * s->n_ctx * kv_dim;
+    float kv_scale = 1.0f;
+    q4k_result r;
+    q4k__attn_job job;
+
+    /* attention block */
+    q4k__cpu_norm(cs, cs->xb, cs->x, L->attn_norm, n);
+    q4k__cpu_op_done(cs, l, Q4K_OP_ATTN_NORM, cs->xb, n, d);
+    if ((r = q4k__cpu_matmul_t(cs, L->wq, cs->xb, n, cs->q, err)) ||
+        (r = q4k__cpu_matmul_t(cs, L->wk, cs->xb, n, cs->k, err)) ||
+        (r = q4k__cpu_matmul_t(cs, L->wv, cs->xb, n, cs->v, err)))
+        return r;
+    if (L->bq && !Q4K__FAULT(cs, Q4K_FAULT_BIAS)) {
+        q4k__add_bias(cs->q, L->bq, n, q_dim);
+        q4k__add_bias(cs->k, L->bk, n, kv_dim);
+        q4k__add_bias(cs->v, L->bv, n, kv_dim);
+    }
+    q4k__cpu_op_done(cs, l, Q4K_OP_Q, cs->q, n, q_dim);
+    q4k__cpu_op_done(cs, l, Q4K_OP_K, cs->k, n, kv_dim);
+    q4k__cpu_op_done(cs, l, Q4K_OP_V, cs->v, n, kv_dim);
+    for (j = 0; j < n; j++) {
+        for (h = 0; h < hp->n_head; h++)
+            q4k__rope(cs->q + j * q_dim + h * hd, cs->rope_c + j * half, cs->rope_s + j * half, hp->n_rot, hp->rope_neox);
+        for (h = 0; h < hp->n_head_kv; h++)
+            q4k__rope(cs->k + j * kv_dim + h * hd, cs->rope_c + j * half, cs->rope_s + j * half, hp->n_rot, hp->rope_neox);
+    }
+    q4k__cpu_op_done(cs, l, Q4K_OP_Q_ROPE, cs->q, n, q_dim);
+    q4k__cpu_op_done(cs, l, Q4K_OP_K_ROPE, cs->k, n, kv_dim);
+    if (Q4K__FAULT(cs, Q4K_FAULT_KV_STEP2) && n == 1 && cs->n_decode >= 2) kv_scale = 0.5f;
+    for (j = 0; j < n; j++) { /* append to the cache */
+        q4k__kv_store(cs->k_cache, s->desc.kv, cache_off + (pos0 + j) * kv_dim, cs->k + j * kv_dim, kv_dim, kv_scale);
+        q4k__kv_store(cs->v_cache, s->desc.kv, cache_off + (pos0 + j) * kv_dim, cs->v + j * kv_dim, kv_dim, kv_scale);
+    }
+    job.cs = cs;
+    job.layer = l;
+    job.n = n;
+    job.pos0 = pos0;
+    if (cs->cpu.pool) q4k_pool_run(cs->cpu.pool, q4k__attn_worker, &job);
+    else q4k__attn_worker(&job, 0, 1);
+    q4k__cpu_op_done(cs, l, Q4K_OP_ATTN, cs->att, n, q_dim);
+    if ((r = q4k__cpu_matmul_t(cs, L->wo, cs->att, n, cs->tmp, err))) return r;
+    q4k__cpu_op_done(cs, l, Q4K_OP_ATTN_OUT, cs->tmp, n, d);
+    for (i = 0; i < n * d; i++) cs->x[i] += cs->tmp[i];
+    q4k__cpu_op_done(cs, l, Q4K_OP_RESID_ATTN, cs->x, n, d);
+    if (cs->x_attn) memcpy(cs->x_attn, cs->x + (n - 1) * d, (size_t)d * sizeof(float));
+
+    /* feed-forward block */
+    q4k__cpu_norm(cs, cs->xb, cs->x, L->ffn_norm, n);
+    q4k__cpu_op_done(cs, l, Q4K_OP_FFN_NORM, cs->xb, n, d);
+    if ((r = q4k__cpu_matmul_t(cs, L->w_gate, cs->xb, n, cs->gate, err)) ||
+        (r = q4k__cpu_matmul_t(cs, L->w_up, cs->xb, n, cs->up, err)))
+        return r;
+    q4k__cpu_op_done(cs, l, Q4K_OP_GATE, cs->gate, n, ff);
+    q4k__cpu_op_done(cs, l, Q4K_OP_UP, cs->up, n, ff);
+    for (i = 0; i < n * ff; i++) cs->gate[i] = q4k__silu(cs->gate[i]) * cs->up[i];
+    q4k__cpu_op_done(cs, l, Q4K_OP_ACT, cs->gate, n, ff);
+    if ((r = q4k__cpu_matmul_t(cs, L->w_down, cs->gate, n, cs->tmp, err))) return r;
+    q4k__cpu_op_done(cs, l, Q4K_OP_DOWN, cs->tmp, n, d);
+    for (i = 0; i < n * d; i++) cs->x[i] += cs->tmp[i];
+    q4k__cpu_op_done(cs, l, Q4K_OP_RESID_FFN, cs->x, n, d);
+    return Q4K_OK;
 }
 
 /* One batch of n <= Q4K__CPU_BATCH tokens at position s->pos. */
@@ -8390,102 +9071,44 @@ static q4k_result q4k__cpu_eval_batch(q4k__cpu_session *cs, const int32_t *token
     q4k_session *s = &cs->base;
     const q4k_model *m = s->model;
     const q4k_hparams *hp = &m->hp;
-    int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd;
-    int64_t ff = hp->n_ff, half = hp->n_rot / 2, pos0 = s->pos, l, j, i, h;
-    size_t emb_row = q4k_row_size(m->tok_embd->type, d);
+    int64_t d = hp->n_embd, nv = hp->n_vocab, pos0 = s->pos, l, j, rows;
     q4k_result r;
-    q4k__attn_job job;
 
     /* token embeddings: x[j] = row tokens[j] of token_embd   x: [n][d] */
-    for (j = 0; j < n; j++) {
-        r = q4k_dequantize_row(m->tok_embd->type, (const char *)m->tok_embd->data + (size_t)tokens[j] * emb_row,
-                               cs->x + j * d, d);
-        if (r) return q4k__fail(err, r, "cpu: cannot dequantize token_embd (%s)", q4k_type_name(m->tok_embd->type));
-    }
-    /* rotation of each position   rope_c, rope_s: [n][n_rot/2] */
     for (j = 0; j < n; j++)
-        for (i = 0; i < half; i++)
-            q4k_rope_cos_sin(pos0 + j, i, hp->n_rot, hp->rope_freq_base,
-                             m->rope_freqs ? (double)((const float *)m->rope_freqs->data)[i] : 1.0,
-                             &cs->rope_c[j * half + i], &cs->rope_s[j * half + i]);
-
+        if ((r = q4k__embed_row(m->tok_embd->type, m->tok_embd->data, d, tokens[j], cs->x + j * d)))
+            return q4k__fail(err, r, "cpu: cannot dequantize token_embd (%s)", q4k_type_name(m->tok_embd->type));
+    q4k__cpu_op_done(cs, -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING, cs->x, n, d);
+    /* rotation of each position   rope_c, rope_s: [n][n_rot/2] */
+    q4k__rope_tables(cs->rope_c, cs->rope_s, pos0, n, hp->n_rot, hp->rope_freq_base,
+                     m->rope_freqs ? (const float *)m->rope_freqs->data : NULL);
     for (l = 0; l < hp->n_layer; l++) {
-        const q4k_layer *L = &m->layers[l];
-        int64_t last = n - 1;
-        uint16_t *kc = cs->k_cache + l * s->n_ctx * kv_dim, *vc = cs->v_cache + l * s->n_ctx * kv_dim;
-
-        /* attention block */
-        for (j = 0; j < n; j++) q4k__rmsnorm(cs->xb + j * d, cs->x + j * d, (const float *)L->attn_norm->data, d, hp->norm_eps);
-        q4k__trace_op(s, l, Q4K_OP_ATTN_NORM, cs->xb + last * d);
-        if ((r = q4k__cpu_matmul_t(cs, L->wq, cs->xb, n, cs->q, err)) ||
-            (r = q4k__cpu_matmul_t(cs, L->wk, cs->xb, n, cs->k, err)) ||
-            (r = q4k__cpu_matmul_t(cs, L->wv, cs->xb, n, cs->v, err)))
-            return r;
-        if (L->bq) {
-            q4k__add_bias(cs->q, L->bq, n, q_dim);
-            q4k__add_bias(cs->k, L->bk, n, kv_dim);
-            q4k__add_bias(cs->v, L->bv, n, kv_dim);
-        }
-        q4k__trace_op(s, l, Q4K_OP_Q, cs->q + last * q_dim);
-        q4k__trace_op(s, l, Q4K_OP_K, cs->k + last * kv_dim);
-        q4k__trace_op(s, l, Q4K_OP_V, cs->v + last * kv_dim);
-        for (j = 0; j < n; j++) {
-            for (h = 0; h < hp->n_head; h++)
-                q4k__rope(cs->q + j * q_dim + h * hd, cs->rope_c + j * half, cs->rope_s + j * half, hp->n_rot, hp->rope_neox);
-            for (h = 0; h < hp->n_head_kv; h++)
-                q4k__rope(cs->k + j * kv_dim + h * hd, cs->rope_c + j * half, cs->rope_s + j * half, hp->n_rot, hp->rope_neox);
-            /* append to the cache in f16 */
-            for (i = 0; i < kv_dim; i++) {
-                kc[(pos0 + j) * kv_dim + i] = q4k_fp32_to_fp16(cs->k[j * kv_dim + i]);
-                vc[(pos0 + j) * kv_dim + i] = q4k_fp32_to_fp16(cs->v[j * kv_dim + i]);
-            }
-        }
-        q4k__trace_op(s, l, Q4K_OP_Q_ROPE, cs->q + last * q_dim);
-        q4k__trace_op(s, l, Q4K_OP_K_ROPE, cs->k + last * kv_dim);
-        job.cs = cs;
-        job.layer = l;
-        job.n = n;
-        job.pos0 = pos0;
-        if (cs->cpu.pool) q4k_pool_run(cs->cpu.pool, q4k__attn_worker, &job);
-        else q4k__attn_worker(&job, 0, 1);
-        q4k__trace_op(s, l, Q4K_OP_ATTN, cs->att + last * q_dim);
-        if ((r = q4k__cpu_matmul_t(cs, L->wo, cs->att, n, cs->tmp, err))) return r;
-        q4k__trace_op(s, l, Q4K_OP_ATTN_OUT, cs->tmp + last * d);
-        for (i = 0; i < n * d; i++) cs->x[i] += cs->tmp[i];
-        q4k__trace_op(s, l, Q4K_OP_RESID_ATTN, cs->x + last * d);
-
-        /* feed-forward block */
-        for (j = 0; j < n; j++) q4k__rmsnorm(cs->xb + j * d, cs->x + j * d, (const float *)L->ffn_norm->data, d, hp->norm_eps);
-        q4k__trace_op(s, l, Q4K_OP_FFN_NORM, cs->xb + last * d);
-        if ((r = q4k__cpu_matmul_t(cs, L->w_gate, cs->xb, n, cs->gate, err)) ||
-            (r = q4k__cpu_matmul_t(cs, L->w_up, cs->xb, n, cs->up, err)))
-            return r;
-        q4k__trace_op(s, l, Q4K_OP_GATE, cs->gate + last * ff);
-        q4k__trace_op(s, l, Q4K_OP_UP, cs->up + last * ff);
-        for (i = 0; i < n * ff; i++) cs->gate[i] = q4k__silu(cs->gate[i]) * cs->up[i];
-        q4k__trace_op(s, l, Q4K_OP_ACT, cs->gate + last * ff);
-        if ((r = q4k__cpu_matmul_t(cs, L->w_down, cs->gate, n, cs->tmp, err))) return r;
-        q4k__trace_op(s, l, Q4K_OP_DOWN, cs->tmp + last * d);
-        for (i = 0; i < n * d; i++) cs->x[i] += cs->tmp[i];
-        q4k__trace_op(s, l, Q4K_OP_RESID_FFN, cs->x + last * d);
-        if (s->trace_layers) memcpy(s->trace_layers + l * d, cs->x + last * d, (size_t)d * sizeof(float));
+        cs->x_attn = s->trace_layers_attn ? s->trace_layers_attn + l * d : NULL;
+        if ((r = q4k__cpu_layer(cs, l, n, pos0, err))) return r;
+        if (s->trace_layers) memcpy(s->trace_layers + l * d, cs->x + (n - 1) * d, (size_t)d * sizeof(float));
     }
     s->pos += n;
 
     /* final norm and logits, of every token or of the last */
     if (!logits) return Q4K_OK;
-    if (flags & Q4K_EVAL_ALL_LOGITS) {
-        for (j = 0; j < n; j++) q4k__rmsnorm(cs->xb + j * d, cs->x + j * d, (const float *)m->output_norm->data, d, hp->norm_eps);
-        return q4k__cpu_matmul_t(cs, m->output, cs->xb, n, logits, err);
+    rows = (flags & Q4K_EVAL_ALL_LOGITS) ? n : 1;
+    q4k__cpu_norm(cs, cs->xb, cs->x + (n - rows) * d, m->output_norm, rows);
+    q4k__cpu_op_done(cs, -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM, cs->xb, rows, d);
+    if ((r = q4k__cpu_matmul_t(cs, m->output, cs->xb, rows, logits, err))) return r;
+    if (Q4K__FAULT(cs, Q4K_FAULT_SPLIT)) {
+        int64_t from = s->desc.faults.split_rows > 0 ? s->desc.faults.split_rows : nv / 2, k;
+        for (j = 0; j < rows; j++)
+            for (k = from; k < nv; k++) logits[j * nv + k] = 0.0f;
     }
-    q4k__rmsnorm(cs->xb, cs->x + (n - 1) * d, (const float *)m->output_norm->data, d, hp->norm_eps);
-    return q4k__cpu_matmul_t(cs, m->output, cs->xb, 1, logits, err);
+    q4k__cpu_op_done(cs, -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD, logits, rows, nv);
+    return Q4K_OK;
 }
 
 static q4k_result q4k__cpu_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
                                 q4k_error *err) {
     q4k__cpu_session *cs = (q4k__cpu_session *)s;
     int64_t done = 0, n_vocab = s->model->hp.n_vocab;
+    if (n == 1) cs->n_decode++;
     while (done < n) {
         int64_t nb = n - done < Q4K__CPU_BATCH ? n - done : Q4K__CPU_BATCH;
         int last_batch = done + nb == n;
@@ -8500,11 +9123,39 @@ static q4k_result q4k__cpu_eval(q4k_session *s, const int32_t *tokens, int64_t n
     return Q4K_OK;
 }
 
+static q4k_result q4k__cpu_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_attn, float *x_out,
+                                      q4k_error *err) {
+    q4k__cpu_session *cs = (q4k__cpu_session *)s;
+    const q4k_model *m = s->model;
+    int64_t d = m->hp.n_embd, kv_dim = m->hp.n_head_kv * m->hp.head_dim, p = s->pos - 1;
+    size_t row = (size_t)kv_dim * cs->kv_size, off = (size_t)((layer * s->n_ctx + p) * kv_dim) * cs->kv_size;
+    q4k_result r;
+    memcpy(cs->kv_save, (char *)cs->k_cache + off, row);
+    memcpy(cs->kv_save + row, (char *)cs->v_cache + off, row);
+    memcpy(cs->x, x_in, (size_t)d * sizeof(float));
+    q4k__rope_tables(cs->rope_c, cs->rope_s, p, 1, m->hp.n_rot, m->hp.rope_freq_base,
+                     m->rope_freqs ? (const float *)m->rope_freqs->data : NULL);
+    cs->x_attn = x_attn;
+    r = q4k__cpu_layer(cs, layer, 1, p, err);
+    memcpy(x_out, cs->x, (size_t)d * sizeof(float));
+    memcpy((char *)cs->k_cache + off, cs->kv_save, row);
+    memcpy((char *)cs->v_cache + off, cs->kv_save + row, row);
+    return r;
+}
+
 static void q4k__cpu_session_destroy(q4k_session *s) {
     q4k__cpu_session *cs = (q4k__cpu_session *)s;
-    float *bufs[] = {cs->x, cs->xb, cs->q, cs->k, cs->v, cs->att, cs->tmp, cs->gate, cs->up, cs->rope_c, cs->rope_s, cs->scores, cs->f16_table};
+    float *bufs[] = {cs->x, cs->xb, cs->q, cs->k, cs->v, cs->att, cs->tmp, cs->gate, cs->up, cs->rope_c, cs->rope_s, cs->scores};
     size_t i;
     for (i = 0; i < sizeof bufs / sizeof bufs[0]; i++) Q4K_FREE(bufs[i]);
+#ifdef Q4K_FAULTS
+    if (cs->fault_weights) {
+        int64_t t, nt = q4k_gguf_tensor_count(s->model->gguf);
+        for (t = 0; t < nt; t++) Q4K_FREE(cs->fault_weights[t]);
+        Q4K_FREE(cs->fault_weights);
+    }
+#endif
+    Q4K_FREE(cs->kv_save);
     Q4K_FREE(cs->k_cache);
     Q4K_FREE(cs->v_cache);
     Q4K_FREE(cs);
@@ -8528,23 +9179,25 @@ static q4k_result q4k__cpu_session_create(q4k_backend *b, const q4k_model *m, co
     q4k__cpu_session *cs;
     int64_t B = Q4K__CPU_BATCH, kv_dim = hp->n_head_kv * hp->head_dim, q_dim = hp->n_head * hp->head_dim;
     size_t kv_elems = (size_t)hp->n_layer * (size_t)d->n_ctx * (size_t)kv_dim;
-    uint32_t i;
     q4k_result r;
     cs = (q4k__cpu_session *)Q4K_MALLOC(sizeof *cs);
     if (!cs) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: out of memory for a session");
     memset(cs, 0, sizeof *cs);
-    cs->base.backend = b;
-    cs->base.model = m;
-    cs->base.desc = *d;
-    cs->base.n_ctx = d->n_ctx;
+    q4k__session_init(&cs->base, b, m, d);
     cs->base.eval = q4k__cpu_eval;
+    cs->base.eval_layer = q4k__cpu_eval_layer;
     cs->base.destroy = q4k__cpu_session_destroy;
     cs->cpu = cb->cpu;
     cs->cpu.act = d->act;
-    cs->perturb_state = d->perturb_seed;
+    cs->f16_table = ((const q4k__cpu_prepared *)cs->base.prepared)->f16_table;
+    cs->kv_size = d->kv == Q4K_KV_F32 ? 4 : 2;
+#ifdef Q4K_FAULTS
+    cs->perturb_state = d->faults.seed;
+#endif
     cs->n_threads = cb->cpu.pool ? q4k_pool_threads(cb->cpu.pool) : 1;
-    cs->k_cache = (uint16_t *)Q4K_MALLOC(kv_elems * 2);
-    cs->v_cache = (uint16_t *)Q4K_MALLOC(kv_elems * 2);
+    cs->k_cache = Q4K_MALLOC(kv_elems * cs->kv_size);
+    cs->v_cache = Q4K_MALLOC(kv_elems * cs->kv_size);
+    cs->kv_save = (unsigned char *)Q4K_MALLOC((size_t)kv_dim * 2 * cs->kv_size);
 #define Q4K__ALLOC(p, count) cs->p = (float *)Q4K_MALLOC((size_t)(count) * sizeof(float))
     Q4K__ALLOC(x, B * hp->n_embd);
     Q4K__ALLOC(xb, B * hp->n_embd);
@@ -8558,22 +9211,40 @@ static q4k_result q4k__cpu_session_create(q4k_backend *b, const q4k_model *m, co
     Q4K__ALLOC(rope_c, B * (hp->n_rot / 2 + 1));
     Q4K__ALLOC(rope_s, B * (hp->n_rot / 2 + 1));
     Q4K__ALLOC(scores, (int64_t)cs->n_threads * d->n_ctx);
-    Q4K__ALLOC(f16_table, 65536);
 #undef Q4K__ALLOC
-    if (!cs->k_cache || !cs->v_cache || !cs->x || !cs->xb || !cs->tmp || !cs->q || !cs->att || !cs->k || !cs->v ||
-        !cs->gate || !cs->up || !cs->rope_c || !cs->rope_s || !cs->scores || !cs->f16_table) {
+    if (!cs->k_cache || !cs->v_cache || !cs->kv_save || !cs->x || !cs->xb || !cs->tmp || !cs->q || !cs->att || !cs->k ||
+        !cs->v || !cs->gate || !cs->up || !cs->rope_c || !cs->rope_s || !cs->scores) {
         q4k__cpu_session_destroy(&cs->base);
         return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: out of memory for a session of context %lld (%.1f MiB)",
                          (long long)d->n_ctx, (double)q4k_session_memory_estimate(m, d->n_ctx, B) / 1048576.0);
     }
-    for (i = 0; i < 65536; i++) cs->f16_table[i] = q4k_fp16_to_fp32((uint16_t)i);
     if ((r = q4k__session_alloc_trace(&cs->base, err))) {
-        q4k_session_free(&cs->base);
+        q4k__session_free_trace(&cs->base);
+        q4k__cpu_session_destroy(&cs->base);
         return r;
     }
     *out = &cs->base;
     return Q4K_OK;
 }
+
+static q4k_result q4k__cpu_prepare_model(q4k_backend *b, const q4k_model *m, void **data, q4k_error *err) {
+    q4k__cpu_prepared *p = (q4k__cpu_prepared *)Q4K_MALLOC(sizeof *p);
+    uint32_t i;
+    (void)b;
+    (void)m;
+    if (!p) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: out of memory preparing a model");
+    for (i = 0; i < 65536; i++) p->f16_table[i] = q4k_fp16_to_fp32((uint16_t)i);
+    *data = p;
+    return Q4K_OK;
+}
+
+static void q4k__cpu_release_model(q4k_backend *b, const q4k_model *m, void *data) {
+    (void)b;
+    (void)m;
+    Q4K_FREE(data);
+}
+
+/* --- the CPU's op-level entry points: the forward pass's own functions --- */
 
 static q4k_result q4k__cpu_backend_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows,
                                           int64_t cols, const float *x, int64_t n, float *y, q4k_error *err) {
@@ -8583,6 +9254,89 @@ static q4k_result q4k__cpu_backend_matmul(q4k_backend *b, q4k_act_mode act, q4k_
     cpu.act = act;
     r = q4k_matmul(&cpu, type, w, rows, cols, x, n, y);
     if (r) return q4k__fail(err, r, "cpu: matmul %s %lldx%lld failed", q4k_type_name(type), (long long)rows, (long long)cols);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cpu_backend_embedding(q4k_backend *b, q4k_type type, const void *table, int64_t n_embd,
+                                             int32_t token, float *out, q4k_error *err) {
+    q4k_result r;
+    (void)b;
+    if (!table || !out || token < 0 || n_embd <= 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: embedding: bad arguments");
+    if ((r = q4k__embed_row(type, table, n_embd, token, out)))
+        return q4k__fail(err, r, "cpu: embedding of type %s: %s", q4k_type_name(type), q4k_result_string(r));
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cpu_backend_rmsnorm(q4k_backend *b, const float *x, const float *w, int64_t n, int64_t rows,
+                                           float eps, float *y, q4k_error *err) {
+    int64_t j;
+    (void)b;
+    if (!x || !w || !y || n <= 0 || rows < 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: rmsnorm: bad arguments");
+    for (j = 0; j < rows; j++) q4k__rmsnorm(y + j * n, x + j * n, w, n, eps);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cpu_backend_rope(q4k_backend *b, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                                        int64_t n_rot, int neox, int64_t pos0, double base, const float *freq_factors,
+                                        q4k_error *err) {
+    int64_t j, h, half = n_rot / 2;
+    float *c, *s;
+    (void)b;
+    if (!x || n_tok < 0 || n_head <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > head_dim || pos0 < 0)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: rope: bad arguments");
+    c = (float *)Q4K_MALLOC((size_t)(n_tok * half + 1) * sizeof(float));
+    s = (float *)Q4K_MALLOC((size_t)(n_tok * half + 1) * sizeof(float));
+    if (!c || !s) {
+        Q4K_FREE(c);
+        Q4K_FREE(s);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: rope: out of memory");
+    }
+    q4k__rope_tables(c, s, pos0, n_tok, n_rot, base, freq_factors);
+    for (j = 0; j < n_tok; j++)
+        for (h = 0; h < n_head; h++) q4k__rope(x + (j * n_head + h) * head_dim, c + j * half, s + j * half, n_rot, neox);
+    Q4K_FREE(c);
+    Q4K_FREE(s);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cpu_backend_attention(q4k_backend *b, q4k_kv_type kv, const float *q, const float *k,
+                                             const float *v, int64_t n_pos, int64_t n_head, int64_t n_head_kv,
+                                             int64_t head_dim, float *out, q4k_error *err) {
+    int64_t kv_dim = n_head_kv * head_dim, h;
+    size_t es = kv == Q4K_KV_F32 ? 4 : 2;
+    void *kc, *vc;
+    float *sc, *tab = NULL;
+    uint32_t i;
+    (void)b;
+    if (!q || !k || !v || !out || n_pos <= 0 || n_head_kv <= 0 || n_head % n_head_kv || head_dim <= 0 ||
+        (kv != Q4K_KV_F16 && kv != Q4K_KV_F32))
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: attention: bad arguments");
+    kc = Q4K_MALLOC((size_t)(n_pos * kv_dim) * es);
+    vc = Q4K_MALLOC((size_t)(n_pos * kv_dim) * es);
+    sc = (float *)Q4K_MALLOC((size_t)n_pos * sizeof(float));
+    if (kv == Q4K_KV_F16) tab = (float *)Q4K_MALLOC(65536 * sizeof(float));
+    if (!kc || !vc || !sc || (kv == Q4K_KV_F16 && !tab)) {
+        Q4K_FREE(kc); Q4K_FREE(vc); Q4K_FREE(sc); Q4K_FREE(tab);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cpu: attention: out of memory for %lld positions", (long long)n_pos);
+    }
+    if (tab)
+        for (i = 0; i < 65536; i++) tab[i] = q4k_fp16_to_fp32((uint16_t)i);
+    q4k__kv_store(kc, kv, 0, k, n_pos * kv_dim, 1.0f);
+    q4k__kv_store(vc, kv, 0, v, n_pos * kv_dim, 1.0f);
+    for (h = 0; h < n_head; h++) {
+        int64_t kvh = h / (n_head / n_head_kv);
+        q4k__attn_head(q + h * head_dim, (char *)kc + (size_t)(kvh * head_dim) * es, (char *)vc + (size_t)(kvh * head_dim) * es,
+                       kv_dim, n_pos, head_dim, kv, tab, sc, out + h * head_dim);
+    }
+    Q4K_FREE(kc); Q4K_FREE(vc); Q4K_FREE(sc); Q4K_FREE(tab);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cpu_backend_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out,
+                                                q4k_error *err) {
+    (void)b;
+    if (!x || !out || n < 0 || n % Q4K_QK) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: quantize_act: n %lld is not a multiple of %d", (long long)n, Q4K_QK);
+    q4k_quantize_act_q8(x, out, n);
     return Q4K_OK;
 }
 
@@ -8623,8 +9377,15 @@ Q4K_API q4k_result q4k_cpu_backend_create(const q4k_cpu_backend_desc *d, q4k_bac
     }
     cb->base.name = "cpu";
     cb->base.impl = cb;
+    cb->base.prepare_model = q4k__cpu_prepare_model;
+    cb->base.release_model = q4k__cpu_release_model;
     cb->base.session_create = q4k__cpu_session_create;
     cb->base.matmul = q4k__cpu_backend_matmul;
+    cb->base.embedding = q4k__cpu_backend_embedding;
+    cb->base.rmsnorm = q4k__cpu_backend_rmsnorm;
+    cb->base.rope = q4k__cpu_backend_rope;
+    cb->base.attention = q4k__cpu_backend_attention;
+    cb->base.quantize_act = q4k__cpu_backend_quantize_act;
     cb->base.destroy = q4k__cpu_backend_destroy;
     *out = &cb->base;
     return Q4K_OK;
@@ -8634,6 +9395,299 @@ Q4K_API void q4k_backend_destroy(q4k_backend *b) {
     if (b) b->destroy(b);
 }
 
+
+/* >>parity */
+
+Q4K_API const char *q4k_gate_op_name(int op) {
+    if (op >= 0 && op < Q4K_OP_COUNT) return q4k_op_name((q4k_op)op);
+    if (op >= Q4K_OP_COUNT && op < Q4K_OP_COUNT + Q4K_STAGE_COUNT) return q4k_stage_name((q4k_stage)(op - Q4K_OP_COUNT));
+    return "unknown";
+}
+
+Q4K_API int q4k_gate_op_from_name(const char *name) {
+    int i;
+    for (i = 0; i < Q4K_OP_COUNT + Q4K_STAGE_COUNT; i++)
+        if (name && !strcmp(name, q4k_gate_op_name(i))) return i;
+    return -1;
+}
+
+#ifdef Q4K_FAULTS
+Q4K_API const char *q4k_fault_name(q4k_fault f) {
+    static const char *const names[] = {
+#define Q4K__FAULT_NAME(name, text) text,
+        Q4K_FAULT_LIST(Q4K__FAULT_NAME)
+#undef Q4K__FAULT_NAME
+    };
+    if ((int)f < 0 || (int)f >= (int)Q4K_FAULT_COUNT) return "unknown";
+    return names[f];
+}
+
+Q4K_API q4k_result q4k_faults_parse(const char *spec, q4k_faults *out, q4k_error *err) {
+    const char *p = spec;
+    memset(out, 0, sizeof *out);
+    out->seed = 1;
+    while (p && *p) {
+        char item[96], *colon;
+        size_t n = strcspn(p, ",");
+        int f;
+        if (n == 0 || n >= sizeof item) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault: empty or overlong name in '%s'", spec);
+        memcpy(item, p, n);
+        item[n] = 0;
+        p += n + (p[n] == ',');
+        for (f = 0; f < Q4K_FAULT_COUNT; f++)
+            if (!strcmp(item, q4k_fault_name((q4k_fault)f))) break;
+        if (f < Q4K_FAULT_COUNT) {
+            out->mask |= 1u << f;
+            continue;
+        }
+        if (!strncmp(item, "perturb:", 8)) {
+            char *end, *opname = NULL;
+            long layer = strtol(item + 8, &end, 10);
+            double eps;
+            if (end == item + 8 || *end != ':' || layer < 0)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault '%s': want perturb:LAYER:OP:EPS with LAYER >= 0", item);
+            opname = end + 1;
+            colon = strchr(opname, ':');
+            if (!colon) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault '%s': want perturb:LAYER:OP:EPS", item);
+            *colon = 0;
+            out->perturb_op = q4k_gate_op_from_name(opname);
+            if (out->perturb_op < 0)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault '%s': unknown op '%s' (an op of Q4K_OP_LIST or embedding, output_norm, lm_head)", spec, opname);
+            eps = strtod(colon + 1, &end);
+            if (end == colon + 1 || *end || !(eps > 0) || eps > 1e6)
+                return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault perturb: EPS '%s' is not a positive number", colon + 1);
+            out->perturb_layer = layer;
+            out->perturb_eps = (float)eps;
+            continue;
+        }
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "fault: unknown name '%s' (gqa, bias, kv_step2, q4k_scales, f16_acc, split, perturb:LAYER:OP:EPS)", item);
+    }
+    return Q4K_OK;
+}
+#endif
+
+/* a - b into out */
+static void q4k__sub(float *out, const float *a, const float *b, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++) out[i] = a[i] - b[i];
+}
+
+typedef struct q4k__gate {
+    q4k_session *ref, *test;
+    const q4k_model *m;
+    q4k_backend *ref_b;
+    q4k_act_mode act;
+    double layer_cos, op_cos;
+    float *x_out, *u_ref, *u_test, *buf;
+} q4k__gate;
+
+/* Cosine of op `op` of layer l: the reference's recomputation (from the
+   test's input to the layer) against the test's own; the residual ops as
+   updates, so that the stream they carry does not hide the error. */
+static double q4k__gate_op_cos(q4k__gate *g, int64_t l, int op, const float *in) {
+    int64_t d = g->m->hp.n_embd, len = 0;
+    const float *a = q4k_session_trace_op_layer(g->ref, l, (q4k_op)op, &len);
+    const float *b = q4k_session_trace_op_layer(g->test, l, (q4k_op)op, NULL);
+    if (op == Q4K_OP_RESID_ATTN || op == Q4K_OP_RESID_FFN) {
+        const float *base_r = op == Q4K_OP_RESID_ATTN ? in : q4k_session_trace_op_layer(g->ref, l, Q4K_OP_RESID_ATTN, NULL);
+        const float *base_t = op == Q4K_OP_RESID_ATTN ? in : q4k_session_trace_op_layer(g->test, l, Q4K_OP_RESID_ATTN, NULL);
+        q4k__sub(g->u_ref, a, base_r, d);
+        q4k__sub(g->u_test, b, base_t, d);
+        return q4k_parity_cosine(g->u_ref, g->u_test, d);
+    }
+    return q4k_parity_cosine(a, b, len);
+}
+
+/* The teacher-forced check of the step just evaluated: each layer
+   recomputed by the reference from the test's input to it; its update
+   (output - input) judged against layer_cos, every op against op_cos; the
+   stages outside the layers against op_cos. Fills the step's worst values;
+   *bad_layer / *bad_op: the first failure (op -1: none; layer -1: a stage). */
+static q4k_result q4k__gate_layers(q4k__gate *g, q4k_gate_step *st, int64_t *bad_layer, int *bad_op, q4k_error *err) {
+    const q4k_hparams *hp = &g->m->hp;
+    int64_t d = hp->n_embd, nv = hp->n_vocab, l;
+    const float *emb_t = q4k_session_trace_stage(g->test, Q4K_STAGE_EMBEDDING, NULL);
+    const float *emb_r = q4k_session_trace_stage(g->ref, Q4K_STAGE_EMBEDDING, NULL);
+    const float *on_t = q4k_session_trace_stage(g->test, Q4K_STAGE_OUTPUT_NORM, NULL);
+    const float *lm_t = q4k_session_trace_stage(g->test, Q4K_STAGE_LM_HEAD, NULL);
+    const float *last = q4k_session_trace_layer(g->test, hp->n_layer - 1);
+    double c;
+    int op;
+    q4k_result r;
+    st->op_cos = st->update_cos = 1.0;
+    st->op_layer = st->update_layer = -1;
+    st->op_worst = -1;
+    *bad_layer = -1;
+    *bad_op = -1;
+    if (!emb_t || !emb_r || !on_t || !lm_t || !last)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "gate: the %s session gave no trace", g->test->backend->name);
+#define Q4K__GATE_OP(cosv, layer, opv)                                                      \
+    c = (cosv);                                                                             \
+    if (!(c >= st->op_cos)) { st->op_cos = c; st->op_layer = (layer); st->op_worst = (opv); } \
+    if (!(c >= g->op_cos) && *bad_op < 0) { *bad_layer = (layer); *bad_op = (opv); }
+    Q4K__GATE_OP(q4k_parity_cosine(emb_r, emb_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING)
+    for (l = 0; l < hp->n_layer; l++) {
+        const float *in = l ? q4k_session_trace_layer(g->test, l - 1) : emb_t;
+        int first_bad = -1, worst_op = 0;
+        double worst = 2.0, cu;
+        if ((r = q4k_session_eval_layer(g->ref, l, in, NULL, g->x_out, err))) return r;
+        q4k__sub(g->u_ref, g->x_out, in, d);
+        q4k__sub(g->u_test, q4k_session_trace_layer(g->test, l), in, d);
+        cu = q4k_parity_cosine(g->u_ref, g->u_test, d);
+        if (!(cu >= st->update_cos)) { st->update_cos = cu; st->update_layer = l; }
+        for (op = 0; op < Q4K_OP_COUNT; op++) {
+            c = q4k__gate_op_cos(g, l, op, in);
+            if (!(c >= st->op_cos)) { st->op_cos = c; st->op_layer = l; st->op_worst = op; }
+            if (!(c >= g->op_cos) && first_bad < 0) first_bad = op;
+            if (!(c >= worst)) { worst = c; worst_op = op; }
+        }
+        if (*bad_op < 0 && (first_bad >= 0 || !(cu >= g->layer_cos))) {
+            /* the first op below its threshold; when only the update fails, the worst op */
+            *bad_layer = l;
+            *bad_op = first_bad >= 0 ? first_bad : worst_op;
+        }
+    }
+    if ((r = g->ref_b->rmsnorm(g->ref_b, last, (const float *)g->m->output_norm->data, d, 1, hp->norm_eps, g->x_out, err)))
+        return r;
+    Q4K__GATE_OP(q4k_parity_cosine(g->x_out, on_t, d), -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM)
+    if ((r = g->ref_b->matmul(g->ref_b, g->act, g->m->output->type, g->m->output->data, nv, d, on_t, 1, g->buf, err)))
+        return r;
+    Q4K__GATE_OP(q4k_parity_cosine(g->buf, lm_t, nv), -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD)
+#undef Q4K__GATE_OP
+    return Q4K_OK;
+}
+
+static const int32_t q4k__gate_builtin[] = {9, 1771, 42, 30000, 512, 77, 8191, 3, 100000, 256, 12345, 64};
+
+Q4K_API q4k_result q4k_gate_run(q4k_backend *ref_b, q4k_backend *test_b, const q4k_model *m,
+                                const q4k_session_desc *test_desc, const int32_t *prompt, int64_t n_prompt,
+                                const q4k_gate_desc *d, q4k_gate_report *rep, q4k_error *err) {
+    q4k_gate_desc gd;
+    q4k_session_desc rd, td;
+    q4k__gate g;
+    int64_t nv, n_builtin = (int64_t)(sizeof q4k__gate_builtin / sizeof q4k__gate_builtin[0]), n_user, i, step;
+    int32_t *toks = NULL, next = 0;
+    float *lr = NULL, *lt = NULL;
+    q4k_result r = Q4K_OK;
+    memset(&gd, 0, sizeof gd);
+    if (d) gd = *d;
+    memset(rep, 0, sizeof *rep);
+    memset(&g, 0, sizeof g);
+    rep->failed_step = -1;
+    rep->div_layer = -1;
+    rep->div_op = -1;
+    if (!ref_b || !test_b || !m || (!prompt && n_prompt > 0) || n_prompt < 0 || gd.steps < 0 || gd.steps > Q4K_GATE_MAX_STEPS)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "gate: bad arguments (steps %lld, at most %d)", (long long)gd.steps,
+                         Q4K_GATE_MAX_STEPS);
+    g.layer_cos = rep->layer_cos_used = gd.layer_cos > 0 ? gd.layer_cos : Q4K_GATE_LAYER_COS;
+    g.op_cos = rep->op_cos_used = gd.op_cos > 0 ? gd.op_cos : Q4K_GATE_OP_COS;
+    rep->logit_cos_used = gd.logit_cos > 0 ? gd.logit_cos : Q4K_GATE_LOGIT_COS;
+    rep->margin_frac_used = gd.margin_frac > 0 ? gd.margin_frac : Q4K_GATE_MARGIN_FRAC;
+    rep->steps_asked = gd.steps;
+    nv = m->hp.n_vocab;
+    n_user = gd.max_user_tokens > 0 ? gd.max_user_tokens : Q4K_GATE_MAX_USER_TOKENS;
+    if (n_user > n_prompt) n_user = n_prompt;
+    rep->n_prompt = n_builtin + n_user;
+    memset(&td, 0, sizeof td);
+    if (test_desc) td = *test_desc;
+    if (td.n_ctx < rep->n_prompt + gd.steps + 1) td.n_ctx = rep->n_prompt + gd.steps + 1;
+    td.trace = Q4K_TRACE_LAYERS | Q4K_TRACE_ALL_OPS;
+    td.trace_layer = 0;
+    rd = td;
+    memset(&rd.faults, 0, sizeof rd.faults); /* the reference is never faulted */
+    toks = (int32_t *)Q4K_MALLOC((size_t)rep->n_prompt * sizeof(int32_t));
+    lr = (float *)Q4K_MALLOC((size_t)nv * sizeof(float));
+    lt = (float *)Q4K_MALLOC((size_t)nv * sizeof(float));
+    g.buf = (float *)Q4K_MALLOC((size_t)nv * sizeof(float));
+    g.x_out = (float *)Q4K_MALLOC((size_t)m->hp.n_embd * 4 * sizeof(float));
+    if (!toks || !lr || !lt || !g.buf || !g.x_out) {
+        r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "gate: out of memory");
+        goto done;
+    }
+    g.u_ref = g.x_out + m->hp.n_embd;
+    g.u_test = g.u_ref + m->hp.n_embd;
+    g.m = m;
+    g.ref_b = ref_b;
+    g.act = td.act;
+    for (i = 0; i < n_builtin; i++) toks[i] = (int32_t)(q4k__gate_builtin[i] % nv);
+    for (i = 0; i < n_user; i++) toks[n_builtin + i] = prompt[i];
+    if ((r = q4k_session_create(ref_b, m, &rd, &g.ref, err)) || (r = q4k_session_create(test_b, m, &td, &g.test, err)))
+        goto done;
+    rep->pass = 1;
+    for (step = 0; step <= gd.steps; step++) {
+        const int32_t *t = step ? &next : toks;
+        int64_t n = step ? 1 : rep->n_prompt, bad_layer;
+        int bad_op;
+        q4k_gate_step *st = &rep->step[step];
+        q4k_result rt;
+        if ((r = q4k_session_eval(g.ref, t, n, 0, lr, err))) goto done;
+        rt = q4k_session_eval(g.test, t, n, 0, lt, err);
+        if (rt != Q4K_OK && rt != Q4K_ERR_BAD_MODEL) {
+            r = rt;
+            goto done;
+        }
+        st->logits = q4k_parity_compare(lr, lt, nv);
+        if ((r = q4k__gate_layers(&g, st, &bad_layer, &bad_op, err))) goto done;
+        st->pass = 1;
+        rep->n_steps = step + 1;
+        if (st->logits.n_nonfinite) {
+            snprintf(rep->reason, sizeof rep->reason, "%lld NaN/Inf logits", (long long)st->logits.n_nonfinite);
+            st->pass = 0;
+        } else if (!(st->logits.cosine >= rep->logit_cos_used)) {
+            snprintf(rep->reason, sizeof rep->reason, "cosine %.4f < %g", st->logits.cosine, rep->logit_cos_used);
+            st->pass = 0;
+        } else if (st->logits.argmax_ref != st->logits.argmax_test &&
+                   st->logits.margin > rep->margin_frac_used * st->logits.std_ref) {
+            snprintf(rep->reason, sizeof rep->reason, "argmax %lld != %lld (margin %.3g > %g x std %.3g)",
+                     (long long)st->logits.argmax_test, (long long)st->logits.argmax_ref, st->logits.margin,
+                     rep->margin_frac_used, st->logits.std_ref);
+            st->pass = 0;
+        } else if (bad_op >= 0) {
+            if (bad_layer < 0 || st->op_cos < rep->op_cos_used)
+                snprintf(rep->reason, sizeof rep->reason, "%s cosine %.6f < %g", q4k_gate_op_name(st->op_worst),
+                         st->op_cos, rep->op_cos_used);
+            else
+                snprintf(rep->reason, sizeof rep->reason, "layer %lld update cosine %.6f < %g", (long long)st->update_layer,
+                         st->update_cos, rep->layer_cos_used);
+            st->pass = 0;
+        }
+        if (!st->pass) {
+            rep->pass = 0;
+            rep->failed_step = step;
+            rep->div_layer = bad_layer;
+            rep->div_op = bad_op;
+            if (bad_op >= 0 && bad_layer >= 0)
+                snprintf(rep->where, sizeof rep->where, "layer %lld, %s", (long long)bad_layer, q4k_gate_op_name(bad_op));
+            else if (bad_op >= 0)
+                snprintf(rep->where, sizeof rep->where, "%s", q4k_gate_op_name(bad_op));
+            else {
+                /* every layer passes alone: the error is the sum of small ones */
+                int64_t l;
+                for (l = 0; l < m->hp.n_layer; l++)
+                    if (!(q4k_parity_cosine(q4k_session_trace_layer(g.ref, l), q4k_session_trace_layer(g.test, l),
+                                            m->hp.n_embd) >= rep->logit_cos_used))
+                        break;
+                rep->div_layer = l < m->hp.n_layer ? l : -1;
+                if (l < m->hp.n_layer)
+                    snprintf(rep->where, sizeof rep->where, "layer %lld, accumulated (no single layer fails)", (long long)l);
+                else
+                    snprintf(rep->where, sizeof rep->where, "no single layer");
+            }
+            break;
+        }
+        next = (int32_t)st->logits.argmax_ref;
+    }
+done:
+    q4k_session_free(g.ref);
+    q4k_session_free(g.test);
+    Q4K_FREE(toks);
+    Q4K_FREE(lr);
+    Q4K_FREE(lt);
+    Q4K_FREE(g.buf);
+    Q4K_FREE(g.x_out);
+    if (r) rep->pass = 0;
+    return r;
+}
 
 /* --- sampling ------------------------------------------------------------ */
 

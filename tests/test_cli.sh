@@ -158,7 +158,10 @@ check run_bad_flag_value_exit_2 test $rc -eq 2
 $Q run "$tmp/tiny.gguf" "x" --frobnicate > /dev/null 2>&1; rc=$?
 check run_unknown_flag_exit_2 test $rc -eq 2
 $Q run "$tmp/tiny.gguf" "x" --backend cuda > /dev/null 2>"$tmp/e3.err"; rc=$?
-check run_unavailable_backend_exit_2 test $rc -eq 2
+# a backend that cannot start is an error (1), named with its reason; an unknown one is usage (2)
+check run_unavailable_backend_exit_1 bash -c "test $rc -eq 1 && grep -q 'backend cuda could not start' $tmp/e3.err"
+$Q run "$tmp/tiny.gguf" "x" --backend tpu > /dev/null 2>&1; rc=$?
+check run_unknown_backend_exit_2 test $rc -eq 2
 $Q frobnicate > /dev/null 2>&1; rc=$?
 check unknown_command_exit_2 test $rc -eq 2
 $Q synth "$tmp/x.gguf" --preset 13b > /dev/null 2>&1; rc=$?

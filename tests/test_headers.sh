@@ -24,6 +24,13 @@ cat > "$tmp/user.c" <<'C'
 #include "q4k_cuda.h"
 #include "q4k_vulkan.h"
 const char *user_version(void) { return q4k_version_string(); }
+/* what a backend's implementation in its own translation unit reaches */
+q4k_result user_backend_helpers(q4k_session *s, q4k_error *err) {
+    q4k__log(NULL, NULL, Q4K_LOG_INFO, "%s", "unused");
+    if (!s) return q4k__fail(err, Q4K_ERR_GPU, "no session %d", 1);
+    q4k__trace_op(s, 0, Q4K_OP_Q, NULL);
+    return q4k__session_alloc_trace(s, err);
+}
 C
 
 check() { # name, compiler, std flag, language
@@ -41,6 +48,8 @@ check headers_gcc_c99 gcc -std=c99 c
 check headers_clang_c99 clang -std=c99 c
 check headers_gxx_cxx11 g++ -std=c++11 c++
 check headers_clangxx_cxx11 clang++ -std=c++11 c++
+check headers_gcc_c99_faults gcc "-std=c99 -DQ4K_FAULTS" c
+check headers_clangxx_cxx11_faults clang++ "-std=c++11 -DQ4K_FAULTS" c++
 
 # the q4k command itself builds clean four ways
 for cc in "gcc -std=c99" "clang -std=c99" "g++ -std=c++11 -x c++" "clang++ -std=c++11 -x c++"; do

@@ -1,7 +1,10 @@
 /* The CPU forward pass against a plain float64 reference written here, plus
    model validation, sessions, sampler and chat templates. */
+#define Q4K_IMPLEMENTATION
+#define Q4K_FAULTS /* test_perturbation_growth perturbs every matrix product */
 #include "q4k.h"
 #include "t.h"
+#include <pthread.h>
 #include <unistd.h>
 
 /* ---- a small random model written with our GGUF writer ------------------ */
@@ -143,7 +146,18 @@ typedef struct ref_model {
     double max_attn_prob_sum; /* sum over heads and positions > 0 of the largest attention weight */
     double uniform_sum;       /* the same for uniform attention (1 / (pos + 1)) */
     int64_t n_attn;
+    /* the trace of the last token, as q4k_session_trace_* gives it */
+    int kv_f16;                       /* round cached K and V to f16, as Q4K_KV_F16 does */
+    int64_t tr_layer;                 /* layer whose ops are kept (-1: none) */
+    double *tr_layers;                /* [n_layer][n_embd] */
+    double *tr_ops[Q4K_OP_COUNT];     /* of tr_layer */
+    double *tr_stages[Q4K_STAGE_COUNT];
 } ref_model;
+
+static void ref_keep(double **dst, const double *src, int64_t n) {
+    if (!*dst) *dst = (double *)malloc((size_t)n * 8);
+    memcpy(*dst, src, (size_t)n * 8);
+}
 
 static double *ref_deq(const q4k_tensor *t) {
     int64_t rows = t->ne[1] * t->ne[2] * t->ne[3], r, cols = t->ne[0];
@@ -211,9 +225,12 @@ static void ref_token(ref_model *R, int32_t tok, double *logits) {
     int64_t l, i, h, t, j;
     for (i = 0; i < d; i++) x[i] = emb[(int64_t)tok * d + i];
     free(emb);
+    ref_keep(&R->tr_stages[Q4K_STAGE_EMBEDDING], x, d);
     for (l = 0; l < hp->n_layer; l++) {
         const q4k_layer *L = &m->layers[l];
+#define KEEP(op, buf, n) if (l == R->tr_layer) ref_keep(&R->tr_ops[op], buf, n)
         ref_norm(x, L->attn_norm, xb, d, hp->norm_eps);
+        KEEP(Q4K_OP_ATTN_NORM, xb, d);
         ref_mv(L->wq, xb, q);
         ref_mv(L->wk, xb, k);
         ref_mv(L->wv, xb, v);
@@ -222,10 +239,20 @@ static void ref_token(ref_model *R, int32_t tok, double *logits) {
             for (i = 0; i < kvd; i++) k[i] += ((const float *)L->bk->data)[i];
             for (i = 0; i < kvd; i++) v[i] += ((const float *)L->bv->data)[i];
         }
+        KEEP(Q4K_OP_Q, q, qd);
+        KEEP(Q4K_OP_K, k, kvd);
+        KEEP(Q4K_OP_V, v, kvd);
         for (h = 0; h < hp->n_head; h++) ref_rope(q + h * hd, R->pos, m);
         for (h = 0; h < hp->n_head_kv; h++) ref_rope(k + h * hd, R->pos, m);
+        KEEP(Q4K_OP_Q_ROPE, q, qd);
+        KEEP(Q4K_OP_K_ROPE, k, kvd);
         memcpy(R->kc + (l * R->n_ctx + R->pos) * kvd, k, (size_t)kvd * 8);
         memcpy(R->vc + (l * R->n_ctx + R->pos) * kvd, v, (size_t)kvd * 8);
+        if (R->kv_f16)
+            for (i = 0; i < kvd; i++) {
+                R->kc[(l * R->n_ctx + R->pos) * kvd + i] = q4k_fp16_to_fp32(q4k_fp32_to_fp16((float)k[i]));
+                R->vc[(l * R->n_ctx + R->pos) * kvd + i] = q4k_fp16_to_fp32(q4k_fp32_to_fp16((float)v[i]));
+            }
         for (h = 0; h < hp->n_head; h++) {
             int64_t kvh = h / (hp->n_head / hp->n_head_kv);
             double mx = -1e300, sum = 0, pmax = 0;
@@ -249,17 +276,31 @@ static void ref_token(ref_model *R, int32_t tok, double *logits) {
                 R->n_attn++;
             }
         }
+        KEEP(Q4K_OP_ATTN, att, qd);
         ref_mv(L->wo, att, tmp);
+        KEEP(Q4K_OP_ATTN_OUT, tmp, d);
         for (i = 0; i < d; i++) x[i] += tmp[i];
+        KEEP(Q4K_OP_RESID_ATTN, x, d);
         ref_norm(x, L->ffn_norm, xb, d, hp->norm_eps);
+        KEEP(Q4K_OP_FFN_NORM, xb, d);
         ref_mv(L->w_gate, xb, g);
         ref_mv(L->w_up, xb, u);
+        KEEP(Q4K_OP_GATE, g, ff);
+        KEEP(Q4K_OP_UP, u, ff);
         for (i = 0; i < ff; i++) g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+        KEEP(Q4K_OP_ACT, g, ff);
         ref_mv(L->w_down, g, tmp);
+        KEEP(Q4K_OP_DOWN, tmp, d);
         for (i = 0; i < d; i++) x[i] += tmp[i];
+        KEEP(Q4K_OP_RESID_FFN, x, d);
+#undef KEEP
+        if (!R->tr_layers) R->tr_layers = (double *)malloc((size_t)(hp->n_layer * d) * 8);
+        memcpy(R->tr_layers + l * d, x, (size_t)d * 8);
     }
     ref_norm(x, m->output_norm, xb, d, hp->norm_eps);
+    ref_keep(&R->tr_stages[Q4K_STAGE_OUTPUT_NORM], xb, d);
     ref_mv(m->output, xb, logits);
+    ref_keep(&R->tr_stages[Q4K_STAGE_LM_HEAD], logits, hp->n_vocab);
     R->pos++;
     free(x); free(xb); free(tmp); free(q); free(k); free(v); free(att); free(g); free(u); free(sc);
 }
@@ -271,8 +312,16 @@ static void ref_init(ref_model *R, const q4k_model *m, int64_t n_ctx) {
     R->n_ctx = n_ctx;
     R->kc = (double *)calloc((size_t)(m->hp.n_layer * n_ctx * kvd), 8);
     R->vc = (double *)calloc((size_t)(m->hp.n_layer * n_ctx * kvd), 8);
+    R->tr_layer = -1;
 }
-static void ref_free(ref_model *R) { free(R->kc); free(R->vc); }
+static void ref_free(ref_model *R) {
+    int i;
+    free(R->kc);
+    free(R->vc);
+    free(R->tr_layers);
+    for (i = 0; i < Q4K_OP_COUNT; i++) free(R->tr_ops[i]);
+    for (i = 0; i < Q4K_STAGE_COUNT; i++) free(R->tr_stages[i]);
+}
 
 static double cosine(const float *a, const double *b, int64_t n) {
     double ab = 0, aa = 0, bb = 0;
@@ -310,7 +359,6 @@ static void check_against_ref(const tm_cfg *c, const char *label, double min_cos
     T_CHECK(q4k_cpu_backend_create(NULL, &b, &err) == Q4K_OK, "backend: %s", err.msg);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 32;
-    sd.trace_layer = -1;
     sd.act = Q4K_ACT_F32;
     T_CHECK(q4k_session_create(b, m, &sd, &s32, &err) == Q4K_OK, "session: %s", err.msg);
     sd.act = Q4K_ACT_Q8;
@@ -425,7 +473,6 @@ static void test_prefill_decode_threads(void) {
     q4k_cpu_backend_create(&bd, &b3, &err);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 80;
-    sd.trace_layer = -1;
     q4k_session_create(b1, m, &sd, &sa, &err);
     q4k_session_create(b3, m, &sd, &sb, &err);
     q4k_session_create(b1, m, &sd, &sc, &err);
@@ -467,46 +514,345 @@ static void test_prefill_decode_threads(void) {
     remove(path);
 }
 
+/* The trace against the float64 reference, layer by layer: the residual after
+   every layer, every op of one layer and the stages outside the layers, at
+   the prompt's last token and at two decode steps (float activations over an
+   f32 cache, so both sides compute the same function). Tracing does not
+   change a bit of the logits; eval_layer recomputes a layer bit for bit and
+   leaves the cache as it was; a zeroed descriptor traces nothing. */
 static void test_trace(void) {
     tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
     const char *path = tmp_path("trace");
     q4k_model *m = NULL;
     q4k_backend *b = NULL;
+    q4k_session *s = NULL, *plain = NULL, *s8 = NULL, *plain8 = NULL, *zero = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    ref_model R;
+    int32_t toks[5] = {4, 8, 15, 16, 23};
+    int64_t len = 0, i, l, step, nv, d;
+    float *lg, *lg2, *xo;
+    double *lref, worst = 1.0;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "write"); return; }
+    q4k_model_load(path, NULL, &m, &err);
+    if (!m) { T_CHECK(0, "load: %s", err.msg); return; }
+    q4k_cpu_backend_create(NULL, &b, &err);
+    nv = m->hp.n_vocab;
+    d = m->hp.n_embd;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 8;
+    T_CHECK(q4k_session_create(b, m, &sd, &zero, &err) == Q4K_OK, "zeroed desc: %s", err.msg);
+    sd.act = Q4K_ACT_F32;
+    sd.kv = Q4K_KV_F32;
+    T_CHECK(q4k_session_create(b, m, &sd, &plain, &err) == Q4K_OK, "session: %s", err.msg);
+    sd.trace = Q4K_TRACE_LAYERS | Q4K_TRACE_OPS;
+    sd.trace_layer = 1;
+    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_OK, "session: %s", err.msg);
+    sd.act = Q4K_ACT_Q8;
+    sd.kv = Q4K_KV_F16;
+    T_CHECK(q4k_session_create(b, m, &sd, &s8, &err) == Q4K_OK, "session: %s", err.msg);
+    sd.trace = 0;
+    T_CHECK(q4k_session_create(b, m, &sd, &plain8, &err) == Q4K_OK, "session: %s", err.msg);
+    if (!s || !plain || !s8 || !plain8 || !zero) return;
+    lg = (float *)malloc((size_t)nv * 4);
+    lg2 = (float *)malloc((size_t)nv * 4);
+    xo = (float *)malloc((size_t)d * 8);
+    lref = (double *)malloc((size_t)nv * 8);
+    ref_init(&R, m, 8);
+    R.tr_layer = 1;
+    for (step = 0; step < 3; step++) {
+        const int32_t *t = step == 0 ? toks : &toks[2 + step];
+        int64_t n = step == 0 ? 3 : 1;
+        for (i = 0; i < n; i++) ref_token(&R, t[i], lref);
+        T_CHECK(q4k_session_eval(s, t, n, 0, lg, &err) == Q4K_OK, "eval: %s", err.msg);
+        T_CHECK(q4k_session_eval(plain, t, n, 0, lg2, &err) == Q4K_OK, "eval: %s", err.msg);
+        T_CHECK(!memcmp(lg, lg2, (size_t)nv * 4), "step %lld: f32 logits differ with the trace on", (long long)step);
+        T_CHECK(q4k_session_eval(s8, t, n, 0, lg, &err) == Q4K_OK, "eval: %s", err.msg);
+        T_CHECK(q4k_session_eval(plain8, t, n, 0, lg2, &err) == Q4K_OK, "eval: %s", err.msg);
+        T_CHECK(!memcmp(lg, lg2, (size_t)nv * 4), "step %lld: q8 logits differ with the trace on", (long long)step);
+        T_CHECK(q4k_session_eval(zero, t, n, 0, NULL, &err) == Q4K_OK, "eval: %s", err.msg);
+        for (l = 0; l < m->hp.n_layer; l++) {
+            const float *x = q4k_session_trace_layer(s, l);
+            double cs = x ? cosine(x, R.tr_layers + l * d, d) : 0;
+            if (!(cs >= worst)) worst = cs;
+            T_CHECK(cs > 0.999999, "step %lld: residual after layer %lld: cosine %.9f", (long long)step, (long long)l, cs);
+        }
+        for (i = 0; i < Q4K_OP_COUNT; i++) {
+            const float *x = q4k_session_trace_op(s, (q4k_op)i, &len);
+            double cs = x ? cosine(x, R.tr_ops[i], len) : 0;
+            if (!(cs >= worst)) worst = cs;
+            T_CHECK(cs > 0.999999, "step %lld: op %s of layer 1: cosine %.9f", (long long)step, q4k_op_name((q4k_op)i), cs);
+        }
+        for (i = 0; i < Q4K_STAGE_COUNT; i++) {
+            const float *x = q4k_session_trace_stage(s, (q4k_stage)i, &len);
+            double cs = x ? cosine(x, R.tr_stages[i], len) : 0;
+            if (!(cs >= worst)) worst = cs;
+            T_CHECK(cs > 0.999999, "step %lld: stage %s: cosine %.9f", (long long)step, q4k_stage_name((q4k_stage)i), cs);
+        }
+        /* recomputing a layer from its traced input gives its traced output */
+        for (l = 0; l < m->hp.n_layer; l++) {
+            const float *in = l ? q4k_session_trace_layer(s, l - 1) : q4k_session_trace_stage(s, Q4K_STAGE_EMBEDDING, NULL);
+            T_CHECK(q4k_session_eval_layer(s, l, in, xo + d, xo, &err) == Q4K_OK, "eval_layer: %s", err.msg);
+            T_CHECK(!memcmp(xo, q4k_session_trace_layer(s, l), (size_t)d * 4) &&
+                        !memcmp(xo + d, q4k_session_trace_layer_attn(s, l), (size_t)d * 4),
+                    "step %lld: eval_layer %lld differs", (long long)step, (long long)l);
+        }
+    }
+    printf("  trace vs float64 (f32 activations, f32 cache): worst cosine %.10f\n", worst);
+    /* eval_layer left the cache as it was: the next token agrees bit for bit */
+    q4k_session_eval(s, &toks[0], 1, 0, lg, &err);
+    q4k_session_eval(plain, &toks[0], 1, 0, lg2, &err);
+    T_CHECK(!memcmp(lg, lg2, (size_t)nv * 4), "eval_layer changed the cache");
+    T_CHECK(q4k_session_trace_layer(zero, 0) == NULL && q4k_session_trace_op(zero, Q4K_OP_Q, NULL) == NULL &&
+                q4k_session_trace_stage(zero, Q4K_STAGE_EMBEDDING, NULL) == NULL,
+            "a zeroed descriptor traces");
+    /* without logits there are no output stages */
+    q4k_session_eval(s, &toks[1], 1, 0, NULL, &err);
+    T_CHECK(q4k_session_trace_stage(s, Q4K_STAGE_LM_HEAD, NULL) == NULL, "lm_head traced without logits");
+    T_CHECK(q4k_session_trace_stage(s, Q4K_STAGE_EMBEDDING, NULL) != NULL, "embedding not traced");
+    T_CHECK(q4k_session_trace_layer(s, 2) == NULL, "trace of a layer that does not exist");
+    T_CHECK(q4k_session_set_trace_layer(s, 0) == Q4K_OK && q4k_session_set_trace_layer(s, 2) == Q4K_ERR_INVALID_ARG,
+            "set_trace_layer range");
+    T_CHECK(q4k_session_set_trace_layer(zero, 0) == Q4K_ERR_INVALID_ARG, "set_trace_layer without op trace");
+    q4k_session_free(s);
+    sd.trace = Q4K_TRACE_OPS;
+    sd.trace_layer = 5;
+    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_ERR_INVALID_ARG, "trace_layer out of range accepted");
+    sd.trace = 0;
+    sd.kv = (q4k_kv_type)7;
+    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_ERR_INVALID_ARG && strstr(err.msg, "KV cache type"),
+            "bad KV type accepted: %s", err.msg);
+    ref_free(&R);
+    free(lg); free(lg2); free(xo); free(lref);
+    q4k_session_free(plain); q4k_session_free(s8); q4k_session_free(plain8); q4k_session_free(zero);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* The op-level entry points compute what the forward pass computes: each
+   reproduces a traced value of layer 0 bit for bit. */
+static void test_backend_ops(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    const char *path = tmp_path("ops");
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
     q4k_session *s = NULL;
     q4k_session_desc sd;
     q4k_error err;
-    int32_t toks[3] = {4, 8, 15};
-    int64_t len = 0, i;
-    const float *resid, *down, *layer1, *attn_resid;
-    float *lg;
+    const q4k_hparams *hp;
+    const q4k_layer *L;
+    int32_t toks[3] = {3, 1, 4};
+    int64_t i, d, qd, kvd, kvt[] = {Q4K_KV_F16, Q4K_KV_F32}, kk;
+    float *K, *V, *y, *q;
+    q4k_block_q8a qa[8], qb[8];
+    c.wtype = Q4K_TYPE_Q8_0;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "write"); return; }
+    q4k_model_load(path, NULL, &m, &err);
+    if (!m) { T_CHECK(0, "load: %s", err.msg); return; }
+    q4k_cpu_backend_create(NULL, &b, &err);
+    hp = &m->hp;
+    L = &m->layers[0];
+    for (i = 0; i < q4k_gguf_tensor_count(m->gguf); i++)
+        if (q4k_gguf_tensor(m->gguf, i)->index != i) break;
+    T_CHECK(i == q4k_gguf_tensor_count(m->gguf) && L->wq->index > 0, "tensor %lld has index %lld", (long long)i,
+            i < q4k_gguf_tensor_count(m->gguf) ? (long long)q4k_gguf_tensor(m->gguf, i)->index : -1LL);
+    d = hp->n_embd;
+    qd = hp->n_head * hp->head_dim;
+    kvd = hp->n_head_kv * hp->head_dim;
+    K = (float *)malloc((size_t)(3 * kvd) * 4);
+    V = (float *)malloc((size_t)(3 * kvd) * 4);
+    y = (float *)malloc((size_t)(qd + d) * 4);
+    q = (float *)malloc((size_t)qd * 4);
+    for (kk = 0; kk < 2; kk++) {
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = 8;
+        sd.kv = (q4k_kv_type)kvt[kk];
+        sd.trace = Q4K_TRACE_LAYERS | Q4K_TRACE_OPS;
+        T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_OK, "session: %s", err.msg);
+        if (!s) break;
+        for (i = 0; i < 3; i++) { /* token by token, keeping layer 0's keys and values */
+            q4k_session_eval(s, &toks[i], 1, 0, NULL, &err);
+            memcpy(K + i * kvd, q4k_session_trace_op(s, Q4K_OP_K_ROPE, NULL), (size_t)kvd * 4);
+            memcpy(V + i * kvd, q4k_session_trace_op(s, Q4K_OP_V, NULL), (size_t)kvd * 4);
+        }
+        T_CHECK(b->attention(b, sd.kv, q4k_session_trace_op(s, Q4K_OP_Q_ROPE, NULL), K, V, 3, hp->n_head, hp->n_head_kv,
+                             hp->head_dim, y, &err) == Q4K_OK, "attention: %s", err.msg);
+        T_CHECK(!memcmp(y, q4k_session_trace_op(s, Q4K_OP_ATTN, NULL), (size_t)qd * 4), "attention op (%s cache) differs",
+                q4k_kv_type_name(sd.kv));
+        if (kk) break;
+        T_CHECK(b->embedding(b, m->tok_embd->type, m->tok_embd->data, d, toks[2], y, &err) == Q4K_OK, "embedding");
+        T_CHECK(!memcmp(y, q4k_session_trace_stage(s, Q4K_STAGE_EMBEDDING, NULL), (size_t)d * 4), "embedding op differs");
+        b->rmsnorm(b, y, (const float *)L->attn_norm->data, d, 1, hp->norm_eps, y + d, &err);
+        T_CHECK(!memcmp(y + d, q4k_session_trace_op(s, Q4K_OP_ATTN_NORM, NULL), (size_t)d * 4), "rmsnorm op differs");
+        T_CHECK(b->matmul(b, Q4K_ACT_Q8, L->wq->type, L->wq->data, qd, d, y + d, 1, q, &err) == Q4K_OK, "matmul");
+        for (i = 0; i < qd; i++) q[i] += ((const float *)L->bq->data)[i];
+        T_CHECK(!memcmp(q, q4k_session_trace_op(s, Q4K_OP_Q, NULL), (size_t)qd * 4), "matmul op differs");
+        b->rope(b, q, 1, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, 2, hp->rope_freq_base, NULL, &err);
+        T_CHECK(!memcmp(q, q4k_session_trace_op(s, Q4K_OP_Q_ROPE, NULL), (size_t)qd * 4), "rope op differs");
+        T_CHECK(b->quantize_act(b, y, 128, qa, &err) == Q4K_OK, "quantize_act");
+        q4k_quantize_act_q8(y, qb, 128);
+        T_CHECK(!memcmp(qa, qb, 4 * sizeof qa[0]), "quantize_act op differs");
+        T_CHECK(b->quantize_act(b, y, 33, qa, &err) == Q4K_ERR_INVALID_ARG, "quantize_act of 33 values accepted");
+        q4k_session_free(s);
+        s = NULL;
+    }
+    q4k_session_free(s);
+    free(K); free(V); free(y); free(q);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* Sessions of one model on one backend share one preparation; two threads,
+   each with its own backend and session on one model, produce the tokens of
+   sequential runs. */
+typedef struct share_job {
+    q4k_session *s;
+    int32_t first;
+    int32_t out[12];
+    q4k_result r;
+} share_job;
+
+static void *share_run(void *p) {
+    share_job *j = (share_job *)p;
+    int64_t nv = j->s->model->hp.n_vocab, k;
+    float *lg = (float *)malloc((size_t)nv * 4);
+    int32_t tok = j->first;
+    q4k_error err;
+    q4k_session_rewind(j->s, 0);
+    j->r = Q4K_OK;
+    for (k = 0; k < 12 && j->r == Q4K_OK; k++) {
+        j->r = q4k_session_eval(j->s, &tok, 1, 0, lg, &err);
+        tok = (int32_t)q4k_argmax(lg, nv);
+        j->out[k] = tok;
+    }
+    free(lg);
+    return NULL;
+}
+
+static void test_backend_sharing_threads(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_LLAMA);
+    const char *path = tmp_path("share");
+    q4k_model *m = NULL;
+    q4k_backend *b1 = NULL, *b2 = NULL;
+    q4k_session *s1 = NULL, *s2 = NULL, *s3 = NULL;
+    q4k_cpu_backend_desc bd;
+    q4k_session_desc sd;
+    q4k_error err;
+    share_job seq[2], par[2];
+    c.wtype = Q4K_TYPE_Q4_0;
+    if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "write"); return; }
+    q4k_model_load(path, NULL, &m, &err);
+    if (!m) { T_CHECK(0, "load: %s", err.msg); return; }
+    memset(&bd, 0, sizeof bd);
+    bd.n_threads = 2;
+    q4k_cpu_backend_create(&bd, &b1, &err);
+    q4k_cpu_backend_create(&bd, &b2, &err);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 16;
+    T_CHECK(b1->n_prepare == 0 && q4k_backend_prepared(b1, m) == NULL, "prepared before any session");
+    q4k_session_create(b1, m, &sd, &s1, &err);
+    q4k_session_create(b1, m, &sd, &s3, &err);
+    q4k_session_create(b2, m, &sd, &s2, &err);
+    if (!s1 || !s2 || !s3) { T_CHECK(0, "sessions: %s", err.msg); return; }
+    T_CHECK(b1->n_prepare == 1 && s1->prepared && s1->prepared == s3->prepared, "two sessions, %lld preparations",
+            (long long)b1->n_prepare);
+    T_CHECK(b2->n_prepare == 1 && s2->prepared != s1->prepared, "another backend prepares its own");
+    q4k_session_free(s3);
+    T_CHECK(q4k_backend_prepared(b1, m) == s1->prepared, "freeing one session released the model");
+    seq[0].s = s1; seq[0].first = 5;
+    seq[1].s = s1; seq[1].first = 9;
+    share_run(&seq[0]);
+    share_run(&seq[1]);
+    par[0] = seq[0];
+    par[1] = seq[1];
+    par[1].s = s2;
+    {
+        pthread_t t0, t1;
+        pthread_create(&t0, NULL, share_run, &par[0]);
+        pthread_create(&t1, NULL, share_run, &par[1]);
+        pthread_join(t0, NULL);
+        pthread_join(t1, NULL);
+    }
+    T_CHECK(seq[0].r == Q4K_OK && par[0].r == Q4K_OK && par[1].r == Q4K_OK, "eval failed");
+    T_CHECK(!memcmp(seq[0].out, par[0].out, sizeof seq[0].out) && !memcmp(seq[1].out, par[1].out, sizeof seq[1].out),
+            "two threads give other tokens than sequential runs");
+    T_CHECK(memcmp(seq[0].out, seq[1].out, sizeof seq[0].out) != 0, "the two prompts give the same tokens: a weak test");
+    q4k_session_free(s1);
+    T_CHECK(q4k_backend_prepared(b1, m) == NULL, "the last session's free kept the model prepared");
+    q4k_session_create(b1, m, &sd, &s1, &err);
+    T_CHECK(b1->n_prepare == 2, "a model released and used again is prepared again (%lld)", (long long)b1->n_prepare);
+    q4k_session_free(s1);
+    q4k_session_free(s2);
+    q4k_backend_destroy(b1);
+    q4k_backend_destroy(b2);
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* --ref over each KV cache type against the float64 forward pass: with an f32
+   cache the CPU is a float reference; with the default f16 cache it agrees
+   with a float64 pass that rounds K and V to f16 as q4k does, better than
+   with the exact one. */
+static void test_kv_cache_types(void) {
+    tm_cfg c = base_cfg(Q4K_ARCH_QWEN2);
+    const char *path = tmp_path("kv");
+    q4k_model *m = NULL;
+    q4k_backend *b = NULL;
+    q4k_session *s16 = NULL, *s32 = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    ref_model R, R16;
+    int32_t toks[6] = {3, 14, 15, 9, 26, 5};
+    int64_t nv, i;
+    float *l16, *l32;
+    double *lr, *lr16, w32 = 1, w16 = 1, w16x = 1;
+    c.wtype = Q4K_TYPE_Q4_K;
+    c.n_embd = 256;
+    c.n_ff = 512;
+    c.n_layer = 3;
+    c.seed = 77;
     if (!tm_write(&c, path, NULL, NULL, NULL)) { T_CHECK(0, "write"); return; }
     q4k_model_load(path, NULL, &m, &err);
     if (!m) { T_CHECK(0, "load: %s", err.msg); return; }
     q4k_cpu_backend_create(NULL, &b, &err);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 8;
-    sd.trace = 1;
-    sd.trace_layer = 1;
-    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_OK, "session: %s", err.msg);
-    lg = (float *)malloc((size_t)m->hp.n_vocab * 4);
-    q4k_session_eval(s, toks, 3, 0, lg, &err);
-    layer1 = q4k_session_trace_layer(s, 1);
-    resid = q4k_session_trace_op(s, Q4K_OP_RESID_FFN, &len);
-    attn_resid = q4k_session_trace_op(s, Q4K_OP_RESID_ATTN, NULL);
-    down = q4k_session_trace_op(s, Q4K_OP_DOWN, NULL);
-    T_CHECK(layer1 && resid && down && attn_resid, "trace missing");
-    T_CHECK(len == m->hp.n_embd, "op length %lld", (long long)len);
-    if (layer1 && resid && down && attn_resid) {
-        T_CHECK(!memcmp(layer1, resid, (size_t)len * 4), "layer trace != last op of the traced layer");
-        for (i = 0; i < len; i++)
-            if (attn_resid[i] + down[i] != resid[i]) break;
-        T_CHECK(i == len, "resid_ffn != resid_attn + down at %lld", (long long)i);
+    sd.act = Q4K_ACT_F32;
+    q4k_session_create(b, m, &sd, &s16, &err);
+    sd.kv = Q4K_KV_F32;
+    q4k_session_create(b, m, &sd, &s32, &err);
+    nv = m->hp.n_vocab;
+    l16 = (float *)malloc((size_t)nv * 4);
+    l32 = (float *)malloc((size_t)nv * 4);
+    lr = (double *)malloc((size_t)nv * 8);
+    lr16 = (double *)malloc((size_t)nv * 8);
+    ref_init(&R, m, 8);
+    ref_init(&R16, m, 8);
+    R16.kv_f16 = 1;
+    for (i = 0; i < 6; i++) {
+        double a, b2, x;
+        ref_token(&R, toks[i], lr);
+        ref_token(&R16, toks[i], lr16);
+        q4k_session_eval(s16, &toks[i], 1, 0, l16, &err);
+        q4k_session_eval(s32, &toks[i], 1, 0, l32, &err);
+        a = cosine(l32, lr, nv);
+        b2 = cosine(l16, lr16, nv);
+        x = cosine(l16, lr, nv);
+        if (a < w32) w32 = a;
+        if (b2 < w16) w16 = b2;
+        if (x < w16x) w16x = x;
     }
-    T_CHECK(q4k_session_trace_layer(s, 2) == NULL, "trace of a layer that does not exist");
-    q4k_session_free(s);
-    sd.trace_layer = 5;
-    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_ERR_INVALID_ARG, "trace_layer out of range accepted");
-    free(lg);
+    printf("  --ref vs float64: f32 cache %.10f; f16 cache %.10f (float64 rounding K, V to f16), %.10f (exact)\n", w32,
+           w16, w16x);
+    T_CHECK(w32 > 0.9999999 && w16 > 0.9999999, "kv f32 %.10f, kv f16 %.10f", w32, w16);
+    T_CHECK(1 - w16x > 3 * (1 - w16), "the f16 cache is not what separates q4k from the exact pass");
+    ref_free(&R);
+    ref_free(&R16);
+    free(l16); free(l32); free(lr); free(lr16);
+    q4k_session_free(s16);
+    q4k_session_free(s32);
     q4k_backend_destroy(b);
     q4k_model_free(m);
     remove(path);
@@ -769,7 +1115,6 @@ static void test_generate(void) {
     q4k_cpu_backend_create(NULL, &b, &err);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 16;
-    sd.trace_layer = -1;
     q4k_session_create(b, m, &sd, &s, &err);
     lg = (float *)malloc((size_t)m->hp.n_vocab * 4);
     /* by hand */
@@ -842,8 +1187,7 @@ static void test_synth_outliers_and_memory(void) {
     q4k_cpu_backend_create(NULL, &b, &err);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 8;
-    sd.trace = 1;
-    sd.trace_layer = -1;
+    sd.trace = Q4K_TRACE_LAYERS;
     q4k_session_create(b, m, &sd, &s, &err);
     T_CHECK(q4k_session_eval(s, toks, 4, 0, NULL, &err) == Q4K_OK, "eval: %s", err.msg);
     d = m->hp.n_embd;
@@ -896,11 +1240,12 @@ static void test_perturbation_growth(void) {
         q4k_cpu_backend_create(NULL, &b, &err);
         memset(&sd, 0, sizeof sd);
         sd.n_ctx = 16;
-        sd.trace_layer = -1;
         sd.act = Q4K_ACT_F32;
         q4k_session_create(b, m, &sd, &s0, &err);
-        sd.perturb = 1e-5f;
-        sd.perturb_seed = 1;
+        sd.faults.perturb_eps = 1e-5f;
+        sd.faults.perturb_layer = -1;
+        sd.faults.perturb_op = -1;
+        sd.faults.seed = 1;
         q4k_session_create(b, m, &sd, &s1, &err);
         l0 = (float *)malloc((size_t)m->hp.n_vocab * 4);
         l1 = (float *)malloc((size_t)m->hp.n_vocab * 4);
@@ -1009,7 +1354,6 @@ static void test_model_fuzz(void) {
             loaded++;
             memset(&sd, 0, sizeof sd);
             sd.n_ctx = 8;
-            sd.trace_layer = -1;
             toks[0] = (int32_t)(it % mod->hp.n_vocab);
             toks[1] = (int32_t)((it * 7 + 1) % mod->hp.n_vocab);
             if (q4k_session_memory_estimate(mod, 8, 2) < ((uint64_t)256 << 20) &&
@@ -1064,7 +1408,6 @@ static void test_nonfinite_logits(void) {
     if (!m || !b) { q4k_model_free(m); q4k_backend_destroy(b); return; }
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 16;
-    sd.trace_layer = -1;
     T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_OK, "session: %s", err.msg);
     lg = (float *)malloc((size_t)m->hp.n_vocab * 3 * sizeof(float));
     if (s) {
@@ -1090,6 +1433,9 @@ int main(void) {
     T_RUN(test_forward_quantized_types);
     T_RUN(test_prefill_decode_threads);
     T_RUN(test_trace);
+    T_RUN(test_backend_ops);
+    T_RUN(test_kv_cache_types);
+    T_RUN(test_backend_sharing_threads);
     T_RUN(test_model_validation);
     T_RUN(test_unknown_arch);
     T_RUN(test_synth_tiny_statistics);

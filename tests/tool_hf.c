@@ -91,7 +91,6 @@ static int cmd_logits(const char *path, const char *act, int n, char **toks_s) {
     }
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = n;
-    sd.trace_layer = -1;
     sd.act = strcmp(act, "f32") ? Q4K_ACT_Q8 : Q4K_ACT_F32;
     logits = (float *)malloc((size_t)n * (size_t)m->hp.n_vocab * sizeof(float));
     if (q4k_session_create(b, m, &sd, &s, &err) ||
