@@ -276,7 +276,7 @@ Q4K_API uint16_t q4k_fp32_to_bf16(float f);
    exactly the floats of ggml's reference dequantizers. */
 Q4K_API q4k_result q4k_dequantize_row(q4k_type type, const void *src, float *dst, int64_t n);
 /* Quantize one row of n values with the reference algorithm of the type
-   (Q8_0, Q5_0, Q4_0, Q4_K, Q6_K; F32, F16, BF16 convert). Returns the bytes
+   (Q8_0, Q5_0, Q4_0, Q4_K, Q5_K, Q6_K; F32, F16, BF16 convert). Returns the bytes
    written, 0 when the type has no quantizer or n does not fit its blocks. */
 Q4K_API size_t q4k_quantize_row(q4k_type type, const float *src, void *dst, int64_t n);
 /* Activation quantization (see q4k_block_q8a); n a multiple of 32. */
@@ -1950,11 +1950,17 @@ static float q4k__fit_scale_min(int n, int nmax, const float *x, const float *w,
    rms(sub-block) + |x| (large values matter more), quantize the 8 scales and
    8 mins to 6 bits against d = max scale / 63 and dmin = max min / 63 (fp16),
    then requantize the values with the scales as stored. */
-static void q4k__quantize_q4_K(const float *x, uint8_t *dst, int64_t nb) {
+/* Q4_K (five = 0) and Q5_K (five = 1): per sub-block of 32 a weighted
+   scale-and-min fit to 16 / 32 levels, then the 8 scales and 8 mins
+   quantized to 6 bits against the super-block's d and dmin, and every value
+   re-rounded against the decoded scale and min. */
+static void q4k__quantize_k45(const float *x, uint8_t *dst, int64_t nb, int five) {
+    const int nmax = five ? 31 : 15;
     int64_t i;
     int j, l;
-    for (i = 0; i < nb; i++, x += Q4K_QK_K, dst += sizeof(q4k_block_q4_K)) {
-        q4k_block_q4_K b;
+    for (i = 0; i < nb; i++, x += Q4K_QK_K) {
+        uint8_t scales6[12], qs[Q4K_QK_K / 2], qh[Q4K_QK_K / 8];
+        uint16_t hd, hdmin;
         uint8_t L[Q4K_QK_K], Ltry[32];
         float w[32], scales[8], mins[8], max_scale = 0.0f, max_min = 0.0f, inv_scale, inv_min, d, dmin;
         for (j = 0; j < 8; j++) {
@@ -1963,42 +1969,64 @@ static void q4k__quantize_q4_K(const float *x, uint8_t *dst, int64_t nb) {
             for (l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
             av = sqrtf(sum_x2 / 32.0f);
             for (l = 0; l < 32; l++) w[l] = av + fabsf(xs[l]);
-            scales[j] = q4k__fit_scale_min(32, 15, xs, w, L + 32 * j, &mins[j], Ltry, -1.0f, 0.1f, 20);
+            scales[j] = five ? q4k__fit_scale_min(32, nmax, xs, w, L + 32 * j, &mins[j], Ltry, -0.5f, 0.1f, 15)
+                             : q4k__fit_scale_min(32, nmax, xs, w, L + 32 * j, &mins[j], Ltry, -1.0f, 0.1f, 20);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
         inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
         inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
-        memset(b.scales, 0, sizeof b.scales);
+        memset(scales6, 0, sizeof scales6);
         for (j = 0; j < 8; j++) {
             int ls = q4k__clampi(q4k__nearest_int(inv_scale * scales[j]), 0, 63);
             int lm = q4k__clampi(q4k__nearest_int(inv_min * mins[j]), 0, 63);
             if (j < 4) {
-                b.scales[j] = (uint8_t)ls;
-                b.scales[j + 4] = (uint8_t)lm;
+                scales6[j] = (uint8_t)ls;
+                scales6[j + 4] = (uint8_t)lm;
             } else {
-                b.scales[j + 4] = (uint8_t)((ls & 0xF) | (lm & 0xF) << 4);
-                b.scales[j - 4] |= (uint8_t)((ls >> 4) << 6);
-                b.scales[j] |= (uint8_t)((lm >> 4) << 6);
+                scales6[j + 4] = (uint8_t)((ls & 0xF) | (lm & 0xF) << 4);
+                scales6[j - 4] |= (uint8_t)((ls >> 4) << 6);
+                scales6[j] |= (uint8_t)((lm >> 4) << 6);
             }
         }
-        b.d = q4k_fp32_to_fp16(max_scale / 63.0f);
-        b.dmin = q4k_fp32_to_fp16(max_min / 63.0f);
-        d = q4k_fp16_to_fp32(b.d);
-        dmin = q4k_fp16_to_fp32(b.dmin);
+        hd = q4k_fp32_to_fp16(max_scale / 63.0f);
+        hdmin = q4k_fp32_to_fp16(max_min / 63.0f);
+        d = q4k_fp16_to_fp32(hd);
+        dmin = q4k_fp16_to_fp32(hdmin);
         for (j = 0; j < 8; j++) {
             int sc, m;
             float d1, m1;
-            q4k__scale_min_k4(j, b.scales, &sc, &m);
+            q4k__scale_min_k4(j, scales6, &sc, &m);
             d1 = d * (float)sc;
             m1 = dmin * (float)m;
             if (d1 == 0.0f) continue; /* every level decodes to -m1: keep the fit's */
             for (l = 0; l < 32; l++)
-                L[32 * j + l] = (uint8_t)q4k__clampi(q4k__nearest_int((x[32 * j + l] + m1) / d1), 0, 15);
+                L[32 * j + l] = (uint8_t)q4k__clampi(q4k__nearest_int((x[32 * j + l] + m1) / d1), 0, nmax);
         }
+        /* sub-blocks 2k and 2k+1 share qs[32k..]: low and high nibbles; Q5_K's
+           fifth bit of value e is bit e/32 of qh[e%32] */
+        memset(qh, 0, sizeof qh);
         for (j = 0; j < 4; j++)
-            for (l = 0; l < 32; l++) b.qs[32 * j + l] = (uint8_t)(L[64 * j + l] | L[64 * j + 32 + l] << 4);
-        memcpy(dst, &b, sizeof b);
+            for (l = 0; l < 32; l++)
+                qs[32 * j + l] = (uint8_t)((L[64 * j + l] & 0xF) | (L[64 * j + 32 + l] & 0xF) << 4);
+        for (j = 0; j < 8; j++)
+            for (l = 0; l < 32; l++) qh[l] |= (uint8_t)((L[32 * j + l] >> 4) << j);
+        if (five) {
+            q4k_block_q5_K b;
+            b.d = hd, b.dmin = hdmin;
+            memcpy(b.scales, scales6, 12);
+            memcpy(b.qh, qh, sizeof qh);
+            memcpy(b.qs, qs, sizeof qs);
+            memcpy(dst, &b, sizeof b);
+            dst += sizeof b;
+        } else {
+            q4k_block_q4_K b;
+            b.d = hd, b.dmin = hdmin;
+            memcpy(b.scales, scales6, 12);
+            memcpy(b.qs, qs, sizeof qs);
+            memcpy(dst, &b, sizeof b);
+            dst += sizeof b;
+        }
     }
 }
 
@@ -2098,7 +2126,7 @@ Q4K_API size_t q4k_quantize_row(q4k_type type, const float *src, void *dst, int6
     int64_t i;
     switch (type) {
     case Q4K_TYPE_F32: case Q4K_TYPE_F16: case Q4K_TYPE_BF16: case Q4K_TYPE_Q4_0: case Q4K_TYPE_Q5_0:
-    case Q4K_TYPE_Q8_0: case Q4K_TYPE_Q4_K: case Q4K_TYPE_Q6_K:
+    case Q4K_TYPE_Q8_0: case Q4K_TYPE_Q4_K: case Q4K_TYPE_Q5_K: case Q4K_TYPE_Q6_K:
         break;
     default:
         return 0;
@@ -2120,7 +2148,8 @@ Q4K_API size_t q4k_quantize_row(q4k_type type, const float *src, void *dst, int6
     case Q4K_TYPE_Q4_0: q4k__quantize_q4_0(src, d, n / Q4K_QK); break;
     case Q4K_TYPE_Q5_0: q4k__quantize_q5_0(src, d, n / Q4K_QK); break;
     case Q4K_TYPE_Q8_0: q4k__quantize_q8_0(src, d, n / Q4K_QK); break;
-    case Q4K_TYPE_Q4_K: q4k__quantize_q4_K(src, d, n / Q4K_QK_K); break;
+    case Q4K_TYPE_Q4_K: q4k__quantize_k45(src, d, n / Q4K_QK_K, 0); break;
+    case Q4K_TYPE_Q5_K: q4k__quantize_k45(src, d, n / Q4K_QK_K, 1); break;
     case Q4K_TYPE_Q6_K: q4k__quantize_q6_K(src, d, n / Q4K_QK_K); break;
     default: break;
     }

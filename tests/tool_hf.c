@@ -7,7 +7,8 @@
         with q4k's GGUF writer.
      tool_hf logits MODEL.gguf f32|q8 TOKEN...
         evaluates the tokens in one pass on the CPU backend and writes the
-        float32 logits of every position to stdout (n x n_vocab).          */
+        float32 logits of every position to stdout (n x n_vocab); the KV
+        cache is f16, or f32 with Q4K_TEST_KV=f32.          */
 #include "q4k.h"
 
 #include <stdlib.h>
@@ -92,6 +93,8 @@ static int cmd_logits(const char *path, const char *act, int n, char **toks_s) {
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = n;
     sd.act = strcmp(act, "f32") ? Q4K_ACT_Q8 : Q4K_ACT_F32;
+    /* Q4K_TEST_KV=f32: an f32 KV cache (tests/ref_f64.py); default f16 */
+    sd.kv = getenv("Q4K_TEST_KV") && !strcmp(getenv("Q4K_TEST_KV"), "f32") ? Q4K_KV_F32 : Q4K_KV_F16;
     logits = (float *)malloc((size_t)n * (size_t)m->hp.n_vocab * sizeof(float));
     if (q4k_session_create(b, m, &sd, &s, &err) ||
         q4k_session_eval(s, toks, n, Q4K_EVAL_ALL_LOGITS, logits, &err)) {
