@@ -32,6 +32,8 @@ static const char *usage_text =
     "  synth OUT.gguf --preset tiny|0.5b|1.5b|7b [--layers N] [--vocab PATH.tiktoken]\n"
     "        [--quant q4_k_m|mixed|q8_0|f32] [--fast] [--outliers] [--seed S] [-t THREADS]\n"
     "                         write a synthetic model with Qwen2.5's shapes\n"
+    "  devices                every GPU backend and device: memory, compute capability,\n"
+    "                         driver and compiler versions, or why it cannot run (exit 0)\n"
     "  --version              version, compiler, CPU paths, GPU backends\n"
     "  --help                 this text\n"
     "\n"
@@ -74,10 +76,39 @@ static int cmd_version(void) {
         printf("cpu path used: %s\n", q4k_cpu_path_name(best));
     else
         printf("cpu path used: none (%s)\n", err.msg);
-    printf("cuda backend: compiled; %s\n",
-           q4k_cuda_probe(&err) == Q4K_OK ? "can start here" : err.msg);
+    printf("cuda backend: compiled; %s\n", q4k_cuda_probe(&err) == Q4K_OK ? "can start here" : err.msg);
     printf("vulkan backend: compiled; %s\n",
            q4k_vk_probe(&err) == Q4K_OK ? "can start here" : err.msg);
+    return EXIT_OK;
+}
+
+/* the CUDA part of `q4k devices`: the same probe as --version, in full */
+static void devices_cuda(void) {
+    q4k_cuda_info info;
+    int i;
+    q4k_cuda_list_devices(NULL, &info);
+    printf("cuda:\n");
+    if (info.nvrtc_loaded)
+        printf("  nvrtc: %d.%d (%s)\n", info.nvrtc_major, info.nvrtc_minor, info.nvrtc_path);
+    else
+        printf("  nvrtc: not found: %s\n", info.nvrtc_why);
+    if (!info.driver_loaded) {
+        printf("  driver: not available: %s\n", info.driver_why);
+        return;
+    }
+    printf("  driver: CUDA %d.%d (%s)\n", info.driver_version / 1000, info.driver_version % 1000 / 10, info.driver_path);
+    if (info.n_devices == 0) printf("  no device: %s\n", info.driver_why);
+    for (i = 0; i < info.n_devices && i < Q4K_CUDA_MAX_DEVICES; i++) {
+        const q4k_cuda_device_info *d = &info.devices[i];
+        printf("  device %d: %s, %.1f GiB, compute capability %d.%d, %d SMs: %s%s\n", d->ordinal, d->name,
+               (double)d->total_memory / (1024.0 * 1024.0 * 1024.0), d->cc_major, d->cc_minor, d->n_sm,
+               d->usable ? "usable" : "cannot run: ", d->usable ? "" : d->why);
+    }
+}
+
+static int cmd_devices(int argc, char **argv) {
+    if (argc > 0) return usage_error("devices: unexpected argument '%s'", argv[0]);
+    devices_cuda();
     return EXIT_OK;
 }
 
@@ -1022,6 +1053,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "--version")) return cmd_version();
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "devices")) return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);

@@ -1,18 +1,38 @@
-/* q4k_cuda.h - the CUDA backend of q4k (runs the forward pass on the GPU).
+/* q4k_cuda.h - the CUDA backend of q4k: kernels compiled at run time by NVRTC.
 
    Include q4k.h first, or let this header include it. With
       #define Q4K_IMPLEMENTATION        (or Q4K_CUDA_IMPLEMENTATION)
    in one file, the implementation is compiled there.
 
-   At run time it loads the CUDA driver (libcuda.so.1) and NVRTC with dlopen: nothing of
-   them is needed to build.
-
-   Status: the backend is not built yet. q4k_cuda_probe() says so with
-   Q4K_ERR_BACKEND_UNAVAILABLE; nothing here computes anything yet.
+   Nothing of CUDA is needed to build: the subset of the driver API and of
+   NVRTC used here is declared below, and both libraries are loaded with
+   dlopen when a backend is created (libcuda.so.1, or $Q4K_LIBCUDA; NVRTC
+   from libnvrtc.so.13, .so.12, .so, or $Q4K_NVRTC). The kernels live in
+   kernels_src/ and are embedded here by `make embed`.
 
    Usage:
-      q4k_error err;
-      if (q4k_cuda_probe(&err) != Q4K_OK) fprintf(stderr, "%s\n", err.msg);
+      q4k_cuda_desc d = {0};          (all defaults: device 0)
+      q4k_backend *b; q4k_error err;
+      if (q4k_cuda_backend_create(&d, &b, &err) != Q4K_OK) {
+          fprintf(stderr, "%s\n", err.msg); return 1; }
+      b->matmul(b, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, rows, cols, x, n, y, &err);
+      q4k_backend_destroy(b);
+
+   Environment:
+      Q4K_LIBCUDA   path of the CUDA driver library (default libcuda.so.1)
+      Q4K_NVRTC     path of the NVRTC library (default: the list above)
+      XDG_CACHE_HOME  compiled kernels are cached in $XDG_CACHE_HOME/q4k
+                    (else ~/.cache/q4k), keyed by source hash, SM and NVRTC
+                    version; a corrupt or unwritable cache is ignored with
+                    a warning
+
+   Errors: a missing library, symbol or device gives
+   Q4K_ERR_BACKEND_UNAVAILABLE naming the library or the reason; driver
+   failures give Q4K_ERR_GPU naming the call (and the kernel of a launch);
+   out of device memory gives Q4K_ERR_OUT_OF_MEMORY with bytes needed and free.
+
+   Threads: a backend owns its CUDA context and one stream; use it from one
+   thread at a time. Two backends may live in one process.
 */
 #ifndef Q4K_CUDA_H
 #define Q4K_CUDA_H
@@ -22,8 +42,46 @@
 extern "C" {
 #endif
 
-/* Q4K_OK when the backend can start on this machine; otherwise err says
-   why (library not found, no device, not built). */
+typedef struct q4k_cuda_desc {
+    int device;               /* CUDA device ordinal */
+    const char *libcuda_path; /* NULL: $Q4K_LIBCUDA, else libcuda.so.1 */
+    const char *nvrtc_path;   /* NULL: $Q4K_NVRTC, else libnvrtc.so.13, .so.12, .so */
+    const char *cache_dir;    /* NULL: $XDG_CACHE_HOME/q4k, else $HOME/.cache/q4k */
+    int no_cache;             /* compile every time, write nothing */
+    q4k_log_fn log;
+    void *log_user;
+} q4k_cuda_desc;
+
+#define Q4K_CUDA_MAX_DEVICES 16
+
+typedef struct q4k_cuda_device_info {
+    int ordinal;
+    char name[128];
+    uint64_t total_memory; /* bytes */
+    int cc_major, cc_minor;
+    int n_sm;              /* multiprocessors */
+    int usable;            /* 1: q4k can run on it; else why says why not */
+    char why[256];
+} q4k_cuda_device_info;
+
+typedef struct q4k_cuda_info {
+    int driver_loaded;     /* libcuda opened and initialised */
+    char driver_path[256]; /* the name or path that was opened */
+    int driver_version;    /* 13000 means CUDA 13.0 */
+    char driver_why[512];  /* when not loaded */
+    int nvrtc_loaded;
+    char nvrtc_path[256];
+    int nvrtc_major, nvrtc_minor;
+    char nvrtc_why[512];
+    int n_devices;         /* devices the driver reports (at most Q4K_CUDA_MAX_DEVICES listed) */
+    q4k_cuda_device_info devices[Q4K_CUDA_MAX_DEVICES];
+} q4k_cuda_info;
+
+/* Probe the driver, NVRTC and every device, opening and closing the
+   libraries (desc may be NULL). Always fills info; returns Q4K_OK when at
+   least one device is usable, else Q4K_ERR_BACKEND_UNAVAILABLE. */
+Q4K_API q4k_result q4k_cuda_list_devices(const q4k_cuda_desc *desc, q4k_cuda_info *info);
+/* Q4K_OK when the backend can start on this machine; otherwise err says why. */
 Q4K_API q4k_result q4k_cuda_probe(q4k_error *err);
 
 #ifdef __cplusplus
@@ -33,17 +91,313 @@ Q4K_API q4k_result q4k_cuda_probe(q4k_error *err);
 
 #if (defined(Q4K_IMPLEMENTATION) || defined(Q4K_CUDA_IMPLEMENTATION)) && !defined(Q4K_CUDA_IMPLEMENTED)
 #define Q4K_CUDA_IMPLEMENTED
+#include <dlfcn.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if !defined(Q4K_MALLOC) /* compiled without q4k.h's implementation: its default allocator */
+#define Q4K_MALLOC(n) malloc(n)
+#define Q4K_REALLOC(p, n) realloc(p, n)
+#define Q4K_FREE(p) free(p)
+#endif
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-Q4K_API q4k_result q4k_cuda_probe(q4k_error *err) {
+/* >>cuda-api: the driver API and NVRTC, as far as q4k uses them (their
+   documented C ABI: handles are opaque pointers, results are ints) */
+
+typedef int q4k__CUresult;
+typedef int q4k__CUdevice;
+typedef unsigned long long q4k__CUdeviceptr;
+typedef struct q4k__CUctx_st *q4k__CUcontext;
+typedef struct q4k__CUmod_st *q4k__CUmodule;
+typedef struct q4k__CUfunc_st *q4k__CUfunction;
+typedef struct q4k__CUstream_st *q4k__CUstream;
+typedef int q4k__nvrtcResult;
+typedef struct q4k__nvrtcProgram_st *q4k__nvrtcProgram;
+
+#define Q4K__CU_ATTR_MULTIPROCESSOR_COUNT 16
+#define Q4K__CU_ATTR_CC_MAJOR 75
+#define Q4K__CU_ATTR_CC_MINOR 76
+#define Q4K__CU_ERROR_OUT_OF_MEMORY 2
+#define Q4K__CU_ERROR_NO_DEVICE 100
+#define Q4K__CU_JIT_ERROR_LOG_BUFFER 5
+#define Q4K__CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
+
+/* The oldest SM the kernels are written for (Turing; NVRTC 13 starts there too). */
+#define Q4K__CUDA_MIN_SM 75
+
+typedef struct q4k__cuda_lib {
+    void *h_cuda, *h_nvrtc;
+    char cuda_path[256], nvrtc_path[256];
+    /* driver */
+    q4k__CUresult (*cuInit)(unsigned flags);
+    q4k__CUresult (*cuDriverGetVersion)(int *v);
+    q4k__CUresult (*cuDeviceGetCount)(int *n);
+    q4k__CUresult (*cuDeviceGet)(q4k__CUdevice *d, int ordinal);
+    q4k__CUresult (*cuDeviceGetName)(char *name, int len, q4k__CUdevice d);
+    q4k__CUresult (*cuDeviceTotalMem)(size_t *bytes, q4k__CUdevice d);
+    q4k__CUresult (*cuDeviceGetAttribute)(int *v, int attr, q4k__CUdevice d);
+    q4k__CUresult (*cuDevicePrimaryCtxRetain)(q4k__CUcontext *c, q4k__CUdevice d);
+    q4k__CUresult (*cuDevicePrimaryCtxRelease)(q4k__CUdevice d);
+    q4k__CUresult (*cuCtxSetCurrent)(q4k__CUcontext c);
+    q4k__CUresult (*cuCtxSynchronize)(void);
+    q4k__CUresult (*cuMemGetInfo)(size_t *free_bytes, size_t *total);
+    q4k__CUresult (*cuMemAlloc)(q4k__CUdeviceptr *p, size_t bytes);
+    q4k__CUresult (*cuMemFree)(q4k__CUdeviceptr p);
+    q4k__CUresult (*cuMemcpyHtoDAsync)(q4k__CUdeviceptr dst, const void *src, size_t bytes, q4k__CUstream s);
+    q4k__CUresult (*cuMemcpyDtoHAsync)(void *dst, q4k__CUdeviceptr src, size_t bytes, q4k__CUstream s);
+    q4k__CUresult (*cuMemsetD32Async)(q4k__CUdeviceptr dst, unsigned v, size_t n, q4k__CUstream s);
+    q4k__CUresult (*cuStreamCreate)(q4k__CUstream *s, unsigned flags);
+    q4k__CUresult (*cuStreamDestroy)(q4k__CUstream s);
+    q4k__CUresult (*cuStreamSynchronize)(q4k__CUstream s);
+    q4k__CUresult (*cuModuleLoadDataEx)(q4k__CUmodule *m, const void *image, unsigned n_opt, int *opts, void **vals);
+    q4k__CUresult (*cuModuleUnload)(q4k__CUmodule m);
+    q4k__CUresult (*cuModuleGetFunction)(q4k__CUfunction *f, q4k__CUmodule m, const char *name);
+    q4k__CUresult (*cuLaunchKernel)(q4k__CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                    unsigned bz, unsigned shared, q4k__CUstream s, void **params, void **extra);
+    q4k__CUresult (*cuGetErrorName)(q4k__CUresult r, const char **s);
+    q4k__CUresult (*cuGetErrorString)(q4k__CUresult r, const char **s);
+    /* NVRTC */
+    q4k__nvrtcResult (*nvrtcVersion)(int *major, int *minor);
+    q4k__nvrtcResult (*nvrtcGetNumSupportedArchs)(int *n);
+    q4k__nvrtcResult (*nvrtcGetSupportedArchs)(int *archs);
+    q4k__nvrtcResult (*nvrtcCreateProgram)(q4k__nvrtcProgram *p, const char *src, const char *name, int n_headers,
+                                           const char *const *headers, const char *const *include_names);
+    q4k__nvrtcResult (*nvrtcDestroyProgram)(q4k__nvrtcProgram *p);
+    q4k__nvrtcResult (*nvrtcCompileProgram)(q4k__nvrtcProgram p, int n_opt, const char *const *opts);
+    q4k__nvrtcResult (*nvrtcGetProgramLogSize)(q4k__nvrtcProgram p, size_t *n);
+    q4k__nvrtcResult (*nvrtcGetProgramLog)(q4k__nvrtcProgram p, char *log);
+    q4k__nvrtcResult (*nvrtcGetCUBINSize)(q4k__nvrtcProgram p, size_t *n);
+    q4k__nvrtcResult (*nvrtcGetCUBIN)(q4k__nvrtcProgram p, char *cubin);
+    q4k__nvrtcResult (*nvrtcGetPTXSize)(q4k__nvrtcProgram p, size_t *n);
+    q4k__nvrtcResult (*nvrtcGetPTX)(q4k__nvrtcProgram p, char *ptx);
+    const char *(*nvrtcGetErrorString)(q4k__nvrtcResult r);
+} q4k__cuda_lib;
+
+/* >>cuda-load */
+
+static q4k_result q4k__cuda_fail(q4k_error *err, q4k_result code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static q4k_result q4k__cuda_fail(q4k_error *err, q4k_result code, const char *fmt, ...) {
     if (err) {
-        err->code = Q4K_ERR_BACKEND_UNAVAILABLE;
-        snprintf(err->msg, sizeof err->msg, "the CUDA backend is not built yet");
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
     }
-    return Q4K_ERR_BACKEND_UNAVAILABLE;
+    return code;
+}
+
+typedef struct q4k__cuda_sym {
+    const char *name;
+    size_t offset; /* of the function pointer in q4k__cuda_lib */
+} q4k__cuda_sym;
+
+#define Q4K__CUDA_SYM(field, sym) {sym, offsetof(q4k__cuda_lib, field)}
+
+/* versioned names are the ABI the driver keeps for the calls whose
+   signature changed (the unsuffixed names are the CUDA 2/3 ones) */
+static const q4k__cuda_sym q4k__cuda_driver_syms[] = {
+    Q4K__CUDA_SYM(cuInit, "cuInit"),
+    Q4K__CUDA_SYM(cuDriverGetVersion, "cuDriverGetVersion"),
+    Q4K__CUDA_SYM(cuDeviceGetCount, "cuDeviceGetCount"),
+    Q4K__CUDA_SYM(cuDeviceGet, "cuDeviceGet"),
+    Q4K__CUDA_SYM(cuDeviceGetName, "cuDeviceGetName"),
+    Q4K__CUDA_SYM(cuDeviceTotalMem, "cuDeviceTotalMem_v2"),
+    Q4K__CUDA_SYM(cuDeviceGetAttribute, "cuDeviceGetAttribute"),
+    Q4K__CUDA_SYM(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"),
+    Q4K__CUDA_SYM(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"),
+    Q4K__CUDA_SYM(cuCtxSetCurrent, "cuCtxSetCurrent"),
+    Q4K__CUDA_SYM(cuCtxSynchronize, "cuCtxSynchronize"),
+    Q4K__CUDA_SYM(cuMemGetInfo, "cuMemGetInfo_v2"),
+    Q4K__CUDA_SYM(cuMemAlloc, "cuMemAlloc_v2"),
+    Q4K__CUDA_SYM(cuMemFree, "cuMemFree_v2"),
+    Q4K__CUDA_SYM(cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"),
+    Q4K__CUDA_SYM(cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2"),
+    Q4K__CUDA_SYM(cuMemsetD32Async, "cuMemsetD32Async"),
+    Q4K__CUDA_SYM(cuStreamCreate, "cuStreamCreate"),
+    Q4K__CUDA_SYM(cuStreamDestroy, "cuStreamDestroy_v2"),
+    Q4K__CUDA_SYM(cuStreamSynchronize, "cuStreamSynchronize"),
+    Q4K__CUDA_SYM(cuModuleLoadDataEx, "cuModuleLoadDataEx"),
+    Q4K__CUDA_SYM(cuModuleUnload, "cuModuleUnload"),
+    Q4K__CUDA_SYM(cuModuleGetFunction, "cuModuleGetFunction"),
+    Q4K__CUDA_SYM(cuLaunchKernel, "cuLaunchKernel"),
+    Q4K__CUDA_SYM(cuGetErrorName, "cuGetErrorName"),
+    Q4K__CUDA_SYM(cuGetErrorString, "cuGetErrorString"),
+};
+
+static const q4k__cuda_sym q4k__cuda_nvrtc_syms[] = {
+    Q4K__CUDA_SYM(nvrtcVersion, "nvrtcVersion"),
+    Q4K__CUDA_SYM(nvrtcGetNumSupportedArchs, "nvrtcGetNumSupportedArchs"),
+    Q4K__CUDA_SYM(nvrtcGetSupportedArchs, "nvrtcGetSupportedArchs"),
+    Q4K__CUDA_SYM(nvrtcCreateProgram, "nvrtcCreateProgram"),
+    Q4K__CUDA_SYM(nvrtcDestroyProgram, "nvrtcDestroyProgram"),
+    Q4K__CUDA_SYM(nvrtcCompileProgram, "nvrtcCompileProgram"),
+    Q4K__CUDA_SYM(nvrtcGetProgramLogSize, "nvrtcGetProgramLogSize"),
+    Q4K__CUDA_SYM(nvrtcGetProgramLog, "nvrtcGetProgramLog"),
+    Q4K__CUDA_SYM(nvrtcGetCUBINSize, "nvrtcGetCUBINSize"),
+    Q4K__CUDA_SYM(nvrtcGetCUBIN, "nvrtcGetCUBIN"),
+    Q4K__CUDA_SYM(nvrtcGetPTXSize, "nvrtcGetPTXSize"),
+    Q4K__CUDA_SYM(nvrtcGetPTX, "nvrtcGetPTX"),
+    Q4K__CUDA_SYM(nvrtcGetErrorString, "nvrtcGetErrorString"),
+};
+
+/* Open the first of names[] that loads and resolve every symbol into lib
+   (dlsym gives an object pointer; memcpy stores it in the function-pointer
+   field without the cast ISO C forbids). The library that failed and the
+   symbol that is missing are named in err. */
+static q4k_result q4k__cuda_dlopen(q4k__cuda_lib *lib, void **handle, char *path_out, const char *const *names,
+                                   int n_names, const q4k__cuda_sym *syms, size_t n_syms, const char *what,
+                                   q4k_error *err) {
+    char tried[384];
+    size_t used = 0, i;
+    int k;
+    tried[0] = 0;
+    *handle = NULL;
+    for (k = 0; k < n_names && !*handle; k++) {
+        const char *e;
+        *handle = dlopen(names[k], RTLD_NOW | RTLD_LOCAL);
+        if (*handle) {
+            snprintf(path_out, 256, "%s", names[k]);
+            break;
+        }
+        e = dlerror();
+        if (used < sizeof tried - 1) {
+            int w = snprintf(tried + used, sizeof tried - used, "%s%s", used ? "; " : "", e ? e : names[k]);
+            used += w > 0 ? (size_t)w : 0;
+        }
+    }
+    if (!*handle) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: cannot load %s (%s)", what, tried);
+    for (i = 0; i < n_syms; i++) {
+        void *p = dlsym(*handle, syms[i].name);
+        if (!p) {
+            dlclose(*handle);
+            *handle = NULL;
+            return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: %s (%s) lacks the symbol %s", what,
+                                  path_out, syms[i].name);
+        }
+        memcpy((char *)lib + syms[i].offset, &p, sizeof p);
+    }
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cuda_load_driver(q4k__cuda_lib *lib, const char *path, q4k_error *err) {
+    const char *names[1];
+    const char *env = getenv("Q4K_LIBCUDA");
+    names[0] = path && *path ? path : env && *env ? env : "libcuda.so.1";
+    return q4k__cuda_dlopen(lib, &lib->h_cuda, lib->cuda_path, names, 1, q4k__cuda_driver_syms,
+                            sizeof q4k__cuda_driver_syms / sizeof q4k__cuda_driver_syms[0], "the CUDA driver", err);
+}
+
+static q4k_result q4k__cuda_load_nvrtc(q4k__cuda_lib *lib, const char *path, q4k_error *err) {
+    static const char *const list[] = {"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"};
+    const char *env = getenv("Q4K_NVRTC");
+    const char *one = path && *path ? path : env && *env ? env : NULL;
+    if (one) return q4k__cuda_dlopen(lib, &lib->h_nvrtc, lib->nvrtc_path, &one, 1, q4k__cuda_nvrtc_syms,
+                                     sizeof q4k__cuda_nvrtc_syms / sizeof q4k__cuda_nvrtc_syms[0], "NVRTC", err);
+    return q4k__cuda_dlopen(lib, &lib->h_nvrtc, lib->nvrtc_path, list, 3, q4k__cuda_nvrtc_syms,
+                            sizeof q4k__cuda_nvrtc_syms / sizeof q4k__cuda_nvrtc_syms[0], "NVRTC", err);
+}
+
+static void q4k__cuda_unload(q4k__cuda_lib *lib) {
+    if (lib->h_nvrtc) dlclose(lib->h_nvrtc);
+    if (lib->h_cuda) dlclose(lib->h_cuda);
+    lib->h_nvrtc = lib->h_cuda = NULL;
+}
+
+/* "CUDA_ERROR_OUT_OF_MEMORY (out of memory)" */
+static const char *q4k__cuda_errstr(const q4k__cuda_lib *lib, q4k__CUresult r, char *buf, size_t n) {
+    const char *name = NULL, *text = NULL;
+    if (lib->cuGetErrorName) lib->cuGetErrorName(r, &name);
+    if (lib->cuGetErrorString) lib->cuGetErrorString(r, &text);
+    if (name) snprintf(buf, n, "%s (%s)", name, text ? text : "no description");
+    else snprintf(buf, n, "CUDA error %d", (int)r);
+    return buf;
+}
+
+/* >>cuda-devices */
+
+Q4K_API q4k_result q4k_cuda_list_devices(const q4k_cuda_desc *desc, q4k_cuda_info *info) {
+    q4k__cuda_lib lib;
+    q4k_error e;
+    q4k__CUresult cr;
+    char buf[256];
+    int i, n = 0, any = 0;
+    memset(info, 0, sizeof *info);
+    memset(&lib, 0, sizeof lib);
+    if (q4k__cuda_load_nvrtc(&lib, desc ? desc->nvrtc_path : NULL, &e) == Q4K_OK) {
+        info->nvrtc_loaded = 1;
+        snprintf(info->nvrtc_path, sizeof info->nvrtc_path, "%s", lib.nvrtc_path);
+        lib.nvrtcVersion(&info->nvrtc_major, &info->nvrtc_minor);
+    } else {
+        snprintf(info->nvrtc_why, sizeof info->nvrtc_why, "%s", e.msg);
+    }
+    if (q4k__cuda_load_driver(&lib, desc ? desc->libcuda_path : NULL, &e) != Q4K_OK) {
+        snprintf(info->driver_why, sizeof info->driver_why, "%s", e.msg);
+        q4k__cuda_unload(&lib);
+        return Q4K_ERR_BACKEND_UNAVAILABLE;
+    }
+    snprintf(info->driver_path, sizeof info->driver_path, "%s", lib.cuda_path);
+    if ((cr = lib.cuInit(0)) != 0) {
+        snprintf(info->driver_why, sizeof info->driver_why, "cuda: cuInit failed: %s",
+                 q4k__cuda_errstr(&lib, cr, buf, sizeof buf));
+        q4k__cuda_unload(&lib);
+        return Q4K_ERR_BACKEND_UNAVAILABLE;
+    }
+    info->driver_loaded = 1;
+    lib.cuDriverGetVersion(&info->driver_version);
+    if (lib.cuDeviceGetCount(&n) != 0) n = 0;
+    info->n_devices = n;
+    for (i = 0; i < n && i < Q4K_CUDA_MAX_DEVICES; i++) {
+        q4k_cuda_device_info *d = &info->devices[i];
+        q4k__CUdevice dev;
+        size_t mem = 0;
+        d->ordinal = i;
+        if ((cr = lib.cuDeviceGet(&dev, i)) != 0) {
+            snprintf(d->why, sizeof d->why, "cuDeviceGet failed: %s", q4k__cuda_errstr(&lib, cr, buf, sizeof buf));
+            continue;
+        }
+        if (lib.cuDeviceGetName(d->name, (int)sizeof d->name, dev) != 0) snprintf(d->name, sizeof d->name, "?");
+        if (lib.cuDeviceTotalMem(&mem, dev) == 0) d->total_memory = mem;
+        lib.cuDeviceGetAttribute(&d->cc_major, Q4K__CU_ATTR_CC_MAJOR, dev);
+        lib.cuDeviceGetAttribute(&d->cc_minor, Q4K__CU_ATTR_CC_MINOR, dev);
+        lib.cuDeviceGetAttribute(&d->n_sm, Q4K__CU_ATTR_MULTIPROCESSOR_COUNT, dev);
+        if (d->cc_major * 10 + d->cc_minor < Q4K__CUDA_MIN_SM)
+            snprintf(d->why, sizeof d->why, "compute capability %d.%d is older than the kernels' minimum %d.%d",
+                     d->cc_major, d->cc_minor, Q4K__CUDA_MIN_SM / 10, Q4K__CUDA_MIN_SM % 10);
+        else if (!info->nvrtc_loaded)
+            snprintf(d->why, sizeof d->why, "no NVRTC to compile the kernels");
+        else
+            d->usable = any = 1;
+    }
+    if (n == 0) snprintf(info->driver_why, sizeof info->driver_why, "cuda: the driver reports no device");
+    q4k__cuda_unload(&lib);
+    return any ? Q4K_OK : Q4K_ERR_BACKEND_UNAVAILABLE;
+}
+
+Q4K_API q4k_result q4k_cuda_probe(q4k_error *err) {
+    q4k_cuda_info *info = (q4k_cuda_info *)Q4K_MALLOC(sizeof *info);
+    q4k_result r;
+    if (!info) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    r = q4k_cuda_list_devices(NULL, info);
+    if (r == Q4K_OK) {
+        q4k__cuda_fail(err, Q4K_OK, "cuda: %d device(s)", info->n_devices);
+    } else if (!info->driver_loaded || info->n_devices == 0) {
+        q4k__cuda_fail(err, r, "%s", info->driver_why);
+    } else if (!info->nvrtc_loaded) {
+        q4k__cuda_fail(err, r, "%s", info->nvrtc_why);
+    } else {
+        q4k__cuda_fail(err, r, "cuda: no usable device (device 0: %s)", info->devices[0].why);
+    }
+    Q4K_FREE(info);
+    return r;
 }
 
 #ifdef __cplusplus
