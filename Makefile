@@ -35,10 +35,23 @@ build/tool_%: tests/tool_%.c $(HEADERS)
 	@mkdir -p build
 	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(LDLIBS)
 
-test-bins: q4k $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
+test-bins: q4k build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
 
-test: test-bins
+test: test-bins check-embed
 	bash tests/run.sh
+
+# kernels_src/ is the source of truth; the headers carry copies (tools/embed.c)
+EMBED_HEADERS = q4k_cuda.h q4k_vulkan.h
+
+build/embed: tools/embed.c
+	@mkdir -p build
+	$(CC) -O2 $(WARN) -o $@ $<
+
+embed: build/embed
+	build/embed $(EMBED_HEADERS)
+
+check-embed: build/embed
+	build/embed --check $(EMBED_HEADERS)
 
 clean:
 	rm -rf build q4k

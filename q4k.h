@@ -922,6 +922,11 @@ typedef struct q4k_chat_msg {
    the caller frees with q4k_free(). NULL when out of memory. */
 Q4K_API char *q4k_chat_format(q4k_chat_template t, const q4k_chat_msg *msgs, int64_t n, int add_assistant);
 Q4K_API void q4k_free(void *p);
+/* Internal, for q4k_cuda.h and q4k_vulkan.h: the kernel sources that
+   `make embed` copies into them are arrays of lines ending with a null
+   pointer; this joins such an array into one string (free it with
+   q4k_free). NULL when out of memory; *len (optional) gets its length. */
+Q4K_API char *q4k__join_lines(const char *const *lines, size_t *len);
 /* Generation: evaluate `tokens`, then sample up to n_predict tokens (-1: no
    limit), evaluating each. After each sample cb (optional) gets the token
    and the logits it was drawn from; a nonzero return stops generation
@@ -8050,6 +8055,22 @@ Q4K_API q4k_sampler_params q4k_sampler_defaults(void) {
 }
 
 Q4K_API void q4k_free(void *p) { Q4K_FREE(p); }
+
+Q4K_API char *q4k__join_lines(const char *const *lines, size_t *len) {
+    size_t n = 0, i, o = 0;
+    char *s;
+    for (i = 0; lines[i]; i++) n += strlen(lines[i]);
+    s = (char *)Q4K_MALLOC(n + 1);
+    if (!s) return NULL;
+    for (i = 0; lines[i]; i++) {
+        size_t l = strlen(lines[i]);
+        memcpy(s + o, lines[i], l);
+        o += l;
+    }
+    s[o] = 0;
+    if (len) *len = o;
+    return s;
+}
 
 Q4K_API q4k_sampler *q4k_sampler_create(const q4k_sampler_params *p, int64_t n_vocab) {
     q4k_sampler *s;
