@@ -84,6 +84,20 @@ Q4K_API q4k_result q4k_cuda_list_devices(const q4k_cuda_desc *desc, q4k_cuda_inf
 /* Q4K_OK when the backend can start on this machine; otherwise err says why. */
 Q4K_API q4k_result q4k_cuda_probe(q4k_error *err);
 
+/* A backend on device desc->device (desc may be NULL): loads the driver
+   and NVRTC, compiles the kernels (or takes them from the cache) and
+   creates a context and a stream. Its matmul entry point runs the GPU
+   kernels on host arrays (uploads, computes, downloads). */
+Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backend **out, q4k_error *err);
+
+/* The SMs the NVRTC of desc compiles CUBIN for, from sm_75 (the kernels'
+   oldest) up: 75, 80, ..., in *count (at most max stored in sms). */
+Q4K_API q4k_result q4k_cuda_nvrtc_sms(const q4k_cuda_desc *desc, int *sms, int max, int *count, q4k_error *err);
+/* Compile every kernel file to CUBIN for each SM of sms[] with NVRTC alone
+   (no driver, no device, no cache); err names the file, SM and the
+   compiler's log of the first failure. */
+Q4K_API q4k_result q4k_cuda_compile_only(const q4k_cuda_desc *desc, const int *sms, int n_sms, q4k_error *err);
+
 /* The embedded source of a kernels_src/ file ("q4k_common.h"), as one
    string to free with q4k_free(); NULL when unknown or out of memory. */
 Q4K_API char *q4k_cuda_kernel_source(const char *file);
@@ -96,7 +110,10 @@ Q4K_API char *q4k_cuda_kernel_source(const char *file);
 #if (defined(Q4K_IMPLEMENTATION) || defined(Q4K_CUDA_IMPLEMENTATION)) && !defined(Q4K_CUDA_IMPLEMENTED)
 #define Q4K_CUDA_IMPLEMENTED
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +129,350 @@ extern "C" {
 /* >>cuda-sources: the kernels, copied from kernels_src/ by `make embed`
    (never edit between the markers: `make check-embed` fails when they
    differ) */
+/* Q4K_EMBED_BEGIN(kernels_src/matmul.cu) */
+static const char *const q4k__embed_matmul_cu[] = {
+    "/* matmul.cu - Y = W X for every weight type q4k runs, in both arithmetic modes,\n",
+    "   and the 8-bit activation quantizer.\n",
+    "\n",
+    "   W: rows x cols in its GGUF blocks (row-major, rows of whole blocks, only\n",
+    "   2-byte aligned); X: n activation rows of cols values; Y: n rows of `rows`\n",
+    "   floats (Y[j][r] = W[r] . X[j]), as q4k_matmul lays them out.\n",
+    "\n",
+    "   One warp computes one weight row against NC activation rows: lane l takes\n",
+    "   the row's blocks l, l+32, ... and forms each block's term exactly as\n",
+    "   q4k.h's scalar kernel does (q4k_common.h); the terms are summed in f32 in\n",
+    "   another order (lanes, then a butterfly), so a result differs from the\n",
+    "   CPU's by float reassociation only. NC = 1 is the matrix-vector product of\n",
+    "   a decode step; NC = 8 serves prompts (prefill).\n",
+    "\n",
+    "   Q8 mode (q4k_mm_q8_*): activations quantized by q4k_quantize_q8a, the\n",
+    "   CPU's 8-bit scheme bit for bit; exact integer dots per block.\n",
+    "   Float mode (q4k_mm_f32_*, and F32/F16/BF16 weights in both modes): each\n",
+    "   32-value group of a row decoded exactly (q4k_decode32) and dotted with\n",
+    "   the float activations in order, as the CPU's reference does. */\n",
+    "#include \"q4k_common.h\"\n",
+    "\n",
+    "#define Q4K_MM_WARPS 4 /* rows per thread block: one warp each */\n",
+    "\n",
+    "__device__ __forceinline__ float q4k_warp_sum(float v) {\n",
+    "    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);\n",
+    "    return v;\n",
+    "}\n",
+    "\n",
+    "/* one weight block's term against activation row x (the row's first block) */\n",
+    "template <int T> __device__ __forceinline__ float q4k_block_term(const unsigned char *row, long long b, const block_q8a *x);\n",
+    "template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q8_0>(const unsigned char *row, long long b, const block_q8a *x) {\n",
+    "    return q4k_qdot_q8_0((const block_q8_0 *)row + b, x + b);\n",
+    "}\n",
+    "template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q4_0>(const unsigned char *row, long long b, const block_q8a *x) {\n",
+    "    return q4k_qdot_q4_0((const block_q4_0 *)row + b, x + b);\n",
+    "}\n",
+    "template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q5_0>(const unsigned char *row, long long b, const block_q8a *x) {\n",
+    "    return q4k_qdot_q5_0((const block_q5_0 *)row + b, x + b);\n",
+    "}\n",
+    "template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q4_K>(const unsigned char *row, long long b, const block_q8a *x) {\n",
+    "    return q4k_qdot_q4_K((const block_q4_K *)row + b, x + 8 * b);\n",
+    "}\n",
+    "template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q5_K>(const unsigned char *row, long long b, const block_q8a *x) {\n",
+    "    return q4k_qdot_q5_K((const block_q5_K *)row + b, x + 8 * b);\n",
+    "}\n",
+    "template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q6_K>(const unsigned char *row, long long b, const block_q8a *x) {\n",
+    "    return q4k_qdot_q6_K((const block_q6_K *)row + b, x + 8 * b);\n",
+    "}\n",
+    "\n",
+    "/* Q8 mode: BYTES per block of VALS values */\n",
+    "template <int T, int BYTES, int VALS, int NC>\n",
+    "__device__ __forceinline__ void q4k_mm_q8(const unsigned char *w, long long rows, long long cols, const block_q8a *x,\n",
+    "                                          float *y, long long n) {\n",
+    "    const long long r = (long long)blockIdx.x * Q4K_MM_WARPS + threadIdx.x / 32;\n",
+    "    const long long c0 = (long long)blockIdx.y * NC;\n",
+    "    const int lane = threadIdx.x & 31;\n",
+    "    const long long nb = cols / VALS, nbx = cols / 32;\n",
+    "    const unsigned char *row = w + r * nb * BYTES;\n",
+    "    float acc[NC];\n",
+    "    if (r >= rows) return; /* the whole warp */\n",
+    "#pragma unroll\n",
+    "    for (int c = 0; c < NC; c++) acc[c] = 0.0f;\n",
+    "    for (long long b = lane; b < nb; b += 32) {\n",
+    "#pragma unroll\n",
+    "        for (int c = 0; c < NC; c++)\n",
+    "            if (c0 + c < n) acc[c] += q4k_block_term<T>(row, b, x + (c0 + c) * nbx);\n",
+    "    }\n",
+    "#pragma unroll\n",
+    "    for (int c = 0; c < NC; c++) {\n",
+    "        float s = q4k_warp_sum(acc[c]);\n",
+    "        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;\n",
+    "    }\n",
+    "}\n",
+    "\n",
+    "/* float activations: 32-value groups g = lane, lane+32, ... of a row of\n",
+    "   row_bytes bytes; a last group of F32/F16/BF16 may be short */\n",
+    "template <int T, int NC>\n",
+    "__device__ __forceinline__ void q4k_mm_f(const unsigned char *w, long long row_bytes, long long rows, long long cols,\n",
+    "                                         const float *x, float *y, long long n) {\n",
+    "    const long long r = (long long)blockIdx.x * Q4K_MM_WARPS + threadIdx.x / 32;\n",
+    "    const long long c0 = (long long)blockIdx.y * NC;\n",
+    "    const int lane = threadIdx.x & 31;\n",
+    "    const long long ng = (cols + 31) / 32;\n",
+    "    const unsigned char *row = w + r * row_bytes;\n",
+    "    float acc[NC], wv[32];\n",
+    "    if (r >= rows) return;\n",
+    "#pragma unroll\n",
+    "    for (int c = 0; c < NC; c++) acc[c] = 0.0f;\n",
+    "    for (long long g = lane; g < ng; g += 32) {\n",
+    "        const int e = cols - 32 * g < 32 ? (int)(cols - 32 * g) : 32;\n",
+    "        q4k_decode32(T, row, g, cols, wv);\n",
+    "#pragma unroll\n",
+    "        for (int c = 0; c < NC; c++) {\n",
+    "            if (c0 + c < n) {\n",
+    "                const float *xr = x + (c0 + c) * cols + 32 * g;\n",
+    "                float s = 0.0f;\n",
+    "                if (e == 32) {\n",
+    "#pragma unroll\n",
+    "                    for (int i = 0; i < 32; i++) s += wv[i] * xr[i];\n",
+    "                } else {\n",
+    "                    for (int i = 0; i < e; i++) s += wv[i] * xr[i];\n",
+    "                }\n",
+    "                acc[c] += s;\n",
+    "            }\n",
+    "        }\n",
+    "    }\n",
+    "#pragma unroll\n",
+    "    for (int c = 0; c < NC; c++) {\n",
+    "        float s = q4k_warp_sum(acc[c]);\n",
+    "        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;\n",
+    "    }\n",
+    "}\n",
+    "\n",
+    "/* kernels: q4k_mv_* (one column a warp, decode) and q4k_mm_* (8 columns, prefill) */\n",
+    "#define Q4K_MM_Q8(name, T, BYTES, VALS)                                                                        \\\n",
+    "    extern \"C\" __global__ void __launch_bounds__(32 * Q4K_MM_WARPS)                                           \\\n",
+    "        q4k_mv_q8_##name(const unsigned char *w, long long rows, long long cols, const block_q8a *x, float *y, \\\n",
+    "                         long long n) {                                                                       \\\n",
+    "        q4k_mm_q8<T, BYTES, VALS, 1>(w, rows, cols, x, y, n);                                                 \\\n",
+    "    }                                                                                                         \\\n",
+    "    extern \"C\" __global__ void __launch_bounds__(32 * Q4K_MM_WARPS)                                           \\\n",
+    "        q4k_mm_q8_##name(const unsigned char *w, long long rows, long long cols, const block_q8a *x, float *y, \\\n",
+    "                         long long n) {                                                                       \\\n",
+    "        q4k_mm_q8<T, BYTES, VALS, 8>(w, rows, cols, x, y, n);                                                 \\\n",
+    "    }\n",
+    "\n",
+    "Q4K_MM_Q8(q8_0, Q4K_T_Q8_0, 34, 32)\n",
+    "Q4K_MM_Q8(q4_0, Q4K_T_Q4_0, 18, 32)\n",
+    "Q4K_MM_Q8(q5_0, Q4K_T_Q5_0, 22, 32)\n",
+    "Q4K_MM_Q8(q4_K, Q4K_T_Q4_K, 144, 256)\n",
+    "Q4K_MM_Q8(q5_K, Q4K_T_Q5_K, 176, 256)\n",
+    "Q4K_MM_Q8(q6_K, Q4K_T_Q6_K, 210, 256)\n",
+    "\n",
+    "#define Q4K_MM_F(name, T)                                                                                       \\\n",
+    "    extern \"C\" __global__ void __launch_bounds__(32 * Q4K_MM_WARPS)                                            \\\n",
+    "        q4k_mv_f32_##name(const unsigned char *w, long long row_bytes, long long rows, long long cols,         \\\n",
+    "                          const float *x, float *y, long long n) {                                             \\\n",
+    "        q4k_mm_f<T, 1>(w, row_bytes, rows, cols, x, y, n);                                                     \\\n",
+    "    }                                                                                                          \\\n",
+    "    extern \"C\" __global__ void __launch_bounds__(32 * Q4K_MM_WARPS)                                            \\\n",
+    "        q4k_mm_f32_##name(const unsigned char *w, long long row_bytes, long long rows, long long cols,         \\\n",
+    "                          const float *x, float *y, long long n) {                                             \\\n",
+    "        q4k_mm_f<T, 8>(w, row_bytes, rows, cols, x, y, n);                                                     \\\n",
+    "    }\n",
+    "\n",
+    "Q4K_MM_F(f32, Q4K_T_F32)\n",
+    "Q4K_MM_F(f16, Q4K_T_F16)\n",
+    "Q4K_MM_F(bf16, Q4K_T_BF16)\n",
+    "Q4K_MM_F(q8_0, Q4K_T_Q8_0)\n",
+    "Q4K_MM_F(q4_0, Q4K_T_Q4_0)\n",
+    "Q4K_MM_F(q5_0, Q4K_T_Q5_0)\n",
+    "Q4K_MM_F(q4_K, Q4K_T_Q4_K)\n",
+    "Q4K_MM_F(q5_K, Q4K_T_Q5_K)\n",
+    "Q4K_MM_F(q6_K, Q4K_T_Q6_K)\n",
+    "\n",
+    "/* x: nb blocks of 32 floats -> nb block_q8a, one thread a block */\n",
+    "extern \"C\" __global__ void q4k_quantize_q8a(const float *x, block_q8a *out, long long nb) {\n",
+    "    const long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    if (b < nb) q4k_quantize_q8a_block(x + 32 * b, out + b);\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
+/* Q4K_EMBED_BEGIN(kernels_src/ops.cu) */
+static const char *const q4k__embed_ops_cu[] = {
+    "/* ops.cu - the forward pass's operations other than matrix products, each\n",
+    "   written to compute what q4k.h's CPU reference computes (see the comments\n",
+    "   at its functions, `>>model`):\n",
+    "      q4k_get_rows      embedding rows, decoded exactly (any weight type)\n",
+    "      q4k_rmsnorm       y = x * (float)(1 / sqrt(mean(x^2) + eps)) * w, the\n",
+    "                        mean in double\n",
+    "      q4k_add_bias, q4k_add, q4k_swiglu (silu(g) * u, silu(x) = x / (1 + e^-x))\n",
+    "      q4k_rope          rotation by the host's cos/sin table (q4k_rope_pair)\n",
+    "      q4k_kv_append     K or V rows into an f16 cache (round to nearest even)\n",
+    "      q4k_attention     causal GQA attention, f32 scores, decode and prefill\n",
+    "      q4k_argmax        greedy token (lowest index among equal maxima)\n",
+    "   Positions are read from device memory (pos[0]: the position of the\n",
+    "   batch's first token), so a captured decode step stays valid as the\n",
+    "   position moves. */\n",
+    "#include \"q4k_common.h\"\n",
+    "\n",
+    "/* out[j][0..d) = row tokens[j] of w (row_bytes a row); a thread per 32-value group */\n",
+    "extern \"C\" __global__ void q4k_get_rows(int type, const unsigned char *w, long long row_bytes, const int *tokens,\n",
+    "                                        long long n, long long d, float *out) {\n",
+    "    const long long ng = (d + 31) / 32;\n",
+    "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    float v[32];\n",
+    "    if (t >= n * ng) return;\n",
+    "    const long long j = t / ng, g = t % ng;\n",
+    "    const int e = d - 32 * g < 32 ? (int)(d - 32 * g) : 32;\n",
+    "    q4k_decode32(type, w + (long long)tokens[j] * row_bytes, g, d, v);\n",
+    "    for (int i = 0; i < e; i++) out[j * d + 32 * g + i] = v[i];\n",
+    "}\n",
+    "\n",
+    "#define Q4K_OPS_THREADS 256\n",
+    "\n",
+    "/* block-wide sum of a double (blockDim.x == Q4K_OPS_THREADS) */\n",
+    "__device__ double q4k_block_sum_d(double v, double *sh) {\n",
+    "    sh[threadIdx.x] = v;\n",
+    "    __syncthreads();\n",
+    "    for (int s = Q4K_OPS_THREADS / 2; s > 0; s >>= 1) {\n",
+    "        if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];\n",
+    "        __syncthreads();\n",
+    "    }\n",
+    "    v = sh[0];\n",
+    "    __syncthreads();\n",
+    "    return v;\n",
+    "}\n",
+    "\n",
+    "/* one thread block per row */\n",
+    "extern \"C\" __global__ void __launch_bounds__(Q4K_OPS_THREADS)\n",
+    "    q4k_rmsnorm(const float *x, const float *w, float *y, long long d, float eps) {\n",
+    "    __shared__ double sh[Q4K_OPS_THREADS];\n",
+    "    const float *xr = x + blockIdx.x * d;\n",
+    "    float *yr = y + blockIdx.x * d;\n",
+    "    double ss = 0.0;\n",
+    "    for (long long i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];\n",
+    "    ss = q4k_block_sum_d(ss, sh);\n",
+    "    const float scale = (float)(1.0 / sqrt(ss / (double)d + (double)eps));\n",
+    "    for (long long i = threadIdx.x; i < d; i += blockDim.x) yr[i] = q4k_mul(xr[i], scale) * w[i];\n",
+    "}\n",
+    "\n",
+    "/* y[j][i] += b[i] for n rows of dim */\n",
+    "extern \"C\" __global__ void q4k_add_bias(float *y, const float *b, long long n, long long dim) {\n",
+    "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    if (t < n * dim) y[t] += b[t % dim];\n",
+    "}\n",
+    "\n",
+    "extern \"C\" __global__ void q4k_add(float *x, const float *y, long long n) {\n",
+    "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    if (t < n) x[t] += y[t];\n",
+    "}\n",
+    "\n",
+    "extern \"C\" __global__ void q4k_swiglu(float *g, const float *u, long long n) {\n",
+    "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    if (t < n) {\n",
+    "        const float x = g[t];\n",
+    "        g[t] = x / (1.0f + expf(-x)) * u[t];\n",
+    "    }\n",
+    "}\n",
+    "\n",
+    "/* v: n tokens x n_heads heads of head_dim (row stride `stride` floats);\n",
+    "   table: [position][n_rot/2] (cos, sin) pairs; a thread per pair */\n",
+    "extern \"C\" __global__ void q4k_rope(float *v, long long n, int n_heads, int head_dim, long long stride, int n_rot,\n",
+    "                                    int neox, const float *table, const int *pos) {\n",
+    "    const int half = n_rot / 2;\n",
+    "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    if (t >= n * n_heads * half) return;\n",
+    "    const long long j = t / ((long long)n_heads * half);\n",
+    "    const int h = (int)(t / half % n_heads), i = (int)(t % half);\n",
+    "    float *hv = v + j * stride + (long long)h * head_dim;\n",
+    "    const float *cs = table + 2 * ((long long)(pos[0] + j) * half + i);\n",
+    "    const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;\n",
+    "    q4k_rope_pair(&hv[i0], &hv[i1], cs[0], cs[1]);\n",
+    "}\n",
+    "\n",
+    "/* cache[(pos0 + j) * dim + i] = f16(x[j * dim + i]) */\n",
+    "extern \"C\" __global__ void q4k_kv_append(const float *x, unsigned short *cache, long long dim, long long n,\n",
+    "                                         const int *pos) {\n",
+    "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    if (t < n * dim) cache[((long long)pos[0] + t / dim) * dim + t % dim] = q4k_f2h(x[t]);\n",
+    "}\n",
+    "\n",
+    "/* Causal attention of token j (position pos0 + j) and query head h: one\n",
+    "   thread block per (j, h), grid n * n_head. q, out: [n][n_head * hd];\n",
+    "   kc, vc: one layer's f16 cache [n_ctx][n_head_kv * hd]; scores: scratch of\n",
+    "   n * n_head rows of n_ctx floats. The dot of each score runs over d in\n",
+    "   order, and each output sums p_t * v_t over t in order, as the CPU does;\n",
+    "   only the max and the softmax denominator are reduced in another order. */\n",
+    "extern \"C\" __global__ void __launch_bounds__(Q4K_OPS_THREADS)\n",
+    "    q4k_attention(const float *q, const unsigned short *kc, const unsigned short *vc, float *out, float *scores,\n",
+    "                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx) {\n",
+    "    __shared__ float shf[Q4K_OPS_THREADS];\n",
+    "    const long long j = blockIdx.x / n_head;\n",
+    "    const int h = blockIdx.x % n_head, kvh = h / (n_head / n_head_kv);\n",
+    "    const long long kv_dim = (long long)n_head_kv * hd, last = (long long)pos[0] + j;\n",
+    "    const float *qh = q + (j * n_head + h) * hd;\n",
+    "    float *sc = scores + (long long)blockIdx.x * n_ctx;\n",
+    "    const float scale = 1.0f / sqrtf((float)hd);\n",
+    "    float mx = __int_as_float(0xff800000), sum = 0.0f; /* -inf */\n",
+    "    for (long long t = threadIdx.x; t <= last; t += blockDim.x) {\n",
+    "        const unsigned short *k = kc + t * kv_dim + (long long)kvh * hd;\n",
+    "        float dot = 0.0f;\n",
+    "        for (int d = 0; d < hd; d++) dot += q4k_mul(qh[d], q4k_h2f(k[d]));\n",
+    "        sc[t] = dot * scale;\n",
+    "        mx = fmaxf(mx, sc[t]);\n",
+    "    }\n",
+    "    shf[threadIdx.x] = mx;\n",
+    "    __syncthreads();\n",
+    "    for (int s = Q4K_OPS_THREADS / 2; s > 0; s >>= 1) {\n",
+    "        if (threadIdx.x < s) shf[threadIdx.x] = fmaxf(shf[threadIdx.x], shf[threadIdx.x + s]);\n",
+    "        __syncthreads();\n",
+    "    }\n",
+    "    mx = shf[0];\n",
+    "    __syncthreads();\n",
+    "    for (long long t = threadIdx.x; t <= last; t += blockDim.x) {\n",
+    "        sc[t] = expf(sc[t] - mx);\n",
+    "        sum += sc[t];\n",
+    "    }\n",
+    "    shf[threadIdx.x] = sum;\n",
+    "    __syncthreads();\n",
+    "    for (int s = Q4K_OPS_THREADS / 2; s > 0; s >>= 1) {\n",
+    "        if (threadIdx.x < s) shf[threadIdx.x] += shf[threadIdx.x + s];\n",
+    "        __syncthreads();\n",
+    "    }\n",
+    "    sum = shf[0];\n",
+    "    for (int d = threadIdx.x; d < hd; d += blockDim.x) {\n",
+    "        float acc = 0.0f;\n",
+    "        for (long long t = 0; t <= last; t++)\n",
+    "            acc += q4k_mul(sc[t] / sum, q4k_h2f(vc[t * kv_dim + (long long)kvh * hd + d]));\n",
+    "        out[(j * n_head + h) * hd + d] = acc;\n",
+    "    }\n",
+    "}\n",
+    "\n",
+    "/* out[0] = index of the largest of x[0..n) (the lowest among equals; NaN never wins); one block */\n",
+    "extern \"C\" __global__ void __launch_bounds__(Q4K_OPS_THREADS) q4k_argmax(const float *x, long long n, int *out) {\n",
+    "    __shared__ float sv[Q4K_OPS_THREADS];\n",
+    "    __shared__ long long si[Q4K_OPS_THREADS];\n",
+    "    float best = __int_as_float(0xff800000); /* -inf */\n",
+    "    long long bi = -1;\n",
+    "    for (long long i = threadIdx.x; i < n; i += blockDim.x)\n",
+    "        if (x[i] > best || (bi < 0 && x[i] == x[i])) {\n",
+    "            best = x[i];\n",
+    "            bi = i;\n",
+    "        }\n",
+    "    sv[threadIdx.x] = best;\n",
+    "    si[threadIdx.x] = bi;\n",
+    "    __syncthreads();\n",
+    "    for (int s = Q4K_OPS_THREADS / 2; s > 0; s >>= 1) {\n",
+    "        if (threadIdx.x < s) {\n",
+    "            const float ov = sv[threadIdx.x + s];\n",
+    "            const long long oi = si[threadIdx.x + s];\n",
+    "            if (oi >= 0 && (si[threadIdx.x] < 0 || ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x]))) {\n",
+    "                sv[threadIdx.x] = ov;\n",
+    "                si[threadIdx.x] = oi;\n",
+    "            }\n",
+    "        }\n",
+    "        __syncthreads();\n",
+    "    }\n",
+    "    if (threadIdx.x == 0) out[0] = (int)si[0];\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
 /* Q4K_EMBED_BEGIN(kernels_src/q4k_common.h) */
 static const char *const q4k__embed_q4k_common_h[] = {
     "/* q4k_common.h - what every GPU kernel of q4k shares with the CPU reference:\n",
@@ -535,7 +896,14 @@ static const char *const q4k__embed_q4k_common_h[] = {
 static const struct {
     const char *file;
     const char *const *lines;
-} q4k_cuda__sources[] = {{"q4k_common.h", q4k__embed_q4k_common_h}};
+} q4k_cuda__sources[] = {{"q4k_common.h", q4k__embed_q4k_common_h},
+                         {"matmul.cu", q4k__embed_matmul_cu},
+                         {"ops.cu", q4k__embed_ops_cu}};
+
+/* the files compiled into modules, under the names compiler logs show */
+#define Q4K__CUDA_N_FILES 2
+static const char *const q4k__cuda_files[Q4K__CUDA_N_FILES] = {"kernels_src/matmul.cu", "kernels_src/ops.cu"};
+static const char *const *const q4k__cuda_file_lines[Q4K__CUDA_N_FILES] = {q4k__embed_matmul_cu, q4k__embed_ops_cu};
 
 Q4K_API char *q4k_cuda_kernel_source(const char *file) {
     size_t i;
@@ -836,6 +1204,512 @@ Q4K_API q4k_result q4k_cuda_probe(q4k_error *err) {
         q4k__cuda_fail(err, r, "cuda: no usable device (device 0: %s)", info->devices[0].why);
     }
     Q4K_FREE(info);
+    return r;
+}
+
+
+/* >>cuda-compile: NVRTC, CUBIN for the device's SM, a disk cache */
+
+/* FNV-1a, 64 bits: the cache key and the cache files' checksum */
+static uint64_t q4k__cuda_fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Kernels are compiled without fast math; --fmad=false keeps every a*b+c a
+   rounded product and a rounded sum, as on the CPU, so each block's term is
+   the CPU's bit for bit (only the order of the final sums differs). */
+static const char *const q4k__cuda_nvrtc_opts[] = {"--fmad=false", "--std=c++14"};
+
+/* src compiled under name, q4k_common.h given as its header; ptx: PTX for
+   compute_SM instead of CUBIN for sm_SM. *image is malloc'ed. */
+static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *name, const char *src, const char *common,
+                                          int sm, int ptx, char **image, size_t *size, q4k_log_fn log, void *log_user,
+                                          q4k_error *err) {
+    q4k__nvrtcProgram prog = NULL;
+    const char *hdr_names[1] = {"q4k_common.h"};
+    const char *opts[3];
+    char arch[64];
+    q4k__nvrtcResult nr;
+    size_t n = 0;
+    *image = NULL;
+    *size = 0;
+    snprintf(arch, sizeof arch, "--gpu-architecture=%s_%d", ptx ? "compute" : "sm", sm);
+    opts[0] = arch;
+    opts[1] = q4k__cuda_nvrtc_opts[0];
+    opts[2] = q4k__cuda_nvrtc_opts[1];
+    nr = lib->nvrtcCreateProgram(&prog, src, name, 1, &common, hdr_names);
+    if (nr) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: nvrtcCreateProgram(%s): %s", name, lib->nvrtcGetErrorString(nr));
+    nr = lib->nvrtcCompileProgram(prog, 3, opts);
+    if (nr) {
+        char *text = NULL;
+        if (lib->nvrtcGetProgramLogSize(prog, &n) == 0 && n > 0 && (text = (char *)Q4K_MALLOC(n + 1)) != NULL) {
+            if (lib->nvrtcGetProgramLog(prog, text)) text[0] = 0;
+            text[n] = 0;
+        }
+        if (log && text) {
+            char line[900];
+            snprintf(line, sizeof line, "cuda: NVRTC log of %s for %s_%d:\n%s", name, ptx ? "compute" : "sm", sm, text);
+            log(Q4K_LOG_ERROR, line, log_user);
+        }
+        q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile %s for %s_%d: %s: %.360s", name,
+                       ptx ? "compute" : "sm", sm, lib->nvrtcGetErrorString(nr), text ? text : "(no log)");
+        Q4K_FREE(text);
+        lib->nvrtcDestroyProgram(&prog);
+        return Q4K_ERR_BACKEND_UNAVAILABLE;
+    }
+    nr = ptx ? lib->nvrtcGetPTXSize(prog, &n) : lib->nvrtcGetCUBINSize(prog, &n);
+    if (!nr && n > 0 && (*image = (char *)Q4K_MALLOC(n)) != NULL) nr = ptx ? lib->nvrtcGetPTX(prog, *image) : lib->nvrtcGetCUBIN(prog, *image);
+    lib->nvrtcDestroyProgram(&prog);
+    if (nr || !*image) {
+        Q4K_FREE(*image);
+        *image = NULL;
+        return q4k__cuda_fail(err, nr ? Q4K_ERR_BACKEND_UNAVAILABLE : Q4K_ERR_OUT_OF_MEMORY, "cuda: no %s from NVRTC for %s",
+                              ptx ? "PTX" : "CUBIN", name);
+    }
+    *size = n;
+    return Q4K_OK;
+}
+
+static int q4k__cuda_cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+/* supported SMs >= Q4K__CUDA_MIN_SM, ascending */
+static q4k_result q4k__cuda_sms(const q4k__cuda_lib *lib, int *sms, int max, int *count, q4k_error *err) {
+    int n = 0, i, k = 0, *all;
+    if (lib->nvrtcGetNumSupportedArchs(&n) || n <= 0) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC lists no architecture");
+    all = (int *)Q4K_MALLOC(sizeof(int) * (size_t)n);
+    if (!all) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    if (lib->nvrtcGetSupportedArchs(all)) n = 0;
+    qsort(all, (size_t)n, sizeof(int), q4k__cuda_cmp_int);
+    for (i = 0; i < n; i++)
+        if (all[i] >= Q4K__CUDA_MIN_SM) {
+            if (k < max) sms[k] = all[i];
+            k++;
+        }
+    Q4K_FREE(all);
+    *count = k;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_cuda_nvrtc_sms(const q4k_cuda_desc *desc, int *sms, int max, int *count, q4k_error *err) {
+    q4k__cuda_lib lib;
+    q4k_result r;
+    memset(&lib, 0, sizeof lib);
+    *count = 0;
+    if ((r = q4k__cuda_load_nvrtc(&lib, desc ? desc->nvrtc_path : NULL, err))) return r;
+    r = q4k__cuda_sms(&lib, sms, max, count, err);
+    q4k__cuda_unload(&lib);
+    return r;
+}
+
+Q4K_API q4k_result q4k_cuda_compile_only(const q4k_cuda_desc *desc, const int *sms, int n_sms, q4k_error *err) {
+    q4k__cuda_lib lib;
+    q4k_result r;
+    char *common, *src, *image;
+    size_t size;
+    int i, f;
+    memset(&lib, 0, sizeof lib);
+    if ((r = q4k__cuda_load_nvrtc(&lib, desc ? desc->nvrtc_path : NULL, err))) return r;
+    common = q4k__join_lines(q4k__embed_q4k_common_h, NULL);
+    r = common ? Q4K_OK : q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    for (f = 0; f < Q4K__CUDA_N_FILES && !r; f++) {
+        src = q4k__join_lines(q4k__cuda_file_lines[f], NULL);
+        if (!src) r = q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+        for (i = 0; i < n_sms && !r; i++) {
+            r = q4k__cuda_nvrtc_compile(&lib, q4k__cuda_files[f], src, common, sms[i], 0, &image, &size,
+                                        desc ? desc->log : NULL, desc ? desc->log_user : NULL, err);
+            Q4K_FREE(image);
+        }
+        Q4K_FREE(src);
+    }
+    Q4K_FREE(common);
+    q4k__cuda_unload(&lib);
+    return r;
+}
+
+
+/* The cache: one file per (kernel file, SM, NVRTC version, source hash),
+   holding "Q4KCUDA1", the payload's length and FNV-1a hash (8 bytes each,
+   little-endian) and the payload. A file that fails the check is a
+   warning and a recompile; a cache that cannot be written is a warning. */
+static void q4k__cuda_warn(const q4k_cuda_desc *d, const char *fmt, const char *a, const char *b) {
+    char line[1200];
+    if (!d->log) return;
+    snprintf(line, sizeof line, fmt, a, b);
+    d->log(Q4K_LOG_WARN, line, d->log_user);
+}
+
+static int q4k__cuda_cache_dir(const q4k_cuda_desc *d, char *dir, size_t n) {
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (d->no_cache) return 0;
+    if (d->cache_dir && *d->cache_dir) snprintf(dir, n, "%s", d->cache_dir);
+    else if (x && *x) snprintf(dir, n, "%s/q4k", x);
+    else if (home && *home) snprintf(dir, n, "%s/.cache/q4k", home);
+    else return 0;
+    return 1;
+}
+
+static void q4k__cuda_put64(unsigned char *p, uint64_t v) {
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint64_t q4k__cuda_get64(const unsigned char *p) {
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* *image (malloc'ed) from path, or NULL when absent or corrupt (warned) */
+static void q4k__cuda_cache_read(const q4k_cuda_desc *d, const char *path, char **image, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    unsigned char hdr[24];
+    uint64_t len;
+    *image = NULL;
+    if (!f) return;
+    if (fread(hdr, 1, 24, f) != 24 || memcmp(hdr, "Q4KCUDA1", 8) || (len = q4k__cuda_get64(hdr + 8)) == 0 ||
+        len > ((uint64_t)1 << 30) || !(*image = (char *)Q4K_MALLOC((size_t)len)) || fread(*image, 1, (size_t)len, f) != len ||
+        q4k__cuda_fnv(0xcbf29ce484222325ull, *image, (size_t)len) != q4k__cuda_get64(hdr + 16)) {
+        Q4K_FREE(*image);
+        *image = NULL;
+        q4k__cuda_warn(d, "cuda: ignoring the corrupt cache file %s%s (recompiling)", path, "");
+    } else {
+        *size = (size_t)len;
+    }
+    fclose(f);
+}
+
+static void q4k__cuda_cache_write(const q4k_cuda_desc *d, const char *dir, const char *path, const char *image, size_t size) {
+    char tmp[1100], parent[1024];
+    unsigned char hdr[24];
+    FILE *f;
+    const char *slash = strrchr(dir, '/');
+    int ok;
+    if (slash && slash != dir) { /* $HOME/.cache may not exist yet */
+        snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
+        mkdir(parent, 0755);
+    }
+    mkdir(dir, 0755);
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    memcpy(hdr, "Q4KCUDA1", 8);
+    q4k__cuda_put64(hdr + 8, (uint64_t)size);
+    q4k__cuda_put64(hdr + 16, q4k__cuda_fnv(0xcbf29ce484222325ull, image, size));
+    f = fopen(tmp, "wb");
+    ok = f && fwrite(hdr, 1, 24, f) == 24 && fwrite(image, 1, size, f) == size;
+    if (f && fclose(f)) ok = 0;
+    if (ok && rename(tmp, path) == 0) return;
+    remove(tmp);
+    q4k__cuda_warn(d, "cuda: cannot write the kernel cache %s (%s); compiling every time", path, strerror(errno));
+}
+
+/* The image of file f for SM sm (PTX for compute_sm when ptx), from the
+   cache or from NVRTC. */
+static q4k_result q4k__cuda_image(const q4k__cuda_lib *lib, const q4k_cuda_desc *d, int f, int sm, int ptx, char **image,
+                                  size_t *size, q4k_error *err) {
+    char *src = q4k__join_lines(q4k__cuda_file_lines[f], NULL), *common = q4k__join_lines(q4k__embed_q4k_common_h, NULL);
+    char dir[900], path[1024], base[64];
+    int nv_major = 0, nv_minor = 0, cached;
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i;
+    q4k_result r;
+    if (!src || !common) {
+        Q4K_FREE(src);
+        Q4K_FREE(common);
+        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    }
+    lib->nvrtcVersion(&nv_major, &nv_minor);
+    h = q4k__cuda_fnv(h, src, strlen(src) + 1);
+    h = q4k__cuda_fnv(h, common, strlen(common) + 1);
+    for (i = 0; i < sizeof q4k__cuda_nvrtc_opts / sizeof q4k__cuda_nvrtc_opts[0]; i++)
+        h = q4k__cuda_fnv(h, q4k__cuda_nvrtc_opts[i], strlen(q4k__cuda_nvrtc_opts[i]) + 1);
+    snprintf(base, sizeof base, "%s", strrchr(q4k__cuda_files[f], '/') + 1);
+    *strchr(base, '.') = 0;
+    cached = q4k__cuda_cache_dir(d, dir, sizeof dir);
+    if (cached) {
+        snprintf(path, sizeof path, "%s/%s-%s%d-nvrtc%d.%d-%016llx.%s", dir, base, ptx ? "compute" : "sm", sm, nv_major,
+                 nv_minor, (unsigned long long)h, ptx ? "ptx" : "cubin");
+        q4k__cuda_cache_read(d, path, image, size);
+        if (*image) {
+            Q4K_FREE(src);
+            Q4K_FREE(common);
+            return Q4K_OK;
+        }
+    }
+    r = q4k__cuda_nvrtc_compile(lib, q4k__cuda_files[f], src, common, sm, ptx, image, size, d->log, d->log_user, err);
+    if (!r && cached) q4k__cuda_cache_write(d, dir, path, *image, *size);
+    Q4K_FREE(src);
+    Q4K_FREE(common);
+    return r;
+}
+
+/* >>cuda-backend */
+
+typedef struct q4k__cuda_buf {
+    q4k__CUdeviceptr p;
+    size_t size;
+} q4k__cuda_buf;
+
+typedef struct q4k__cuda_backend {
+    q4k_backend base;
+    q4k__cuda_lib lib;
+    q4k_cuda_desc desc;
+    q4k__CUdevice dev;
+    q4k__CUcontext ctx; /* the device's primary context, retained */
+    q4k__CUstream stream;
+    int sm, ptx;        /* ptx: the modules were JIT-compiled by the driver from PTX */
+    char name[128];
+    q4k__CUmodule mods[Q4K__CUDA_N_FILES];
+    q4k__CUfunction quantize;
+    /* [q8 or f32 activations][matrix-vector or matrix-matrix][type] */
+    q4k__CUfunction mm[2][2][Q4K_TYPE_COUNT];
+    q4k__cuda_buf w, x, xq, y; /* the matmul entry point's buffers, grown on demand */
+    int dead;                  /* an asynchronous fault: the context is unusable */
+    char dead_why[300];
+} q4k__cuda_backend;
+
+/* a driver result as a q4k_result with detail; an error found at a
+   synchronisation is an asynchronous fault and marks the backend dead */
+static q4k_result q4k__cuda_check(q4k__cuda_backend *cb, q4k__CUresult cr, const char *what, int sync, q4k_error *err) {
+    char buf[200];
+    if (cr == 0) return Q4K_OK;
+    q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf);
+    if (sync) {
+        cb->dead = 1;
+        snprintf(cb->dead_why, sizeof cb->dead_why, "%s: %s", what, buf);
+        return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s; the CUDA context is lost", what, buf);
+    }
+    if (cr == Q4K__CU_ERROR_OUT_OF_MEMORY) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: %s: out of device memory", what);
+    return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s", what, buf);
+}
+
+/* make buf hold at least bytes (contents are not kept) */
+static q4k_result q4k__cuda_reserve(q4k__cuda_backend *cb, q4k__cuda_buf *buf, size_t bytes, const char *what, q4k_error *err) {
+    q4k__CUresult cr;
+    if (buf->size >= bytes) return Q4K_OK;
+    if (buf->p) cb->lib.cuMemFree(buf->p);
+    buf->p = 0;
+    buf->size = 0;
+    cr = cb->lib.cuMemAlloc(&buf->p, bytes);
+    if (cr == Q4K__CU_ERROR_OUT_OF_MEMORY) {
+        size_t fr = 0, total = 0;
+        cb->lib.cuMemGetInfo(&fr, &total);
+        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of device memory for %s: %zu bytes needed, %zu free of %zu",
+                              what, bytes, fr, total);
+    }
+    if (cr) return q4k__cuda_check(cb, cr, "cuMemAlloc", 0, err);
+    buf->size = bytes;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cuda_launch(q4k__cuda_backend *cb, q4k__CUfunction fn, const char *name, unsigned gx, unsigned gy,
+                                   unsigned threads, void **params, q4k_error *err) {
+    q4k__CUresult cr = cb->lib.cuLaunchKernel(fn, gx, gy, 1, threads, 1, 1, 0, cb->stream, params, NULL);
+    char buf[200];
+    if (cr == 0) return Q4K_OK;
+    return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: launch of kernel %s (grid %ux%u, %u threads) failed: %s", name, gx, gy,
+                          threads, q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
+}
+
+static const char *q4k__cuda_type_suffix(q4k_type t) {
+    switch (t) {
+    case Q4K_TYPE_F32: return "f32";
+    case Q4K_TYPE_F16: return "f16";
+    case Q4K_TYPE_BF16: return "bf16";
+    case Q4K_TYPE_Q8_0: return "q8_0";
+    case Q4K_TYPE_Q4_0: return "q4_0";
+    case Q4K_TYPE_Q5_0: return "q5_0";
+    case Q4K_TYPE_Q4_K: return "q4_K";
+    case Q4K_TYPE_Q5_K: return "q5_K";
+    case Q4K_TYPE_Q6_K: return "q6_K";
+    default: return NULL;
+    }
+}
+
+static int q4k__cuda_quantized(q4k_type t) { return t != Q4K_TYPE_F32 && t != Q4K_TYPE_F16 && t != Q4K_TYPE_BF16; }
+
+/* Y = W X on host arrays: W and X go up, Y (poisoned with NaN first, so an
+   element no kernel wrote shows) comes down. */
+static q4k_result q4k__cuda_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows, int64_t cols,
+                                   const float *x, int64_t n, float *y, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    q4k_type_info ti = q4k_type_traits((int)type);
+    int q8 = act == Q4K_ACT_Q8 && q4k__cuda_quantized(type), mm = n > 1;
+    size_t wbytes, xbytes, ybytes;
+    q4k__CUfunction fn;
+    q4k_result r;
+    long long lrows = rows, lcols = cols, ln = n, row_bytes, nblk;
+    char kname[64];
+    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if (!w || !x || !y || rows < 0 || cols <= 0 || n < 0 || (act != Q4K_ACT_Q8 && act != Q4K_ACT_F32))
+        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: invalid arguments");
+    if (!q4k__cuda_type_suffix(type)) return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no kernel for type %s", q4k_type_name((int)type));
+    if (cols % ti.block_size) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lld columns are not whole %s blocks", lcols, ti.name);
+    if (rows == 0 || n == 0) return Q4K_OK;
+    if (rows > 4 * 2147483647LL || n > 8 * 65535LL) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lldx%lld too large a grid", lrows, ln);
+    row_bytes = (long long)q4k_row_size(type, cols);
+    wbytes = (size_t)row_bytes * (size_t)rows;
+    xbytes = sizeof(float) * (size_t)cols * (size_t)n;
+    ybytes = sizeof(float) * (size_t)rows * (size_t)n;
+    nblk = lcols / 32 * ln;
+    if ((r = q4k__cuda_reserve(cb, &cb->w, wbytes, "the weights", err)) || (r = q4k__cuda_reserve(cb, &cb->x, xbytes, "the activations", err)) ||
+        (r = q4k__cuda_reserve(cb, &cb->y, ybytes, "the output", err)) ||
+        (q8 && (r = q4k__cuda_reserve(cb, &cb->xq, sizeof(q4k_block_q8a) * (size_t)nblk, "the 8-bit activations", err))))
+        return r;
+    if ((r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(cb->w.p, w, wbytes, cb->stream), "cuMemcpyHtoD (weights)", 0, err)) ||
+        (r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(cb->x.p, x, xbytes, cb->stream), "cuMemcpyHtoD (activations)", 0, err)) ||
+        (r = q4k__cuda_check(cb, cb->lib.cuMemsetD32Async(cb->y.p, 0x7fc00000u, ybytes / 4, cb->stream), "cuMemsetD32 (poison)", 0, err)))
+        return r;
+    fn = cb->mm[q8 ? 0 : 1][mm][type];
+    snprintf(kname, sizeof kname, "q4k_%s_%s_%s", mm ? "mm" : "mv", q8 ? "q8" : "f32", q4k__cuda_type_suffix(type));
+    if (q8) {
+        void *qp[3];
+        qp[0] = &cb->x.p;
+        qp[1] = &cb->xq.p;
+        qp[2] = &nblk;
+        if ((r = q4k__cuda_launch(cb, cb->quantize, "q4k_quantize_q8a", (unsigned)((nblk + 127) / 128), 1, 128, qp, err))) return r;
+    }
+    {
+        void *p[7];
+        unsigned gx = (unsigned)((lrows + 3) / 4), gy = (unsigned)(mm ? (ln + 7) / 8 : 1);
+        int k = 0;
+        p[k++] = &cb->w.p;
+        if (!q8) p[k++] = &row_bytes;
+        p[k++] = &lrows;
+        p[k++] = &lcols;
+        p[k++] = q8 ? (void *)&cb->xq.p : (void *)&cb->x.p;
+        p[k++] = &cb->y.p;
+        p[k++] = &ln;
+        if ((r = q4k__cuda_launch(cb, fn, kname, gx, gy, 128, p, err))) return r;
+    }
+    if ((r = q4k__cuda_check(cb, cb->lib.cuMemcpyDtoHAsync(y, cb->y.p, ybytes, cb->stream), "cuMemcpyDtoH (output)", 0, err))) return r;
+    return q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), kname, 1, err);
+}
+
+static void q4k__cuda_destroy(q4k_backend *b) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    int i;
+    if (cb->ctx) {
+        q4k__cuda_buf *bufs[4];
+        bufs[0] = &cb->w;
+        bufs[1] = &cb->x;
+        bufs[2] = &cb->xq;
+        bufs[3] = &cb->y;
+        cb->lib.cuCtxSetCurrent(cb->ctx);
+        for (i = 0; i < 4; i++)
+            if (bufs[i]->p) cb->lib.cuMemFree(bufs[i]->p);
+        for (i = 0; i < Q4K__CUDA_N_FILES; i++)
+            if (cb->mods[i]) cb->lib.cuModuleUnload(cb->mods[i]);
+        if (cb->stream) cb->lib.cuStreamDestroy(cb->stream);
+        cb->lib.cuDevicePrimaryCtxRelease(cb->dev);
+    }
+    q4k__cuda_unload(&cb->lib);
+    Q4K_FREE(cb);
+}
+
+/* load module f: CUBIN for the device's SM when NVRTC knows it, else PTX
+   for the newest SM it knows below the device's (the driver compiles it) */
+static q4k_result q4k__cuda_load_module(q4k__cuda_backend *cb, int f, const int *sms, int n_sms, q4k_error *err) {
+    char *image = NULL, jit_log[2048];
+    size_t size = 0;
+    int target = 0, i, ptx = 0;
+    int opts[2] = {Q4K__CU_JIT_ERROR_LOG_BUFFER, Q4K__CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+    void *vals[2];
+    q4k__CUresult cr;
+    q4k_result r;
+    char buf[200];
+    for (i = 0; i < n_sms; i++) {
+        if (sms[i] == cb->sm) target = sms[i];
+        if (sms[i] < cb->sm && sms[i] > target && target != cb->sm) target = sms[i];
+    }
+    if (!target) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile for sm_%d", cb->sm);
+    ptx = target != cb->sm;
+    if ((r = q4k__cuda_image(&cb->lib, &cb->desc, f, target, ptx, &image, &size, err))) return r;
+    jit_log[0] = 0;
+    vals[0] = jit_log;
+    vals[1] = (void *)(size_t)sizeof jit_log;
+    cr = cb->lib.cuModuleLoadDataEx(&cb->mods[f], image, 2, opts, vals);
+    Q4K_FREE(image);
+    if (cr) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: the driver cannot load %s compiled for %s_%d: %s %.300s",
+                                  q4k__cuda_files[f], ptx ? "compute" : "sm", target, q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf), jit_log);
+    cb->ptx |= ptx;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cuda_get_fn(q4k__cuda_backend *cb, int f, const char *name, q4k__CUfunction *fn, q4k_error *err) {
+    q4k__CUresult cr = cb->lib.cuModuleGetFunction(fn, cb->mods[f], name);
+    char buf[200];
+    if (cr) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: kernel %s missing from %s: %s", name, q4k__cuda_files[f],
+                                  q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backend **out, q4k_error *err) {
+    static const q4k_type types[] = {Q4K_TYPE_F32, Q4K_TYPE_F16, Q4K_TYPE_BF16, Q4K_TYPE_Q8_0, Q4K_TYPE_Q4_0,
+                                     Q4K_TYPE_Q5_0, Q4K_TYPE_Q4_K, Q4K_TYPE_Q5_K, Q4K_TYPE_Q6_K};
+    q4k__cuda_backend *cb;
+    q4k_result r;
+    q4k__CUresult cr;
+    int n = 0, major = 0, minor = 0, sms[64], n_sms = 0, i, m, a;
+    char buf[200];
+    *out = NULL;
+    cb = (q4k__cuda_backend *)Q4K_MALLOC(sizeof *cb);
+    if (!cb) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    memset(cb, 0, sizeof *cb);
+    if (desc) cb->desc = *desc;
+    cb->base.name = "cuda";
+    cb->base.impl = cb;
+    cb->base.matmul = q4k__cuda_matmul;
+    cb->base.destroy = q4k__cuda_destroy;
+    if ((r = q4k__cuda_load_driver(&cb->lib, cb->desc.libcuda_path, err)) || (r = q4k__cuda_load_nvrtc(&cb->lib, cb->desc.nvrtc_path, err)))
+        goto fail;
+    if ((cr = cb->lib.cuInit(0)) != 0) {
+        r = q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: cuInit failed (%s): %s", cb->lib.cuda_path,
+                           q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
+        goto fail;
+    }
+    if (cb->lib.cuDeviceGetCount(&n) || cb->desc.device < 0 || cb->desc.device >= n) {
+        r = q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: no device %d (the driver reports %d)", cb->desc.device, n);
+        goto fail;
+    }
+    cb->lib.cuDeviceGet(&cb->dev, cb->desc.device);
+    cb->lib.cuDeviceGetName(cb->name, (int)sizeof cb->name, cb->dev);
+    cb->lib.cuDeviceGetAttribute(&major, Q4K__CU_ATTR_CC_MAJOR, cb->dev);
+    cb->lib.cuDeviceGetAttribute(&minor, Q4K__CU_ATTR_CC_MINOR, cb->dev);
+    cb->sm = major * 10 + minor;
+    if (cb->sm < Q4K__CUDA_MIN_SM) {
+        r = q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: device %d (%s) has compute capability %d.%d; the kernels need 7.5",
+                           cb->desc.device, cb->name, major, minor);
+        goto fail;
+    }
+    if ((r = q4k__cuda_sms(&cb->lib, sms, 64, &n_sms, err))) goto fail;
+    if (n_sms > 64) n_sms = 64;
+    if ((r = q4k__cuda_check(cb, cb->lib.cuDevicePrimaryCtxRetain(&cb->ctx, cb->dev), "cuDevicePrimaryCtxRetain", 0, err))) goto fail;
+    if ((r = q4k__cuda_check(cb, cb->lib.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent", 0, err)) ||
+        (r = q4k__cuda_check(cb, cb->lib.cuStreamCreate(&cb->stream, 1 /* non-blocking */), "cuStreamCreate", 0, err)))
+        goto fail;
+    for (i = 0; i < Q4K__CUDA_N_FILES; i++)
+        if ((r = q4k__cuda_load_module(cb, i, sms, n_sms, err))) goto fail;
+    if ((r = q4k__cuda_get_fn(cb, 0, "q4k_quantize_q8a", &cb->quantize, err))) goto fail;
+    for (i = 0; i < (int)(sizeof types / sizeof types[0]); i++)
+        for (a = 0; a < 2; a++)
+            for (m = 0; m < 2; m++) {
+                char name[64];
+                if (a == 0 && !q4k__cuda_quantized(types[i])) continue;
+                snprintf(name, sizeof name, "q4k_%s_%s_%s", m ? "mm" : "mv", a ? "f32" : "q8", q4k__cuda_type_suffix(types[i]));
+                if ((r = q4k__cuda_get_fn(cb, 0, name, &cb->mm[a][m][types[i]], err))) goto fail;
+            }
+    if (cb->desc.log) {
+        char line[300];
+        snprintf(line, sizeof line, "cuda: device %d: %s, sm_%d, kernels %s", cb->desc.device, cb->name, cb->sm,
+                 cb->ptx ? "from PTX (NVRTC does not know this SM)" : "as CUBIN");
+        cb->desc.log(Q4K_LOG_INFO, line, cb->desc.log_user);
+    }
+    *out = &cb->base;
+    return Q4K_OK;
+fail:
+    q4k__cuda_destroy(&cb->base);
     return r;
 }
 
