@@ -1334,11 +1334,11 @@ Q4K_API q4k_result q4k_cuda_compile_only(const q4k_cuda_desc *desc, const int *s
    holding "Q4KCUDA1", the payload's length and FNV-1a hash (8 bytes each,
    little-endian) and the payload. A file that fails the check is a
    warning and a recompile; a cache that cannot be written is a warning. */
-static void q4k__cuda_warn(const q4k_cuda_desc *d, const char *fmt, const char *a, const char *b) {
+static void q4k__cuda_note(const q4k_cuda_desc *d, q4k_log_level level, const char *fmt, const char *a, const char *b) {
     char line[1200];
     if (!d->log) return;
     snprintf(line, sizeof line, fmt, a, b);
-    d->log(Q4K_LOG_WARN, line, d->log_user);
+    d->log(level, line, d->log_user);
 }
 
 static int q4k__cuda_cache_dir(const q4k_cuda_desc *d, char *dir, size_t n) {
@@ -1374,7 +1374,7 @@ static void q4k__cuda_cache_read(const q4k_cuda_desc *d, const char *path, char 
         q4k__cuda_fnv(0xcbf29ce484222325ull, *image, (size_t)len) != q4k__cuda_get64(hdr + 16)) {
         Q4K_FREE(*image);
         *image = NULL;
-        q4k__cuda_warn(d, "cuda: ignoring the corrupt cache file %s%s (recompiling)", path, "");
+        q4k__cuda_note(d, Q4K_LOG_WARN, "cuda: ignoring the corrupt cache file %s%s (recompiling)", path, "");
     } else {
         *size = (size_t)len;
     }
@@ -1401,7 +1401,7 @@ static void q4k__cuda_cache_write(const q4k_cuda_desc *d, const char *dir, const
     if (f && fclose(f)) ok = 0;
     if (ok && rename(tmp, path) == 0) return;
     remove(tmp);
-    q4k__cuda_warn(d, "cuda: cannot write the kernel cache %s (%s); compiling every time", path, strerror(errno));
+    q4k__cuda_note(d, Q4K_LOG_WARN, "cuda: cannot write the kernel cache %s (%s); compiling every time", path, strerror(errno));
 }
 
 /* The image of file f for SM sm (PTX for compute_sm when ptx), from the
@@ -1432,6 +1432,7 @@ static q4k_result q4k__cuda_image(const q4k__cuda_lib *lib, const q4k_cuda_desc 
                  nv_minor, (unsigned long long)h, ptx ? "ptx" : "cubin");
         q4k__cuda_cache_read(d, path, image, size);
         if (*image) {
+            q4k__cuda_note(d, Q4K_LOG_DEBUG, "cuda: %s from the cache %s", q4k__cuda_files[f], path);
             Q4K_FREE(src);
             Q4K_FREE(common);
             return Q4K_OK;

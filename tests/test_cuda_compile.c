@@ -107,11 +107,75 @@ static void test_missing_nvrtc(void) {
             "message: %s", err.msg);
 }
 
+static char log_text[4096];
+static void grab_log(q4k_log_level level, const char *msg, void *user) {
+    size_t used = strlen(log_text);
+    (void)user;
+    snprintf(log_text + used, sizeof log_text - used, "%d %s\n", (int)level, msg);
+}
+
+/* the disk cache: written on a miss, read on a hit (the same image), a
+   corrupt file recompiled with a warning, an unwritable folder a warning */
+static void test_cache(void) {
+    q4k__cuda_lib lib;
+    q4k_cuda_desc d;
+    q4k_error err;
+    char dir[256], cmd[600], *img[4] = {0}, path[600];
+    size_t size[4] = {0}, i;
+    FILE *f;
+    if (!have_nvrtc()) T_SKIP("NVRTC not found (set Q4K_NVRTC)");
+    snprintf(dir, sizeof dir, "/tmp/q4k_cache_test_%ld", (long)getpid());
+    memset(&lib, 0, sizeof lib);
+    memset(&d, 0, sizeof d);
+    d.cache_dir = dir;
+    d.log = grab_log;
+    T_CHECK(q4k__cuda_load_nvrtc(&lib, NULL, &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(q4k__cuda_image(&lib, &d, 1, 75, 0, &img[0], &size[0], &err) == Q4K_OK, "%s", err.msg);
+    log_text[0] = 0;
+    T_CHECK(q4k__cuda_image(&lib, &d, 1, 75, 0, &img[1], &size[1], &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(strstr(log_text, "from the cache") != NULL, "no cache hit: %s", log_text);
+    T_CHECK(img[0] && img[1] && size[0] == size[1] && !memcmp(img[0], img[1], size[0]), "cached image differs");
+    /* flip a byte of the payload */
+    snprintf(cmd, sizeof cmd, "ls %s/ops-sm75-nvrtc*.cubin", dir);
+    f = popen(cmd, "r");
+    path[0] = 0;
+    if (f) {
+        if (!fgets(path, sizeof path, f)) path[0] = 0;
+        pclose(f);
+    }
+    path[strcspn(path, "\n")] = 0;
+    T_CHECK(path[0] != 0, "no cache file in %s", dir);
+    f = fopen(path, "r+b");
+    if (f) {
+        int c;
+        fseek(f, 100, SEEK_SET);
+        c = fgetc(f);
+        fseek(f, 100, SEEK_SET);
+        fputc(c ^ 0xff, f);
+        fclose(f);
+    }
+    log_text[0] = 0;
+    T_CHECK(q4k__cuda_image(&lib, &d, 1, 75, 0, &img[2], &size[2], &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(strstr(log_text, "corrupt cache file") != NULL, "corruption not reported: %s", log_text);
+    T_CHECK(img[2] && size[2] == size[0] && !memcmp(img[2], img[0], size[0]), "recompiled image differs");
+    /* a cache folder under a regular file cannot be created */
+    snprintf(cmd, sizeof cmd, "%s/sub", path); /* path is a regular file */
+    d.cache_dir = cmd;
+    log_text[0] = 0;
+    T_CHECK(q4k__cuda_image(&lib, &d, 1, 75, 0, &img[3], &size[3], &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(strstr(log_text, "cannot write the kernel cache") != NULL, "unwritable cache not reported: %s", log_text);
+    for (i = 0; i < 4; i++) free(img[i]);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_CHECK(system(cmd) == 0, "rm");
+    q4k__cuda_unload(&lib);
+}
+
 int main(void) {
     T_RUN(test_missing_nvrtc);
     T_RUN(test_sm_list);
     T_RUN(test_log_names_file_and_line);
     T_RUN(test_cubin_has_kernels);
+    T_RUN(test_cache);
     T_RUN(test_compile_every_sm);
     T_EXIT();
 }
