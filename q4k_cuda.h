@@ -1113,11 +1113,10 @@ static q4k_result q4k__cuda_load_nvrtc(q4k__cuda_lib *lib, const char *path, q4k
                             sizeof q4k__cuda_nvrtc_syms / sizeof q4k__cuda_nvrtc_syms[0], "NVRTC", err);
 }
 
-static void q4k__cuda_unload(q4k__cuda_lib *lib) {
-    if (lib->h_nvrtc) dlclose(lib->h_nvrtc);
-    if (lib->h_cuda) dlclose(lib->h_cuda);
-    lib->h_nvrtc = lib->h_cuda = NULL;
-}
+/* The libraries stay mapped once loaded: the driver runs threads of its own
+   after cuInit, and NVRTC keeps allocations in its globals that a dlclose
+   would leak on every load (dlopen of a loaded library only counts up). */
+static void q4k__cuda_unload(q4k__cuda_lib *lib) { lib->h_nvrtc = lib->h_cuda = NULL; }
 
 /* "CUDA_ERROR_OUT_OF_MEMORY (out of memory)" */
 static const char *q4k__cuda_errstr(const q4k__cuda_lib *lib, q4k__CUresult r, char *buf, size_t n) {

@@ -120,7 +120,7 @@ static void test_cache(void) {
     q4k__cuda_lib lib;
     q4k_cuda_desc d;
     q4k_error err;
-    char dir[256], cmd[600], *img[4] = {0}, path[600];
+    char dir[256], cmd[700], *img[4] = {0}, path[600];
     size_t size[4] = {0}, i;
     FILE *f;
     if (!have_nvrtc()) T_SKIP("NVRTC not found (set Q4K_NVRTC)");
