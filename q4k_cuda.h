@@ -122,6 +122,11 @@ Q4K_API char *q4k_cuda_kernel_source(const char *file);
 #define Q4K_REALLOC(p, n) realloc(p, n)
 #define Q4K_FREE(p) free(p)
 #endif
+#if defined(__GNUC__) && !defined(Q4K__MAYBE_UNUSED)
+#define Q4K__MAYBE_UNUSED __attribute__((unused))
+#elif !defined(Q4K__MAYBE_UNUSED)
+#define Q4K__MAYBE_UNUSED
+#endif
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -1446,6 +1451,20 @@ static q4k_result q4k__cuda_image(const q4k__cuda_lib *lib, const q4k_cuda_desc 
 
 /* >>cuda-backend */
 
+/* the kernels of kernels_src/ops.cu */
+#define Q4K__CUDA_OP_LIST(X) X(get_rows) X(rmsnorm) X(add_bias) X(add) X(swiglu) X(rope) X(kv_append) X(attention) X(argmax)
+enum {
+#define Q4K__CUDA_OP_ENUM(name) Q4K__CUDA_OP_##name,
+    Q4K__CUDA_OP_LIST(Q4K__CUDA_OP_ENUM)
+#undef Q4K__CUDA_OP_ENUM
+    Q4K__CUDA_OP_COUNT
+};
+static const char *const q4k__cuda_op_names[Q4K__CUDA_OP_COUNT] = {
+#define Q4K__CUDA_OP_NAME(name) "q4k_" #name,
+    Q4K__CUDA_OP_LIST(Q4K__CUDA_OP_NAME)
+#undef Q4K__CUDA_OP_NAME
+};
+
 typedef struct q4k__cuda_buf {
     q4k__CUdeviceptr p;
     size_t size;
@@ -1462,6 +1481,7 @@ typedef struct q4k__cuda_backend {
     char name[128];
     q4k__CUmodule mods[Q4K__CUDA_N_FILES];
     q4k__CUfunction quantize;
+    q4k__CUfunction op[Q4K__CUDA_OP_COUNT]; /* kernels_src/ops.cu */
     /* [q8 or f32 activations][matrix-vector or matrix-matrix][type] */
     q4k__CUfunction mm[2][2][Q4K_TYPE_COUNT];
     q4k__cuda_buf w, x, xq, y; /* the matmul entry point's buffers, grown on demand */
@@ -1587,6 +1607,137 @@ static q4k_result q4k__cuda_matmul(q4k_backend *b, q4k_act_mode act, q4k_type ty
     return q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), kname, 1, err);
 }
 
+/* ---- device-side operations ------------------------------------------------
+
+   Internal: the launchers of kernels_src/ops.cu on device buffers, for the
+   forward pass and the kernel tests (tests/test_cuda.c). Arguments are
+   device pointers (q4k__CUdeviceptr); each launch is checked, nothing is
+   synchronised. */
+
+static q4k_result q4k__cuda_launch1d(q4k__cuda_backend *cb, int op, int64_t total, void **params, q4k_error *err) {
+    unsigned blocks = (unsigned)((total + 255) / 256);
+    if (total <= 0) return Q4K_OK;
+    return q4k__cuda_launch(cb, cb->op[op], q4k__cuda_op_names[op], blocks ? blocks : 1, 1, 256, params, err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_get_rows(q4k__cuda_backend *cb, q4k_type type, q4k__CUdeviceptr w, int64_t d,
+                                                       q4k__CUdeviceptr tokens, int64_t n, q4k__CUdeviceptr out, q4k_error *err) {
+    int t = (int)type;
+    long long row_bytes = (long long)q4k_row_size(type, d), ln = n, ld = d;
+    void *p[7];
+    p[0] = &t; p[1] = &w; p[2] = &row_bytes; p[3] = &tokens; p[4] = &ln; p[5] = &ld; p[6] = &out;
+    if (!q4k__cuda_type_suffix(type) || !row_bytes)
+        return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no embedding kernel for %s rows of %lld", q4k_type_name(t), ld);
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_get_rows, n * ((d + 31) / 32), p, err);
+}
+
+/* y = rmsnorm(x) * w for n rows of d */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_rmsnorm(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr w, q4k__CUdeviceptr y,
+                                                      int64_t n, int64_t d, float eps, q4k_error *err) {
+    long long ld = d;
+    void *p[5];
+    p[0] = &x; p[1] = &w; p[2] = &y; p[3] = &ld; p[4] = &eps;
+    if (n <= 0) return Q4K_OK;
+    return q4k__cuda_launch(cb, cb->op[Q4K__CUDA_OP_rmsnorm], "q4k_rmsnorm", (unsigned)n, 1, 256, p, err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_add_bias(q4k__cuda_backend *cb, q4k__CUdeviceptr y, q4k__CUdeviceptr b, int64_t n,
+                                                       int64_t dim, q4k_error *err) {
+    long long ln = n, ldim = dim;
+    void *p[4];
+    p[0] = &y; p[1] = &b; p[2] = &ln; p[3] = &ldim;
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_add_bias, n * dim, p, err);
+}
+
+/* x += y (n floats) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_add(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr y, int64_t n, q4k_error *err) {
+    long long ln = n;
+    void *p[3];
+    p[0] = &x; p[1] = &y; p[2] = &ln;
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_add, n, p, err);
+}
+
+/* g = silu(g) * u (n floats) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_swiglu(q4k__cuda_backend *cb, q4k__CUdeviceptr g, q4k__CUdeviceptr u, int64_t n,
+                                                     q4k_error *err) {
+    long long ln = n;
+    void *p[3];
+    p[0] = &g; p[1] = &u; p[2] = &ln;
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_swiglu, n, p, err);
+}
+
+/* rotate n tokens x n_heads heads (row stride `stride` floats) by the table
+   rows of positions pos[0] + j */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_rope(q4k__cuda_backend *cb, q4k__CUdeviceptr v, int64_t n, int n_heads, int head_dim,
+                                                   int64_t stride, int n_rot, int neox, q4k__CUdeviceptr table, q4k__CUdeviceptr pos,
+                                                   q4k_error *err) {
+    long long ln = n, ls = stride;
+    void *p[9];
+    p[0] = &v; p[1] = &ln; p[2] = &n_heads; p[3] = &head_dim; p[4] = &ls; p[5] = &n_rot; p[6] = &neox; p[7] = &table; p[8] = &pos;
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_rope, n * n_heads * (n_rot / 2), p, err);
+}
+
+/* n rows of dim floats into an f16 cache at rows pos[0].. */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_kv_append(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr cache, int64_t dim,
+                                                        int64_t n, q4k__CUdeviceptr pos, q4k_error *err) {
+    long long ld = dim, ln = n;
+    void *p[5];
+    p[0] = &x; p[1] = &cache; p[2] = &ld; p[3] = &ln; p[4] = &pos;
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_kv_append, n * dim, p, err);
+}
+
+/* causal GQA attention of n tokens at positions pos[0].. (scores: n *
+   n_head rows of n_ctx floats of scratch) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_attention(q4k__cuda_backend *cb, q4k__CUdeviceptr q, q4k__CUdeviceptr kc, q4k__CUdeviceptr vc,
+                                                        q4k__CUdeviceptr out, q4k__CUdeviceptr scores, q4k__CUdeviceptr pos, int64_t n,
+                                                        int n_head, int n_head_kv, int hd, int64_t n_ctx, q4k_error *err) {
+    long long lctx = n_ctx;
+    void *p[10];
+    p[0] = &q; p[1] = &kc; p[2] = &vc; p[3] = &out; p[4] = &scores; p[5] = &pos; p[6] = &n_head; p[7] = &n_head_kv; p[8] = &hd;
+    p[9] = &lctx;
+    if (n <= 0) return Q4K_OK;
+    if (n_head_kv <= 0 || n_head % n_head_kv)
+        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: %d query heads over %d KV heads", n_head, n_head_kv);
+    return q4k__cuda_launch(cb, cb->op[Q4K__CUDA_OP_attention], "q4k_attention", (unsigned)(n * n_head), 1, 256, p, err);
+}
+
+/* out[0] = argmax of x[0..n) (an int on the device) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_argmax(q4k__cuda_backend *cb, q4k__CUdeviceptr x, int64_t n, q4k__CUdeviceptr out,
+                                                     q4k_error *err) {
+    long long ln = n;
+    void *p[3];
+    p[0] = &x; p[1] = &ln; p[2] = &out;
+    return q4k__cuda_launch(cb, cb->op[Q4K__CUDA_OP_argmax], "q4k_argmax", 1, 1, 256, p, err);
+}
+
+/* x: nb blocks of 32 floats -> nb block_q8a */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_quantize(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr xq, int64_t nb,
+                                                       q4k_error *err) {
+    long long lnb = nb;
+    void *p[3];
+    p[0] = &x; p[1] = &xq; p[2] = &lnb;
+    if (nb <= 0) return Q4K_OK;
+    return q4k__cuda_launch(cb, cb->quantize, "q4k_quantize_q8a", (unsigned)((nb + 127) / 128), 1, 128, p, err);
+}
+
+/* buffers for the tests: allocate, copy up, copy down (synchronously) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_alloc(q4k__cuda_backend *cb, q4k__cuda_buf *buf, size_t bytes, q4k_error *err) {
+    return q4k__cuda_reserve(cb, buf, bytes ? bytes : 4, "a test buffer", err);
+}
+Q4K__MAYBE_UNUSED static void q4k__cuda_free(q4k__cuda_backend *cb, q4k__cuda_buf *buf) {
+    if (buf->p) cb->lib.cuMemFree(buf->p);
+    buf->p = 0;
+    buf->size = 0;
+}
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_put(q4k__cuda_backend *cb, q4k__CUdeviceptr dst, const void *src, size_t bytes, q4k_error *err) {
+    q4k_result r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(dst, src, bytes, cb->stream), "cuMemcpyHtoD", 0, err);
+    return r ? r : q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "cuStreamSynchronize", 1, err);
+}
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_get(q4k__cuda_backend *cb, void *dst, q4k__CUdeviceptr src, size_t bytes, q4k_error *err) {
+    q4k_result r = q4k__cuda_check(cb, cb->lib.cuMemcpyDtoHAsync(dst, src, bytes, cb->stream), "cuMemcpyDtoH", 0, err);
+    return r ? r : q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "cuStreamSynchronize (after the kernels)", 1, err);
+}
+
 static void q4k__cuda_destroy(q4k_backend *b) {
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     int i;
@@ -1692,6 +1843,8 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     for (i = 0; i < Q4K__CUDA_N_FILES; i++)
         if ((r = q4k__cuda_load_module(cb, i, sms, n_sms, err))) goto fail;
     if ((r = q4k__cuda_get_fn(cb, 0, "q4k_quantize_q8a", &cb->quantize, err))) goto fail;
+    for (i = 0; i < Q4K__CUDA_OP_COUNT; i++)
+        if ((r = q4k__cuda_get_fn(cb, 1, q4k__cuda_op_names[i], &cb->op[i], err))) goto fail;
     for (i = 0; i < (int)(sizeof types / sizeof types[0]); i++)
         for (a = 0; a < 2; a++)
             for (m = 0; m < 2; m++) {

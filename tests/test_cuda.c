@@ -236,6 +236,345 @@ static void test_matmul_refusals(void) {
                 strstr(err.msg, "Q2_K"), "Q2_K taken: %s", err.msg);
 }
 
+/* ---- the other kernels, against the CPU's functions --------------------- */
+
+static q4k__cuda_backend *cbk(void) { return (q4k__cuda_backend *)gpu; }
+
+/* a device buffer holding host data (or NaN when host is NULL) */
+static q4k__CUdeviceptr dev(q4k__cuda_buf *b, const void *host, size_t bytes) {
+    q4k_error err;
+    if (q4k__cuda_alloc(cbk(), b, bytes, &err)) {
+        T_CHECK(0, "%s", err.msg);
+        return 0;
+    }
+    if (host) q4k__cuda_put(cbk(), b->p, host, bytes, &err);
+    else cbk()->lib.cuMemsetD32Async(b->p, 0x7fc00000u, (bytes + 3) / 4, cbk()->stream);
+    return b->p;
+}
+
+static int64_t count_ne_bits(const void *a, const void *b, size_t n) {
+    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+    size_t i;
+    int64_t k = 0;
+    for (i = 0; i < n; i++) k += x[i] != y[i];
+    return k;
+}
+
+/* the activation quantizer: the CPU's bytes exactly, NaN and ties included */
+static void run_op_quantize(void) {
+    int64_t nb = 20000, b, i;
+    float *x = (float *)malloc(sizeof(float) * 32 * (size_t)nb);
+    q4k_block_q8a *want = (q4k_block_q8a *)malloc(sizeof *want * (size_t)nb), *got = (q4k_block_q8a *)malloc(sizeof *got * (size_t)nb);
+    q4k__cuda_buf bx = {0, 0}, bq = {0, 0};
+    q4k_error err;
+    for (b = 0; b < nb; b++) {
+        double scale = pow(10.0, (double)(b % 13) - 8.0) * (b % 29 == 3 ? 1e-30 : 1.0); /* subnormal scales too */
+        for (i = 0; i < 32; i++) x[b * 32 + i] = (float)(t_rng_gauss(&xr) * scale);
+        if (b % 7 == 1)
+            for (i = 0; i < 32; i++) x[b * 32 + i] = i == 0 ? 127.0f : (float)((int)(i % 11) - 5) + 0.5f;
+        if (b % 11 == 2) x[b * 32 + 7] = NAN;
+        if (b % 17 == 5)
+            for (i = 0; i < 32; i++) x[b * 32 + i] = 0.0f;
+    }
+    q4k_quantize_act_q8(x, want, nb * 32);
+    dev(&bx, x, sizeof(float) * 32 * (size_t)nb);
+    dev(&bq, NULL, sizeof *got * (size_t)nb);
+    T_CHECK(q4k__cuda_quantize(cbk(), bx.p, bq.p, nb, &err) == Q4K_OK && q4k__cuda_get(cbk(), got, bq.p, sizeof *got * (size_t)nb, &err) == Q4K_OK,
+            "%s", err.msg);
+    T_CHECK(count_ne_bits(got, want, sizeof *got * (size_t)nb) == 0, "quantized blocks differ from the CPU's");
+    q4k__cuda_free(cbk(), &bx);
+    q4k__cuda_free(cbk(), &bq);
+    free(x);
+    free(want);
+    free(got);
+}
+static void test_op_quantize(void) {
+    NEED_GPU();
+    run_op_quantize();
+}
+
+/* embedding rows of every type: the CPU's decoded floats exactly */
+static void run_op_get_rows(void) {
+    size_t t;
+    q4k_error err;
+    for (t = 0; t < N_TYPES; t++) {
+        q4k_type type = all_types[t];
+        int64_t rows = 300, d = q4k_type_traits((int)type).block_size == 1 ? 1001 : 3584, n = 9, j;
+        int32_t tok[9] = {0, 299, 17, 17, 150, 3, 298, 1, 42};
+        size_t wbytes;
+        unsigned char *w = random_weights(type, rows, d, &wbytes);
+        float *want = (float *)malloc(sizeof(float) * (size_t)(n * d)), *got = (float *)malloc(sizeof(float) * (size_t)(n * d));
+        q4k__cuda_buf bw = {0, 0}, bt = {0, 0}, bo = {0, 0};
+        for (j = 0; j < n; j++) q4k_dequantize_row(type, w + (size_t)tok[j] * q4k_row_size(type, d), want + j * d, d);
+        dev(&bw, w, wbytes);
+        dev(&bt, tok, sizeof tok);
+        dev(&bo, NULL, sizeof(float) * (size_t)(n * d));
+        T_CHECK(q4k__cuda_get_rows(cbk(), type, bw.p, d, bt.p, n, bo.p, &err) == Q4K_OK &&
+                    q4k__cuda_get(cbk(), got, bo.p, sizeof(float) * (size_t)(n * d), &err) == Q4K_OK, "%s", err.msg);
+        T_CHECK(count_ne_bits(got, want, sizeof(float) * (size_t)(n * d)) == 0, "%s rows differ", q4k_type_name((int)type));
+        q4k__cuda_free(cbk(), &bw);
+        q4k__cuda_free(cbk(), &bt);
+        q4k__cuda_free(cbk(), &bo);
+        free(w);
+        free(want);
+        free(got);
+    }
+}
+static void test_op_get_rows(void) {
+    NEED_GPU();
+    run_op_get_rows();
+}
+
+/* largest |a-b| over |b|-scaled elements: max_i |a_i - b_i| / (|b_i| + floor) */
+static double rel_err(const float *a, const float *b, int64_t n, double floor) {
+    double worst = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]) / (fabs((double)b[i]) + floor);
+        if (!(e <= worst)) worst = e == e ? e : 1e30;
+    }
+    return worst;
+}
+
+/* RMSNorm (the mean in double: at most a rounding apart), SwiGLU (expf: a
+   few ulps), add and bias (exact) */
+static void run_op_elementwise(void) {
+    int64_t n = 7, d = 3584, i, j;
+    float *x = (float *)malloc(sizeof(float) * (size_t)(n * d)), *w = (float *)malloc(sizeof(float) * (size_t)d);
+    float *u = (float *)malloc(sizeof(float) * (size_t)(n * d)), *want = (float *)malloc(sizeof(float) * (size_t)(n * d));
+    float *got = (float *)malloc(sizeof(float) * (size_t)(n * d));
+    q4k__cuda_buf bx = {0, 0}, bw = {0, 0}, by = {0, 0}, bu = {0, 0};
+    q4k_error err;
+    double e;
+    for (i = 0; i < n * d; i++) {
+        x[i] = (float)(t_rng_gauss(&xr) * (i / d + 1) * 3.0);
+        u[i] = (float)t_rng_gauss(&xr);
+    }
+    for (i = 0; i < d; i++) w[i] = (float)(1.0 + 0.1 * t_rng_gauss(&xr));
+    for (j = 0; j < n; j++) q4k__rmsnorm(want + j * d, x + j * d, w, d, 1e-6f);
+    dev(&bx, x, sizeof(float) * (size_t)(n * d));
+    dev(&bw, w, sizeof(float) * (size_t)d);
+    dev(&by, NULL, sizeof(float) * (size_t)(n * d));
+    dev(&bu, u, sizeof(float) * (size_t)(n * d));
+    T_CHECK(q4k__cuda_rmsnorm(cbk(), bx.p, bw.p, by.p, n, d, 1e-6f, &err) == Q4K_OK &&
+                q4k__cuda_get(cbk(), got, by.p, sizeof(float) * (size_t)(n * d), &err) == Q4K_OK, "%s", err.msg);
+    e = rel_err(got, want, n * d, 1e-30);
+    printf("  rmsnorm: worst relative difference %.2e\n", e);
+    T_CHECK(e <= 3e-7, "rmsnorm off by %.3g", e);
+    /* swiglu on x, u */
+    for (i = 0; i < n * d; i++) want[i] = q4k__silu(x[i]) * u[i];
+    dev(&by, x, sizeof(float) * (size_t)(n * d));
+    T_CHECK(q4k__cuda_swiglu(cbk(), by.p, bu.p, n * d, &err) == Q4K_OK &&
+                q4k__cuda_get(cbk(), got, by.p, sizeof(float) * (size_t)(n * d), &err) == Q4K_OK, "%s", err.msg);
+    e = rel_err(got, want, n * d, 1e-30);
+    printf("  swiglu: worst relative difference %.2e\n", e);
+    T_CHECK(e <= 1e-6, "swiglu off by %.3g", e);
+    /* x + u, then + bias w per row */
+    for (j = 0; j < n; j++)
+        for (i = 0; i < d; i++) want[j * d + i] = (x[j * d + i] + u[j * d + i]) + w[i];
+    dev(&by, x, sizeof(float) * (size_t)(n * d));
+    T_CHECK(q4k__cuda_add(cbk(), by.p, bu.p, n * d, &err) == Q4K_OK && q4k__cuda_add_bias(cbk(), by.p, bw.p, n, d, &err) == Q4K_OK &&
+                q4k__cuda_get(cbk(), got, by.p, sizeof(float) * (size_t)(n * d), &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(count_ne_bits(got, want, sizeof(float) * (size_t)(n * d)) == 0, "add / add_bias differ");
+    q4k__cuda_free(cbk(), &bx);
+    q4k__cuda_free(cbk(), &bw);
+    q4k__cuda_free(cbk(), &by);
+    q4k__cuda_free(cbk(), &bu);
+    free(x);
+    free(w);
+    free(u);
+    free(want);
+    free(got);
+}
+static void test_op_elementwise(void) {
+    NEED_GPU();
+    run_op_elementwise();
+}
+
+/* RoPE from the host table (both pairings) and the f16 KV append: exact */
+static void run_op_rope_kv(void) {
+    const int n_head = 28, hd = 128, n_rot = 128, half = 64;
+    const int64_t n = 5, n_pos = 5000, q_dim = n_head * hd;
+    int32_t pos0 = 4093;
+    float *table = (float *)malloc(sizeof(float) * (size_t)(n_pos * n_rot));
+    float *v = (float *)malloc(sizeof(float) * (size_t)(n * q_dim)), *want = (float *)malloc(sizeof(float) * (size_t)(n * q_dim));
+    float *got = (float *)malloc(sizeof(float) * (size_t)(n * q_dim)), c[64], sn[64];
+    uint16_t *hwant = (uint16_t *)malloc(2 * (size_t)(n_pos * q_dim)), *hgot = (uint16_t *)malloc(2 * (size_t)(n_pos * q_dim));
+    q4k__cuda_buf bt = {0, 0}, bv = {0, 0}, bp = {0, 0}, bc = {0, 0};
+    q4k_error err;
+    int64_t p, i, j, h;
+    int neox;
+    for (p = 0; p < n_pos; p++)
+        for (i = 0; i < half; i++) q4k_rope_cos_sin(p, i, n_rot, 1000000.0, 1.0, &table[2 * (p * half + i)], &table[2 * (p * half + i) + 1]);
+    dev(&bt, table, sizeof(float) * (size_t)(n_pos * n_rot));
+    dev(&bp, &pos0, sizeof pos0);
+    for (neox = 0; neox < 2; neox++) {
+        for (i = 0; i < n * q_dim; i++) v[i] = want[i] = (float)t_rng_gauss(&xr);
+        for (j = 0; j < n; j++) {
+            for (i = 0; i < half; i++) {
+                c[i] = table[2 * ((pos0 + j) * half + i)];
+                sn[i] = table[2 * ((pos0 + j) * half + i) + 1];
+            }
+            for (h = 0; h < n_head; h++) q4k__rope(want + j * q_dim + h * hd, c, sn, n_rot, neox);
+        }
+        dev(&bv, v, sizeof(float) * (size_t)(n * q_dim));
+        T_CHECK(q4k__cuda_rope(cbk(), bv.p, n, n_head, hd, q_dim, n_rot, neox, bt.p, bp.p, &err) == Q4K_OK &&
+                    q4k__cuda_get(cbk(), got, bv.p, sizeof(float) * (size_t)(n * q_dim), &err) == Q4K_OK, "%s", err.msg);
+        T_CHECK(count_ne_bits(got, want, sizeof(float) * (size_t)(n * q_dim)) == 0, "rope (neox %d) differs", neox);
+    }
+    /* the cache rows pos0..pos0+n-1 get f16(v), specials included; others stay */
+    v[0] = NAN;
+    v[1] = INFINITY;
+    v[2] = 1e-7f;  /* subnormal half */
+    v[3] = 65519.0f;
+    v[4] = 70000.0f;
+    dev(&bv, v, sizeof(float) * (size_t)(n * q_dim));
+    memset(hwant, 0x55, 2 * (size_t)(n_pos * q_dim));
+    dev(&bc, hwant, 2 * (size_t)(n_pos * q_dim));
+    for (i = 0; i < n * q_dim; i++) hwant[pos0 * q_dim + i] = q4k_fp32_to_fp16(v[i]);
+    T_CHECK(q4k__cuda_kv_append(cbk(), bv.p, bc.p, q_dim, n, bp.p, &err) == Q4K_OK &&
+                q4k__cuda_get(cbk(), hgot, bc.p, 2 * (size_t)(n_pos * q_dim), &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(count_ne_bits(hgot, hwant, 2 * (size_t)(n_pos * q_dim)) == 0, "the f16 cache differs");
+    q4k__cuda_free(cbk(), &bt);
+    q4k__cuda_free(cbk(), &bv);
+    q4k__cuda_free(cbk(), &bp);
+    q4k__cuda_free(cbk(), &bc);
+    free(table);
+    free(v);
+    free(want);
+    free(got);
+    free(hwant);
+    free(hgot);
+}
+static void test_op_rope_kv(void) {
+    NEED_GPU();
+    run_op_rope_kv();
+}
+
+/* the CPU's attention (q4k__attn_worker's loops) for token j at position last */
+static void attn_ref(const float *q, const uint16_t *kc, const uint16_t *vc, float *out, double *mag, int64_t last, int n_head,
+                     int n_head_kv, int hd, float *sc) {
+    int64_t kv_dim = (int64_t)n_head_kv * hd, t, d;
+    int h;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (h = 0; h < n_head; h++) {
+        int kvh = h / (n_head / n_head_kv);
+        const float *qh = q + (int64_t)h * hd;
+        float mx = -INFINITY, sum = 0.0f;
+        for (t = 0; t <= last; t++) {
+            float dot = 0.0f;
+            for (d = 0; d < hd; d++) dot += qh[d] * q4k_fp16_to_fp32(kc[t * kv_dim + kvh * hd + d]);
+            sc[t] = dot * scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        for (t = 0; t <= last; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        for (d = 0; d < hd; d++) {
+            float acc = 0.0f;
+            double m = 0;
+            for (t = 0; t <= last; t++) {
+                float vv = q4k_fp16_to_fp32(vc[t * kv_dim + kvh * hd + d]);
+                acc += sc[t] / sum * vv;
+                m += (double)(sc[t] / sum) * fabs((double)vv);
+            }
+            out[(int64_t)h * hd + d] = acc;
+            mag[(int64_t)h * hd + d] = m;
+        }
+    }
+}
+
+/* decode (one token far into the cache), prefill from 0 and prefill that
+   continues a cache: within 1e-5 x sum_t p_t |v_t| of the CPU's loops */
+static void run_op_attention(void) {
+    const int n_head = 28, n_head_kv = 4, hd = 128;
+    const int64_t n_ctx = 700, q_dim = n_head * hd, kv_dim = n_head_kv * hd;
+    static const int64_t cases[][2] = {{1, 577}, {64, 0}, {7, 300}, {1, 0}}; /* n, pos0 */
+    uint16_t *kc = (uint16_t *)malloc(2 * (size_t)(n_ctx * kv_dim)), *vc = (uint16_t *)malloc(2 * (size_t)(n_ctx * kv_dim));
+    float *q = (float *)malloc(sizeof(float) * (size_t)(64 * q_dim)), *want = (float *)malloc(sizeof(float) * (size_t)(64 * q_dim));
+    float *got = (float *)malloc(sizeof(float) * (size_t)(64 * q_dim)), *sc = (float *)malloc(sizeof(float) * (size_t)n_ctx);
+    double *mag = (double *)malloc(sizeof(double) * (size_t)(64 * q_dim)), worst = 0;
+    q4k__cuda_buf bq = {0, 0}, bk = {0, 0}, bv = {0, 0}, bo = {0, 0}, bs = {0, 0}, bp = {0, 0};
+    q4k_error err;
+    size_t c;
+    int64_t i, j;
+    for (i = 0; i < n_ctx * kv_dim; i++) {
+        kc[i] = q4k_fp32_to_fp16((float)t_rng_gauss(&xr));
+        vc[i] = q4k_fp32_to_fp16((float)t_rng_gauss(&xr));
+    }
+    dev(&bk, kc, 2 * (size_t)(n_ctx * kv_dim));
+    dev(&bv, vc, 2 * (size_t)(n_ctx * kv_dim));
+    dev(&bs, NULL, sizeof(float) * (size_t)(64 * n_head * n_ctx));
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int64_t n = cases[c][0];
+        int32_t pos0 = (int32_t)cases[c][1];
+        int bad = 0;
+        double sharp = c == 2 ? 8.0 : 1.0; /* one case with peaked softmaxes */
+        for (i = 0; i < n * q_dim; i++) q[i] = (float)(t_rng_gauss(&xr) * sharp);
+        for (j = 0; j < n; j++) attn_ref(q + j * q_dim, kc, vc, want + j * q_dim, mag + j * q_dim, pos0 + j, n_head, n_head_kv, hd, sc);
+        dev(&bq, q, sizeof(float) * (size_t)(n * q_dim));
+        dev(&bo, NULL, sizeof(float) * (size_t)(n * q_dim));
+        dev(&bp, &pos0, sizeof pos0);
+        T_CHECK(q4k__cuda_attention(cbk(), bq.p, bk.p, bv.p, bo.p, bs.p, bp.p, n, n_head, n_head_kv, hd, n_ctx, &err) == Q4K_OK &&
+                    q4k__cuda_get(cbk(), got, bo.p, sizeof(float) * (size_t)(n * q_dim), &err) == Q4K_OK, "%s", err.msg);
+        for (i = 0; i < n * q_dim; i++) {
+            double e = fabs((double)got[i] - (double)want[i]) / (mag[i] + 1e-30);
+            if (!(e <= 1e-5) && bad++ < 3)
+                printf("  attention n=%lld pos0=%d: out[%lld] gpu %.9g cpu %.9g\n", (long long)n, (int)pos0, (long long)i, (double)got[i],
+                       (double)want[i]);
+            if (!(e <= worst)) worst = e == e ? e : 1e30;
+        }
+        T_CHECK(bad == 0, "attention n=%lld pos0=%d: %d outputs off", (long long)n, (int)pos0, bad);
+    }
+    printf("  attention: worst |gpu-cpu| / sum p|v| = %.2e (bound 1e-5)\n", worst);
+    q4k__cuda_free(cbk(), &bq);
+    q4k__cuda_free(cbk(), &bk);
+    q4k__cuda_free(cbk(), &bv);
+    q4k__cuda_free(cbk(), &bo);
+    q4k__cuda_free(cbk(), &bs);
+    q4k__cuda_free(cbk(), &bp);
+    free(kc);
+    free(vc);
+    free(q);
+    free(want);
+    free(got);
+    free(sc);
+    free(mag);
+}
+static void test_op_attention(void) {
+    NEED_GPU();
+    run_op_attention();
+}
+
+/* greedy argmax over a vocabulary: the largest, the lowest index of equals */
+static void run_op_argmax(void) {
+    int64_t n = 152064, i;
+    float *x = (float *)malloc(sizeof(float) * (size_t)n);
+    q4k__cuda_buf bx = {0, 0}, bo = {0, 0};
+    q4k_error err;
+    int32_t got = -7, k;
+    for (k = 0; k < 3; k++) {
+        int64_t want = 0;
+        for (i = 0; i < n; i++) x[i] = (float)t_rng_gauss(&xr);
+        if (k == 1) x[100] = x[151000] = 50.0f; /* equal maxima */
+        if (k == 2) x[5] = NAN, x[n - 1] = 60.0f;
+        for (i = 1; i < n; i++)
+            if (x[i] > x[want] || x[want] != x[want]) want = i;
+        dev(&bx, x, sizeof(float) * (size_t)n);
+        dev(&bo, NULL, 4);
+        T_CHECK(q4k__cuda_argmax(cbk(), bx.p, n, bo.p, &err) == Q4K_OK && q4k__cuda_get(cbk(), &got, bo.p, 4, &err) == Q4K_OK, "%s", err.msg);
+        T_CHECK(got == want, "case %d: argmax %d, want %lld", (int)k, (int)got, (long long)want);
+    }
+    q4k__cuda_free(cbk(), &bx);
+    q4k__cuda_free(cbk(), &bo);
+    free(x);
+}
+static void test_op_argmax(void) {
+    NEED_GPU();
+    run_op_argmax();
+}
+
 int main(void) {
     q4k_cpu_backend_desc cd;
     q4k_error err;
@@ -247,6 +586,12 @@ int main(void) {
     T_RUN(test_unavailable);
     T_RUN(test_matmul_refusals);
     T_RUN(test_matmul_small);
+    T_RUN(test_op_quantize);
+    T_RUN(test_op_get_rows);
+    T_RUN(test_op_elementwise);
+    T_RUN(test_op_rope_kv);
+    T_RUN(test_op_attention);
+    T_RUN(test_op_argmax);
     T_RUN(test_matmul_7b);
     if (gpu) q4k_backend_destroy(gpu);
     q4k_backend_destroy(cpu);
