@@ -40,7 +40,8 @@ static const char *usage_text =
     "exit codes: 0 ok, 1 error (bad file, backend that cannot start, I/O),\n"
     "            2 usage (bad or missing arguments), 3 parity failure\n"
     "\n"
-    "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path\n";
+    "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path;\n"
+    "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries\n";
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "q4k: ");
