@@ -164,6 +164,17 @@ static const char *const q4k__embed_matmul_cu[] = {
     "    return v;\n",
     "}\n",
     "\n",
+    "/* each column's lane sums into y[c][r] */\n",
+    "template <int NC>\n",
+    "__device__ __forceinline__ void q4k_store_row(const float *acc, int lane, long long c0, long long n, long long rows, long long r,\n",
+    "                                              float *y) {\n",
+    "#pragma unroll\n",
+    "    for (int c = 0; c < NC; c++) {\n",
+    "        const float s = q4k_warp_sum(acc[c]);\n",
+    "        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;\n",
+    "    }\n",
+    "}\n",
+    "\n",
     "/* one weight block's term against activation row x (the row's first block) */\n",
     "template <int T> __device__ __forceinline__ float q4k_block_term(const unsigned char *row, long long b, const block_q8a *x);\n",
     "template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q8_0>(const unsigned char *row, long long b, const block_q8a *x) {\n",
@@ -203,11 +214,7 @@ static const char *const q4k__embed_matmul_cu[] = {
     "        for (int c = 0; c < NC; c++)\n",
     "            if (c0 + c < n) acc[c] += q4k_block_term<T>(row, b, x + (c0 + c) * nbx);\n",
     "    }\n",
-    "#pragma unroll\n",
-    "    for (int c = 0; c < NC; c++) {\n",
-    "        float s = q4k_warp_sum(acc[c]);\n",
-    "        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;\n",
-    "    }\n",
+    "    q4k_store_row<NC>(acc, lane, c0, n, rows, r, y);\n",
     "}\n",
     "\n",
     "/* float activations: 32-value groups g = lane, lane+32, ... of a row of\n",
@@ -242,11 +249,7 @@ static const char *const q4k__embed_matmul_cu[] = {
     "            }\n",
     "        }\n",
     "    }\n",
-    "#pragma unroll\n",
-    "    for (int c = 0; c < NC; c++) {\n",
-    "        float s = q4k_warp_sum(acc[c]);\n",
-    "        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;\n",
-    "    }\n",
+    "    q4k_store_row<NC>(acc, lane, c0, n, rows, r, y);\n",
     "}\n",
     "\n",
     "/* kernels: q4k_mv_* (one column a warp, decode) and q4k_mm_* (8 columns, prefill) */\n",
@@ -990,6 +993,10 @@ typedef struct q4k__cuda_lib {
 } q4k__cuda_lib;
 
 /* >>cuda-load */
+
+/* q4k.h's q4k__fail is static to the file that implements it; this header
+   may be implemented in another (Q4K_CUDA_IMPLEMENTATION), so it keeps its own
+   until q4k.h exports its internal helpers */
 
 static q4k_result q4k__cuda_fail(q4k_error *err, q4k_result code, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -26,6 +26,17 @@ __device__ __forceinline__ float q4k_warp_sum(float v) {
     return v;
 }
 
+/* each column's lane sums into y[c][r] */
+template <int NC>
+__device__ __forceinline__ void q4k_store_row(const float *acc, int lane, long long c0, long long n, long long rows, long long r,
+                                              float *y) {
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        const float s = q4k_warp_sum(acc[c]);
+        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;
+    }
+}
+
 /* one weight block's term against activation row x (the row's first block) */
 template <int T> __device__ __forceinline__ float q4k_block_term(const unsigned char *row, long long b, const block_q8a *x);
 template <> __device__ __forceinline__ float q4k_block_term<Q4K_T_Q8_0>(const unsigned char *row, long long b, const block_q8a *x) {
@@ -65,11 +76,7 @@ __device__ __forceinline__ void q4k_mm_q8(const unsigned char *w, long long rows
         for (int c = 0; c < NC; c++)
             if (c0 + c < n) acc[c] += q4k_block_term<T>(row, b, x + (c0 + c) * nbx);
     }
-#pragma unroll
-    for (int c = 0; c < NC; c++) {
-        float s = q4k_warp_sum(acc[c]);
-        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;
-    }
+    q4k_store_row<NC>(acc, lane, c0, n, rows, r, y);
 }
 
 /* float activations: 32-value groups g = lane, lane+32, ... of a row of
@@ -104,11 +111,7 @@ __device__ __forceinline__ void q4k_mm_f(const unsigned char *w, long long row_b
             }
         }
     }
-#pragma unroll
-    for (int c = 0; c < NC; c++) {
-        float s = q4k_warp_sum(acc[c]);
-        if (lane == 0 && c0 + c < n) y[(c0 + c) * rows + r] = s;
-    }
+    q4k_store_row<NC>(acc, lane, c0, n, rows, r, y);
 }
 
 /* kernels: q4k_mv_* (one column a warp, decode) and q4k_mm_* (8 columns, prefill) */

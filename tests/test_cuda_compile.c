@@ -66,7 +66,8 @@ static void test_log_names_file_and_line(void) {
 }
 
 /* the CUBIN of the matmul file is an ELF image holding every kernel the
-   backend looks up (names are in its symbol table) */
+   backend looks up (names are in its symbol table); the PTX fallback (for a
+   device newer than NVRTC) is PTX text for that target */
 static void test_cubin_has_kernels(void) {
     static const char *const names[] = {"q4k_quantize_q8a", "q4k_mv_q8_q4_K", "q4k_mm_q8_q6_K", "q4k_mv_f32_bf16",
                                         "q4k_mm_f32_q5_0", "q4k_mm_q8_q8_0"};
@@ -87,6 +88,13 @@ static void test_cubin_has_kernels(void) {
         for (i = 0; i + len < size && !found; i++) found = !memcmp(image + i, names[k], len + 1);
         T_CHECK(found, "kernel %s not in the CUBIN", names[k]);
     }
+    free(image);
+    free(src);
+    image = NULL;
+    src = q4k__join_lines(q4k__cuda_file_lines[1], NULL);
+    T_CHECK(q4k__cuda_nvrtc_compile(&lib, q4k__cuda_files[1], src, common, 90, 1, &image, &size, NULL, NULL, &err) == Q4K_OK,
+            "%s", err.msg);
+    T_CHECK(image && strstr(image, ".target sm_90") && strstr(image, ".entry q4k_attention"), "not PTX for sm_90");
     free(image);
     free(src);
     free(common);
