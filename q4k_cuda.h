@@ -1556,64 +1556,6 @@ static const char *q4k__cuda_type_suffix(q4k_type t) {
 
 static int q4k__cuda_quantized(q4k_type t) { return t != Q4K_TYPE_F32 && t != Q4K_TYPE_F16 && t != Q4K_TYPE_BF16; }
 
-/* Y = W X on host arrays: W and X go up, Y (poisoned with NaN first, so an
-   element no kernel wrote shows) comes down. */
-static q4k_result q4k__cuda_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows, int64_t cols,
-                                   const float *x, int64_t n, float *y, q4k_error *err) {
-    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
-    q4k_type_info ti = q4k_type_traits((int)type);
-    int q8 = act == Q4K_ACT_Q8 && q4k__cuda_quantized(type), mm = n > 1;
-    size_t wbytes, xbytes, ybytes;
-    q4k__CUfunction fn;
-    q4k_result r;
-    long long lrows = rows, lcols = cols, ln = n, row_bytes, nblk;
-    char kname[64];
-    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
-    if (!w || !x || !y || rows < 0 || cols <= 0 || n < 0 || (act != Q4K_ACT_Q8 && act != Q4K_ACT_F32))
-        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: invalid arguments");
-    if (!q4k__cuda_type_suffix(type)) return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no kernel for type %s", q4k_type_name((int)type));
-    if (cols % ti.block_size) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lld columns are not whole %s blocks", lcols, ti.name);
-    if (rows == 0 || n == 0) return Q4K_OK;
-    if (rows > 4 * 2147483647LL || n > 8 * 65535LL) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lldx%lld too large a grid", lrows, ln);
-    row_bytes = (long long)q4k_row_size(type, cols);
-    wbytes = (size_t)row_bytes * (size_t)rows;
-    xbytes = sizeof(float) * (size_t)cols * (size_t)n;
-    ybytes = sizeof(float) * (size_t)rows * (size_t)n;
-    nblk = lcols / 32 * ln;
-    if ((r = q4k__cuda_reserve(cb, &cb->w, wbytes, "the weights", err)) || (r = q4k__cuda_reserve(cb, &cb->x, xbytes, "the activations", err)) ||
-        (r = q4k__cuda_reserve(cb, &cb->y, ybytes, "the output", err)) ||
-        (q8 && (r = q4k__cuda_reserve(cb, &cb->xq, sizeof(q4k_block_q8a) * (size_t)nblk, "the 8-bit activations", err))))
-        return r;
-    if ((r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(cb->w.p, w, wbytes, cb->stream), "cuMemcpyHtoD (weights)", 0, err)) ||
-        (r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(cb->x.p, x, xbytes, cb->stream), "cuMemcpyHtoD (activations)", 0, err)) ||
-        (r = q4k__cuda_check(cb, cb->lib.cuMemsetD32Async(cb->y.p, 0x7fc00000u, ybytes / 4, cb->stream), "cuMemsetD32 (poison)", 0, err)))
-        return r;
-    fn = cb->mm[q8 ? 0 : 1][mm][type];
-    snprintf(kname, sizeof kname, "q4k_%s_%s_%s", mm ? "mm" : "mv", q8 ? "q8" : "f32", q4k__cuda_type_suffix(type));
-    if (q8) {
-        void *qp[3];
-        qp[0] = &cb->x.p;
-        qp[1] = &cb->xq.p;
-        qp[2] = &nblk;
-        if ((r = q4k__cuda_launch(cb, cb->quantize, "q4k_quantize_q8a", (unsigned)((nblk + 127) / 128), 1, 128, qp, err))) return r;
-    }
-    {
-        void *p[7];
-        unsigned gx = (unsigned)((lrows + 3) / 4), gy = (unsigned)(mm ? (ln + 7) / 8 : 1);
-        int k = 0;
-        p[k++] = &cb->w.p;
-        if (!q8) p[k++] = &row_bytes;
-        p[k++] = &lrows;
-        p[k++] = &lcols;
-        p[k++] = q8 ? (void *)&cb->xq.p : (void *)&cb->x.p;
-        p[k++] = &cb->y.p;
-        p[k++] = &ln;
-        if ((r = q4k__cuda_launch(cb, fn, kname, gx, gy, 128, p, err))) return r;
-    }
-    if ((r = q4k__cuda_check(cb, cb->lib.cuMemcpyDtoHAsync(y, cb->y.p, ybytes, cb->stream), "cuMemcpyDtoH (output)", 0, err))) return r;
-    return q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), kname, 1, err);
-}
-
 /* ---- device-side operations ------------------------------------------------
 
    Internal: the launchers of kernels_src/ops.cu on device buffers, for the
@@ -1745,6 +1687,317 @@ Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_get(q4k__cuda_backend *cb, void *d
     return r ? r : q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "cuStreamSynchronize (after the kernels)", 1, err);
 }
 
+/* y[n][rows] = W x[n][cols] on device buffers; with q8 (a quantized type in
+   8-bit mode) the kernels read xq, x quantized by q4k__cuda_quantize */
+static q4k_result q4k__cuda_mm_dev(q4k__cuda_backend *cb, int q8, q4k_type type, q4k__CUdeviceptr w, int64_t rows, int64_t cols,
+                                   q4k__CUdeviceptr x, q4k__CUdeviceptr xq, int64_t n, q4k__CUdeviceptr y, q4k_error *err) {
+    long long lrows = rows, lcols = cols, ln = n, row_bytes = (long long)q4k_row_size(type, cols);
+    int mm = n > 1, k = 0;
+    unsigned gx = (unsigned)((lrows + 3) / 4), gy = (unsigned)(mm ? (ln + 7) / 8 : 1);
+    char kname[64];
+    void *p[7];
+    if (rows <= 0 || n <= 0) return Q4K_OK;
+    snprintf(kname, sizeof kname, "q4k_%s_%s_%s", mm ? "mm" : "mv", q8 ? "q8" : "f32", q4k__cuda_type_suffix(type));
+    p[k++] = &w;
+    if (!q8) p[k++] = &row_bytes;
+    p[k++] = &lrows;
+    p[k++] = &lcols;
+    p[k++] = q8 ? &xq : &x;
+    p[k++] = &y;
+    p[k++] = &ln;
+    return q4k__cuda_launch(cb, cb->mm[q8 ? 0 : 1][mm][type], kname, gx, gy, 128, p, err);
+}
+
+/* Y = W X on host arrays: W and X go up, Y (poisoned with NaN first, so an
+   element no kernel wrote shows) comes down. */
+static q4k_result q4k__cuda_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows, int64_t cols,
+                                   const float *x, int64_t n, float *y, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    q4k_type_info ti = q4k_type_traits((int)type);
+    int q8 = act == Q4K_ACT_Q8 && q4k__cuda_quantized(type);
+    size_t wbytes, xbytes, ybytes;
+    q4k_result r;
+    long long lrows = rows, lcols = cols, ln = n;
+    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if (!w || !x || !y || rows < 0 || cols <= 0 || n < 0 || (act != Q4K_ACT_Q8 && act != Q4K_ACT_F32))
+        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: invalid arguments");
+    if (!q4k__cuda_type_suffix(type)) return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no kernel for type %s", q4k_type_name((int)type));
+    if (cols % ti.block_size) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lld columns are not whole %s blocks", lcols, ti.name);
+    if (rows == 0 || n == 0) return Q4K_OK;
+    if (rows > 4 * 2147483647LL || n > 8 * 65535LL) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lldx%lld too large a grid", lrows, ln);
+    wbytes = q4k_row_size(type, cols) * (size_t)rows;
+    xbytes = sizeof(float) * (size_t)cols * (size_t)n;
+    ybytes = sizeof(float) * (size_t)rows * (size_t)n;
+    if ((r = q4k__cuda_reserve(cb, &cb->w, wbytes, "the weights", err)) || (r = q4k__cuda_reserve(cb, &cb->x, xbytes, "the activations", err)) ||
+        (r = q4k__cuda_reserve(cb, &cb->y, ybytes, "the output", err)) ||
+        (q8 && (r = q4k__cuda_reserve(cb, &cb->xq, sizeof(q4k_block_q8a) * (size_t)(lcols / 32 * ln), "the 8-bit activations", err))))
+        return r;
+    if ((r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(cb->w.p, w, wbytes, cb->stream), "cuMemcpyHtoD (weights)", 0, err)) ||
+        (r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(cb->x.p, x, xbytes, cb->stream), "cuMemcpyHtoD (activations)", 0, err)) ||
+        (r = q4k__cuda_check(cb, cb->lib.cuMemsetD32Async(cb->y.p, 0x7fc00000u, ybytes / 4, cb->stream), "cuMemsetD32 (poison)", 0, err)) ||
+        (q8 && (r = q4k__cuda_quantize(cb, cb->x.p, cb->xq.p, lcols / 32 * ln, err))) ||
+        (r = q4k__cuda_mm_dev(cb, q8, type, cb->w.p, rows, cols, cb->x.p, cb->xq.p, n, cb->y.p, err)) ||
+        (r = q4k__cuda_check(cb, cb->lib.cuMemcpyDtoHAsync(y, cb->y.p, ybytes, cb->stream), "cuMemcpyDtoH (output)", 0, err)))
+        return r;
+    return q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "the matmul kernels", 1, err);
+}
+
+/* >>cuda-session: the forward pass on the GPU (q4k.h's `>>model` op for op) */
+
+#define Q4K__CUDA_BATCH 64 /* prompt tokens per pass, as the CPU's */
+
+typedef struct q4k__cuda_layer {
+    q4k__CUdeviceptr attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, gate, up, down;
+} q4k__cuda_layer;
+
+typedef struct q4k__cuda_session {
+    q4k_session base;
+    q4k__cuda_backend *cb;
+    q4k__cuda_buf weights;         /* every tensor, in its GGUF blocks */
+    q4k__cuda_layer *layers;
+    q4k__CUdeviceptr tok_embd, output_norm, output;
+    q4k__cuda_buf kc, vc;          /* [n_layer][n_ctx][kv_dim] f16 */
+    q4k__cuda_buf x, xb, q, k, v, att, tmp, gate, up, xq, tok, pos, table, scores, logits;
+} q4k__cuda_session;
+
+/* the device address of a model tensor (uploaded in the GGUF's order) */
+static q4k__CUdeviceptr q4k__cuda_tensor(const q4k__cuda_session *cs, const q4k_tensor *t, const uint64_t *offs) {
+    int64_t i, n = q4k_gguf_tensor_count(cs->base.model->gguf);
+    if (!t) return 0;
+    for (i = 0; i < n; i++)
+        if (q4k_gguf_tensor(cs->base.model->gguf, i) == t) return cs->weights.p + offs[i];
+    return 0;
+}
+
+static void q4k__cuda_session_destroy(q4k_session *s) {
+    q4k__cuda_session *cs = (q4k__cuda_session *)s;
+    q4k__cuda_buf *bufs[] = {&cs->weights, &cs->kc, &cs->vc, &cs->x, &cs->xb, &cs->q, &cs->k, &cs->v, &cs->att, &cs->tmp,
+                             &cs->gate, &cs->up, &cs->xq, &cs->tok, &cs->pos, &cs->table, &cs->scores, &cs->logits};
+    size_t i;
+    for (i = 0; i < sizeof bufs / sizeof bufs[0]; i++) q4k__cuda_free(cs->cb, bufs[i]);
+    Q4K_FREE(cs->layers);
+    Q4K_FREE(cs);
+}
+
+/* y[n][rows] = W x for a model tensor; xq holds x quantized when q8 */
+static q4k_result q4k__cuda_mm_t(q4k__cuda_session *cs, const q4k_tensor *t, q4k__CUdeviceptr w, q4k__CUdeviceptr x, int q8,
+                                 int64_t n, q4k__CUdeviceptr y, q4k_error *err) {
+    return q4k__cuda_mm_dev(cs->cb, q8 && q4k__cuda_quantized(t->type), t->type, w, t->ne[1], t->ne[0], x, cs->xq.p, n, y, err);
+}
+
+/* x quantized into xq when the session runs 8-bit activations */
+static q4k_result q4k__cuda_quantize_in(q4k__cuda_session *cs, q4k__CUdeviceptr x, int64_t n, int64_t cols, q4k_error *err) {
+    if (cs->base.desc.act != Q4K_ACT_Q8) return Q4K_OK;
+    return q4k__cuda_quantize(cs->cb, x, cs->xq.p, n * cols / 32, err);
+}
+
+/* the last token's row of a buffer into the trace of op (layer l) */
+static q4k_result q4k__cuda_trace_op(q4k__cuda_session *cs, int64_t l, q4k_op op, q4k__CUdeviceptr buf, int64_t n, q4k_error *err) {
+    q4k_session *s = &cs->base;
+    int64_t len = s->trace_op_len[op];
+    if (s->desc.trace_layer != l || !s->trace_ops[op]) return Q4K_OK;
+    return q4k__cuda_get(cs->cb, s->trace_ops[op], buf + (q4k__CUdeviceptr)((n - 1) * len * 4), (size_t)len * 4, err);
+}
+
+static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
+                                       q4k_error *err) {
+    q4k_session *s = &cs->base;
+    q4k__cuda_backend *cb = cs->cb;
+    const q4k_model *m = s->model;
+    const q4k_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd, ff = hp->n_ff;
+    const int q8 = s->desc.act == Q4K_ACT_Q8;
+    int32_t pos0 = (int32_t)s->pos;
+    int64_t l, rows_out;
+    q4k_result r;
+    if ((r = q4k__cuda_put(cb, cs->tok.p, tokens, sizeof(int32_t) * (size_t)n, err)) ||
+        (r = q4k__cuda_put(cb, cs->pos.p, &pos0, sizeof pos0, err)) ||
+        (r = q4k__cuda_get_rows(cb, m->tok_embd->type, cs->tok_embd, d, cs->tok.p, n, cs->x.p, err)))
+        return r;
+    for (l = 0; l < hp->n_layer; l++) {
+        const q4k_layer *L = &m->layers[l];
+        const q4k__cuda_layer *D = &cs->layers[l];
+        q4k__CUdeviceptr kc = cs->kc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * 2), vc = cs->vc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * 2);
+        /* attention block */
+        if ((r = q4k__cuda_rmsnorm(cb, cs->x.p, D->attn_norm, cs->xb.p, n, d, hp->norm_eps, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN_NORM, cs->xb.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->xb.p, n, d, err)) ||
+            (r = q4k__cuda_mm_t(cs, L->wq, D->wq, cs->xb.p, q8, n, cs->q.p, err)) ||
+            (r = q4k__cuda_mm_t(cs, L->wk, D->wk, cs->xb.p, q8, n, cs->k.p, err)) ||
+            (r = q4k__cuda_mm_t(cs, L->wv, D->wv, cs->xb.p, q8, n, cs->v.p, err)))
+            return r;
+        if (L->bq && ((r = q4k__cuda_add_bias(cb, cs->q.p, D->bq, n, q_dim, err)) || (r = q4k__cuda_add_bias(cb, cs->k.p, D->bk, n, kv_dim, err)) ||
+                      (r = q4k__cuda_add_bias(cb, cs->v.p, D->bv, n, kv_dim, err))))
+            return r;
+        if ((r = q4k__cuda_trace_op(cs, l, Q4K_OP_Q, cs->q.p, n, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_K, cs->k.p, n, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_V, cs->v.p, n, err)) ||
+            (r = q4k__cuda_rope(cb, cs->q.p, n, (int)hp->n_head, (int)hd, q_dim, (int)hp->n_rot, hp->rope_neox, cs->table.p, cs->pos.p, err)) ||
+            (r = q4k__cuda_rope(cb, cs->k.p, n, (int)hp->n_head_kv, (int)hd, kv_dim, (int)hp->n_rot, hp->rope_neox, cs->table.p, cs->pos.p, err)) ||
+            (r = q4k__cuda_kv_append(cb, cs->k.p, kc, kv_dim, n, cs->pos.p, err)) ||
+            (r = q4k__cuda_kv_append(cb, cs->v.p, vc, kv_dim, n, cs->pos.p, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_Q_ROPE, cs->q.p, n, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_K_ROPE, cs->k.p, n, err)) ||
+            (r = q4k__cuda_attention(cb, cs->q.p, kc, vc, cs->att.p, cs->scores.p, cs->pos.p, n, (int)hp->n_head, (int)hp->n_head_kv, (int)hd,
+                                     s->n_ctx, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN, cs->att.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->att.p, n, q_dim, err)) ||
+            (r = q4k__cuda_mm_t(cs, L->wo, D->wo, cs->att.p, q8, n, cs->tmp.p, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN_OUT, cs->tmp.p, n, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_ATTN, cs->x.p, n, err)))
+            return r;
+        /* feed-forward block */
+        if ((r = q4k__cuda_rmsnorm(cb, cs->x.p, D->ffn_norm, cs->xb.p, n, d, hp->norm_eps, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_FFN_NORM, cs->xb.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->xb.p, n, d, err)) ||
+            (r = q4k__cuda_mm_t(cs, L->w_gate, D->gate, cs->xb.p, q8, n, cs->gate.p, err)) ||
+            (r = q4k__cuda_mm_t(cs, L->w_up, D->up, cs->xb.p, q8, n, cs->up.p, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_GATE, cs->gate.p, n, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_UP, cs->up.p, n, err)) ||
+            (r = q4k__cuda_swiglu(cb, cs->gate.p, cs->up.p, n * ff, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ACT, cs->gate.p, n, err)) ||
+            (r = q4k__cuda_quantize_in(cs, cs->gate.p, n, ff, err)) ||
+            (r = q4k__cuda_mm_t(cs, L->w_down, D->down, cs->gate.p, q8, n, cs->tmp.p, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_DOWN, cs->tmp.p, n, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_FFN, cs->x.p, n, err)))
+            return r;
+        if (s->trace_layers &&
+            (r = q4k__cuda_get(cb, s->trace_layers + l * d, cs->x.p + (q4k__CUdeviceptr)((n - 1) * d * 4), (size_t)d * 4, err)))
+            return r;
+    }
+    /* final norm and logits, of every token or of the last */
+    rows_out = (flags & Q4K_EVAL_ALL_LOGITS) ? n : 1;
+    if (logits) {
+        q4k__CUdeviceptr xl = cs->x.p + (q4k__CUdeviceptr)((n - rows_out) * d * 4);
+        if ((r = q4k__cuda_rmsnorm(cb, xl, cs->output_norm, cs->xb.p, rows_out, d, hp->norm_eps, err)) ||
+            (r = q4k__cuda_quantize_in(cs, cs->xb.p, rows_out, d, err)) ||
+            (r = q4k__cuda_mm_t(cs, m->output, cs->output, cs->xb.p, q8, rows_out, cs->logits.p, err)) ||
+            (r = q4k__cuda_get(cb, logits, cs->logits.p, sizeof(float) * (size_t)(rows_out * hp->n_vocab), err)))
+            return r;
+    } else if ((r = q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "the layers' kernels", 1, err))) {
+        return r;
+    }
+    s->pos += n;
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cuda_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits, q4k_error *err) {
+    q4k__cuda_session *cs = (q4k__cuda_session *)s;
+    int64_t done = 0, n_vocab = s->model->hp.n_vocab;
+    if (cs->cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the session is dead after an earlier fault (%s)", cs->cb->dead_why);
+    while (done < n) {
+        int64_t nb = n - done < Q4K__CUDA_BATCH ? n - done : Q4K__CUDA_BATCH;
+        float *out = NULL;
+        q4k_result r;
+        if (logits && (flags & Q4K_EVAL_ALL_LOGITS)) out = logits + done * n_vocab;
+        else if (logits && done + nb == n) out = logits;
+        if ((r = q4k__cuda_eval_batch(cs, tokens + done, nb, flags, out, err))) return r;
+        done += nb;
+    }
+    return Q4K_OK;
+}
+
+static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d, q4k_session **out,
+                                           q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    const q4k_hparams *hp = &m->hp;
+    const int64_t B = Q4K__CUDA_BATCH, dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
+    const int64_t ff = hp->n_ff, half = hp->n_rot / 2, n_ctx = d->n_ctx, nt = q4k_gguf_tensor_count(m->gguf);
+    int64_t i, l, widest = dm > q_dim ? dm : q_dim;
+    uint64_t total = 0, *offs;
+    float *table;
+    q4k__cuda_session *cs;
+    q4k_result r = Q4K_OK;
+    *out = NULL;
+    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if (widest < ff) widest = ff;
+    if (d->perturb != 0.0f) return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED, "cuda: the perturb fault is not implemented on CUDA yet");
+    for (i = 0; i < nt; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        if (!q4k__cuda_type_suffix(t->type))
+            return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: tensor '%s' has type %s, which has no CUDA kernel", t->name,
+                                  q4k_type_name((int)t->type));
+    }
+    cs = (q4k__cuda_session *)Q4K_MALLOC(sizeof *cs);
+    offs = (uint64_t *)Q4K_MALLOC(sizeof(uint64_t) * (size_t)(nt + 1));
+    table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_ctx * half * 2));
+    if (cs) memset(cs, 0, sizeof *cs);
+    if (cs) cs->layers = (q4k__cuda_layer *)Q4K_MALLOC(sizeof(q4k__cuda_layer) * (size_t)hp->n_layer);
+    if (!cs || !offs || !table || !cs->layers) {
+        if (cs) Q4K_FREE(cs->layers);
+        Q4K_FREE(cs);
+        Q4K_FREE(offs);
+        Q4K_FREE(table);
+        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
+    }
+    cs->cb = cb;
+    cs->base.backend = b;
+    cs->base.model = m;
+    cs->base.desc = *d;
+    cs->base.n_ctx = n_ctx;
+    cs->base.eval = q4k__cuda_eval;
+    cs->base.destroy = q4k__cuda_session_destroy;
+    for (i = 0; i < nt; i++) {
+        offs[i] = total;
+        total += (q4k_gguf_tensor(m->gguf, i)->nbytes + 255) / 256 * 256;
+    }
+    /* weights once, then the cache and the scratch of a batch */
+    if ((r = q4k__cuda_reserve(cb, &cs->weights, (size_t)total, "the model's weights", err))) goto fail;
+    for (i = 0; i < nt && !r; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        r = q4k__cuda_put(cb, cs->weights.p + offs[i], t->data, t->nbytes, err);
+    }
+    if (r) goto fail;
+    cs->tok_embd = q4k__cuda_tensor(cs, m->tok_embd, offs);
+    cs->output_norm = q4k__cuda_tensor(cs, m->output_norm, offs);
+    cs->output = q4k__cuda_tensor(cs, m->output, offs);
+    for (l = 0; l < hp->n_layer; l++) {
+        const q4k_layer *L = &m->layers[l];
+        q4k__cuda_layer *D = &cs->layers[l];
+        D->attn_norm = q4k__cuda_tensor(cs, L->attn_norm, offs);
+        D->wq = q4k__cuda_tensor(cs, L->wq, offs);
+        D->wk = q4k__cuda_tensor(cs, L->wk, offs);
+        D->wv = q4k__cuda_tensor(cs, L->wv, offs);
+        D->bq = q4k__cuda_tensor(cs, L->bq, offs);
+        D->bk = q4k__cuda_tensor(cs, L->bk, offs);
+        D->bv = q4k__cuda_tensor(cs, L->bv, offs);
+        D->wo = q4k__cuda_tensor(cs, L->wo, offs);
+        D->ffn_norm = q4k__cuda_tensor(cs, L->ffn_norm, offs);
+        D->gate = q4k__cuda_tensor(cs, L->w_gate, offs);
+        D->up = q4k__cuda_tensor(cs, L->w_up, offs);
+        D->down = q4k__cuda_tensor(cs, L->w_down, offs);
+    }
+    for (i = 0; i < n_ctx * half; i++)
+        q4k_rope_cos_sin(i / half, i % half, hp->n_rot, hp->rope_freq_base,
+                         m->rope_freqs ? (double)((const float *)m->rope_freqs->data)[i % half] : 1.0, &table[2 * i], &table[2 * i + 1]);
+    {
+        struct { q4k__cuda_buf *b; size_t bytes; } need[15];
+        size_t k;
+        need[0].b = &cs->kc; need[0].bytes = (size_t)(hp->n_layer * n_ctx * kv_dim) * 2;
+        need[1].b = &cs->vc; need[1].bytes = need[0].bytes;
+        need[2].b = &cs->x; need[2].bytes = (size_t)(B * dm) * 4;
+        need[3].b = &cs->xb; need[3].bytes = need[2].bytes;
+        need[4].b = &cs->q; need[4].bytes = (size_t)(B * q_dim) * 4;
+        need[5].b = &cs->k; need[5].bytes = (size_t)(B * kv_dim) * 4;
+        need[6].b = &cs->v; need[6].bytes = need[5].bytes;
+        need[7].b = &cs->att; need[7].bytes = need[4].bytes;
+        need[8].b = &cs->tmp; need[8].bytes = need[2].bytes;
+        need[9].b = &cs->gate; need[9].bytes = (size_t)(B * ff) * 4;
+        need[10].b = &cs->up; need[10].bytes = need[9].bytes;
+        need[11].b = &cs->xq; need[11].bytes = (size_t)(B * widest / 32) * sizeof(q4k_block_q8a);
+        need[12].b = &cs->scores; need[12].bytes = (size_t)(B * hp->n_head * n_ctx) * 4;
+        need[13].b = &cs->logits; need[13].bytes = (size_t)(B * hp->n_vocab) * 4;
+        need[14].b = &cs->table; need[14].bytes = (size_t)(n_ctx * half * 2) * 4;
+        for (k = 0; k < 15 && !r; k++) r = q4k__cuda_reserve(cb, need[k].b, need[k].bytes, "a session's buffers", err);
+        if (!r) r = q4k__cuda_reserve(cb, &cs->tok, (size_t)B * 4, "a session's buffers", err);
+        if (!r) r = q4k__cuda_reserve(cb, &cs->pos, 4, "a session's buffers", err);
+        if (!r) r = q4k__cuda_put(cb, cs->table.p, table, need[14].bytes, err);
+    }
+    if (r || (r = q4k__session_alloc_trace(&cs->base, err))) goto fail;
+    Q4K_FREE(offs);
+    Q4K_FREE(table);
+    *out = &cs->base;
+    return Q4K_OK;
+fail:
+    Q4K_FREE(offs);
+    Q4K_FREE(table);
+    q4k_session_free(&cs->base);
+    return r;
+}
+
 static void q4k__cuda_destroy(q4k_backend *b) {
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     int i;
@@ -1818,6 +2071,7 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     if (desc) cb->desc = *desc;
     cb->base.name = "cuda";
     cb->base.impl = cb;
+    cb->base.session_create = q4k__cuda_session_create;
     cb->base.matmul = q4k__cuda_matmul;
     cb->base.destroy = q4k__cuda_destroy;
     if ((r = q4k__cuda_load_driver(&cb->lib, cb->desc.libcuda_path, err)) || (r = q4k__cuda_load_nvrtc(&cb->lib, cb->desc.nvrtc_path, err)))

@@ -5,7 +5,9 @@
 #                        AVX-512, which the CI machine lacks) and the
 #                        transformers oracle
 #   tests/gpu.sh cuda    the CUDA backend: q4k devices, then every kernel
-#                        against the CPU (tests/test_cuda.c; ~5 minutes)
+#                        and synthetic models' forward passes against the
+#                        CPU (tests/test_cuda.c; ~4 minutes, ~1.5 with
+#                        Q4K_TEST_MATMUL7B=0)
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-build/gpu-logs}; mkdir -p "$out"

@@ -11,7 +11,12 @@
 
    The CPU's result of a column does not depend on how many columns a call
    has, so the CPU computes N = 512 once and the GPU's N = 1, 7, 64 runs are
-   compared with its first columns. Q4K_TEST_BIG=0 leaves the 7B shapes out. */
+   compared with its first columns. Q4K_TEST_BIG=0 leaves the 7B shapes out,
+   Q4K_TEST_MATMUL7B=0 the 7B matrix products alone (about 150 s of CPU
+   reference on 16 cores).
+
+   Sessions: synthetic models (tiny; 7B shapes with one layer and the full
+   vocabulary) evaluated on CUDA and on the CPU in the same mode. */
 #define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "q4k_cuda.h"
@@ -214,10 +219,11 @@ static void test_matmul_small(void) {
 static void test_matmul_7b(void) {
     static const int64_t shapes[][2] = {{3584, 3584}, {512, 3584}, {18944, 3584}, {3584, 18944}, {152064, 3584}};
     static const int64_t ns[] = {1, 7, 64, 512};
-    const char *big = getenv("Q4K_TEST_BIG");
+    const char *big = getenv("Q4K_TEST_BIG"), *mm = getenv("Q4K_TEST_MATMUL7B");
     size_t t, s;
     NEED_GPU();
     if (big && !strcmp(big, "0")) T_SKIP("Q4K_TEST_BIG=0");
+    if (mm && !strcmp(mm, "0")) T_SKIP("Q4K_TEST_MATMUL7B=0 (a run of its own: docs/logs/cuda-*)");
     for (t = 0; t < N_TYPES; t++)
         for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) check_shape(all_types[t], shapes[s][0], shapes[s][1], ns, 4, 1);
     printf("  worst |gpu-cpu|/sum|wx| over every type, shape, mode and N: %.2e (%s); bound 1e-5\n", overall.ratio, overall.where);
@@ -575,6 +581,126 @@ static void test_op_argmax(void) {
     run_op_argmax();
 }
 
+/* ---- the whole forward pass ----------------------------------------------- */
+
+static double cosine(const float *a, const float *b, int64_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
+}
+
+/* A synthetic model (q4k synth) on the CPU and on CUDA in the same mode: a
+   prompt (all logits), then decode steps fed the CPU's argmax; every row of
+   logits, every layer's residual and every op of layer 0 compared by
+   cosine. In 8-bit mode two correct paths differ by a few flipped roundings
+   (the CPU's scalar and SIMD paths: 1 - cos up to 5.4e-5 on tiny), hence
+   0.999 there; float mode differs by reassociation only (0.99999). */
+static void session_parity(const char *preset, const char *extra, int64_t n_prompt, int steps, double min_cos_q8, double min_cos_f32) {
+    char path[256], cmd[600];
+    q4k_model *m = NULL;
+    q4k_error err;
+    int mode;
+    snprintf(path, sizeof path, "/tmp/q4k_cuda_%s_%ld.gguf", preset, (long)getpid());
+    snprintf(cmd, sizeof cmd, "./q4k synth %s --preset %s %s --seed 11 2>/dev/null", path, preset, extra);
+    if (system(cmd) != 0 || q4k_model_load(path, NULL, &m, &err) != Q4K_OK) {
+        T_CHECK(0, "cannot make the %s model (%s)", preset, cmd);
+        remove(path);
+        return;
+    }
+    for (mode = 0; mode < 2; mode++) {
+        q4k_session_desc sd;
+        q4k_session *sc = NULL, *sg = NULL;
+        int64_t nv = m->hp.n_vocab, i, j;
+        int32_t *toks = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_prompt);
+        float *lc = (float *)malloc(sizeof(float) * (size_t)(n_prompt * nv)), *lg = (float *)malloc(sizeof(float) * (size_t)(n_prompt * nv));
+        double worst = 1.0, worst_trace = 1.0, min_cos = mode ? min_cos_f32 : min_cos_q8;
+        int same_argmax = 0, rows = 0;
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = 256;
+        sd.act = mode ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+        sd.trace = 1;
+        sd.trace_layer = 0;
+        for (i = 0; i < n_prompt; i++) toks[i] = (int32_t)(rnd() % (unsigned long long)nv);
+        if (q4k_session_create(cpu, m, &sd, &sc, &err) || q4k_session_create(gpu, m, &sd, &sg, &err)) {
+            T_CHECK(0, "session: %s", err.msg);
+        } else {
+            T_CHECK(q4k_session_eval(sc, toks, n_prompt, Q4K_EVAL_ALL_LOGITS, lc, &err) == Q4K_OK, "cpu eval: %s", err.msg);
+            for (i = 0; i < n_prompt * nv; i++) lg[i] = NAN;
+            T_CHECK(q4k_session_eval(sg, toks, n_prompt, Q4K_EVAL_ALL_LOGITS, lg, &err) == Q4K_OK, "cuda eval: %s", err.msg);
+            for (j = 0; j <= steps; j++) {
+                int64_t nr = j == 0 ? n_prompt : 1;
+                for (i = 0; i < nr; i++) {
+                    const float *a = lg + i * nv, *b = lc + i * nv;
+                    double c = cosine(a, b, nv);
+                    int64_t k, ia = 0, ib = 0;
+                    for (k = 1; k < nv; k++) {
+                        if (a[k] > a[ia]) ia = k;
+                        if (b[k] > b[ib]) ib = k;
+                    }
+                    same_argmax += ia == ib;
+                    rows++;
+                    if (!(c >= worst)) worst = c;
+                }
+                {
+                    int64_t L, op;
+                    for (L = 0; L < m->hp.n_layer; L++) {
+                        double c = cosine(q4k_session_trace_layer(sg, L), q4k_session_trace_layer(sc, L), m->hp.n_embd);
+                        if (!(c >= worst_trace)) worst_trace = c;
+                    }
+                    for (op = 0; op < Q4K_OP_COUNT; op++) {
+                        int64_t len = 0;
+                        const float *tg = q4k_session_trace_op(sg, (q4k_op)op, &len), *tc = q4k_session_trace_op(sc, (q4k_op)op, NULL);
+                        double c = tg && tc ? cosine(tg, tc, len) : 0;
+                        T_CHECK(c >= min_cos, "%s %s step %lld: op %s of layer 0: cosine %.8f", preset, mode ? "f32" : "q8", (long long)j,
+                                q4k_op_name((q4k_op)op), c);
+                    }
+                }
+                if (j < steps) { /* next token: the CPU's argmax */
+                    int64_t k, ib = 0;
+                    const float *b = lc + (nr - 1) * nv;
+                    int32_t t;
+                    for (k = 1; k < nv; k++)
+                        if (b[k] > b[ib]) ib = k;
+                    t = (int32_t)ib;
+                    T_CHECK(q4k_session_eval(sc, &t, 1, 0, lc, &err) == Q4K_OK, "cpu step: %s", err.msg);
+                    for (i = 0; i < nv; i++) lg[i] = NAN;
+                    T_CHECK(q4k_session_eval(sg, &t, 1, 0, lg, &err) == Q4K_OK, "cuda step: %s", err.msg);
+                }
+            }
+            printf("  %s %s: %d rows of logits, worst cosine %.9f, same argmax %d/%d; worst layer-residual cosine %.9f\n", preset,
+                   mode ? "f32" : "q8", rows, worst, same_argmax, rows, worst_trace);
+            T_CHECK(worst >= min_cos, "%s %s: logits cosine %.9f < %.9f", preset, mode ? "f32" : "q8", worst, min_cos);
+            T_CHECK(worst_trace >= min_cos, "%s %s: residual cosine %.9f < %.9f", preset, mode ? "f32" : "q8", worst_trace, min_cos);
+            T_CHECK(q4k_session_pos(sg) == n_prompt + steps, "cuda position %lld", (long long)q4k_session_pos(sg));
+        }
+        q4k_session_free(sc);
+        q4k_session_free(sg);
+        free(toks);
+        free(lc);
+        free(lg);
+    }
+    q4k_model_free(m);
+    remove(path);
+}
+
+static void test_session_tiny(void) {
+    NEED_GPU();
+    session_parity("tiny", "", 70, 8, 0.999, 0.99999);
+}
+
+/* Qwen2.5-7B's shapes, one layer, the full vocabulary (lm_head 152064 x 3584) */
+static void test_session_7b_layer(void) {
+    const char *big = getenv("Q4K_TEST_BIG");
+    NEED_GPU();
+    if (big && !strcmp(big, "0")) T_SKIP("Q4K_TEST_BIG=0");
+    session_parity("7b", "--layers 1 --fast", 20, 4, 0.999, 0.99999);
+}
+
 int main(void) {
     q4k_cpu_backend_desc cd;
     q4k_error err;
@@ -592,6 +718,8 @@ int main(void) {
     T_RUN(test_op_rope_kv);
     T_RUN(test_op_attention);
     T_RUN(test_op_argmax);
+    T_RUN(test_session_tiny);
+    T_RUN(test_session_7b_layer);
     T_RUN(test_matmul_7b);
     if (gpu) q4k_backend_destroy(gpu);
     q4k_backend_destroy(cpu);
