@@ -12,10 +12,12 @@
 
    Usage:
       q4k_cuda_desc d = {0};          (all defaults: device 0)
-      q4k_backend *b; q4k_error err;
+      q4k_backend *b; q4k_session *s; q4k_error err;
       if (q4k_cuda_backend_create(&d, &b, &err) != Q4K_OK) {
           fprintf(stderr, "%s\n", err.msg); return 1; }
-      b->matmul(b, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, rows, cols, x, n, y, &err);
+      q4k_session_create(b, model, NULL, &s, &err);   (uploads the weights)
+      q4k_session_eval(s, tokens, n, 0, logits, &err);
+      q4k_session_free(s);
       q4k_backend_destroy(b);
 
    Environment:
