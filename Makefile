@@ -8,7 +8,7 @@ CC      ?= cc
 CFLAGS  ?= -O2
 WARN     = -Wall -Wextra -Werror
 LDLIBS   = -lm -lpthread -ldl
-HEADERS  = q4k.h q4k_cuda.h q4k_vulkan.h
+HEADERS  = q4k.h q4k_cuda.h q4k_vulkan.h $(wildcard kernels_src/*)
 
 TEST_SRCS  = $(wildcard tests/test_*.c)
 TEST_BINS  = $(patsubst tests/%.c,build/%,$(TEST_SRCS))

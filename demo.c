@@ -36,13 +36,16 @@ static const char *usage_text =
     "  synth OUT.gguf --preset tiny|0.5b|1.5b|7b [options]\n"
     "                         write a synthetic model with Qwen2.5's shapes (q4k synth --help)\n"
     "  qa MODEL [options]     check a backend against the CPU reference (q4k qa --help)\n"
+    "  devices                every GPU backend and device: memory, compute capability,\n"
+    "                         driver and compiler versions, or why it cannot run (exit 0)\n"
     "  --version              version, compiler, CPU paths, GPU backends\n"
     "  --help                 this text\n"
     "\n"
     "exit codes: 0 ok, 1 error (bad file, backend that cannot start, I/O),\n"
     "            2 usage (bad or missing arguments), 3 parity failure\n"
     "\n"
-    "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path\n";
+    "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path;\n"
+    "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries\n";
 
 
 /* Messages quote file content (names, keys, paths): control bytes are shown
@@ -271,6 +274,44 @@ static int cmd_version(void) {
     /* one line a GPU backend, in the probe's own words */
     printf("cuda: %s\n", q4k_cuda_probe(&err) == Q4K_OK ? "ready" : err.msg);
     printf("vulkan: %s\n", q4k_vk_probe(&err) == Q4K_OK ? "ready" : err.msg);
+    return EXIT_OK;
+}
+
+/* the CUDA part of `q4k devices`: the same probe as --version, in full */
+static void devices_cuda(void) {
+    q4k_cuda_info info;
+    int i;
+    q4k_cuda_list_devices(NULL, &info);
+    printf("cuda:\n");
+    if (info.nvrtc_loaded)
+        printf("  nvrtc: %d.%d (%s)\n", info.nvrtc_major, info.nvrtc_minor, info.nvrtc_path);
+    else
+        printf("  nvrtc: not found: %s\n", info.nvrtc_why);
+    if (!info.driver_loaded) {
+        printf("  driver: not available: %s\n", info.driver_why);
+        return;
+    }
+    printf("  driver: CUDA %d.%d (%s)\n", info.driver_version / 1000, info.driver_version % 1000 / 10, info.driver_path);
+    if (info.n_devices == 0) printf("  no device: %s\n", info.driver_why);
+    for (i = 0; i < info.n_devices && i < Q4K_CUDA_MAX_DEVICES; i++) {
+        const q4k_cuda_device_info *d = &info.devices[i];
+        printf("  device %d: %s, %.1f GiB, compute capability %d.%d, %d SMs: %s%s\n", d->ordinal, d->name,
+               (double)d->total_memory / (1024.0 * 1024.0 * 1024.0), d->cc_major, d->cc_minor, d->n_sm,
+               d->usable ? "usable" : "cannot run: ", d->usable ? "" : d->why);
+    }
+}
+
+static int cmd_devices(int argc, char **argv) {
+    if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+        printf("usage: q4k devices\n  lists every GPU backend and device (memory, compute capability, driver and\n"
+               "  compiler versions) or why it cannot run; exits 0 after listing\n");
+        return EXIT_OK;
+    }
+    if (argc > 0) {
+        fprintf(stderr, "q4k devices: unexpected argument '%s'\n(see q4k devices --help)\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    devices_cuda();
     return EXIT_OK;
 }
 
@@ -1993,6 +2034,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "--version")) return cmd_version();
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "devices")) return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);

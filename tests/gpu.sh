@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine (see the device tool): builds everything there,
-# runs the C tests (its CPU has AVX-512, which the CI machine lacks) and the
-# transformers oracle, and leaves logs under $OUT (or build/gpu-logs).
+# Runs on the lent GPU machine (see the device tool) and leaves logs under
+# $OUT (or build/gpu-logs). Stages:
+#   tests/gpu.sh [all]   builds everything, runs the C tests (its CPU has
+#                        AVX-512, which the CI machine lacks) and the
+#                        transformers oracle
+#   tests/gpu.sh cuda    the CUDA backend: q4k devices, then every kernel
+#                        and synthetic models' forward passes against the
+#                        CPU (tests/test_cuda.c; ~4 minutes, ~1.5 with
+#                        Q4K_TEST_MATMUL7B=0)
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-build/gpu-logs}; mkdir -p "$out"
+stage=${1:-all}
 commit=${Q4K_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 {
   echo "commit: $commit"
@@ -13,6 +20,17 @@ commit=${Q4K_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 } > "$out/machine.txt"
 cat "$out/machine.txt"
+if [ "$stage" = cuda ]; then
+  make -j16 q4k build/test_cuda > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  ./q4k devices 2>&1 | tee "$out/devices.txt"
+  ./q4k --version >> "$out/devices.txt"
+  echo "== build/test_cuda"
+  t0=$(date +%s)
+  build/test_cuda > "$out/test_cuda.log" 2>&1; rc=$?
+  grep -v '^  [A-Z0-9_]* *q8\|^  [A-Z0-9_]* *f32' "$out/test_cuda.log" | tail -40
+  echo "test_cuda: exit $rc, $(( $(date +%s) - t0 ))s"
+  exit $rc
+fi
 make -j16 q4k build/tool_hf $(ls tests/test_*.c | sed 's|tests/\(.*\)\.c|build/\1|') > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 ./q4k --version | tee "$out/version.txt"
 rc=0

@@ -172,6 +172,19 @@ check run_lfs_pointer_exit_1 test $rc -eq 1
 check run_lfs_pointer_says_so grep -qi 'lfs' "$tmp/e4.err"
 check run_help_documents_exit_codes bash -c "$Q run --help | grep -q 'exit codes'"
 check version_lists_paths bash -c "$Q --version | grep -q 'cpu paths detected'"
+# q4k devices: no model needed, exit 0 whatever the machine has; a missing
+# driver or NVRTC is named, and --version reports the same probe
+$Q devices > "$tmp/devices.txt" 2>&1; rc=$?
+check devices_exit_0 test $rc -eq 0
+check devices_cuda_section grep -q '^cuda:' "$tmp/devices.txt"
+Q4K_LIBCUDA=/nonexistent/libcuda.so.1 $Q devices > "$tmp/devices2.txt" 2>&1; rc=$?
+check devices_no_driver_exit_0 test $rc -eq 0
+check devices_names_missing_driver grep -q 'driver: not available: .*/nonexistent/libcuda.so.1' "$tmp/devices2.txt"
+Q4K_NVRTC=/nonexistent/libnvrtc.so.13 $Q devices > "$tmp/devices3.txt" 2>&1
+check devices_names_missing_nvrtc grep -q 'nvrtc: not found: .*/nonexistent/libnvrtc.so.13' "$tmp/devices3.txt"
+check version_uses_device_probe bash -c "Q4K_LIBCUDA=/nonexistent/libcuda.so.1 $Q --version | grep '^cuda: ' | grep -q /nonexistent/libcuda.so.1"
+$Q devices extra > /dev/null 2>&1; rc=$?
+check devices_extra_argument_exit_2 test $rc -eq 2
 
 # other quantization mixes load and run
 for qn in mixed q8_0 f32; do
