@@ -8,6 +8,11 @@
 #                        and synthetic models' forward passes against the
 #                        CPU (tests/test_cuda.c; ~4 minutes, ~1.5 with
 #                        Q4K_TEST_MATMUL7B=0)
+#   tests/gpu.sh study   CPU only, on the 16 cores: the gate's false-alarm
+#                        study (200 runs on tiny, 0.5b, 7b1 and tinyo; 40
+#                        in float mode; 20 runs in 8-bit mode on the full
+#                        28-layer 7b), then q4k bench in both arithmetic
+#                        modes on that 7b
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-build/gpu-logs}; mkdir -p "$out"
@@ -29,6 +34,27 @@ if [ "$stage" = cuda ]; then
   build/test_cuda > "$out/test_cuda.log" 2>&1; rc=$?
   grep -v '^  [A-Z0-9_]* *q8\|^  [A-Z0-9_]* *f32' "$out/test_cuda.log" | tail -40
   echo "test_cuda: exit $rc, $(( $(date +%s) - t0 ))s"
+  exit $rc
+fi
+if [ "$stage" = study ]; then
+  make -j16 q4k > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  rc=0
+  d=$(mktemp -d)
+  echo "== gate study: 200 runs, tiny 0.5b 7b1 tinyo, q8"
+  tools/gate_study.sh -n 200 -j "$(nproc)" -p "tiny 0.5b 7b1 tinyo" "$d/small" > "$out/gate_study_small.log" 2>&1 || rc=1
+  tail -5 "$out/gate_study_small.log"
+  echo "== gate study: 40 runs in float mode, tiny 0.5b 7b1"
+  tools/gate_study.sh -n 40 -j "$(nproc)" -m f32 -p "tiny 0.5b 7b1" "$d/small" > "$out/gate_study_small_f32.log" 2>&1 || rc=1
+  tail -5 "$out/gate_study_small_f32.log"
+  echo "== gate study: 28-layer 7b, 20 runs in 8-bit mode, prompts of at most 16 tokens (scalar reference: slow)"
+  timeout 360 tools/gate_study.sh -n 20 -j 16 -m q8 -p 7b --max-pos 16 "$d/big" > "$out/gate_study_7b.log" 2>&1 || rc=1
+  tail -5 "$out/gate_study_7b.log"
+  m7=$(ls "$d"/big/*.gguf 2>/dev/null | head -1)
+  if [ -n "$m7" ]; then
+    echo "== bench both modes on $m7"
+    for t in "$(nproc)" 2; do ./q4k bench "$m7" -p 32 -n 8 -t "$t" --mode both 2>&1 | tee -a "$out/bench_7b.log"; done
+  fi
+  rm -rf "$d"
   exit $rc
 fi
 make -j16 q4k build/tool_hf $(ls tests/test_*.c | sed 's|tests/\(.*\)\.c|build/\1|') > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
