@@ -9,6 +9,16 @@ WARN     = -Wall -Wextra -Werror
 LDLIBS   = -lm -lpthread -ldl
 HEADERS  = q4k.h q4k_cuda.h q4k_vulkan.h
 
+# glslang compiles the Vulkan kernels at run time; Debian 12 ships it only as
+# static libraries (glslang-dev). Linked when its headers exist; without them
+# the Vulkan backend builds and says it has no shader compiler.
+GLSLANG_LIBS = -lglslang -lSPIRV -lMachineIndependent -lOSDependent -lGenericCodeGen -lOGLCompiler \
+               -lglslang-default-resource-limits -lSPIRV-Tools-opt -lSPIRV-Tools -lstdc++
+ifneq ($(wildcard /usr/include/glslang/Include/glslang_c_interface.h),)
+VK_CFLAGS = -DQ4K_VULKAN_GLSLANG
+VK_LIBS   = $(GLSLANG_LIBS)
+endif
+
 TEST_SRCS  = $(wildcard tests/test_*.c)
 TEST_BINS  = $(patsubst tests/%.c,build/%,$(TEST_SRCS))
 ASAN_BINS  = $(patsubst tests/%.c,build/asan/%,$(TEST_SRCS))
@@ -21,15 +31,15 @@ SANITIZE   = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fr
 all: q4k
 
 q4k: demo.c $(HEADERS)
-	$(CC) $(CFLAGS) $(WARN) -o $@ demo.c $(LDLIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -o $@ demo.c $(LDLIBS) $(VK_LIBS)
 
 build/test_%: tests/test_%.c tests/t.h $(HEADERS)
 	@mkdir -p build
-	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(LDLIBS)
+	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(LDLIBS) $(VK_LIBS)
 
 build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS)
 	@mkdir -p build/asan
-	$(CC) -O1 -g $(WARN) $(SANITIZE) -Itests -I. -o $@ $< $(LDLIBS)
+	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -Itests -I. -o $@ $< $(LDLIBS) $(VK_LIBS)
 
 build/tool_%: tests/tool_%.c $(HEADERS)
 	@mkdir -p build

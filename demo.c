@@ -32,6 +32,7 @@ static const char *usage_text =
     "  synth OUT.gguf --preset tiny|0.5b|1.5b|7b [--layers N] [--vocab PATH.tiktoken]\n"
     "        [--quant q4_k_m|mixed|q8_0|f32] [--fast] [--outliers] [--seed S] [-t THREADS]\n"
     "                         write a synthetic model with Qwen2.5's shapes\n"
+    "  devices                list the GPU devices and why any would be rejected\n"
     "  --version              version, compiler, CPU paths, GPU backends\n"
     "  --help                 this text\n"
     "\n"
@@ -76,8 +77,45 @@ static int cmd_version(void) {
         printf("cpu path used: none (%s)\n", err.msg);
     printf("cuda backend: compiled; %s\n",
            q4k_cuda_probe(&err) == Q4K_OK ? "can start here" : err.msg);
-    printf("vulkan backend: compiled; %s\n",
-           q4k_vk_probe(&err) == Q4K_OK ? "can start here" : err.msg);
+    printf("vulkan backend: compiled; %s%s\n", q4k_vk_probe(&err) == Q4K_OK ? "can start here on " : "", err.msg);
+    return EXIT_OK;
+}
+
+/* q4k devices, Vulkan part: every device the loader sees, with the limits
+   the backend splits tensors by */
+static void devices_vulkan(void) {
+    q4k_vk_device_info d[16];
+    q4k_error err;
+    char feat[64];
+    int n = 0, i;
+    if (q4k_vk_list_devices(d, 16, &n, &err) != Q4K_OK) {
+        printf("%s\n", err.msg);
+        return;
+    }
+    printf("vulkan: %d device%s\n", n, n == 1 ? "" : "s");
+    for (i = 0; i < n && i < 16; i++) {
+        printf("  [%d] %s (%s), Vulkan %u.%u.%u, %.1f GiB device-local%s%s\n", i, d[i].name, d[i].type,
+               VK_API_VERSION_MAJOR(d[i].api_version), VK_API_VERSION_MINOR(d[i].api_version),
+               VK_API_VERSION_PATCH(d[i].api_version), (double)d[i].device_local_bytes / 1073741824.0,
+               d[i].driver[0] ? ", driver " : "", d[i].driver);
+        printf("      maxStorageBufferRange %llu, maxMemoryAllocationSize %llu, maxBufferSize %llu,\n"
+               "      minStorageBufferOffsetAlignment %llu, maxComputeSharedMemorySize %u,\n"
+               "      maxComputeWorkGroupCount %u x %u x %u, subgroup size %u\n",
+               (unsigned long long)d[i].max_storage_buffer_range, (unsigned long long)d[i].max_memory_allocation_size,
+               (unsigned long long)d[i].max_buffer_size, (unsigned long long)d[i].min_storage_buffer_offset_alignment,
+               d[i].max_compute_shared_memory_size, d[i].max_compute_work_group_count[0],
+               d[i].max_compute_work_group_count[1], d[i].max_compute_work_group_count[2], d[i].subgroup_size);
+        printf("      optional features: %s\n", q4k_vk_feature_names(d[i].features, feat, sizeof feat));
+        if (!d[i].usable) printf("      rejected: %s\n", d[i].reject);
+        else if (!strcmp(d[i].type, "cpu")) printf("      usable when named (--device) or with --backend vulkan, never by auto\n");
+        else printf("      usable\n");
+    }
+}
+
+static int cmd_devices(int argc, char **argv) {
+    (void)argv;
+    if (argc > 0) return usage_error("devices takes no arguments (got '%s')", argv[0]);
+    devices_vulkan();
     return EXIT_OK;
 }
 
@@ -1022,6 +1060,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "--version")) return cmd_version();
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "devices")) return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);

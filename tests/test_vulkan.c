@@ -1,0 +1,369 @@
+/* The Vulkan backend against the CPU: every kernel, every weight type, at
+   the shapes of Qwen2.5-7B and odd ones, in both arithmetic modes, with the
+   device's limits and with forced small ones (every tensor split), with the
+   optional device features on and off. In CI this runs on lavapipe (Mesa's
+   CPU Vulkan device); Q4K_TEST_VK_DEVICE names another device.
+
+   A matmul output passes when |gpu - cpu| <= 1e-5 * sum_c |w_rc * x_jc|
+   against the CPU in the same mode (the two differ only in the order of
+   float sums); every line reports the worst ratio to that bound. Outputs are
+   poisoned (NaN) before each run. Q4K_TEST_QUICK=1: small shapes only. */
+#define Q4K_IMPLEMENTATION
+#include "q4k.h"
+#include "q4k_vulkan.h"
+#include "t.h"
+
+static q4k_backend *vk_dev;   /* the device's limits, every feature it has */
+static q4k_backend *vk_small; /* Q4K_VK_LIMITS-style range=1M, alloc=4M */
+static q4k_backend *vk_plain; /* no optional features: the fallback paths */
+static char vk_why[600];
+static q4k_pool *pool;
+static int quick;
+
+/* T_SKIP with a message cut to what t.h keeps */
+#define SKIP_WHY(msg)                                                          \
+    do {                                                                       \
+        char why_[200];                                                        \
+        snprintf(why_, sizeof why_, "%.190s", msg);                            \
+        T_SKIP(why_);                                                          \
+    } while (0)
+
+static q4k_backend *make_backend(uint64_t range, uint64_t alloc, unsigned disable, char *why) {
+    q4k_vk_backend_desc d;
+    q4k_backend *b = NULL;
+    q4k_error err;
+    memset(&d, 0, sizeof d);
+    d.device = getenv("Q4K_TEST_VK_DEVICE");
+    d.allow_cpu = 1;
+    d.max_range = range;
+    d.max_alloc = alloc;
+    d.disable = disable;
+    if (q4k_vk_backend_create(&d, &b, &err) != Q4K_OK) {
+        snprintf(why, 600, "%s", err.msg);
+        return NULL;
+    }
+    return b;
+}
+
+static void test_vk_devices(void) {
+    q4k_vk_device_info d[16];
+    q4k_error err;
+    int n = 0, i, usable = 0;
+    if (q4k_vk_list_devices(d, 16, &n, &err) != Q4K_OK) SKIP_WHY(err.msg);
+    T_CHECK(n >= 1, "no Vulkan device (lavapipe: mesa-vulkan-drivers)");
+    for (i = 0; i < n && i < 16; i++) {
+        T_CHECK(d[i].name[0] && d[i].type, "device %d has no name or type", i);
+        T_CHECK(d[i].usable || d[i].reject[0], "device %d is rejected without a reason", i);
+        if (!d[i].usable) continue;
+        usable++;
+        /* the minimums the Vulkan spec guarantees */
+        T_CHECK(d[i].max_storage_buffer_range >= (1u << 27), "device %d: range %llu", i,
+                (unsigned long long)d[i].max_storage_buffer_range);
+        T_CHECK(d[i].max_memory_allocation_size >= (1u << 30), "device %d: alloc %llu", i,
+                (unsigned long long)d[i].max_memory_allocation_size);
+        T_CHECK(d[i].max_compute_work_group_count[0] >= 65535, "device %d", i);
+        T_CHECK(d[i].min_storage_buffer_offset_alignment >= 1 && d[i].min_storage_buffer_offset_alignment <= 256,
+                "device %d: alignment %llu", i, (unsigned long long)d[i].min_storage_buffer_offset_alignment);
+    }
+    T_CHECK(usable >= 1, "no usable Vulkan device");
+}
+
+static void test_vk_parse_limits(void) {
+    uint64_t r, a;
+    q4k_error err;
+    T_CHECK(q4k_vk_parse_limits("range=1M,alloc=4M", &r, &a, &err) == Q4K_OK && r == 1048576 && a == 4194304,
+            "%llu %llu", (unsigned long long)r, (unsigned long long)a);
+    T_CHECK(q4k_vk_parse_limits("alloc=3G", &r, &a, &err) == Q4K_OK && r == 0 && a == 3221225472ull, "alloc only");
+    T_CHECK(q4k_vk_parse_limits("range=64K", &r, &a, &err) == Q4K_OK && r == 65536 && a == 0, "range only");
+    T_CHECK(q4k_vk_parse_limits("range=1X", &r, &a, &err) == Q4K_ERR_INVALID_ARG && strstr(err.msg, "range=1X"),
+            "bad suffix: %s", err.msg);
+    T_CHECK(q4k_vk_parse_limits("size=1M", &r, &a, &err) == Q4K_ERR_INVALID_ARG && strstr(err.msg, "size=1M"),
+            "unknown field: %s", err.msg);
+    T_CHECK(q4k_vk_parse_limits("range=0", &r, &a, &err) == Q4K_ERR_INVALID_ARG, "zero");
+}
+
+static void test_vk_backend(void) {
+    q4k_vk_backend_info info;
+    q4k_session *s = NULL;
+    q4k_error err;
+    if (!vk_dev) SKIP_WHY(vk_why);
+    T_CHECK(q4k_vk_backend_info_get(vk_dev, &info) == Q4K_OK, "info");
+    T_CHECK(!strcmp(vk_dev->name, "vulkan"), "name %s", vk_dev->name);
+    T_CHECK(info.range <= info.device.max_storage_buffer_range && info.alloc <= info.device.max_memory_allocation_size,
+            "limits %llu %llu", (unsigned long long)info.range, (unsigned long long)info.alloc);
+    /* lavapipe has every optional feature, so CI runs both paths of each */
+    if (strstr(info.device.name, "llvmpipe"))
+        T_CHECK(info.features == (Q4K_VK_SUBGROUP | Q4K_VK_STORAGE8 | Q4K_VK_STORAGE16 | Q4K_VK_FP16),
+                "lavapipe features %u", info.features);
+    if (vk_small) {
+        T_CHECK(q4k_vk_backend_info_get(vk_small, &info) == Q4K_OK && info.range == 1048576 && info.alloc == 4194304,
+                "forced limits %llu %llu", (unsigned long long)info.range, (unsigned long long)info.alloc);
+    }
+    if (vk_plain) T_CHECK(q4k_vk_backend_info_get(vk_plain, &info) == Q4K_OK && info.features == 0, "plain %u", info.features);
+    /* the forward pass is not built: a session says so instead of computing */
+    T_CHECK(vk_dev->session_create(vk_dev, NULL, NULL, &s, &err) == Q4K_ERR_BACKEND_UNAVAILABLE && !s &&
+                strstr(err.msg, "not built"), "session: %s", err.msg);
+    T_CHECK(vk_dev->matmul(vk_dev, Q4K_ACT_Q8, Q4K_TYPE_Q2_K, "", 1, 256, (const float *)"", 1, (float *)vk_why, &err) ==
+                Q4K_ERR_UNSUPPORTED_TYPE && strstr(err.msg, "Q2_K"), "Q2_K: %s", err.msg);
+}
+
+/* ---- the activation quantizer, bit for bit ------------------------------ */
+
+static float bits_f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* blocks that reach every branch of the quantizer: ties, NaN, infinities,
+   subnormals, a block max whose d is subnormal (1/d overflows) */
+static int64_t quant_inputs(float *x, int64_t cap) {
+    t_rng rng = {0x51ed2705ull};
+    int64_t n = 0, b, i;
+    for (b = 0; b < 64 && n + 32 <= cap; b++) { /* random scales, 1e-30 .. 1e30 */
+        double sc = pow(10.0, -30.0 + 60.0 * t_rng_unif(&rng));
+        for (i = 0; i < 32; i++) x[n++] = (float)(t_rng_gauss(&rng) * sc);
+    }
+    for (i = 0; i < 32; i++) x[n++] = i == 0 ? 127.0f : (float)(i - 16) + 0.5f; /* d = 1: exact ties */
+    for (i = 0; i < 32; i++) x[n++] = i == 0 ? 254.0f : (float)(2 * i - 33);    /* d = 2: ties after the product */
+    for (i = 0; i < 32; i++) x[n++] = i % 3 == 0 ? bits_f(0x7fc00000u) : (float)i; /* NaN ignored by the max, 0 after */
+    for (i = 0; i < 32; i++) x[n++] = i == 5 ? bits_f(0x7f800000u) : i == 6 ? bits_f(0xff800000u) : (float)i;
+    for (i = 0; i < 32; i++) x[n++] = bits_f((uint32_t)(i * 977 + 1) | (i & 1 ? 0x80000000u : 0)); /* subnormals */
+    for (i = 0; i < 32; i++) x[n++] = (float)(i - 16) * 1e-37f;  /* d subnormal */
+    for (i = 0; i < 32; i++) x[n++] = (float)(i - 16) * 1e-43f;  /* amax and d subnormal, 1/d overflows */
+    for (i = 0; i < 32; i++) x[n++] = i == 3 ? 3.4e38f : (float)i * 1e37f; /* near FLT_MAX */
+    for (i = 0; i < 32; i++) x[n++] = 0.0f;
+    for (i = 0; i < 32; i++) x[n++] = i == 0 ? -0.0f : bits_f(0x00000001u); /* the smallest subnormal */
+    for (b = 0; b < 64 && n + 32 <= cap; b++) /* random bit patterns */
+        for (i = 0; i < 32; i++) x[n++] = bits_f((uint32_t)t_rng_next(&rng));
+    return n;
+}
+
+static void check_quantizer(q4k_backend *b, const char *label) {
+    float x[32 * 256];
+    q4k_block_q8a want[256], got[256];
+    q4k_error err;
+    int64_t n = quant_inputs(x, 32 * 256), i, bad = 0;
+    q4k_quantize_act_q8(x, want, n);
+    memset(got, 0x5a, sizeof got);
+    if (q4k_vk_quantize_act(b, x, n, got, &err) != Q4K_OK) {
+        T_CHECK(0, "%s: %s", label, err.msg);
+        return;
+    }
+    for (i = 0; i < n / 32; i++)
+        if (memcmp(&want[i], &got[i], sizeof want[i])) {
+            if (bad++ < 3) {
+                uint32_t dw, dg;
+                memcpy(&dw, &want[i].d, 4);
+                memcpy(&dg, &got[i].d, 4);
+                printf("  %s: block %lld: d %08x / %08x, sum %d / %d, q[0..3] %d %d %d %d / %d %d %d %d\n", label,
+                       (long long)i, dw, dg, want[i].sum, got[i].sum, want[i].qs[0], want[i].qs[1], want[i].qs[2],
+                       want[i].qs[3], got[i].qs[0], got[i].qs[1], got[i].qs[2], got[i].qs[3]);
+            }
+        }
+    T_CHECK(bad == 0, "%s: %lld of %lld blocks differ from q4k_quantize_act_q8", label, (long long)bad, (long long)(n / 32));
+}
+
+static void test_vk_quantizer_bits(void) {
+    if (!vk_dev) SKIP_WHY(vk_why);
+    check_quantizer(vk_dev, "features on");
+    if (vk_plain) check_quantizer(vk_plain, "features off");
+}
+
+/* ---- matrix products ----------------------------------------------------- */
+
+/* random weights of a type: quantized floats, or for Q5_K (no quantizer in
+   q4k) random bytes with sane scales */
+static unsigned char *make_weights(q4k_type type, int64_t rows, int64_t cols, t_rng *rng) {
+    size_t rs = q4k_row_size(type, cols);
+    unsigned char *w = (unsigned char *)malloc(rs * (size_t)rows);
+    float *row = (float *)malloc((size_t)cols * sizeof(float));
+    int64_t r, c, b;
+    if (!w || !row) {
+        free(w);
+        free(row);
+        return NULL;
+    }
+    for (r = 0; r < rows; r++) {
+        if (type == Q4K_TYPE_Q5_K) {
+            for (c = 0; c < (int64_t)rs; c += 8) {
+                unsigned long long v = t_rng_next(rng);
+                memcpy(w + (size_t)r * rs + c, &v, (size_t)c + 8 <= rs ? 8 : rs - (size_t)c);
+            }
+            for (b = 0; b < cols / 256; b++) {
+                uint16_t d = q4k_fp32_to_fp16((float)(0.001 + 0.01 * t_rng_unif(rng)));
+                uint16_t m = q4k_fp32_to_fp16((float)(0.001 + 0.01 * t_rng_unif(rng)));
+                memcpy(w + (size_t)r * rs + 176 * b, &d, 2);
+                memcpy(w + (size_t)r * rs + 176 * b + 2, &m, 2);
+            }
+        } else {
+            for (c = 0; c < cols; c++) row[c] = (float)(t_rng_gauss(rng) * 0.05);
+            q4k_quantize_row(type, row, w + (size_t)r * rs, cols);
+        }
+    }
+    free(row);
+    return w;
+}
+
+/* bound[j*rows + r] = sum_c |w_rc| * |x_jc|, by the CPU on dequantized rows, a slice at a time */
+static int make_bound(q4k_type type, const unsigned char *w, int64_t rows, int64_t cols, const float *x, int64_t n,
+                      float *bound) {
+    const int64_t slice = 4096;
+    size_t rs = q4k_row_size(type, cols);
+    float *wa = (float *)malloc((size_t)slice * (size_t)cols * sizeof(float));
+    float *xa = (float *)malloc((size_t)n * (size_t)cols * sizeof(float));
+    float *ya = (float *)malloc((size_t)n * (size_t)slice * sizeof(float));
+    q4k_cpu cpu;
+    int64_t r0, i, j;
+    if (!wa || !xa || !ya) {
+        free(wa);
+        free(xa);
+        free(ya);
+        return 0;
+    }
+    cpu.path = Q4K_CPU_AUTO;
+    cpu.act = Q4K_ACT_F32;
+    cpu.pool = pool;
+    for (i = 0; i < n * cols; i++) xa[i] = fabsf(x[i]);
+    for (r0 = 0; r0 < rows; r0 += slice) {
+        int64_t nr = rows - r0 < slice ? rows - r0 : slice;
+        for (i = 0; i < nr; i++) q4k_dequantize_row(type, w + (size_t)(r0 + i) * rs, wa + i * cols, cols);
+        for (i = 0; i < nr * cols; i++) wa[i] = fabsf(wa[i]);
+        q4k_matmul(&cpu, Q4K_TYPE_F32, wa, nr, cols, xa, n, ya);
+        for (j = 0; j < n; j++) memcpy(bound + j * rows + r0, ya + j * nr, (size_t)nr * sizeof(float));
+    }
+    free(wa);
+    free(xa);
+    free(ya);
+    return 1;
+}
+
+typedef struct shape { int64_t rows, cols; } shape;
+
+/* one weight tensor against every backend and mode: one line each */
+static void matmul_case(q4k_type type, int64_t rows, int64_t cols, const int64_t *ns, int nn, uint64_t seed) {
+    t_rng rng;
+    unsigned char *w;
+    float *x, *bound, *ycpu, *ygpu;
+    int64_t nmax = 0, i;
+    int k, m, bi;
+    q4k_backend *backs[3];
+    const char *bnames[3] = {"device", "small-limits", "no-features"};
+    rng.s = seed;
+    for (k = 0; k < nn; k++) nmax = ns[k] > nmax ? ns[k] : nmax;
+    w = make_weights(type, rows, cols, &rng);
+    x = (float *)malloc((size_t)(nmax * cols) * sizeof(float));
+    bound = (float *)malloc((size_t)(nmax * rows) * sizeof(float));
+    ycpu = (float *)malloc((size_t)(nmax * rows) * sizeof(float));
+    ygpu = (float *)malloc((size_t)(nmax * rows) * sizeof(float));
+    if (!w || !x || !bound || !ycpu || !ygpu) {
+        printf("FAIL vk_matmul_%s_%lldx%lld: out of memory\n", q4k_type_name(type), (long long)rows, (long long)cols);
+        t__n_fail++;
+        goto out;
+    }
+    for (i = 0; i < nmax * cols; i++) x[i] = (float)t_rng_gauss(&rng);
+    backs[0] = vk_dev;
+    backs[1] = vk_small;
+    backs[2] = vk_plain;
+    for (k = 0; k < nn; k++) {
+        int64_t n = ns[k];
+        if (!make_bound(type, w, rows, cols, x, n, bound)) continue;
+        for (m = 0; m < 2; m++) {
+            q4k_act_mode act = m ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+            q4k_cpu cpu;
+            int is_float = type == Q4K_TYPE_F32 || type == Q4K_TYPE_F16 || type == Q4K_TYPE_BF16;
+            if (is_float && act == Q4K_ACT_F32 && rows * cols > 4000000) continue; /* the same kernel as Q8 mode */
+            cpu.path = Q4K_CPU_AUTO;
+            cpu.act = act;
+            cpu.pool = pool;
+            q4k_matmul(&cpu, type, w, rows, cols, x, n, ycpu);
+            for (bi = 0; bi < 3; bi++) {
+                q4k_backend *b = backs[bi];
+                q4k_error err;
+                q4k_vk_backend_info info;
+                char name[160];
+                double worst = 0.0;
+                int64_t at = 0, bad = 0;
+                /* the plain backend only where it is cheap: it checks code paths, not shapes */
+                if (!b || (bi == 2 && rows * cols > 2000000)) continue;
+                snprintf(name, sizeof name, "vk_matmul_%s_%lldx%lld_n%lld_%s_%s", q4k_type_name(type), (long long)rows,
+                         (long long)cols, (long long)n, m ? "f32" : "q8", bnames[bi]);
+                for (i = 0; i < n * rows; i++) ygpu[i] = bits_f(0x7fc00000u);
+                if (b->matmul(b, act, type, w, rows, cols, x, n, ygpu, &err) != Q4K_OK) {
+                    printf("FAIL %s: %s\n", name, err.msg);
+                    t__n_fail++;
+                    continue;
+                }
+                for (i = 0; i < n * rows; i++) {
+                    double lim = 1e-5 * (double)bound[i] + 1e-30;
+                    double e = fabs((double)ygpu[i] - (double)ycpu[i]) / lim;
+                    if (!(e <= worst)) { /* NaN counts as the worst */
+                        worst = e;
+                        at = i;
+                    }
+                    if (!(e <= 1.0)) bad++;
+                }
+                q4k_vk_backend_info_get(b, &info);
+                if (bad) {
+                    printf("FAIL %s: %lld outputs off, worst %.3g of the bound at column %lld row %lld: gpu %.9g cpu %.9g (sum|wx| %.6g)\n",
+                           name, (long long)bad, worst, (long long)(at / rows), (long long)(at % rows), ygpu[at], ycpu[at],
+                           bound[at]);
+                    t__n_fail++;
+                } else {
+                    printf("ok %s (worst %.3g of the bound; %lld weight bindings, %lld allocations, %lld dispatches)\n", name,
+                           worst, (long long)info.weight_bindings, (long long)info.allocations, (long long)info.dispatches);
+                }
+                fflush(stdout);
+                /* forced limits must have split a tensor larger than them */
+                if (bi == 1 && q4k_row_size(type, cols) * (size_t)rows > 1048576 && info.weight_bindings < 2) {
+                    printf("FAIL %s: %lld bytes of weights in %lld binding(s) under a 1 MiB range\n", name,
+                           (long long)(q4k_row_size(type, cols) * (size_t)rows), (long long)info.weight_bindings);
+                    t__n_fail++;
+                }
+            }
+        }
+    }
+out:
+    free(w);
+    free(x);
+    free(bound);
+    free(ycpu);
+    free(ygpu);
+}
+
+static void run_matmuls(void) {
+    static const q4k_type types[] = {Q4K_TYPE_F32, Q4K_TYPE_F16, Q4K_TYPE_BF16, Q4K_TYPE_Q8_0, Q4K_TYPE_Q4_0,
+                                     Q4K_TYPE_Q5_0, Q4K_TYPE_Q4_K, Q4K_TYPE_Q5_K, Q4K_TYPE_Q6_K};
+    static const shape big[] = {{3584, 3584}, {512, 3584}, {18944, 3584}, {3584, 18944}, {152064, 3584}};
+    static const shape odd[] = {{1, 256}, {37, 512}, {257, 768}};
+    static const int64_t n_small[] = {1, 7, 64}, n_big[] = {1, 7};
+    int t, s;
+    for (t = 0; t < 9; t++) {
+        int is_float = types[t] == Q4K_TYPE_F32 || types[t] == Q4K_TYPE_F16 || types[t] == Q4K_TYPE_BF16;
+        for (s = 0; s < 3; s++) matmul_case(types[t], odd[s].rows, odd[s].cols, n_small, 3, 1000 + 10 * t + s);
+        if (is_float) matmul_case(types[t], 33, 100, n_small, 3, 2000 + t); /* a short last block */
+        if (quick) continue;
+        for (s = 0; s < 5; s++) matmul_case(types[t], big[s].rows, big[s].cols, n_big, 2, 3000 + 10 * t + s);
+    }
+}
+
+int main(void) {
+    quick = getenv("Q4K_TEST_QUICK") != NULL;
+    pool = q4k_pool_create((int)sysconf(_SC_NPROCESSORS_ONLN));
+    vk_dev = make_backend(0, 0, 0, vk_why);
+    if (vk_dev) {
+        vk_small = make_backend(1048576, 4194304, 0, vk_why);
+        vk_plain = make_backend(0, 0, Q4K_VK_SUBGROUP | Q4K_VK_STORAGE8 | Q4K_VK_STORAGE16 | Q4K_VK_FP16, vk_why);
+    }
+    T_RUN(test_vk_devices);
+    T_RUN(test_vk_parse_limits);
+    T_RUN(test_vk_backend);
+    T_RUN(test_vk_quantizer_bits);
+    if (vk_dev) run_matmuls();
+    else printf("skip vk_matmul: %s\n", vk_why);
+    q4k_backend_destroy(vk_dev);
+    q4k_backend_destroy(vk_small);
+    q4k_backend_destroy(vk_plain);
+    q4k_pool_destroy(pool);
+    T_EXIT();
+}
