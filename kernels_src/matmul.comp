@@ -213,7 +213,7 @@ void main() {
         }
 
 #if Q4K_SUBGROUP
-        for (uint c = 0u; c < NC; c++) {
+        for (uint c = 0u; c < nc; c++) { /* nc is uniform: N = 1 reduces one sum, not NC */
             float s = subgroupAdd(acc[c]);
             if (subgroupElect()) part[c][gl_SubgroupID] = s;
         }
@@ -224,11 +224,11 @@ void main() {
             y[(j0 + tid) * pc.y_stride + row] = t;
         }
 #else
-        for (uint c = 0u; c < NC; c++) part[c][tid] = acc[c];
+        for (uint c = 0u; c < nc; c++) part[c][tid] = acc[c];
         barrier();
         for (uint h = WG / 2u; h > 0u; h >>= 1) {
             if (tid < h)
-                for (uint c = 0u; c < NC; c++) part[c][tid] += part[c][tid + h];
+                for (uint c = 0u; c < nc; c++) part[c][tid] += part[c][tid + h];
             barrier();
         }
         if (tid < nc && live) y[(j0 + tid) * pc.y_stride + row] = part[tid][0];

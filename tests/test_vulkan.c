@@ -7,18 +7,22 @@
    A matmul output passes when |gpu - cpu| <= 1e-5 * sum_c |w_rc * x_jc|
    against the CPU in the same mode (the two differ only in the order of
    float sums); every line reports the worst ratio to that bound. Outputs are
-   poisoned (NaN) before each run. Q4K_TEST_QUICK=1: small shapes only. */
+   poisoned (NaN) before each run. Q4K_TEST_QUICK=1: small shapes only.
+   At the 7B shapes CI runs Q8 mode at N = 1 and 7, F32 mode at N = 1 and
+   the forced limits at N = 1 (lavapipe is slow); Q4K_TEST_BIG=1 runs every
+   combination; Q4K_TEST_VK_TYPES=Q4_K,Q6_K limits the types. */
 #define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "q4k_vulkan.h"
 #include "t.h"
+#include <time.h>
 
 static q4k_backend *vk_dev;   /* the device's limits, every feature it has */
 static q4k_backend *vk_small; /* Q4K_VK_LIMITS-style range=1M, alloc=4M */
 static q4k_backend *vk_plain; /* no optional features: the fallback paths */
 static char vk_why[600];
 static q4k_pool *pool;
-static int quick;
+static int quick, full;
 
 /* T_SKIP with a message cut to what t.h keeps */
 #define SKIP_WHY(msg)                                                          \
@@ -107,6 +111,54 @@ static void test_vk_backend(void) {
                 Q4K_ERR_UNSUPPORTED_TYPE && strstr(err.msg, "Q2_K"), "Q2_K: %s", err.msg);
 }
 
+/* SPIR-V is compiled once and then read from the cache; what glslang wrote
+   is valid SPIR-V for Vulkan 1.1 (spirv-val, from spirv-tools) */
+static void test_vk_spirv_cache(void) {
+    char dir[] = "/tmp/q4k_vkcache_XXXXXX", cmd[600];
+    q4k_vk_backend_desc d;
+    q4k_backend *b1 = NULL, *b2 = NULL;
+    q4k_vk_backend_info i1, i2;
+    q4k_error err;
+    float x[256], y[4];
+    unsigned char w[4 * 144];
+    int rc;
+    if (!vk_dev) SKIP_WHY(vk_why);
+    T_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    memset(&d, 0, sizeof d);
+    d.device = getenv("Q4K_TEST_VK_DEVICE");
+    d.allow_cpu = 1;
+    d.cache_dir = dir;
+    memset(w, 0, sizeof w);
+    memset(x, 0, sizeof x);
+    if (q4k_vk_backend_create(&d, &b1, &err) == Q4K_OK &&
+        b1->matmul(b1, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, 4, 256, x, 1, y, &err) == Q4K_OK &&
+        q4k_vk_backend_create(&d, &b2, &err) == Q4K_OK &&
+        b2->matmul(b2, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, 4, 256, x, 1, y, &err) == Q4K_OK) {
+        q4k_vk_backend_info_get(b1, &i1);
+        q4k_vk_backend_info_get(b2, &i2);
+        T_CHECK(i1.shaders_compiled == 2 && i1.shaders_from_cache == 0, "first: %lld compiled, %lld cached",
+                (long long)i1.shaders_compiled, (long long)i1.shaders_from_cache);
+        T_CHECK(i2.shaders_compiled == 0 && i2.shaders_from_cache == 2, "second: %lld compiled, %lld cached",
+                (long long)i2.shaders_compiled, (long long)i2.shaders_from_cache);
+        T_CHECK(y[0] == 0.0f && y[3] == 0.0f, "zero weights give %g %g", y[0], y[3]);
+    } else {
+        T_CHECK(0, "%s", err.msg);
+    }
+    q4k_backend_destroy(b1);
+    q4k_backend_destroy(b2);
+    if (system("command -v spirv-val >/dev/null 2>&1") != 0) {
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        rc = system(cmd);
+        (void)rc;
+        T_SKIP("spirv-val missing (spirv-tools)");
+    }
+    snprintf(cmd, sizeof cmd, "n=0; for f in %s/vk-*.spv; do spirv-val --target-env vulkan1.1 \"$f\" || exit 1; n=$((n+1)); done; [ $n -eq 2 ]", dir);
+    T_CHECK(system(cmd) == 0, "spirv-val refused a cached shader (or the cache does not hold 2 files)");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    rc = system(cmd);
+    (void)rc;
+}
+
 /* ---- the activation quantizer, bit for bit ------------------------------ */
 
 static float bits_f(uint32_t u) {
@@ -172,36 +224,41 @@ static void test_vk_quantizer_bits(void) {
 
 /* ---- matrix products ----------------------------------------------------- */
 
-/* random weights of a type: quantized floats, or for Q5_K (no quantizer in
-   q4k) random bytes with sane scales */
+/* random weights of a type: random bytes (every bit pattern of quants and
+   sub-block scales) with sane fp16 block scales; F32/F16/BF16 from
+   Gaussian floats */
 static unsigned char *make_weights(q4k_type type, int64_t rows, int64_t cols, t_rng *rng) {
-    size_t rs = q4k_row_size(type, cols);
-    unsigned char *w = (unsigned char *)malloc(rs * (size_t)rows);
-    float *row = (float *)malloc((size_t)cols * sizeof(float));
-    int64_t r, c, b;
-    if (!w || !row) {
-        free(w);
-        free(row);
-        return NULL;
-    }
-    for (r = 0; r < rows; r++) {
-        if (type == Q4K_TYPE_Q5_K) {
-            for (c = 0; c < (int64_t)rs; c += 8) {
-                unsigned long long v = t_rng_next(rng);
-                memcpy(w + (size_t)r * rs + c, &v, (size_t)c + 8 <= rs ? 8 : rs - (size_t)c);
-            }
-            for (b = 0; b < cols / 256; b++) {
-                uint16_t d = q4k_fp32_to_fp16((float)(0.001 + 0.01 * t_rng_unif(rng)));
-                uint16_t m = q4k_fp32_to_fp16((float)(0.001 + 0.01 * t_rng_unif(rng)));
-                memcpy(w + (size_t)r * rs + 176 * b, &d, 2);
-                memcpy(w + (size_t)r * rs + 176 * b + 2, &m, 2);
-            }
-        } else {
+    size_t rs = q4k_row_size(type, cols), bsz = q4k_type_traits((int)type).type_size, total = rs * (size_t)rows, o;
+    unsigned char *w = (unsigned char *)malloc(total + 8);
+    float *row;
+    int64_t r, c;
+    if (!w) return NULL;
+    if (type == Q4K_TYPE_F32 || type == Q4K_TYPE_F16 || type == Q4K_TYPE_BF16) {
+        if (!(row = (float *)malloc((size_t)cols * sizeof(float)))) {
+            free(w);
+            return NULL;
+        }
+        for (r = 0; r < rows; r++) {
             for (c = 0; c < cols; c++) row[c] = (float)(t_rng_gauss(rng) * 0.05);
             q4k_quantize_row(type, row, w + (size_t)r * rs, cols);
         }
+        free(row);
+        return w;
     }
-    free(row);
+    for (o = 0; o < total; o += 8) {
+        unsigned long long v = t_rng_next(rng);
+        memcpy(w + o, &v, 8);
+    }
+    for (o = 0; o < total; o += bsz) { /* the fp16 scales: d (and dmin) in [1e-4, 1e-2) */
+        uint16_t d = q4k_fp32_to_fp16((float)(1e-4 + 1e-2 * t_rng_unif(rng)));
+        uint16_t m = q4k_fp32_to_fp16((float)(1e-4 + 1e-2 * t_rng_unif(rng)));
+        if (type == Q4K_TYPE_Q6_K) {
+            memcpy(w + o + 208, &d, 2);
+        } else {
+            memcpy(w + o, &d, 2);
+            if (type == Q4K_TYPE_Q4_K || type == Q4K_TYPE_Q5_K) memcpy(w + o + 2, &m, 2);
+        }
+    }
     return w;
 }
 
@@ -240,6 +297,12 @@ static int make_bound(q4k_type type, const unsigned char *w, int64_t rows, int64
 
 typedef struct shape { int64_t rows, cols; } shape;
 
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /* one weight tensor against every backend and mode: one line each */
 static void matmul_case(q4k_type type, int64_t rows, int64_t cols, const int64_t *ns, int nn, uint64_t seed) {
     t_rng rng;
@@ -273,6 +336,9 @@ static void matmul_case(q4k_type type, int64_t rows, int64_t cols, const int64_t
             q4k_cpu cpu;
             int is_float = type == Q4K_TYPE_F32 || type == Q4K_TYPE_F16 || type == Q4K_TYPE_BF16;
             if (is_float && act == Q4K_ACT_F32 && rows * cols > 4000000) continue; /* the same kernel as Q8 mode */
+            /* 7B shapes within CI's time on lavapipe: Q8 mode at every N, F32 mode at N = 1
+               (Q4K_TEST_BIG=1: every N) */
+            if (rows * cols > 4000000 && act == Q4K_ACT_F32 && n > 1 && !full) continue;
             cpu.path = Q4K_CPU_AUTO;
             cpu.act = act;
             cpu.pool = pool;
@@ -282,18 +348,22 @@ static void matmul_case(q4k_type type, int64_t rows, int64_t cols, const int64_t
                 q4k_error err;
                 q4k_vk_backend_info info;
                 char name[160];
-                double worst = 0.0;
+                double worst = 0.0, t0;
                 int64_t at = 0, bad = 0;
                 /* the plain backend only where it is cheap: it checks code paths, not shapes */
                 if (!b || (bi == 2 && rows * cols > 2000000)) continue;
+                /* forced limits split every 7B tensor at N = 1 in Q8 mode (Q4K_TEST_BIG=1: everywhere) */
+                if (bi == 1 && rows * cols > 4000000 && (n > 1 || act != Q4K_ACT_Q8) && !full) continue;
                 snprintf(name, sizeof name, "vk_matmul_%s_%lldx%lld_n%lld_%s_%s", q4k_type_name(type), (long long)rows,
                          (long long)cols, (long long)n, m ? "f32" : "q8", bnames[bi]);
                 for (i = 0; i < n * rows; i++) ygpu[i] = bits_f(0x7fc00000u);
+                t0 = now_ms();
                 if (b->matmul(b, act, type, w, rows, cols, x, n, ygpu, &err) != Q4K_OK) {
                     printf("FAIL %s: %s\n", name, err.msg);
                     t__n_fail++;
                     continue;
                 }
+                t0 = now_ms() - t0;
                 for (i = 0; i < n * rows; i++) {
                     double lim = 1e-5 * (double)bound[i] + 1e-30;
                     double e = fabs((double)ygpu[i] - (double)ycpu[i]) / lim;
@@ -310,8 +380,9 @@ static void matmul_case(q4k_type type, int64_t rows, int64_t cols, const int64_t
                            bound[at]);
                     t__n_fail++;
                 } else {
-                    printf("ok %s (worst %.3g of the bound; %lld weight bindings, %lld allocations, %lld dispatches)\n", name,
-                           worst, (long long)info.weight_bindings, (long long)info.allocations, (long long)info.dispatches);
+                    printf("ok %s (worst %.3g of the bound; %lld weight bindings, %lld allocations, %lld dispatches; %.0f ms)\n",
+                           name, worst, (long long)info.weight_bindings, (long long)info.allocations,
+                           (long long)info.dispatches, t0);
                 }
                 fflush(stdout);
                 /* forced limits must have split a tensor larger than them */
@@ -337,9 +408,11 @@ static void run_matmuls(void) {
     static const shape big[] = {{3584, 3584}, {512, 3584}, {18944, 3584}, {3584, 18944}, {152064, 3584}};
     static const shape odd[] = {{1, 256}, {37, 512}, {257, 768}};
     static const int64_t n_small[] = {1, 7, 64}, n_big[] = {1, 7};
+    const char *only = getenv("Q4K_TEST_VK_TYPES"); /* "Q4_K,Q6_K": these types only */
     int t, s;
     for (t = 0; t < 9; t++) {
         int is_float = types[t] == Q4K_TYPE_F32 || types[t] == Q4K_TYPE_F16 || types[t] == Q4K_TYPE_BF16;
+        if (only && *only && !strstr(only, q4k_type_name(types[t]))) continue;
         for (s = 0; s < 3; s++) matmul_case(types[t], odd[s].rows, odd[s].cols, n_small, 3, 1000 + 10 * t + s);
         if (is_float) matmul_case(types[t], 33, 100, n_small, 3, 2000 + t); /* a short last block */
         if (quick) continue;
@@ -349,6 +422,7 @@ static void run_matmuls(void) {
 
 int main(void) {
     quick = getenv("Q4K_TEST_QUICK") != NULL;
+    full = getenv("Q4K_TEST_BIG") != NULL;
     pool = q4k_pool_create((int)sysconf(_SC_NPROCESSORS_ONLN));
     vk_dev = make_backend(0, 0, 0, vk_why);
     if (vk_dev) {
@@ -358,6 +432,7 @@ int main(void) {
     T_RUN(test_vk_devices);
     T_RUN(test_vk_parse_limits);
     T_RUN(test_vk_backend);
+    T_RUN(test_vk_spirv_cache);
     T_RUN(test_vk_quantizer_bits);
     if (vk_dev) run_matmuls();
     else printf("skip vk_matmul: %s\n", vk_why);
