@@ -804,6 +804,28 @@ static int q4k__vk_compute_queue(q4k__vk_lib *l, VkPhysicalDevice pd) {
     return -1;
 }
 
+/* the feature structs q4k reads and enables, chained; the 8-bit and fp16
+   ones only for a Vulkan 1.2 device */
+typedef struct q4k__vk_feats {
+    VkPhysicalDeviceFeatures2 f2;
+    VkPhysicalDevice16BitStorageFeatures s16;
+    VkPhysicalDevice8BitStorageFeatures s8;
+    VkPhysicalDeviceShaderFloat16Int8Features f16;
+} q4k__vk_feats;
+
+static void q4k__vk_feats_init(q4k__vk_feats *f, int v12) {
+    memset(f, 0, sizeof *f);
+    f->f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+    f->s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
+    f->s8.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES;
+    f->f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+    f->f2.pNext = &f->s16;
+    if (v12) {
+        f->s16.pNext = &f->s8;
+        f->s8.pNext = &f->f16;
+    }
+}
+
 static void q4k__vk_describe(q4k__vk_lib *l, VkPhysicalDevice pd, int index, q4k_vk_device_info *o) {
     VkPhysicalDeviceProperties p;
     VkPhysicalDeviceProperties2 p2;
@@ -811,10 +833,7 @@ static void q4k__vk_describe(q4k__vk_lib *l, VkPhysicalDevice pd, int index, q4k
     VkPhysicalDeviceMaintenance3Properties m3;
     VkPhysicalDeviceMaintenance4Properties m4;
     VkPhysicalDeviceDriverProperties drv;
-    VkPhysicalDeviceFeatures2 f2;
-    VkPhysicalDevice16BitStorageFeatures s16;
-    VkPhysicalDevice8BitStorageFeatures s8;
-    VkPhysicalDeviceShaderFloat16Int8Features f16;
+    q4k__vk_feats f;
     VkPhysicalDeviceMemoryProperties mp;
     uint32_t i;
     memset(o, 0, sizeof *o);
@@ -865,23 +884,11 @@ static void q4k__vk_describe(q4k__vk_lib *l, VkPhysicalDevice pd, int index, q4k
         (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
         (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT))
         o->features |= Q4K_VK_SUBGROUP;
-    memset(&f2, 0, sizeof f2);
-    memset(&s16, 0, sizeof s16);
-    memset(&s8, 0, sizeof s8);
-    memset(&f16, 0, sizeof f16);
-    f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
-    s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
-    s8.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES;
-    f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
-    f2.pNext = &s16;
-    if (p.apiVersion >= VK_API_VERSION_1_2 && l->api >= VK_API_VERSION_1_2) {
-        s16.pNext = &s8;
-        s8.pNext = &f16;
-    }
-    l->vkGetPhysicalDeviceFeatures2(pd, &f2);
-    if (s16.storageBuffer16BitAccess && f2.features.shaderInt16) o->features |= Q4K_VK_STORAGE16;
-    if (s8.storageBuffer8BitAccess && f16.shaderInt8) o->features |= Q4K_VK_STORAGE8;
-    if (f16.shaderFloat16) o->features |= Q4K_VK_FP16;
+    q4k__vk_feats_init(&f, p.apiVersion >= VK_API_VERSION_1_2 && l->api >= VK_API_VERSION_1_2);
+    l->vkGetPhysicalDeviceFeatures2(pd, &f.f2);
+    if (f.s16.storageBuffer16BitAccess && f.f2.features.shaderInt16) o->features |= Q4K_VK_STORAGE16;
+    if (f.s8.storageBuffer8BitAccess && f.f16.shaderInt8) o->features |= Q4K_VK_STORAGE8;
+    if (f.f16.shaderFloat16) o->features |= Q4K_VK_FP16;
     l->vkGetPhysicalDeviceMemoryProperties(pd, &mp);
     for (i = 0; i < mp.memoryHeapCount; i++)
         if (mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) o->device_local_bytes += mp.memoryHeaps[i].size;
@@ -1438,6 +1445,11 @@ static q4k_result q4k__vk_dispatch(q4k__vk_backend *vb, q4k__vk_job *j, int pipe
     uint64_t done = 0, gmax = vb->info.max_compute_work_group_count[0];
     int i;
     if (j->sets == j->max_sets) return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: descriptor sets exhausted");
+    for (i = 0; i < 3; i++) /* the limits are the point of the splitting: a binding past them is a q4k bug */
+        if (bind[i].off % vb->align || bind[i].size > vb->range || bind[i].size % 4)
+            return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: binding %d at offset %llu, %llu bytes, breaks range %llu / alignment %llu",
+                             i, (unsigned long long)bind[i].off, (unsigned long long)bind[i].size,
+                             (unsigned long long)vb->range, (unsigned long long)vb->align);
     memset(&ai, 0, sizeof ai);
     ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
     ai.descriptorPool = j->pool;
@@ -1715,43 +1727,27 @@ static q4k_result q4k__vk_open_device(q4k__vk_backend *vb, int qfam, q4k_error *
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qi;
     VkDeviceCreateInfo di;
-    VkPhysicalDeviceFeatures2 f2;
-    VkPhysicalDevice16BitStorageFeatures s16;
-    VkPhysicalDevice8BitStorageFeatures s8;
-    VkPhysicalDeviceShaderFloat16Int8Features f16;
+    q4k__vk_feats f;
     VkResult vr;
-    void **next = &f2.pNext;
     memset(&qi, 0, sizeof qi);
     qi.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO;
     qi.queueFamilyIndex = (uint32_t)qfam;
     qi.queueCount = 1;
     qi.pQueuePriorities = &prio;
-    memset(&f2, 0, sizeof f2);
-    memset(&s16, 0, sizeof s16);
-    memset(&s8, 0, sizeof s8);
-    memset(&f16, 0, sizeof f16);
-    f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
-    s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
-    s8.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES;
-    f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
-    /* only what the kernels use is enabled */
+    /* only what the kernels use is enabled (8-bit and fp16 were found on a 1.2 device) */
+    q4k__vk_feats_init(&f, (vb->features & (Q4K_VK_STORAGE8 | Q4K_VK_FP16)) != 0);
     if (vb->features & Q4K_VK_STORAGE16) {
-        s16.storageBuffer16BitAccess = VK_TRUE;
-        f2.features.shaderInt16 = VK_TRUE;
-        *next = &s16;
-        next = &s16.pNext;
+        f.s16.storageBuffer16BitAccess = VK_TRUE;
+        f.f2.features.shaderInt16 = VK_TRUE;
     }
     if (vb->features & Q4K_VK_STORAGE8) {
-        s8.storageBuffer8BitAccess = VK_TRUE;
-        f16.shaderInt8 = VK_TRUE;
-        *next = &s8;
-        next = &s8.pNext;
+        f.s8.storageBuffer8BitAccess = VK_TRUE;
+        f.f16.shaderInt8 = VK_TRUE;
     }
-    if (vb->features & Q4K_VK_FP16) f16.shaderFloat16 = VK_TRUE;
-    if (f16.shaderInt8 || f16.shaderFloat16) *next = &f16;
+    if (vb->features & Q4K_VK_FP16) f.f16.shaderFloat16 = VK_TRUE;
     memset(&di, 0, sizeof di);
     di.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
-    di.pNext = &f2;
+    di.pNext = &f.f2;
     di.queueCreateInfoCount = 1;
     di.pQueueCreateInfos = &qi;
     if ((vr = vb->lib.vkCreateDevice(vb->pd, &di, NULL, &vb->dev)) != VK_SUCCESS) {
