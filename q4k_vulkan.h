@@ -48,6 +48,8 @@
                                  do not use these optional device features
       Q4K_CACHE_DIR=DIR          where SPIR-V is cached (default
                                  $XDG_CACHE_HOME/q4k or ~/.cache/q4k)
+      Q4K_VK_KERNELS_DIR=DIR     read the kernels from DIR (a kernels_src/
+                                 being edited) instead of the embedded copies
 
    Errors: a missing loader, shader compiler or device, or a device without
    what the kernels need, is Q4K_ERR_BACKEND_UNAVAILABLE with the reason; a
@@ -1066,6 +1068,7 @@ typedef struct q4k__vk_backend {
     unsigned features;
     uint64_t range, alloc, align;
     char cache_dir[512];
+    char kernels_dir[512]; /* Q4K_VK_KERNELS_DIR, "" for the embedded kernels */
     q4k_log_fn log;
     void *log_user;
     int glslang_up;
@@ -1191,11 +1194,12 @@ static uint64_t q4k__vk_fnv(uint64_t h, const void *p, size_t n) {
    then the file with q4k_vk_common.glsl spliced in place of its #include,
    under #line directives that keep glslang's messages at the real
    kernels_src/ file and line. */
-static char *q4k__vk_assemble(const char *file, const char *const *lines, const char *defines) {
+static char *q4k__vk_assemble(const char *file, const char *const *lines, const char *const *common,
+                              const char *defines) {
     size_t n = strlen(defines) + 256, i, o = 0, j;
     char *s;
     for (i = 0; lines[i]; i++) n += strlen(lines[i]) + 80;
-    for (i = 0; q4k__vk_src_common[i]; i++) n += strlen(q4k__vk_src_common[i]);
+    for (i = 0; common[i]; i++) n += strlen(common[i]);
     s = (char *)Q4K_MALLOC(n);
     if (!s) return NULL;
     s[0] = 0;
@@ -1208,13 +1212,61 @@ static char *q4k__vk_assemble(const char *file, const char *const *lines, const 
             o += (size_t)snprintf(s + o, n - o, "\n");
         } else if (!strncmp(l, "#include \"q4k_vk_common.glsl\"", 29)) {
             o += (size_t)snprintf(s + o, n - o, "#line 1 \"kernels_src/q4k_vk_common.glsl\"\n");
-            for (j = 0; q4k__vk_src_common[j]; j++) o += (size_t)snprintf(s + o, n - o, "%s", q4k__vk_src_common[j]);
+            for (j = 0; common[j]; j++) o += (size_t)snprintf(s + o, n - o, "%s", common[j]);
             o += (size_t)snprintf(s + o, n - o, "#line %d \"kernels_src/%s\"\n", (int)i + 2, file);
         } else {
             o += (size_t)snprintf(s + o, n - o, "%s", l);
         }
     }
     return s;
+}
+
+/* Q4K_VK_KERNELS_DIR: a kernel file read from disk instead of the embedded
+   copy (editing kernels without `make embed`; the tests break one on
+   purpose), as the same NULL-terminated array of lines; one allocation */
+static char **q4k__vk_read_lines(const char *dir, const char *file) {
+    char path[600], **lines, *text;
+    FILE *f;
+    long len;
+    size_t i, k = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (!(f = fopen(path, "rb"))) return NULL;
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return NULL;
+    }
+    /* pointers, the text, then the lines: len bytes and at most len + 1 NULs */
+    lines = (char **)Q4K_MALLOC(((size_t)len + 2) * sizeof(char *) + 3 * (size_t)len + 3);
+    if (!lines) {
+        fclose(f);
+        return NULL;
+    }
+    text = (char *)(lines + (size_t)len + 2);
+    if (fread(text, 1, (size_t)len, f) != (size_t)len) {
+        fclose(f);
+        Q4K_FREE(lines);
+        return NULL;
+    }
+    fclose(f);
+    /* split after each newline: copy line i to its own NUL-terminated string */
+    {
+        char *out = text + len + 1;
+        size_t start = 0;
+        for (i = 0; i <= (size_t)len; i++) {
+            if (i == (size_t)len || text[i] == '\n') {
+                size_t end = i < (size_t)len ? i + 1 : i;
+                if (end > start) {
+                    lines[k++] = out;
+                    memcpy(out, text + start, end - start);
+                    out += end - start;
+                    *out++ = 0;
+                }
+                start = end;
+            }
+        }
+    }
+    lines[k] = NULL;
+    return lines;
 }
 
 static void q4k__vk_cache_path(q4k__vk_backend *vb, uint64_t key, char *path, size_t n) {
@@ -1350,7 +1402,18 @@ static q4k_result q4k__vk_pipeline(q4k__vk_backend *vb, int id, q4k_error *err) 
     if (id > 0)
         snprintf(defines + strlen(defines), sizeof defines - strlen(defines), "#define WTYPE %d\n#define ACT_Q8 %d\n",
                  q4k__vk_types[(id - 1) / 2], (id - 1) % 2);
-    if (!(src = q4k__vk_assemble(file, lines, defines))) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory");
+    if (vb->kernels_dir[0]) {
+        char **kl = q4k__vk_read_lines(vb->kernels_dir, file), **cl = q4k__vk_read_lines(vb->kernels_dir, "q4k_vk_common.glsl");
+        src = kl && cl ? q4k__vk_assemble(file, (const char *const *)kl, (const char *const *)cl, defines) : NULL;
+        Q4K_FREE(kl);
+        Q4K_FREE(cl);
+        if (!kl || !cl)
+            return q4k__fail(err, Q4K_ERR_IO, "vulkan: cannot read %s/%s or %s/q4k_vk_common.glsl (Q4K_VK_KERNELS_DIR)",
+                             vb->kernels_dir, file, vb->kernels_dir);
+    } else {
+        src = q4k__vk_assemble(file, lines, q4k__vk_src_common, defines);
+    }
+    if (!src) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory");
     snprintf(salt, sizeof salt, "%s|%s|%08x:%08x|%u|%s", Q4K__VK_COMPILER, vb->info.name, vb->info.vendor_id,
              vb->info.device_id, vb->info.driver_version, vb->info.driver);
     key = q4k__vk_fnv(q4k__vk_fnv(14695981039346656037ULL, src, strlen(src)), salt, strlen(salt));
@@ -1891,6 +1954,7 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
         goto fail;
     }
     q4k__vk_default_cache_dir(&d, vb->cache_dir, sizeof vb->cache_dir);
+    if ((env = getenv("Q4K_VK_KERNELS_DIR")) && *env) snprintf(vb->kernels_dir, sizeof vb->kernels_dir, "%s", env);
     if ((r = q4k__vk_open_device(vb, qfam, err)) || (r = q4k__vk_objects(vb, qfam, err))) goto fail;
 #ifdef Q4K_VULKAN_GLSLANG
     if (!glslang_initialize_process()) {

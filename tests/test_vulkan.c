@@ -166,6 +166,37 @@ static void test_vk_spirv_cache(void) {
     (void)rc;
 }
 
+/* a shader error names the kernels_src/ file and line: matmul.comp read from
+   a copy of kernels_src/ (Q4K_VK_KERNELS_DIR) with line 60 broken */
+static void test_vk_compile_error_names_line(void) {
+    char dir[] = "/tmp/q4k_vkkern_XXXXXX", cmd[700];
+    q4k_backend *b;
+    q4k_error err;
+    float x[256], y[1];
+    unsigned char w[144];
+    q4k_result r;
+    if (!vk_dev) SKIP_WHY(vk_why);
+    T_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(cmd, sizeof cmd, "cp kernels_src/matmul.comp kernels_src/q4k_vk_common.glsl %s/ && sed -i '60s/.*/this is not GLSL;/' %s/matmul.comp", dir, dir);
+    if (system(cmd) != 0) {
+        T_CHECK(0, "cannot copy kernels_src (the test runs from the repository root)");
+        return;
+    }
+    setenv("Q4K_VK_KERNELS_DIR", dir, 1);
+    memset(w, 0, sizeof w);
+    memset(x, 0, sizeof x);
+    b = make_backend(0, 0, 0, vk_why);
+    unsetenv("Q4K_VK_KERNELS_DIR");
+    T_CHECK(b != NULL, "%s", vk_why);
+    if (b) {
+        r = b->matmul(b, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, 1, 256, x, 1, y, &err);
+        T_CHECK(r == Q4K_ERR_GPU && strstr(err.msg, "kernels_src/matmul.comp:60:"), "%d: %s", (int)r, err.msg);
+        q4k_backend_destroy(b);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_CHECK(system(cmd) == 0, "rm");
+}
+
 /* ---- the activation quantizer, bit for bit ------------------------------ */
 
 static float bits_f(uint32_t u) {
@@ -451,6 +482,7 @@ int main(void) {
     T_RUN(test_vk_parse_limits);
     T_RUN(test_vk_backend);
     T_RUN(test_vk_spirv_cache);
+    T_RUN(test_vk_compile_error_names_line);
     T_RUN(test_vk_quantizer_bits);
     if (vk_dev) run_matmuls();
     else printf("skip vk_matmul: %s\n", vk_why);
