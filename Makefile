@@ -10,6 +10,16 @@ WARN     = -Wall -Wextra -Werror
 LDLIBS   = -lm -lpthread -ldl
 HEADERS  = q4k.h q4k_cuda.h q4k_vulkan.h $(wildcard kernels_src/*)
 
+# glslang compiles the Vulkan kernels at run time; Debian 12 ships it only as
+# static libraries (glslang-dev). Linked when its headers exist; without them
+# the Vulkan backend builds and says it has no shader compiler.
+GLSLANG_LIBS = -lglslang -lSPIRV -lMachineIndependent -lOSDependent -lGenericCodeGen -lOGLCompiler \
+               -lglslang-default-resource-limits -lSPIRV-Tools-opt -lSPIRV-Tools -lstdc++
+ifneq ($(wildcard /usr/include/glslang/Include/glslang_c_interface.h),)
+VK_CFLAGS = -DQ4K_VULKAN_GLSLANG
+VK_LIBS   = $(GLSLANG_LIBS)
+endif
+
 TEST_SRCS  = $(wildcard tests/test_*.c)
 TEST_BINS  = $(patsubst tests/%.c,build/%,$(TEST_SRCS))
 ASAN_BINS  = $(patsubst tests/%.c,build/asan/%,$(TEST_SRCS))
@@ -22,12 +32,12 @@ SANITIZE   = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fr
 all: q4k
 
 q4k: demo.c $(HEADERS)
-	$(CC) $(CFLAGS) $(WARN) -o $@ demo.c $(LDLIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -o $@ demo.c $(LDLIBS) $(VK_LIBS)
 
 # the test build: faults from Q4K_FAULT=NAME[,NAME...] (never in ./q4k)
 build/q4k-faults: demo.c $(HEADERS)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(WARN) -DQ4K_FAULTS -o $@ demo.c $(LDLIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -DQ4K_FAULTS -o $@ demo.c $(LDLIBS) $(VK_LIBS)
 
 # The implementation is compiled once per flavour and linked into every test
 # program and tool; a source that defines Q4K_IMPLEMENTATION itself (it reaches
@@ -39,20 +49,20 @@ link_impl = $(if $(call own_impl,$(1)),,$(2))
 
 $(IMPL): tests/q4k_impl.c $(HEADERS)
 	@mkdir -p build
-	$(CC) -O2 -g $(WARN) -I. -c -o $@ $<
+	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -I. -c -o $@ $<
 
 $(ASAN_IMPL): tests/q4k_impl.c $(HEADERS)
 	@mkdir -p build/asan
-	$(CC) -O1 -g $(WARN) $(SANITIZE) -I. -c -o $@ $<
+	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -I. -c -o $@ $<
 
 build/test_%: tests/test_%.c tests/t.h $(HEADERS) $(IMPL)
-	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS)
+	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
 build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS) $(ASAN_IMPL)
-	$(CC) -O1 -g $(WARN) $(SANITIZE) -Itests -I. -o $@ $< $(call link_impl,$<,$(ASAN_IMPL)) $(LDLIBS)
+	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -Itests -I. -o $@ $< $(call link_impl,$<,$(ASAN_IMPL)) $(LDLIBS) $(VK_LIBS)
 
 build/tool_%: tests/tool_%.c $(HEADERS) $(IMPL)
-	$(CC) -O2 -g $(WARN) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS)
+	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
 test-bins: q4k build/q4k-faults build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
 

@@ -252,6 +252,11 @@ static void paths_line(const char *label, unsigned mask) {
     fprintf(stdout, "\n");
 }
 
+/* a probe's message without the backend name it starts with */
+static const char *without_prefix(const char *msg, const char *prefix) {
+    return strncmp(msg, prefix, strlen(prefix)) ? msg : msg + strlen(prefix);
+}
+
 static int cmd_version(void) {
     q4k_error err;
     q4k_cpu_path best;
@@ -272,8 +277,8 @@ static int cmd_version(void) {
     else
         printf("cpu path used: none (%s)\n", err.msg);
     /* one line a GPU backend, in the probe's own words */
-    printf("cuda: %s\n", q4k_cuda_probe(&err) == Q4K_OK ? "ready" : err.msg);
-    printf("vulkan: %s\n", q4k_vk_probe(&err) == Q4K_OK ? "ready" : err.msg);
+    printf("cuda: %s\n", q4k_cuda_probe(&err) == Q4K_OK ? "ready" : without_prefix(err.msg, "cuda: "));
+    printf("vulkan: %s%s\n", q4k_vk_probe(&err) == Q4K_OK ? "ready on " : "", without_prefix(err.msg, "vulkan: "));
     return EXIT_OK;
 }
 
@@ -301,6 +306,37 @@ static void devices_cuda(void) {
     }
 }
 
+/* q4k devices, Vulkan part: every device the loader sees, with the limits
+   the backend splits tensors by */
+static void devices_vulkan(void) {
+    q4k_vk_device_info d[16];
+    q4k_error err;
+    char feat[64];
+    int n = 0, i;
+    if (q4k_vk_list_devices(d, 16, &n, &err) != Q4K_OK) {
+        printf("%s\n", err.msg);
+        return;
+    }
+    printf("vulkan: %d device%s\n", n, n == 1 ? "" : "s");
+    for (i = 0; i < n && i < 16; i++) {
+        printf("  [%d] %s (%s), Vulkan %u.%u.%u, %.1f GiB device-local%s%s\n", i, d[i].name, d[i].type,
+               VK_API_VERSION_MAJOR(d[i].api_version), VK_API_VERSION_MINOR(d[i].api_version),
+               VK_API_VERSION_PATCH(d[i].api_version), (double)d[i].device_local_bytes / 1073741824.0,
+               d[i].driver[0] ? ", driver " : "", d[i].driver);
+        printf("      maxStorageBufferRange %llu, maxMemoryAllocationSize %llu, maxBufferSize %llu,\n"
+               "      minStorageBufferOffsetAlignment %llu, maxComputeSharedMemorySize %u,\n"
+               "      maxComputeWorkGroupCount %u x %u x %u, subgroup size %u\n",
+               (unsigned long long)d[i].max_storage_buffer_range, (unsigned long long)d[i].max_memory_allocation_size,
+               (unsigned long long)d[i].max_buffer_size, (unsigned long long)d[i].min_storage_buffer_offset_alignment,
+               d[i].max_compute_shared_memory_size, d[i].max_compute_work_group_count[0],
+               d[i].max_compute_work_group_count[1], d[i].max_compute_work_group_count[2], d[i].subgroup_size);
+        printf("      optional features: %s\n", q4k_vk_feature_names(d[i].features, feat, sizeof feat));
+        if (!d[i].usable) printf("      rejected: %s\n", d[i].reject);
+        else if (!strcmp(d[i].type, "cpu")) printf("      usable when named (--device) or with --backend vulkan, never by auto\n");
+        else printf("      usable\n");
+    }
+}
+
 static int cmd_devices(int argc, char **argv) {
     if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
         printf("usage: q4k devices\n  lists every GPU backend and device (memory, compute capability, driver and\n"
@@ -312,6 +348,7 @@ static int cmd_devices(int argc, char **argv) {
         return EXIT_USAGE;
     }
     devices_cuda();
+    devices_vulkan();
     return EXIT_OK;
 }
 

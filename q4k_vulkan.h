@@ -1,18 +1,60 @@
-/* q4k_vulkan.h - the VULKAN backend of q4k (runs the forward pass on the GPU).
+/* q4k_vulkan.h - the Vulkan backend of q4k: GGUF k-quant kernels on any Vulkan GPU.
 
    Include q4k.h first, or let this header include it. With
       #define Q4K_IMPLEMENTATION        (or Q4K_VULKAN_IMPLEMENTATION)
    in one file, the implementation is compiled there.
 
-   At run time it loads the Vulkan loader (libvulkan.so.1) and glslang with dlopen: nothing of
-   them is needed to build.
+   No Vulkan SDK is needed: the Vulkan headers (Debian: libvulkan-dev) are
+   used with VK_NO_PROTOTYPES, the loader (libvulkan.so.1, then
+   libvulkan.so, or the path in Q4K_LIBVULKAN) is opened with dlopen and
+   every other function comes from vkGetInstanceProcAddr/vkGetDeviceProcAddr.
+   The kernels (GLSL, kernels_src/ *.comp, embedded here by `make embed`)
+   are compiled at run time by glslang, linked statically through its C
+   interface when Q4K_VULKAN_GLSLANG is defined:
+      cc -DQ4K_VULKAN_GLSLANG app.c -lglslang -lSPIRV -lMachineIndependent \
+         -lOSDependent -lGenericCodeGen -lOGLCompiler \
+         -lglslang-default-resource-limits -lSPIRV-Tools-opt -lSPIRV-Tools \
+         -lstdc++ -lm -lpthread -ldl
+   (Debian 12: apt-get install glslang-dev). Without it everything builds,
+   devices are listed, and the backend says it was built without a shader
+   compiler. SPIR-V is cached on disk, keyed by the source, the compiler
+   version and the driver.
 
-   Status: the backend is not built yet. q4k_vk_probe() says so with
-   Q4K_ERR_BACKEND_UNAVAILABLE; nothing here computes anything yet.
+   Status: kernels for matrix products of every weight type (F32, F16, BF16,
+   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) in both arithmetic modes and the
+   8-bit activation quantizer (bit for bit the CPU's); the whole forward
+   pass (session_create) is not built yet and says so.
 
    Usage:
-      q4k_error err;
-      if (q4k_vk_probe(&err) != Q4K_OK) fprintf(stderr, "%s\n", err.msg);
+      q4k_vk_backend_desc d = {0};     (all defaults: the first discrete GPU)
+      q4k_backend *b; q4k_error err;
+      d.allow_cpu = 1;                 (lavapipe too)
+      if (q4k_vk_backend_create(&d, &b, &err) != Q4K_OK) {
+          fprintf(stderr, "%s\n", err.msg); return 1; }
+      b->matmul(b, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, rows, cols, x, n, y, &err);
+      q4k_backend_destroy(b);
+
+   Config macros:
+      Q4K_VULKAN_IMPLEMENTATION  compile this backend's implementation only
+      Q4K_VULKAN_GLSLANG         link glslang (the shader compiler); without it
+                                 the backend cannot start
+
+   Environment:
+      Q4K_LIBVULKAN=PATH         the Vulkan loader to open
+      Q4K_VK_LIMITS=range=1M,alloc=4M
+                                 force smaller storage-buffer-range / allocation
+                                 limits than the device's (tests split tensors)
+      Q4K_VK_DISABLE=subgroup,storage8,storage16,fp16
+                                 do not use these optional device features
+      Q4K_CACHE_DIR=DIR          where SPIR-V is cached (default
+                                 $XDG_CACHE_HOME/q4k or ~/.cache/q4k)
+      Q4K_VK_KERNELS_DIR=DIR     read the kernels from DIR (a kernels_src/
+                                 being edited) instead of the embedded copies
+
+   Errors: a missing loader, shader compiler or device, or a device without
+   what the kernels need, is Q4K_ERR_BACKEND_UNAVAILABLE with the reason; a
+   shader that does not compile gives glslang's log, naming the kernels_src/
+   file and line. Threads: a backend is used by one thread at a time.
 */
 #ifndef Q4K_VULKAN_H
 #define Q4K_VULKAN_H
@@ -22,8 +64,87 @@
 extern "C" {
 #endif
 
-/* Q4K_OK when the backend can start on this machine; otherwise err says
-   why (library not found, no device, not built). */
+/* Optional device features the kernels use when present (each has a
+   fallback that every device runs). */
+typedef enum q4k_vk_feature {
+    Q4K_VK_SUBGROUP = 1,  /* subgroup arithmetic for reductions */
+    Q4K_VK_STORAGE8 = 2,  /* 8-bit storage-buffer loads */
+    Q4K_VK_STORAGE16 = 4, /* 16-bit storage-buffer loads */
+    Q4K_VK_FP16 = 8       /* fp16 arithmetic (scale conversion) */
+} q4k_vk_feature;
+
+/* One Vulkan device as the backend sees it. */
+typedef struct q4k_vk_device_info {
+    int index;                 /* in the loader's order; --device N */
+    char name[256];
+    const char *type;          /* "discrete", "integrated", "virtual", "cpu", "other" */
+    uint32_t api_version;      /* VK_MAKE_API_VERSION packing */
+    uint32_t vendor_id, device_id, driver_version;
+    char driver[256];          /* driver name and info when the device gives them */
+    uint64_t device_local_bytes;
+    uint64_t max_storage_buffer_range, max_memory_allocation_size, max_buffer_size;
+    uint64_t min_storage_buffer_offset_alignment;
+    uint32_t max_compute_shared_memory_size, max_compute_work_group_count[3];
+    uint32_t subgroup_size;
+    unsigned features;         /* q4k_vk_feature bits the device has */
+    int usable;                /* the kernels can run on it */
+    char reject[256];          /* why not, when !usable */
+} q4k_vk_device_info;
+
+/* Every Vulkan device: up to max entries in out (may be NULL with max 0),
+   the number of devices in *count. Fails (Q4K_ERR_BACKEND_UNAVAILABLE) only
+   when the loader or an instance is missing; a machine without devices
+   gives Q4K_OK and 0. */
+Q4K_API q4k_result q4k_vk_list_devices(q4k_vk_device_info *out, int max, int *count, q4k_error *err);
+/* "subgroup storage8 ..." for a set of q4k_vk_feature bits ("none" when empty) */
+Q4K_API const char *q4k_vk_feature_names(unsigned features, char *buf, size_t n);
+
+typedef struct q4k_vk_backend_desc {
+    /* NULL or "": the first discrete GPU, then integrated, then virtual; a
+       CPU-type device (lavapipe) only with allow_cpu. A number: the device
+       of that index; else a case-insensitive part of its name. A named
+       device may be a CPU-type one. */
+    const char *device;
+    int allow_cpu;
+    /* 0: the device's limits; smaller values force tensors to be split
+       (Q4K_VK_LIMITS sets them too; the smaller wins) */
+    uint64_t max_range, max_alloc;
+    unsigned disable;      /* q4k_vk_feature bits not to use (or Q4K_VK_DISABLE) */
+    const char *cache_dir; /* NULL: the default; "": no cache */
+    q4k_log_fn log;
+    void *log_user;
+} q4k_vk_backend_desc;
+
+/* The Vulkan backend on the chosen device. Its matmul runs the kernels;
+   session_create answers Q4K_ERR_BACKEND_UNAVAILABLE (the forward pass is
+   not built yet). */
+Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *d, q4k_backend **out, q4k_error *err);
+
+/* What a Vulkan backend runs with, and what its last calls did. */
+typedef struct q4k_vk_backend_info {
+    q4k_vk_device_info device;
+    unsigned features;           /* the features its kernels use */
+    uint64_t range, alloc;       /* the limits it holds itself to */
+    int64_t weight_bindings;     /* last matmul: storage-buffer bindings of the weights */
+    int64_t allocations;         /* last matmul: device memory allocations */
+    int64_t dispatches;          /* last matmul or quantize: compute dispatches */
+    int64_t shaders_compiled;    /* by glslang, since creation */
+    int64_t shaders_from_cache;  /* SPIR-V read from the disk cache */
+} q4k_vk_backend_info;
+/* Q4K_ERR_INVALID_ARG when b is not a Vulkan backend */
+Q4K_API q4k_result q4k_vk_backend_info_get(q4k_backend *b, q4k_vk_backend_info *out);
+
+/* The 8-bit activation quantizer on the device: out gets n/32 blocks, bit
+   for bit those of q4k_quantize_act_q8 (n a multiple of 32). */
+Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out,
+                                       q4k_error *err);
+
+/* Parse "range=1M,alloc=4M" (suffixes K, M, G: powers of 1024); a field
+   left out stays 0. Q4K_ERR_INVALID_ARG names the bad field. */
+Q4K_API q4k_result q4k_vk_parse_limits(const char *s, uint64_t *range, uint64_t *alloc, q4k_error *err);
+
+/* Q4K_OK when the backend can start on this machine (a CPU-type device
+   counts); err->msg says on which device, or why not. */
 Q4K_API q4k_result q4k_vk_probe(q4k_error *err);
 
 #ifdef __cplusplus
@@ -33,23 +154,1872 @@ Q4K_API q4k_result q4k_vk_probe(q4k_error *err);
 
 #if (defined(Q4K_IMPLEMENTATION) || defined(Q4K_VULKAN_IMPLEMENTATION)) && !defined(Q4K_VULKAN_IMPLEMENTED)
 #define Q4K_VULKAN_IMPLEMENTED
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+#include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+#include <errno.h>
+#include <sys/stat.h>
+#ifdef Q4K_VULKAN_GLSLANG
+#include <glslang/Include/glslang_c_interface.h>
+#include <glslang/Public/resource_limits_c.h>
+#include <glslang/build_info.h>
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-Q4K_API q4k_result q4k_vk_probe(q4k_error *err) {
-    if (err) {
-        err->code = Q4K_ERR_BACKEND_UNAVAILABLE;
-        snprintf(err->msg, sizeof err->msg, "the VULKAN backend is not built yet");
+/* >>vk-kernels (kernels_src/, copied by `make embed`) */
+/* Q4K_EMBED_BEGIN(kernels_src/q4k_vk_common.glsl q4k__vk_src_common) */
+static const char *const q4k__vk_src_common[] = {
+    "/* q4k_vk_common.glsl - what every Vulkan kernel of q4k shares: the bindings,\n",
+    "   the push constants, reading ggml blocks (kernels_src/q4k_common.h has the\n",
+    "   layouts) and conversions done on integer bits, so that no result depends\n",
+    "   on how a driver rounds a division or whether it flushes subnormals.\n",
+    "\n",
+    "   The backend splices this file in place of the #include line of each\n",
+    "   kernel and puts its feature switches after #version:\n",
+    "      Q4K_SUBGROUP   1: reductions with subgroupAdd (else shared memory)\n",
+    "      Q4K_STORAGE8   1: weight bytes loaded through a uint8_t view\n",
+    "      Q4K_STORAGE16  1: weight half-words loaded through a uint16_t view\n",
+    "      Q4K_FP16       1: fp16 scales converted by float16_t (needs Q4K_STORAGE16)\n",
+    "   Each one is optional: 0 takes the 32-bit-word path, which every device has. */\n",
+    "#ifndef Q4K_SUBGROUP\n",
+    "#define Q4K_SUBGROUP 0\n",
+    "#endif\n",
+    "#ifndef Q4K_STORAGE8\n",
+    "#define Q4K_STORAGE8 0\n",
+    "#endif\n",
+    "#ifndef Q4K_STORAGE16\n",
+    "#define Q4K_STORAGE16 0\n",
+    "#endif\n",
+    "#ifndef Q4K_FP16\n",
+    "#define Q4K_FP16 0\n",
+    "#endif\n",
+    "\n",
+    "#if Q4K_SUBGROUP\n",
+    "#extension GL_KHR_shader_subgroup_basic : require\n",
+    "#extension GL_KHR_shader_subgroup_arithmetic : require\n",
+    "#endif\n",
+    "#if Q4K_STORAGE8\n",
+    "#extension GL_EXT_shader_8bit_storage : require\n",
+    "#extension GL_EXT_shader_explicit_arithmetic_types_int8 : require\n",
+    "#endif\n",
+    "#if Q4K_STORAGE16\n",
+    "#extension GL_EXT_shader_16bit_storage : require\n",
+    "#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require\n",
+    "#endif\n",
+    "#if Q4K_FP16\n",
+    "#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require\n",
+    "#endif\n",
+    "\n",
+    "/* one push-constant block for every kernel: one pipeline layout */\n",
+    "layout(push_constant) uniform Q4kPush {\n",
+    "    uint rows;     /* matmul: weight rows in this binding */\n",
+    "    uint cols;     /* values per weight row / activation column */\n",
+    "    uint n;        /* activation columns */\n",
+    "    uint row_base; /* first row of this dispatch, within the binding */\n",
+    "    uint y_stride; /* floats between two columns of y */\n",
+    "    uint nblocks;  /* quantizer: blocks of 32 in x */\n",
+    "    uint base;     /* quantizer: first block of this dispatch */\n",
+    "    uint pad;\n",
+    "} pc;\n",
+    "\n",
+    "/* binding 0: weights; 1: activations in; 2: output */\n",
+    "layout(std430, set = 0, binding = 0) readonly buffer Q4kW32 { uint w32[]; };\n",
+    "#if Q4K_STORAGE8\n",
+    "layout(std430, set = 0, binding = 0) readonly buffer Q4kW8 { uint8_t w8[]; };\n",
+    "#endif\n",
+    "#if Q4K_STORAGE16\n",
+    "layout(std430, set = 0, binding = 0) readonly buffer Q4kW16 { uint16_t w16[]; };\n",
+    "#endif\n",
+    "\n",
+    "/* the byte at offset off of the weight binding */\n",
+    "uint rd8(uint off) {\n",
+    "#if Q4K_STORAGE8\n",
+    "    return uint(w8[off]);\n",
+    "#else\n",
+    "    return (w32[off >> 2] >> ((off & 3u) * 8u)) & 0xffu;\n",
+    "#endif\n",
+    "}\n",
+    "\n",
+    "/* the little-endian half-word at an even offset */\n",
+    "uint rd16(uint off) {\n",
+    "#if Q4K_STORAGE16\n",
+    "    return uint(w16[off >> 1]);\n",
+    "#else\n",
+    "    return (w32[off >> 2] >> ((off & 2u) * 8u)) & 0xffffu;\n",
+    "#endif\n",
+    "}\n",
+    "\n",
+    "/* four bytes at an even offset (ggml blocks are 2-byte aligned) */\n",
+    "uint rd32(uint off) {\n",
+    "#if Q4K_STORAGE8\n",
+    "    return rd8(off) | (rd8(off + 1u) << 8) | (rd8(off + 2u) << 16) | (rd8(off + 3u) << 24);\n",
+    "#else\n",
+    "    if ((off & 3u) == 0u) return w32[off >> 2];\n",
+    "    return rd16(off) | (rd16(off + 2u) << 16);\n",
+    "#endif\n",
+    "}\n",
+    "\n",
+    "/* exact fp16 -> fp32, subnormal halves included */\n",
+    "float h2f(uint h) {\n",
+    "#if Q4K_FP16\n",
+    "    return float(unpackFloat2x16(h).x);\n",
+    "#else\n",
+    "    uint s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;\n",
+    "    if (e == 0u) {\n",
+    "        if (m == 0u) return uintBitsToFloat(s);\n",
+    "        int p = findMSB(m); /* value m * 2^-24 */\n",
+    "        return uintBitsToFloat(s | (uint(p + 103) << 23) | ((m << uint(23 - p)) & 0x7fffffu));\n",
+    "    }\n",
+    "    if (e == 31u) return uintBitsToFloat(s | 0x7f800000u | (m << 13));\n",
+    "    return uintBitsToFloat(s | ((e + 112u) << 23) | (m << 13));\n",
+    "#endif\n",
+    "}\n",
+    "\n",
+    "/* signed byte k (0..3) of a word */\n",
+    "int sbyte(uint w, uint k) { return bitfieldExtract(int(w), int(8u * k), 8); }\n",
+    "\n",
+    "/* ---- the 8-bit activation quantizer, on integer bits --------------------\n",
+    "\n",
+    "   q4k_quantize_act_q8 (q4k.h) computes, per block of 32, in IEEE single\n",
+    "   precision: d = amax / 127, id = 1 / d, q = clamp(roundeven(x * id)).\n",
+    "   GLSL's division may be 2.5 ulp off and a driver may flush subnormals, so\n",
+    "   the two divisions and the product are done here on the bits, with the\n",
+    "   rounding of IEEE (nearest, ties to even), subnormals included. */\n",
+    "\n",
+    "/* normalise a positive finite nonzero float's bits: value = m * 2^(e - 150), m in [2^23, 2^24) */\n",
+    "void q4k_unpack(uint a, out uint m, out int e) {\n",
+    "    e = int(a >> 23);\n",
+    "    m = a & 0x7fffffu;\n",
+    "    if (e == 0) {\n",
+    "        int p = findMSB(m);\n",
+    "        m <<= uint(23 - p);\n",
+    "        e = p - 22;\n",
+    "    } else {\n",
+    "        m |= 0x800000u;\n",
+    "    }\n",
+    "}\n",
+    "\n",
+    "/* a / b for positive finite nonzero a, b: the bits of the correctly rounded quotient */\n",
+    "uint q4k_div_bits(uint a, uint b) {\n",
+    "    uint ma, mb;\n",
+    "    int ea, eb;\n",
+    "    q4k_unpack(a, ma, ea);\n",
+    "    q4k_unpack(b, mb, eb);\n",
+    "    int e = ea - eb + 127; /* biased exponent of the quotient once ma / mb is in [1, 2) */\n",
+    "    if (ma < mb) {\n",
+    "        ma <<= 1;\n",
+    "        e -= 1;\n",
+    "    }\n",
+    "    uint q = 0u, r = ma; /* q = floor(ma / mb * 2^24): 25 bits, the last one the guard */\n",
+    "    for (int i = 0; i < 25; i++) {\n",
+    "        q <<= 1;\n",
+    "        if (r >= mb) {\n",
+    "            r -= mb;\n",
+    "            q |= 1u;\n",
+    "        }\n",
+    "        r <<= 1;\n",
+    "    }\n",
+    "    bool sticky = r != 0u;\n",
+    "    uint s = e >= 1 ? 1u : uint(min(2 - e, 26)); /* subnormal results lose more bits */\n",
+    "    uint m = q >> s;\n",
+    "    bool guard = ((q >> (s - 1u)) & 1u) != 0u;\n",
+    "    sticky = sticky || (q & ((1u << (s - 1u)) - 1u)) != 0u;\n",
+    "    if (guard && (sticky || (m & 1u) != 0u)) m += 1u;\n",
+    "    if (e < 1) return m; /* a rounding up to 2^23 is the smallest normal's bits */\n",
+    "    if (e >= 255) return 0x7f800000u;\n",
+    "    uint bits = (uint(e - 1) << 23) + m; /* m may have rounded up to 2^24: the next binade */\n",
+    "    return bits >= 0x7f800000u ? 0x7f800000u : bits;\n",
+    "}\n",
+    "\n",
+    "/* clamp(roundeven(fl(x * id)), -127, 127), NaN products 0, for id >= 0 (bits) */\n",
+    "int q4k_quant_bits(uint x, uint id) {\n",
+    "    uint ax = x & 0x7fffffffu;\n",
+    "    if (ax > 0x7f800000u) return 0;           /* NaN */\n",
+    "    if (ax == 0u || id == 0u) return 0;       /* 0, or inf * 0 = NaN */\n",
+    "    int sg = (x >> 31) != 0u ? -1 : 1;\n",
+    "    if (ax == 0x7f800000u || id == 0x7f800000u) return 127 * sg;\n",
+    "    uint mx, mi, hi, lo, m, g, st;\n",
+    "    int ex, ei, e;\n",
+    "    q4k_unpack(ax, mx, ex);\n",
+    "    q4k_unpack(id, mi, ei);\n",
+    "    umulExtended(mx, mi, hi, lo); /* the exact product, < 2^48 */\n",
+    "    if ((hi >> 15) != 0u) {\n",
+    "        m = (hi << 8) | (lo >> 24);\n",
+    "        g = (lo >> 23) & 1u;\n",
+    "        st = lo & 0x7fffffu;\n",
+    "        e = ex + ei - 276; /* value = m * 2^e, m has 24 bits */\n",
+    "    } else {\n",
+    "        m = (hi << 9) | (lo >> 23);\n",
+    "        g = (lo >> 22) & 1u;\n",
+    "        st = lo & 0x3fffffu;\n",
+    "        e = ex + ei - 277;\n",
+    "    }\n",
+    "    if (e + 23 < -126) return 0; /* a subnormal product rounds to 0 */\n",
+    "    if (g != 0u && (st != 0u || (m & 1u) != 0u)) m += 1u; /* fl(x * id) */\n",
+    "    if (e >= 0) return 127 * sg;\n",
+    "    uint sh = uint(-e);\n",
+    "    if (sh > 25u) return 0;\n",
+    "    uint ip = m >> sh, fr = m & ((1u << sh) - 1u), hf = 1u << (sh - 1u);\n",
+    "    if (fr > hf || (fr == hf && (ip & 1u) != 0u)) ip += 1u;\n",
+    "    return sg * int(min(ip, 127u));\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
+/* Q4K_EMBED_BEGIN(kernels_src/matmul.comp q4k__vk_src_matmul) */
+static const char *const q4k__vk_src_matmul[] = {
+    "#version 450\n",
+    "/* matmul.comp - y[j][r] = sum_c W[r][c] * x[j][c] for one weight type, the\n",
+    "   arithmetic of the CPU's q4k_matmul (q4k.h, >>cpu) in the same mode:\n",
+    "      WTYPE   the ggml type id of W (0 F32, 1 F16, 2 Q4_0, 6 Q5_0, 8 Q8_0,\n",
+    "              12 Q4_K, 13 Q5_K, 14 Q6_K, 30 BF16)\n",
+    "      ACT_Q8  1: x is q4k_block_q8a blocks (quantize_q8a.comp) and each 32\n",
+    "              values of a quantized type give one exact integer dot;\n",
+    "              0: x is floats, weights are decoded to the CPU's exact floats.\n",
+    "   One workgroup computes one row for every column; each invocation takes\n",
+    "   units of 32 values (a legacy block, a k-quant sub-block) and keeps NC\n",
+    "   columns' partial sums, reduced across the workgroup at the end. Float\n",
+    "   sums run in another order than the CPU's, nothing else differs. */\n",
+    "#extension GL_GOOGLE_include_directive : require\n",
+    "#include \"q4k_vk_common.glsl\"\n",
+    "\n",
+    "#ifndef WTYPE\n",
+    "#define WTYPE 12\n",
+    "#endif\n",
+    "#ifndef ACT_Q8\n",
+    "#define ACT_Q8 1\n",
+    "#endif\n",
+    "#define WG 64\n",
+    "#define NC 8\n",
+    "\n",
+    "layout(local_size_x = WG) in;\n",
+    "\n",
+    "layout(std430, set = 0, binding = 1) readonly buffer Q4kXF { float xf[]; };\n",
+    "layout(std430, set = 0, binding = 1) readonly buffer Q4kXQ { uint xq[]; };\n",
+    "layout(std430, set = 0, binding = 2) writeonly buffer Q4kY { float y[]; };\n",
+    "\n",
+    "shared float part[NC][WG]; /* partial sums of the reduction */\n",
+    "\n",
+    "#if WTYPE == 0\n",
+    "#define ROW_BYTES(c) ((c) * 4u)\n",
+    "#elif WTYPE == 1 || WTYPE == 30\n",
+    "#define ROW_BYTES(c) ((c) * 2u)\n",
+    "#elif WTYPE == 2\n",
+    "#define ROW_BYTES(c) ((c) / 32u * 18u)\n",
+    "#elif WTYPE == 6\n",
+    "#define ROW_BYTES(c) ((c) / 32u * 22u)\n",
+    "#elif WTYPE == 8\n",
+    "#define ROW_BYTES(c) ((c) / 32u * 34u)\n",
+    "#elif WTYPE == 12\n",
+    "#define ROW_BYTES(c) ((c) / 256u * 144u)\n",
+    "#elif WTYPE == 13\n",
+    "#define ROW_BYTES(c) ((c) / 256u * 176u)\n",
+    "#elif WTYPE == 14\n",
+    "#define ROW_BYTES(c) ((c) / 256u * 210u)\n",
+    "#else\n",
+    "#error \"matmul.comp: WTYPE has no kernel\"\n",
+    "#endif\n",
+    "\n",
+    "#define FLOAT_W (WTYPE == 0 || WTYPE == 1 || WTYPE == 30)\n",
+    "#define K_QUANT (WTYPE == 12 || WTYPE == 13 || WTYPE == 14)\n",
+    "\n",
+    "/* the 6-bit scale and min of sub-block j of a Q4_K / Q5_K block at off\n",
+    "   (bytes 4..15 of the block; see q4k__scale_min_k4 in q4k.h) */\n",
+    "void scale_min_k4(uint off, uint j, out uint sc, out uint m) {\n",
+    "    uint s = off + 4u;\n",
+    "    if (j < 4u) {\n",
+    "        sc = rd8(s + j) & 63u;\n",
+    "        m = rd8(s + j + 4u) & 63u;\n",
+    "    } else {\n",
+    "        sc = (rd8(s + j + 4u) & 0xfu) | ((rd8(s + j - 4u) >> 6) << 4);\n",
+    "        m = (rd8(s + j + 4u) >> 4) | ((rd8(s + j) >> 6) << 4);\n",
+    "    }\n",
+    "}\n",
+    "\n",
+    "#if !FLOAT_W\n",
+    "/* unit u (32 values) of the row at byte rb: its quants, and the floats that\n",
+    "   scale them: w_i = a * q_i - b (legacy: b = 0; Q6_K: a per half, in a, b) */\n",
+    "void unit_quants(uint rb, uint u, out int q[32], out float a, out float b, out uint sc0, out uint sc1) {\n",
+    "#if WTYPE == 2 || WTYPE == 6 || WTYPE == 8\n",
+    "    uint off = rb + u * (WTYPE == 2 ? 18u : WTYPE == 6 ? 22u : 34u);\n",
+    "    a = h2f(rd16(off));\n",
+    "    b = 0.0;\n",
+    "    sc0 = 1u;\n",
+    "    sc1 = 1u;\n",
+    "#if WTYPE == 8\n",
+    "    for (uint k = 0u; k < 8u; k++) {\n",
+    "        uint w = rd32(off + 2u + 4u * k);\n",
+    "        for (uint t = 0u; t < 4u; t++) q[4u * k + t] = sbyte(w, t);\n",
+    "    }\n",
+    "#else\n",
+    "    uint qh = WTYPE == 6 ? rd32(off + 2u) : 0u;\n",
+    "    uint qs = off + (WTYPE == 6 ? 6u : 2u);\n",
+    "    for (uint k = 0u; k < 4u; k++) {\n",
+    "        uint w = rd32(qs + 4u * k);\n",
+    "        for (uint t = 0u; t < 4u; t++) {\n",
+    "            uint i = 4u * k + t, v = (w >> (8u * t)) & 0xffu;\n",
+    "#if WTYPE == 2\n",
+    "            q[i] = int(v & 0xfu) - 8;\n",
+    "            q[i + 16u] = int(v >> 4) - 8;\n",
+    "#else\n",
+    "            q[i] = int((v & 0xfu) | (((qh >> i) & 1u) << 4)) - 16;\n",
+    "            q[i + 16u] = int((v >> 4) | (((qh >> (i + 16u)) & 1u) << 4)) - 16;\n",
+    "#endif\n",
+    "        }\n",
+    "    }\n",
+    "#endif\n",
+    "#elif WTYPE == 12 || WTYPE == 13\n",
+    "    uint sb = u >> 3, s = u & 7u;\n",
+    "    uint off = rb + sb * (WTYPE == 12 ? 144u : 176u);\n",
+    "    a = h2f(rd16(off));      /* d */\n",
+    "    b = h2f(rd16(off + 2u)); /* dmin */\n",
+    "    scale_min_k4(off, s, sc0, sc1);\n",
+    "    uint qs = off + (WTYPE == 12 ? 16u : 48u) + 32u * (s >> 1), shift = 4u * (s & 1u);\n",
+    "    for (uint k = 0u; k < 8u; k++) {\n",
+    "        uint w = rd32(qs + 4u * k);\n",
+    "#if WTYPE == 13\n",
+    "        uint h = rd32(off + 16u + 4u * k);\n",
+    "#endif\n",
+    "        for (uint t = 0u; t < 4u; t++) {\n",
+    "            uint v = (w >> (8u * t + shift)) & 0xfu;\n",
+    "#if WTYPE == 13\n",
+    "            v |= ((h >> (8u * t + s)) & 1u) << 4;\n",
+    "#endif\n",
+    "            q[4u * k + t] = int(v);\n",
+    "        }\n",
+    "    }\n",
+    "#else /* Q6_K: unit u = 4h + g covers values 128h + 32g .. +31 */\n",
+    "    uint sb = u >> 3, s = u & 7u, h = s >> 2, g = s & 3u;\n",
+    "    uint off = rb + sb * 210u;\n",
+    "    a = h2f(rd16(off + 208u));\n",
+    "    b = 0.0;\n",
+    "    uint ql = off + 64u * h + 32u * (g & 1u), qh = off + 128u + 32u * h, shift = 4u * (g >> 1);\n",
+    "    sc0 = rd8(off + 192u + 8u * h + 2u * g);\n",
+    "    sc1 = rd8(off + 193u + 8u * h + 2u * g);\n",
+    "    for (uint k = 0u; k < 8u; k++) {\n",
+    "        uint wl = rd32(ql + 4u * k), wh = rd32(qh + 4u * k);\n",
+    "        for (uint t = 0u; t < 4u; t++) {\n",
+    "            uint lo = (wl >> (8u * t + shift)) & 0xfu, hb = (wh >> (8u * t + 2u * g)) & 3u;\n",
+    "            q[4u * k + t] = int(lo | (hb << 4)) - 32;\n",
+    "        }\n",
+    "    }\n",
+    "#endif\n",
+    "}\n",
+    "#endif\n",
+    "\n",
+    "void main() {\n",
+    "    uint row = pc.row_base + gl_WorkGroupID.x;\n",
+    "    uint tid = gl_LocalInvocationID.x;\n",
+    "    uint rb = row * ROW_BYTES(pc.cols);\n",
+    "    uint nunits = (pc.cols + 31u) / 32u;\n",
+    "    bool live = row < pc.rows; /* every invocation reaches the barriers */\n",
+    "\n",
+    "    for (uint j0 = 0u; j0 < pc.n; j0 += NC) {\n",
+    "        float acc[NC];\n",
+    "        for (uint c = 0u; c < NC; c++) acc[c] = 0.0;\n",
+    "        uint nc = min(uint(NC), pc.n - j0);\n",
+    "        for (uint u = tid; live && u < nunits; u += WG) {\n",
+    "#if FLOAT_W || !ACT_Q8\n",
+    "            float w[32];\n",
+    "            uint cnt = min(32u, pc.cols - 32u * u);\n",
+    "#if FLOAT_W\n",
+    "            for (uint i = 0u; i < cnt; i++) {\n",
+    "                uint e = 32u * u + i;\n",
+    "#if WTYPE == 0\n",
+    "                w[i] = uintBitsToFloat(w32[(rb >> 2) + e]);\n",
+    "#elif WTYPE == 1\n",
+    "                w[i] = h2f(rd16(rb + 2u * e));\n",
+    "#else\n",
+    "                w[i] = uintBitsToFloat(rd16(rb + 2u * e) << 16);\n",
+    "#endif\n",
+    "            }\n",
+    "#else\n",
+    "            int q[32];\n",
+    "            float a, b;\n",
+    "            uint sc0, sc1;\n",
+    "            unit_quants(rb, u, q, a, b, sc0, sc1);\n",
+    "#if WTYPE == 12 || WTYPE == 13\n",
+    "            float d1 = a * float(sc0), m1 = b * float(sc1);\n",
+    "            for (uint i = 0u; i < 32u; i++) w[i] = d1 * float(q[i]) - m1;\n",
+    "#elif WTYPE == 14\n",
+    "            float d0 = a * float(int(sc0 << 24) >> 24), dh = a * float(int(sc1 << 24) >> 24);\n",
+    "            for (uint i = 0u; i < 32u; i++) w[i] = (i < 16u ? d0 : dh) * float(q[i]);\n",
+    "#else\n",
+    "            for (uint i = 0u; i < 32u; i++) w[i] = float(q[i]) * a;\n",
+    "#endif\n",
+    "#endif\n",
+    "            for (uint c = 0u; c < nc; c++) {\n",
+    "                uint xo = (j0 + c) * pc.cols + 32u * u;\n",
+    "                float s = 0.0;\n",
+    "                for (uint i = 0u; i < cnt; i++) s += w[i] * xf[xo + i];\n",
+    "                acc[c] += s;\n",
+    "            }\n",
+    "#else /* 8-bit activations against a quantized type */\n",
+    "            int q[32];\n",
+    "            float a, b;\n",
+    "            uint sc0, sc1;\n",
+    "            unit_quants(rb, u, q, a, b, sc0, sc1);\n",
+    "            for (uint c = 0u; c < nc; c++) {\n",
+    "                uint xo = 10u * ((j0 + c) * nunits + u);\n",
+    "                float dx = uintBitsToFloat(xq[xo]);\n",
+    "                int s0 = 0, s1 = 0;\n",
+    "                for (uint k = 0u; k < 4u; k++) {\n",
+    "                    uint x0 = xq[xo + 2u + k], x1 = xq[xo + 6u + k];\n",
+    "                    for (uint t = 0u; t < 4u; t++) {\n",
+    "                        s0 += q[4u * k + t] * sbyte(x0, t);\n",
+    "                        s1 += q[16u + 4u * k + t] * sbyte(x1, t);\n",
+    "                    }\n",
+    "                }\n",
+    "#if WTYPE == 12 || WTYPE == 13\n",
+    "                float sx = float(int(xq[xo + 1u]));\n",
+    "                acc[c] += a * (dx * float(int(sc0) * (s0 + s1))) - b * (float(sc1) * (dx * sx));\n",
+    "#elif WTYPE == 14\n",
+    "                acc[c] += a * (dx * float((int(sc0 << 24) >> 24) * s0 + (int(sc1 << 24) >> 24) * s1));\n",
+    "#else\n",
+    "                acc[c] += (a * dx) * float(s0 + s1);\n",
+    "#endif\n",
+    "            }\n",
+    "#endif\n",
+    "        }\n",
+    "\n",
+    "#if Q4K_SUBGROUP\n",
+    "        for (uint c = 0u; c < nc; c++) { /* nc is uniform: N = 1 reduces one sum, not NC */\n",
+    "            float s = subgroupAdd(acc[c]);\n",
+    "            if (subgroupElect()) part[c][gl_SubgroupID] = s;\n",
+    "        }\n",
+    "        barrier();\n",
+    "        if (tid < nc && live) {\n",
+    "            float t = 0.0;\n",
+    "            for (uint i = 0u; i < gl_NumSubgroups; i++) t += part[tid][i];\n",
+    "            y[(j0 + tid) * pc.y_stride + row] = t;\n",
+    "        }\n",
+    "#else\n",
+    "        for (uint c = 0u; c < nc; c++) part[c][tid] = acc[c];\n",
+    "        barrier();\n",
+    "        for (uint h = WG / 2u; h > 0u; h >>= 1) {\n",
+    "            if (tid < h)\n",
+    "                for (uint c = 0u; c < nc; c++) part[c][tid] += part[c][tid + h];\n",
+    "            barrier();\n",
+    "        }\n",
+    "        if (tid < nc && live) y[(j0 + tid) * pc.y_stride + row] = part[tid][0];\n",
+    "#endif\n",
+    "        barrier();\n",
+    "    }\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
+/* Q4K_EMBED_BEGIN(kernels_src/quantize_q8a.comp q4k__vk_src_quantize) */
+static const char *const q4k__vk_src_quantize[] = {
+    "#version 450\n",
+    "/* quantize_q8a.comp - the 8-bit activation quantizer, bit for bit the CPU's\n",
+    "   q4k_quantize_act_q8: one invocation per block of 32 floats, writing one\n",
+    "   q4k_block_q8a (float d, int sum, 32 signed bytes: 10 words). */\n",
+    "#extension GL_GOOGLE_include_directive : require\n",
+    "#include \"q4k_vk_common.glsl\"\n",
+    "\n",
+    "layout(local_size_x = 64) in;\n",
+    "\n",
+    "layout(std430, set = 0, binding = 1) readonly buffer Q4kX { uint xbits[]; };\n",
+    "layout(std430, set = 0, binding = 2) writeonly buffer Q4kQ { uint qout[]; };\n",
+    "\n",
+    "void main() {\n",
+    "    uint b = pc.base + gl_GlobalInvocationID.x;\n",
+    "    if (b >= pc.nblocks) return;\n",
+    "    uint amax = 0u; /* the bits of max |x|: positive floats order as their bits */\n",
+    "    for (uint i = 0u; i < 32u; i++) {\n",
+    "        uint a = xbits[32u * b + i] & 0x7fffffffu;\n",
+    "        if (a <= 0x7f800000u && a > amax) amax = a; /* NaN ignored */\n",
+    "    }\n",
+    "    uint d = 0u, id = 0u;\n",
+    "    if (amax == 0x7f800000u) {\n",
+    "        d = amax; /* inf / 127 = inf, 1 / inf = 0 */\n",
+    "    } else if (amax != 0u) {\n",
+    "        d = q4k_div_bits(amax, 0x42fe0000u); /* 127.0f */\n",
+    "        if (d != 0u) id = q4k_div_bits(0x3f800000u, d);\n",
+    "    }\n",
+    "    int sum = 0;\n",
+    "    uint words[8] = uint[8](0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);\n",
+    "    for (uint i = 0u; i < 32u; i++) {\n",
+    "        int q = q4k_quant_bits(xbits[32u * b + i], id);\n",
+    "        sum += q;\n",
+    "        words[i >> 2] |= (uint(q) & 0xffu) << (8u * (i & 3u));\n",
+    "    }\n",
+    "    qout[10u * b] = d;\n",
+    "    qout[10u * b + 1u] = uint(sum);\n",
+    "    for (uint k = 0u; k < 8u; k++) qout[10u * b + 2u + k] = words[k];\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
+
+/* >>vk-loader: the functions q4k calls, loaded at run time */
+#define Q4K__VK_INSTANCE_FNS(X)                                                \
+    X(vkDestroyInstance) X(vkEnumeratePhysicalDevices)                         \
+    X(vkGetPhysicalDeviceProperties) X(vkGetPhysicalDeviceProperties2)         \
+    X(vkGetPhysicalDeviceFeatures2) X(vkGetPhysicalDeviceMemoryProperties)     \
+    X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkCreateDevice)              \
+    X(vkGetDeviceProcAddr)
+#define Q4K__VK_DEVICE_FNS(X)                                                  \
+    X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkCreateBuffer) X(vkDestroyBuffer) \
+    X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) X(vkFreeMemory)       \
+    X(vkBindBufferMemory) X(vkMapMemory) X(vkUnmapMemory)                      \
+    X(vkCreateShaderModule) X(vkDestroyShaderModule)                           \
+    X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout)             \
+    X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout)                       \
+    X(vkCreateComputePipelines) X(vkDestroyPipeline)                           \
+    X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool)                       \
+    X(vkAllocateDescriptorSets) X(vkUpdateDescriptorSets)                      \
+    X(vkCreateCommandPool) X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) \
+    X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer)      \
+    X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants)      \
+    X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkQueueSubmit)                  \
+    X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences)
+
+#define Q4K__VK_PFN(f) PFN_##f f;
+
+/* the loader and one instance; the handles and tables of one user */
+typedef struct q4k__vk_lib {
+    void *so;
+    PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
+    PFN_vkCreateInstance vkCreateInstance;
+    VkInstance instance;
+    uint32_t api;
+    Q4K__VK_INSTANCE_FNS(Q4K__VK_PFN)
+} q4k__vk_lib;
+
+static void q4k__vk_lib_close(q4k__vk_lib *l) {
+    if (l->instance && l->vkDestroyInstance) l->vkDestroyInstance(l->instance, NULL);
+    if (l->so) dlclose(l->so);
+    memset(l, 0, sizeof *l);
+}
+
+static q4k_result q4k__vk_lib_open(q4k__vk_lib *l, q4k_error *err) {
+    const char *env = getenv("Q4K_LIBVULKAN");
+    const char *names[3];
+    char tried[300] = "";
+    PFN_vkEnumerateInstanceVersion enum_version;
+    VkApplicationInfo app;
+    VkInstanceCreateInfo ci;
+    VkResult vr;
+    int i, nn = 0;
+    memset(l, 0, sizeof *l);
+    if (env && *env) names[nn++] = env;
+    else {
+        names[nn++] = "libvulkan.so.1";
+        names[nn++] = "libvulkan.so";
     }
-    return Q4K_ERR_BACKEND_UNAVAILABLE;
+    for (i = 0; i < nn && !l->so; i++) {
+        l->so = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (!l->so) {
+            const char *e = dlerror();
+            snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s", i ? "; " : "", e ? e : names[i]);
+        }
+    }
+    if (!l->so)
+        return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: no Vulkan loader (%s)", tried);
+    /* dlsym returns an object pointer; the copy is how C99 turns it into a function pointer */
+    {
+        void *sym = dlsym(l->so, "vkGetInstanceProcAddr");
+        if (!sym) {
+            q4k__vk_lib_close(l);
+            return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: the loader has no vkGetInstanceProcAddr");
+        }
+        memcpy(&l->vkGetInstanceProcAddr, &sym, sizeof sym);
+    }
+    l->vkCreateInstance = (PFN_vkCreateInstance)l->vkGetInstanceProcAddr(NULL, "vkCreateInstance");
+    enum_version = (PFN_vkEnumerateInstanceVersion)l->vkGetInstanceProcAddr(NULL, "vkEnumerateInstanceVersion");
+    l->api = VK_API_VERSION_1_0;
+    if (enum_version && enum_version(&l->api) != VK_SUCCESS) l->api = VK_API_VERSION_1_0;
+    if (!l->vkCreateInstance || l->api < VK_API_VERSION_1_1) {
+        q4k__vk_lib_close(l);
+        return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: the loader offers Vulkan %u.%u; q4k needs 1.1",
+                         VK_API_VERSION_MAJOR(l->api), VK_API_VERSION_MINOR(l->api));
+    }
+    if (l->api > VK_API_VERSION_1_3) l->api = VK_API_VERSION_1_3;
+    memset(&app, 0, sizeof app);
+    app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
+    app.pApplicationName = "q4k";
+    app.pEngineName = "q4k";
+    app.apiVersion = l->api;
+    memset(&ci, 0, sizeof ci);
+    ci.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
+    ci.pApplicationInfo = &app;
+    vr = l->vkCreateInstance(&ci, NULL, &l->instance);
+    if (vr != VK_SUCCESS) {
+        l->instance = NULL;
+        q4k__vk_lib_close(l);
+        return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: vkCreateInstance failed (VkResult %d)", (int)vr);
+    }
+#define Q4K__VK_LOAD_I(f) l->f = (PFN_##f)l->vkGetInstanceProcAddr(l->instance, #f);
+    Q4K__VK_INSTANCE_FNS(Q4K__VK_LOAD_I)
+#undef Q4K__VK_LOAD_I
+#define Q4K__VK_CHECK_I(f)                                                                                \
+    if (!l->f) {                                                                                          \
+        q4k__vk_lib_close(l);                                                                             \
+        return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: the loader has no %s", #f);           \
+    }
+    Q4K__VK_INSTANCE_FNS(Q4K__VK_CHECK_I)
+#undef Q4K__VK_CHECK_I
+    return Q4K_OK;
+}
+
+/* >>vk-devices */
+
+Q4K_API const char *q4k_vk_feature_names(unsigned f, char *buf, size_t n) {
+    static const char *const names[] = {"subgroup", "storage8", "storage16", "fp16"};
+    size_t o = 0;
+    int i;
+    if (!buf || !n) return "";
+    buf[0] = 0;
+    for (i = 0; i < 4; i++)
+        if (f & (1u << i)) o += (size_t)snprintf(buf + o, o < n ? n - o : 0, "%s%s", o ? " " : "", names[i]);
+    if (!o) snprintf(buf, n, "none");
+    return buf;
+}
+
+/* the memory type for buffers the host writes and reads: host-visible and
+   coherent, device-local first; -1 when there is none */
+static int q4k__vk_memory_type(const VkPhysicalDeviceMemoryProperties *mp, uint32_t bits, int device_local) {
+    uint32_t i;
+    const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    for (i = 0; i < mp->memoryTypeCount; i++) {
+        VkMemoryPropertyFlags f = mp->memoryTypes[i].propertyFlags;
+        if (!(bits & (1u << i)) || (f & host) != host) continue;
+        if (device_local && !(f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)) continue;
+        return (int)i;
+    }
+    return -1;
+}
+
+static int q4k__vk_compute_queue(q4k__vk_lib *l, VkPhysicalDevice pd) {
+    VkQueueFamilyProperties qf[16];
+    uint32_t n = 16, i;
+    l->vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, qf);
+    for (i = 0; i < n; i++)
+        if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) return (int)i;
+    return -1;
+}
+
+/* the feature structs q4k reads and enables, chained; the 8-bit and fp16
+   ones only for a Vulkan 1.2 device */
+typedef struct q4k__vk_feats {
+    VkPhysicalDeviceFeatures2 f2;
+    VkPhysicalDevice16BitStorageFeatures s16;
+    VkPhysicalDevice8BitStorageFeatures s8;
+    VkPhysicalDeviceShaderFloat16Int8Features f16;
+} q4k__vk_feats;
+
+static void q4k__vk_feats_init(q4k__vk_feats *f, int v12) {
+    memset(f, 0, sizeof *f);
+    f->f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+    f->s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
+    f->s8.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES;
+    f->f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+    f->f2.pNext = &f->s16;
+    if (v12) {
+        f->s16.pNext = &f->s8;
+        f->s8.pNext = &f->f16;
+    }
+}
+
+static void q4k__vk_describe(q4k__vk_lib *l, VkPhysicalDevice pd, int index, q4k_vk_device_info *o) {
+    VkPhysicalDeviceProperties p;
+    VkPhysicalDeviceProperties2 p2;
+    VkPhysicalDeviceSubgroupProperties sg;
+    VkPhysicalDeviceMaintenance3Properties m3;
+    VkPhysicalDeviceMaintenance4Properties m4;
+    VkPhysicalDeviceDriverProperties drv;
+    q4k__vk_feats f;
+    VkPhysicalDeviceMemoryProperties mp;
+    uint32_t i;
+    memset(o, 0, sizeof *o);
+    o->index = index;
+    l->vkGetPhysicalDeviceProperties(pd, &p);
+    snprintf(o->name, sizeof o->name, "%s", p.deviceName);
+    switch (p.deviceType) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: o->type = "discrete"; break;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: o->type = "integrated"; break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: o->type = "virtual"; break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: o->type = "cpu"; break;
+    default: o->type = "other"; break;
+    }
+    o->api_version = p.apiVersion;
+    o->vendor_id = p.vendorID;
+    o->device_id = p.deviceID;
+    o->driver_version = p.driverVersion;
+    o->max_storage_buffer_range = p.limits.maxStorageBufferRange;
+    o->min_storage_buffer_offset_alignment = p.limits.minStorageBufferOffsetAlignment;
+    o->max_compute_shared_memory_size = p.limits.maxComputeSharedMemorySize;
+    for (i = 0; i < 3; i++) o->max_compute_work_group_count[i] = p.limits.maxComputeWorkGroupCount[i];
+    if (p.apiVersion < VK_API_VERSION_1_1 || l->api < VK_API_VERSION_1_1) {
+        snprintf(o->reject, sizeof o->reject, "Vulkan %u.%u; q4k needs 1.1", VK_API_VERSION_MAJOR(p.apiVersion),
+                 VK_API_VERSION_MINOR(p.apiVersion));
+        return;
+    }
+    /* the property and feature structs of a version chain only when the device has it */
+    memset(&p2, 0, sizeof p2);
+    memset(&sg, 0, sizeof sg);
+    memset(&m3, 0, sizeof m3);
+    memset(&m4, 0, sizeof m4);
+    memset(&drv, 0, sizeof drv);
+    p2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+    sg.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
+    m3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES;
+    m4.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES;
+    drv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES;
+    p2.pNext = &sg;
+    sg.pNext = &m3;
+    if (p.apiVersion >= VK_API_VERSION_1_2 && l->api >= VK_API_VERSION_1_2) m3.pNext = &drv;
+    if (p.apiVersion >= VK_API_VERSION_1_3 && l->api >= VK_API_VERSION_1_3) drv.pNext = &m4;
+    l->vkGetPhysicalDeviceProperties2(pd, &p2);
+    o->max_memory_allocation_size = m3.maxMemoryAllocationSize;
+    o->max_buffer_size = m4.maxBufferSize ? m4.maxBufferSize : m3.maxMemoryAllocationSize;
+    o->subgroup_size = sg.subgroupSize;
+    if (drv.driverName[0]) snprintf(o->driver, sizeof o->driver, "%.120s %.120s", drv.driverName, drv.driverInfo);
+    if ((sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+        (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
+        (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT))
+        o->features |= Q4K_VK_SUBGROUP;
+    q4k__vk_feats_init(&f, p.apiVersion >= VK_API_VERSION_1_2 && l->api >= VK_API_VERSION_1_2);
+    l->vkGetPhysicalDeviceFeatures2(pd, &f.f2);
+    if (f.s16.storageBuffer16BitAccess && f.f2.features.shaderInt16) o->features |= Q4K_VK_STORAGE16;
+    if (f.s8.storageBuffer8BitAccess && f.f16.shaderInt8) o->features |= Q4K_VK_STORAGE8;
+    if (f.f16.shaderFloat16) o->features |= Q4K_VK_FP16;
+    l->vkGetPhysicalDeviceMemoryProperties(pd, &mp);
+    for (i = 0; i < mp.memoryHeapCount; i++)
+        if (mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) o->device_local_bytes += mp.memoryHeaps[i].size;
+    if (q4k__vk_compute_queue(l, pd) < 0)
+        snprintf(o->reject, sizeof o->reject, "no compute queue");
+    else if (q4k__vk_memory_type(&mp, ~0u, 0) < 0)
+        snprintf(o->reject, sizeof o->reject, "no host-visible coherent memory");
+    else if (p.limits.maxComputeWorkGroupSize[0] < 64 || p.limits.maxComputeWorkGroupInvocations < 64)
+        snprintf(o->reject, sizeof o->reject, "workgroups of %u invocations; the kernels need 64",
+                 p.limits.maxComputeWorkGroupInvocations);
+    else if (p.limits.maxComputeSharedMemorySize < 4096)
+        snprintf(o->reject, sizeof o->reject, "%u bytes of shared memory; the kernels need 4096",
+                 p.limits.maxComputeSharedMemorySize);
+    else if (o->max_memory_allocation_size < 4096)
+        snprintf(o->reject, sizeof o->reject, "maxMemoryAllocationSize %llu",
+                 (unsigned long long)o->max_memory_allocation_size);
+    else
+        o->usable = 1;
+}
+
+static q4k_result q4k__vk_enumerate(q4k__vk_lib *l, VkPhysicalDevice **pds, uint32_t *n, q4k_error *err) {
+    VkResult vr = l->vkEnumeratePhysicalDevices(l->instance, n, NULL);
+    *pds = NULL;
+    if (vr != VK_SUCCESS) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: vkEnumeratePhysicalDevices failed (VkResult %d)", (int)vr);
+    if (!*n) return Q4K_OK;
+    *pds = (VkPhysicalDevice *)Q4K_MALLOC(*n * sizeof **pds);
+    if (!*pds) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory listing devices");
+    vr = l->vkEnumeratePhysicalDevices(l->instance, n, *pds);
+    if (vr != VK_SUCCESS && vr != VK_INCOMPLETE) {
+        Q4K_FREE(*pds);
+        *pds = NULL;
+        return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: vkEnumeratePhysicalDevices failed (VkResult %d)", (int)vr);
+    }
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_vk_list_devices(q4k_vk_device_info *out, int max, int *count, q4k_error *err) {
+    q4k__vk_lib l;
+    VkPhysicalDevice *pds;
+    uint32_t n = 0, i;
+    q4k_result r;
+    if (count) *count = 0;
+    if ((r = q4k__vk_lib_open(&l, err))) return r;
+    if ((r = q4k__vk_enumerate(&l, &pds, &n, err))) {
+        q4k__vk_lib_close(&l);
+        return r;
+    }
+    for (i = 0; i < n && (int)i < max && out; i++) q4k__vk_describe(&l, pds[i], (int)i, &out[i]);
+    if (count) *count = (int)n;
+    Q4K_FREE(pds);
+    q4k__vk_lib_close(&l);
+    return Q4K_OK;
+}
+
+static int q4k__vk_type_rank(const char *t) {
+    return !strcmp(t, "discrete") ? 0 : !strcmp(t, "integrated") ? 1 : !strcmp(t, "virtual") ? 2 : !strcmp(t, "other") ? 3 : 4;
+}
+
+static int q4k__vk_name_has(const char *name, const char *part) {
+    size_t i, j, n = strlen(name), m = strlen(part);
+    for (i = 0; i + m <= n; i++) {
+        for (j = 0; j < m && tolower((unsigned char)name[i + j]) == tolower((unsigned char)part[j]); j++)
+            ;
+        if (j == m) return 1;
+    }
+    return 0;
+}
+
+/* the device the descriptor asks for: index into infos, or -1 with err set */
+static int q4k__vk_choose(const q4k_vk_device_info *infos, int n, const char *want, int allow_cpu, q4k_error *err) {
+    int i, best = -1;
+    if (!n) {
+        q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: no Vulkan device");
+        return -1;
+    }
+    if (want && *want) {
+        char *end;
+        long idx = strtol(want, &end, 10);
+        for (i = 0; i < n; i++)
+            if ((!*end && idx == i) || (*end && q4k__vk_name_has(infos[i].name, want))) break;
+        if (i == n) {
+            q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: no device '%s' among the %d devices (q4k devices lists them)", want, n);
+            return -1;
+        }
+        if (!infos[i].usable) {
+            q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: device %d (%s) cannot run q4k: %s", i, infos[i].name, infos[i].reject);
+            return -1;
+        }
+        return i;
+    }
+    for (i = 0; i < n; i++) {
+        if (!infos[i].usable || (!allow_cpu && !strcmp(infos[i].type, "cpu"))) continue;
+        if (best < 0 || q4k__vk_type_rank(infos[i].type) < q4k__vk_type_rank(infos[best].type)) best = i;
+    }
+    if (best < 0) {
+        for (i = 0; i < n && !infos[i].usable; i++)
+            ;
+        if (i < n)
+            q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE,
+                      "vulkan: only a CPU-type device (%s); name it with --device or ask for --backend vulkan", infos[i].name);
+        else
+            q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: no usable device (device 0, %s: %s)", infos[0].name, infos[0].reject);
+    }
+    return best;
+}
+
+static int q4k__vk_parse_size(const char *s, const char **end, uint64_t *v) {
+    uint64_t x = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9') {
+        if (x > (UINT64_MAX - 9) / 10) return 0;
+        x = x * 10 + (uint64_t)(*p++ - '0');
+    }
+    switch (*p) {
+    case 'K': case 'k': x <<= 10; p++; break;
+    case 'M': case 'm': x <<= 20; p++; break;
+    case 'G': case 'g': x <<= 30; p++; break;
+    default: break;
+    }
+    *end = p;
+    *v = x;
+    return x > 0;
+}
+
+Q4K_API q4k_result q4k_vk_parse_limits(const char *s, uint64_t *range, uint64_t *alloc, q4k_error *err) {
+    const char *p = s;
+    *range = *alloc = 0;
+    while (p && *p) {
+        uint64_t *dst = !strncmp(p, "range=", 6) ? range : !strncmp(p, "alloc=", 6) ? alloc : NULL;
+        const char *e;
+        if (!dst || !q4k__vk_parse_size(p + 6, &e, dst) || (*e && *e != ','))
+            return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: bad limit '%s' in '%s' (expected range=SIZE,alloc=SIZE, SIZE like 1M)", p, s);
+        p = *e ? e + 1 : e;
+    }
+    return Q4K_OK;
+}
+
+/* >>vk-backend */
+
+typedef struct q4k__vk_block { /* one allocation, one buffer over all of it, mapped */
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    unsigned char *map;
+    uint64_t size, used;
+} q4k__vk_block;
+
+typedef struct q4k__vk_slice { /* one binding: a range of a block */
+    VkBuffer buf;
+    uint64_t off, size;
+    unsigned char *map;
+} q4k__vk_slice;
+
+typedef struct q4k__vk_arena {
+    q4k__vk_block *blk;
+    int n, cap;
+} q4k__vk_arena;
+
+enum { Q4K__VK_NPIPE = 1 + 2 * 9 }; /* the quantizer, then matmul per (type, mode) */
+
+typedef struct q4k__vk_backend {
+    q4k_backend base;
+    q4k__vk_lib lib;
+    q4k_vk_device_info info;
+    VkPhysicalDevice pd;
+    VkPhysicalDeviceMemoryProperties mp;
+    VkDevice dev;
+    VkQueue queue;
+    VkCommandPool cmd_pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout layout;
+    VkPipeline pipe[Q4K__VK_NPIPE];
+    unsigned features;
+    uint64_t range, alloc, align;
+    char cache_dir[512];
+    char kernels_dir[512]; /* Q4K_VK_KERNELS_DIR, "" for the embedded kernels */
+    q4k_log_fn log;
+    void *log_user;
+    int glslang_up;
+    q4k_vk_backend_info stats;
+    Q4K__VK_DEVICE_FNS(Q4K__VK_PFN)
+} q4k__vk_backend;
+
+static q4k_result q4k__vk_err(q4k_error *err, VkResult vr, const char *what) {
+    return q4k__fail(err, vr == VK_ERROR_OUT_OF_DEVICE_MEMORY || vr == VK_ERROR_OUT_OF_HOST_MEMORY ? Q4K_ERR_OUT_OF_MEMORY : Q4K_ERR_GPU,
+                     "vulkan: %s failed (VkResult %d)", what, (int)vr);
+}
+
+static void q4k__vk_arena_free(q4k__vk_backend *vb, q4k__vk_arena *a) {
+    int i;
+    for (i = 0; i < a->n; i++) {
+        vb->vkDestroyBuffer(vb->dev, a->blk[i].buf, NULL);
+        vb->vkFreeMemory(vb->dev, a->blk[i].mem, NULL); /* unmaps it */
+    }
+    Q4K_FREE(a->blk);
+    memset(a, 0, sizeof *a);
+}
+
+static q4k_result q4k__vk_block_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t size, q4k_error *err) {
+    q4k__vk_block b;
+    VkBufferCreateInfo bi;
+    VkMemoryRequirements req;
+    VkMemoryAllocateInfo ai;
+    VkResult vr = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    void *map = NULL;
+    int pass;
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 8;
+        q4k__vk_block *nb = (q4k__vk_block *)Q4K_REALLOC(a->blk, (size_t)cap * sizeof *nb);
+        if (!nb) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+        a->blk = nb;
+        a->cap = cap;
+    }
+    memset(&b, 0, sizeof b);
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+    bi.size = size;
+    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
+    bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    if ((vr = vb->vkCreateBuffer(vb->dev, &bi, NULL, &b.buf)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateBuffer");
+    vb->vkGetBufferMemoryRequirements(vb->dev, b.buf, &req);
+    if (req.size > vb->info.max_memory_allocation_size) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: a buffer of %llu bytes needs %llu, over maxMemoryAllocationSize %llu",
+                         (unsigned long long)size, (unsigned long long)req.size,
+                         (unsigned long long)vb->info.max_memory_allocation_size);
+    }
+    /* device-local and host-visible when the device has room there (resizable BAR), else host memory */
+    for (pass = 0; pass < 2 && !b.mem; pass++) {
+        uint32_t bits = req.memoryTypeBits;
+        int t;
+        while ((t = q4k__vk_memory_type(&vb->mp, bits, pass == 0)) >= 0) {
+            memset(&ai, 0, sizeof ai);
+            ai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+            ai.allocationSize = req.size;
+            ai.memoryTypeIndex = (uint32_t)t;
+            if ((vr = vb->vkAllocateMemory(vb->dev, &ai, NULL, &b.mem)) == VK_SUCCESS) break;
+            b.mem = VK_NULL_HANDLE;
+            bits &= ~(1u << t);
+        }
+    }
+    if (!b.mem) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: cannot allocate %llu bytes of host-visible device memory (VkResult %d)",
+                         (unsigned long long)req.size, (int)vr);
+    }
+    if ((vr = vb->vkBindBufferMemory(vb->dev, b.buf, b.mem, 0)) != VK_SUCCESS ||
+        (vr = vb->vkMapMemory(vb->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &map)) != VK_SUCCESS) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        vb->vkFreeMemory(vb->dev, b.mem, NULL);
+        return q4k__vk_err(err, vr, "binding or mapping device memory");
+    }
+    b.map = (unsigned char *)map;
+    b.size = size;
+    a->blk[a->n++] = b;
+    return Q4K_OK;
+}
+
+/* a binding of `bytes` (<= vb->range) at an aligned offset; a new
+   allocation (of min(alloc limit, max(bytes, hint)) bytes) when the last
+   one is full. hint: what the caller will still ask for, so that one
+   tensor's bindings share allocations. */
+static q4k_result q4k__vk_slice_get(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t bytes, uint64_t hint,
+                                    q4k__vk_slice *s, q4k_error *err) {
+    q4k__vk_block *b = a->n ? &a->blk[a->n - 1] : NULL;
+    uint64_t off = b ? (b->used + vb->align - 1) / vb->align * vb->align : 0;
+    q4k_result r;
+    /* whole words: a kernel reading the last 2-byte-aligned block through
+       32-bit words must stay inside the binding (robust access reads 0 past it) */
+    bytes = bytes ? (bytes + 3) / 4 * 4 : 4;
+    if (!b || off + bytes > b->size) {
+        uint64_t size = hint > bytes ? hint : bytes;
+        if (size > vb->alloc) size = vb->alloc / vb->align * vb->align;
+        if ((r = q4k__vk_block_new(vb, a, size, err))) return r;
+        b = &a->blk[a->n - 1];
+        off = 0;
+    }
+    b->used = off + bytes;
+    s->buf = b->buf;
+    s->off = off;
+    s->size = bytes;
+    s->map = b->map + off;
+    return Q4K_OK;
+}
+
+/* >>vk-compile: GLSL to SPIR-V with glslang, cached on disk */
+
+static uint64_t q4k__vk_fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *s = (const unsigned char *)p;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* The kernel's text as glslang sees it: #version, the feature switches,
+   then the file with q4k_vk_common.glsl spliced in place of its #include,
+   under #line directives that keep glslang's messages at the real
+   kernels_src/ file and line. */
+static char *q4k__vk_assemble(const char *file, const char *const *lines, const char *const *common,
+                              const char *defines) {
+    size_t n = strlen(defines) + 256, i, o = 0, j;
+    char *s;
+    for (i = 0; lines[i]; i++) n += strlen(lines[i]) + 80;
+    for (i = 0; common[i]; i++) n += strlen(common[i]);
+    s = (char *)Q4K_MALLOC(n);
+    if (!s) return NULL;
+    s[0] = 0;
+    for (i = 0; lines[i]; i++) {
+        const char *l = lines[i];
+        if (i == 0) { /* #version */
+            o += (size_t)snprintf(s + o, n - o, "%s%s#extension GL_GOOGLE_cpp_style_line_directive : require\n#line 2 \"kernels_src/%s\"\n",
+                                  l, defines, file);
+        } else if (!strncmp(l, "#extension GL_GOOGLE_include_directive", 38)) {
+            o += (size_t)snprintf(s + o, n - o, "\n");
+        } else if (!strncmp(l, "#include \"q4k_vk_common.glsl\"", 29)) {
+            o += (size_t)snprintf(s + o, n - o, "#line 1 \"kernels_src/q4k_vk_common.glsl\"\n");
+            for (j = 0; common[j]; j++) o += (size_t)snprintf(s + o, n - o, "%s", common[j]);
+            o += (size_t)snprintf(s + o, n - o, "#line %d \"kernels_src/%s\"\n", (int)i + 2, file);
+        } else {
+            o += (size_t)snprintf(s + o, n - o, "%s", l);
+        }
+    }
+    return s;
+}
+
+/* Q4K_VK_KERNELS_DIR: a kernel file read from disk instead of the embedded
+   copy (editing kernels without `make embed`; the tests break one on
+   purpose), as the same NULL-terminated array of lines; one allocation */
+static char **q4k__vk_read_lines(const char *dir, const char *file) {
+    char path[600], **lines, *text;
+    FILE *f;
+    long len;
+    size_t i, k = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (!(f = fopen(path, "rb"))) return NULL;
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return NULL;
+    }
+    /* pointers, the text, then the lines: len bytes and at most len + 1 NULs */
+    lines = (char **)Q4K_MALLOC(((size_t)len + 2) * sizeof(char *) + 3 * (size_t)len + 3);
+    if (!lines) {
+        fclose(f);
+        return NULL;
+    }
+    text = (char *)(lines + (size_t)len + 2);
+    if (fread(text, 1, (size_t)len, f) != (size_t)len) {
+        fclose(f);
+        Q4K_FREE(lines);
+        return NULL;
+    }
+    fclose(f);
+    /* split after each newline: copy line i to its own NUL-terminated string */
+    {
+        char *out = text + len + 1;
+        size_t start = 0;
+        for (i = 0; i <= (size_t)len; i++) {
+            if (i == (size_t)len || text[i] == '\n') {
+                size_t end = i < (size_t)len ? i + 1 : i;
+                if (end > start) {
+                    lines[k++] = out;
+                    memcpy(out, text + start, end - start);
+                    out += end - start;
+                    *out++ = 0;
+                }
+                start = end;
+            }
+        }
+    }
+    lines[k] = NULL;
+    return lines;
+}
+
+static void q4k__vk_cache_path(q4k__vk_backend *vb, uint64_t key, char *path, size_t n) {
+    snprintf(path, n, "%s/vk-%016llx.spv", vb->cache_dir, (unsigned long long)key);
+}
+
+static uint32_t *q4k__vk_cache_read(q4k__vk_backend *vb, uint64_t key, size_t *words) {
+    char path[600];
+    FILE *f;
+    long len;
+    uint32_t *code = NULL;
+    if (!vb->cache_dir[0]) return NULL;
+    q4k__vk_cache_path(vb, key, path, sizeof path);
+    if (!(f = fopen(path, "rb"))) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) > 20 && len % 4 == 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (code = (uint32_t *)Q4K_MALLOC((size_t)len)) && fread(code, 1, (size_t)len, f) == (size_t)len &&
+        code[0] == 0x07230203u) {
+        *words = (size_t)len / 4;
+    } else {
+        Q4K_FREE(code);
+        code = NULL;
+    }
+    fclose(f);
+    return code;
+}
+
+#ifdef Q4K_VULKAN_GLSLANG
+/* mkdir -p; failures show up when the file is written */
+static void q4k__vk_mkdirs(const char *dir) {
+    char p[512];
+    size_t i;
+    snprintf(p, sizeof p, "%s", dir);
+    for (i = 1; p[i]; i++)
+        if (p[i] == '/') {
+            p[i] = 0;
+            mkdir(p, 0755);
+            p[i] = '/';
+        }
+    mkdir(p, 0755);
+}
+
+static void q4k__vk_cache_write(q4k__vk_backend *vb, uint64_t key, const uint32_t *code, size_t words) {
+    char path[600], tmp[640];
+    FILE *f;
+    if (!vb->cache_dir[0]) return;
+    q4k__vk_mkdirs(vb->cache_dir);
+    q4k__vk_cache_path(vb, key, path, sizeof path);
+    /* written beside and renamed: a reader never sees half a file */
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    if (!(f = fopen(tmp, "wb"))) {
+        q4k__log(vb->log, vb->log_user, Q4K_LOG_WARN, "vulkan: cannot write the shader cache %s: %s", tmp, strerror(errno));
+        return;
+    }
+    if (fwrite(code, 4, words, f) != words || fclose(f) != 0 || rename(tmp, path) != 0) {
+        q4k__log(vb->log, vb->log_user, Q4K_LOG_WARN, "vulkan: cannot write the shader cache %s", path);
+        remove(tmp);
+    }
+}
+#define Q4K__VK_COMPILER "glslang " Q4K__STR(GLSLANG_VERSION_MAJOR) "." Q4K__STR(GLSLANG_VERSION_MINOR) "." Q4K__STR(GLSLANG_VERSION_PATCH)
+
+static q4k_result q4k__vk_compile(const char *file, const char *src, uint32_t **code,
+                                  size_t *words, q4k_error *err) {
+    glslang_input_t in;
+    glslang_shader_t *sh;
+    glslang_program_t *prog;
+    q4k_result r = Q4K_OK;
+    memset(&in, 0, sizeof in);
+    in.language = GLSLANG_SOURCE_GLSL;
+    in.stage = GLSLANG_STAGE_COMPUTE;
+    in.client = GLSLANG_CLIENT_VULKAN;
+    in.client_version = GLSLANG_TARGET_VULKAN_1_1;
+    in.target_language = GLSLANG_TARGET_SPV;
+    in.target_language_version = GLSLANG_TARGET_SPV_1_3;
+    in.code = src;
+    in.default_version = 450;
+    in.default_profile = GLSLANG_NO_PROFILE;
+    in.messages = (glslang_messages_t)(GLSLANG_MSG_SPV_RULES_BIT | GLSLANG_MSG_VULKAN_RULES_BIT);
+    in.resource = glslang_default_resource();
+    *code = NULL;
+    if (!(sh = glslang_shader_create(&in))) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: glslang: out of memory");
+    if (!glslang_shader_preprocess(sh, &in) || !glslang_shader_parse(sh, &in)) {
+        r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: compiling kernels_src/%s: %s", file, glslang_shader_get_info_log(sh));
+        glslang_shader_delete(sh);
+        return r;
+    }
+    prog = glslang_program_create();
+    glslang_program_add_shader(prog, sh);
+    if (!glslang_program_link(prog, (int)(GLSLANG_MSG_SPV_RULES_BIT | GLSLANG_MSG_VULKAN_RULES_BIT))) {
+        r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: linking kernels_src/%s: %s", file, glslang_program_get_info_log(prog));
+    } else {
+        glslang_program_SPIRV_generate(prog, GLSLANG_STAGE_COMPUTE);
+        *words = glslang_program_SPIRV_get_size(prog);
+        *code = (uint32_t *)Q4K_MALLOC(*words * 4);
+        if (!*code) r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory");
+        else glslang_program_SPIRV_get(prog, *code);
+    }
+    glslang_program_delete(prog);
+    glslang_shader_delete(sh);
+    return r;
+}
+#else
+#define Q4K__VK_COMPILER "none"
+#endif
+
+static const int q4k__vk_types[9] = {Q4K_TYPE_F32, Q4K_TYPE_F16, Q4K_TYPE_BF16, Q4K_TYPE_Q8_0, Q4K_TYPE_Q4_0,
+                                     Q4K_TYPE_Q5_0, Q4K_TYPE_Q4_K, Q4K_TYPE_Q5_K, Q4K_TYPE_Q6_K};
+
+static int q4k__vk_type_slot(q4k_type t) {
+    int i;
+    for (i = 0; i < 9; i++)
+        if (q4k__vk_types[i] == (int)t) return i;
+    return -1;
+}
+
+/* pipeline 0: the quantizer; 1 + 2*slot + q8: matmul of a type in a mode */
+static q4k_result q4k__vk_pipeline(q4k__vk_backend *vb, int id, q4k_error *err) {
+    char defines[256];
+    const char *file = id == 0 ? "quantize_q8a.comp" : "matmul.comp";
+    const char *const *lines = id == 0 ? q4k__vk_src_quantize : q4k__vk_src_matmul;
+    char *src;
+    uint32_t *code;
+    size_t words = 0;
+    uint64_t key;
+    char salt[600];
+    VkShaderModuleCreateInfo mi;
+    VkComputePipelineCreateInfo pi;
+    VkShaderModule mod;
+    VkResult vr;
+    if (vb->pipe[id]) return Q4K_OK;
+    snprintf(defines, sizeof defines, "#define Q4K_SUBGROUP %d\n#define Q4K_STORAGE8 %d\n#define Q4K_STORAGE16 %d\n#define Q4K_FP16 %d\n",
+             !!(vb->features & Q4K_VK_SUBGROUP), !!(vb->features & Q4K_VK_STORAGE8), !!(vb->features & Q4K_VK_STORAGE16),
+             !!(vb->features & Q4K_VK_FP16));
+    if (id > 0)
+        snprintf(defines + strlen(defines), sizeof defines - strlen(defines), "#define WTYPE %d\n#define ACT_Q8 %d\n",
+                 q4k__vk_types[(id - 1) / 2], (id - 1) % 2);
+    if (vb->kernels_dir[0]) {
+        char **kl = q4k__vk_read_lines(vb->kernels_dir, file), **cl = q4k__vk_read_lines(vb->kernels_dir, "q4k_vk_common.glsl");
+        src = kl && cl ? q4k__vk_assemble(file, (const char *const *)kl, (const char *const *)cl, defines) : NULL;
+        Q4K_FREE(kl);
+        Q4K_FREE(cl);
+        if (!kl || !cl)
+            return q4k__fail(err, Q4K_ERR_IO, "vulkan: cannot read %s/%s or %s/q4k_vk_common.glsl (Q4K_VK_KERNELS_DIR)",
+                             vb->kernels_dir, file, vb->kernels_dir);
+    } else {
+        src = q4k__vk_assemble(file, lines, q4k__vk_src_common, defines);
+    }
+    if (!src) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory");
+    snprintf(salt, sizeof salt, "%s|%s|%08x:%08x|%u|%s", Q4K__VK_COMPILER, vb->info.name, vb->info.vendor_id,
+             vb->info.device_id, vb->info.driver_version, vb->info.driver);
+    key = q4k__vk_fnv(q4k__vk_fnv(14695981039346656037ULL, src, strlen(src)), salt, strlen(salt));
+    if ((code = q4k__vk_cache_read(vb, key, &words))) {
+        vb->stats.shaders_from_cache++;
+    } else {
+#ifdef Q4K_VULKAN_GLSLANG
+        q4k_result r;
+        if ((r = q4k__vk_compile(file, src, &code, &words, err))) {
+            Q4K_FREE(src);
+            return r;
+        }
+        vb->stats.shaders_compiled++;
+        q4k__vk_cache_write(vb, key, code, words);
+#else
+        Q4K_FREE(src);
+        return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE,
+                         "vulkan: built without a shader compiler (define Q4K_VULKAN_GLSLANG and link glslang) for kernels_src/%s", file);
+#endif
+    }
+    Q4K_FREE(src);
+    memset(&mi, 0, sizeof mi);
+    mi.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
+    mi.codeSize = words * 4;
+    mi.pCode = code;
+    vr = vb->vkCreateShaderModule(vb->dev, &mi, NULL, &mod);
+    Q4K_FREE(code);
+    if (vr != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateShaderModule");
+    memset(&pi, 0, sizeof pi);
+    pi.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
+    pi.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+    pi.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+    pi.stage.module = mod;
+    pi.stage.pName = "main";
+    pi.layout = vb->layout;
+    vr = vb->vkCreateComputePipelines(vb->dev, VK_NULL_HANDLE, 1, &pi, NULL, &vb->pipe[id]);
+    vb->vkDestroyShaderModule(vb->dev, mod, NULL);
+    if (vr != VK_SUCCESS) {
+        vb->pipe[id] = VK_NULL_HANDLE;
+        return q4k__vk_err(err, vr, "vkCreateComputePipelines");
+    }
+    return Q4K_OK;
+}
+
+/* >>vk-run: recording, submitting, waiting */
+
+typedef struct q4k__vk_push {
+    uint32_t rows, cols, n, row_base, y_stride, nblocks, base, pad;
+} q4k__vk_push;
+
+typedef struct q4k__vk_job { /* the dispatches of one submission */
+    VkDescriptorPool pool;
+    int sets, max_sets;
+} q4k__vk_job;
+
+static q4k_result q4k__vk_begin(q4k__vk_backend *vb, q4k__vk_job *j, int max_sets, q4k_error *err) {
+    VkDescriptorPoolSize ps;
+    VkDescriptorPoolCreateInfo pci;
+    VkCommandBufferBeginInfo bi;
+    VkResult vr;
+    memset(j, 0, sizeof *j);
+    ps.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    ps.descriptorCount = (uint32_t)(3 * max_sets);
+    memset(&pci, 0, sizeof pci);
+    pci.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
+    pci.maxSets = (uint32_t)max_sets;
+    pci.poolSizeCount = 1;
+    pci.pPoolSizes = &ps;
+    if ((vr = vb->vkCreateDescriptorPool(vb->dev, &pci, NULL, &j->pool)) != VK_SUCCESS)
+        return q4k__vk_err(err, vr, "vkCreateDescriptorPool");
+    j->max_sets = max_sets;
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    vb->vkResetCommandBuffer(vb->cmd, 0);
+    if ((vr = vb->vkBeginCommandBuffer(vb->cmd, &bi)) != VK_SUCCESS) {
+        vb->vkDestroyDescriptorPool(vb->dev, j->pool, NULL);
+        return q4k__vk_err(err, vr, "vkBeginCommandBuffer");
+    }
+    return Q4K_OK;
+}
+
+/* one dispatch over `groups` workgroups, split where the device's
+   maxComputeWorkGroupCount[0] is smaller; bind[3]: weights, input, output */
+static q4k_result q4k__vk_dispatch(q4k__vk_backend *vb, q4k__vk_job *j, int pipe, const q4k__vk_slice *bind,
+                                   q4k__vk_push pc, uint64_t groups, int rows_based, q4k_error *err) {
+    VkDescriptorSetAllocateInfo ai;
+    VkDescriptorSet set;
+    VkDescriptorBufferInfo bi[3];
+    VkWriteDescriptorSet wr[3];
+    VkResult vr;
+    uint64_t done = 0, gmax = vb->info.max_compute_work_group_count[0];
+    int i;
+    if (j->sets == j->max_sets) return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: descriptor sets exhausted");
+    for (i = 0; i < 3; i++) /* the limits are the point of the splitting: a binding past them is a q4k bug */
+        if (bind[i].off % vb->align || bind[i].size > vb->range || bind[i].size % 4)
+            return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: binding %d at offset %llu, %llu bytes, breaks range %llu / alignment %llu",
+                             i, (unsigned long long)bind[i].off, (unsigned long long)bind[i].size,
+                             (unsigned long long)vb->range, (unsigned long long)vb->align);
+    memset(&ai, 0, sizeof ai);
+    ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
+    ai.descriptorPool = j->pool;
+    ai.descriptorSetCount = 1;
+    ai.pSetLayouts = &vb->dsl;
+    if ((vr = vb->vkAllocateDescriptorSets(vb->dev, &ai, &set)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkAllocateDescriptorSets");
+    j->sets++;
+    memset(wr, 0, sizeof wr);
+    for (i = 0; i < 3; i++) {
+        bi[i].buffer = bind[i].buf;
+        bi[i].offset = bind[i].off;
+        bi[i].range = bind[i].size;
+        wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+        wr[i].dstSet = set;
+        wr[i].dstBinding = (uint32_t)i;
+        wr[i].descriptorCount = 1;
+        wr[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        wr[i].pBufferInfo = &bi[i];
+    }
+    vb->vkUpdateDescriptorSets(vb->dev, 3, wr, 0, NULL);
+    vb->vkCmdBindPipeline(vb->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vb->pipe[pipe]);
+    vb->vkCmdBindDescriptorSets(vb->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vb->layout, 0, 1, &set, 0, NULL);
+    while (done < groups) {
+        uint64_t g = groups - done < gmax ? groups - done : gmax;
+        q4k__vk_push p = pc;
+        if (rows_based) p.row_base = (uint32_t)done;
+        else p.base = (uint32_t)(done * 64);
+        vb->vkCmdPushConstants(vb->cmd, vb->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof p, &p);
+        vb->vkCmdDispatch(vb->cmd, (uint32_t)g, 1, 1);
+        vb->stats.dispatches++;
+        done += g;
+    }
+    return Q4K_OK;
+}
+
+static void q4k__vk_barrier(q4k__vk_backend *vb) {
+    VkMemoryBarrier mb;
+    memset(&mb, 0, sizeof mb);
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT;
+    vb->vkCmdPipelineBarrier(vb->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
+                             &mb, 0, NULL, 0, NULL);
+}
+
+/* end, submit, wait; the host then reads what the kernels wrote */
+static q4k_result q4k__vk_finish(q4k__vk_backend *vb, q4k__vk_job *j, q4k_error *err) {
+    VkMemoryBarrier mb;
+    VkSubmitInfo si;
+    VkResult vr;
+    memset(&mb, 0, sizeof mb);
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+    vb->vkCmdPipelineBarrier(vb->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
+                             NULL, 0, NULL);
+    vr = vb->vkEndCommandBuffer(vb->cmd);
+    if (vr == VK_SUCCESS) {
+        memset(&si, 0, sizeof si);
+        si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+        si.commandBufferCount = 1;
+        si.pCommandBuffers = &vb->cmd;
+        vb->vkResetFences(vb->dev, 1, &vb->fence);
+        vr = vb->vkQueueSubmit(vb->queue, 1, &si, vb->fence);
+        if (vr == VK_SUCCESS) vr = vb->vkWaitForFences(vb->dev, 1, &vb->fence, VK_TRUE, UINT64_MAX);
+    }
+    vb->vkDestroyDescriptorPool(vb->dev, j->pool, NULL);
+    j->pool = VK_NULL_HANDLE;
+    return vr == VK_SUCCESS ? Q4K_OK : q4k__vk_err(err, vr, "running the kernels");
+}
+
+static void q4k__vk_abort(q4k__vk_backend *vb, q4k__vk_job *j) {
+    if (!j->pool) return;
+    vb->vkEndCommandBuffer(vb->cmd);
+    vb->vkDestroyDescriptorPool(vb->dev, j->pool, NULL);
+    j->pool = VK_NULL_HANDLE;
+}
+
+/* >>vk-ops */
+
+/* unwritten outputs read back as NaN, never as an earlier call's numbers */
+static void q4k__vk_poison(unsigned char *p, uint64_t bytes) {
+    uint32_t nan = 0x7fc00000u;
+    uint64_t i;
+    for (i = 0; i + 4 <= bytes; i += 4) memcpy(p + i, &nan, 4);
+}
+
+static q4k_result q4k__vk_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows,
+                                 int64_t cols, const float *x, int64_t n, float *y, q4k_error *err) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    int slot = q4k__vk_type_slot(type);
+    int is_float = type == Q4K_TYPE_F32 || type == Q4K_TYPE_F16 || type == Q4K_TYPE_BF16;
+    int q8 = act == Q4K_ACT_Q8 && !is_float;
+    size_t rs;
+    uint64_t lim = vb->range, per_chunk, nchunk, nj, k, j0, c;
+    q4k__vk_arena arena;
+    q4k__vk_slice *wsl = NULL;
+    q4k__vk_job job;
+    q4k_result r;
+    if (!w || !x || !y || rows < 0 || cols <= 0 || n < 0 || (act != Q4K_ACT_Q8 && act != Q4K_ACT_F32))
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: matmul: bad arguments");
+    if (slot < 0) return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "vulkan: no matmul kernel for type %s", q4k_type_name(type));
+    rs = q4k_row_size(type, cols);
+    if (!rs || (!is_float && cols % 32))
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: matmul: %lld columns do not fill %s blocks", (long long)cols, q4k_type_name(type));
+    if (rows == 0 || n == 0) return Q4K_OK;
+    if (rows > 0xffffffffLL || cols > 0x3fffffffLL || n > 0xffffffffLL)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: matmul %lldx%lld (n %lld) is too large", (long long)rows, (long long)cols, (long long)n);
+    /* everything bound is within the range: a weight row, a column of x (and of its 8-bit blocks) */
+    if (rs > lim || (uint64_t)cols * 4 > lim)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: one row of %lld %s values (%zu bytes) exceeds the storage-buffer range (%llu bytes)",
+                         (long long)cols, q4k_type_name(type), rs > (size_t)cols * 4 ? rs : (size_t)cols * 4, (unsigned long long)lim);
+    if ((r = q4k__vk_pipeline(vb, 1 + 2 * slot + q8, err)) || (q8 && (r = q4k__vk_pipeline(vb, 0, err)))) return r;
+    nj = lim / ((uint64_t)cols * 4);
+    if (nj > (uint64_t)n) nj = (uint64_t)n;
+    per_chunk = lim / rs;
+    if (per_chunk > lim / (4 * nj)) per_chunk = lim / (4 * nj); /* the output of a chunk is bound too */
+    if (per_chunk > (uint64_t)rows) per_chunk = (uint64_t)rows;
+    nchunk = ((uint64_t)rows + per_chunk - 1) / per_chunk;
+    memset(&arena, 0, sizeof arena);
+    vb->stats.dispatches = 0;
+    wsl = (q4k__vk_slice *)Q4K_MALLOC((size_t)nchunk * 2 * sizeof *wsl);
+    if (!wsl) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    /* weights: whole rows per binding, bindings packed into allocations */
+    for (k = 0; k < nchunk; k++) {
+        uint64_t r0 = k * per_chunk, nr = (uint64_t)rows - r0 < per_chunk ? (uint64_t)rows - r0 : per_chunk;
+        if ((r = q4k__vk_slice_get(vb, &arena, nr * rs, ((uint64_t)rows - r0) * rs, &wsl[k], err))) goto done;
+        memcpy(wsl[k].map, (const unsigned char *)w + r0 * rs, nr * rs);
+    }
+    vb->stats.weight_bindings = (int64_t)nchunk;
+    for (j0 = 0; j0 < (uint64_t)n; j0 += nj) {
+        uint64_t nc = (uint64_t)n - j0 < nj ? (uint64_t)n - j0 : nj;
+        q4k__vk_slice xs, qs, bind[3];
+        q4k__vk_push pc;
+        if ((r = q4k__vk_slice_get(vb, &arena, nc * (uint64_t)cols * 4, nc * (uint64_t)cols * 4, &xs, err))) goto done;
+        memcpy(xs.map, x + j0 * (uint64_t)cols, nc * (uint64_t)cols * 4);
+        for (k = 0; k < nchunk; k++) {
+            uint64_t nr = (uint64_t)rows - k * per_chunk < per_chunk ? (uint64_t)rows - k * per_chunk : per_chunk;
+            if ((r = q4k__vk_slice_get(vb, &arena, nc * nr * 4, nc * ((uint64_t)rows - k * per_chunk) * 4, &wsl[nchunk + k], err)))
+                goto done;
+            q4k__vk_poison(wsl[nchunk + k].map, nc * nr * 4);
+        }
+        if ((r = q4k__vk_begin(vb, &job, (int)nchunk + 1, err))) goto done;
+        memset(&pc, 0, sizeof pc);
+        pc.cols = (uint32_t)cols;
+        pc.n = (uint32_t)nc;
+        if (q8) { /* quantize this group's columns on the device: blocks of 40 bytes, a column's bound too */
+            uint64_t nb = nc * (uint64_t)cols / 32;
+            if (nb * 40 > lim) {
+                r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: %llu activation blocks exceed the storage-buffer range", (unsigned long long)nb);
+                q4k__vk_abort(vb, &job);
+                goto done;
+            }
+            if ((r = q4k__vk_slice_get(vb, &arena, nb * 40, nb * 40, &qs, err))) {
+                q4k__vk_abort(vb, &job);
+                goto done;
+            }
+            bind[0] = xs;
+            bind[1] = xs;
+            bind[2] = qs;
+            pc.nblocks = (uint32_t)nb;
+            if ((r = q4k__vk_dispatch(vb, &job, 0, bind, pc, (nb + 63) / 64, 0, err))) {
+                q4k__vk_abort(vb, &job);
+                goto done;
+            }
+            q4k__vk_barrier(vb);
+        }
+        for (k = 0; k < nchunk; k++) {
+            uint64_t nr = (uint64_t)rows - k * per_chunk < per_chunk ? (uint64_t)rows - k * per_chunk : per_chunk;
+            bind[0] = wsl[k];
+            bind[1] = q8 ? qs : xs;
+            bind[2] = wsl[nchunk + k];
+            pc.rows = (uint32_t)nr;
+            pc.y_stride = (uint32_t)nr;
+            if ((r = q4k__vk_dispatch(vb, &job, 1 + 2 * slot + q8, bind, pc, nr, 1, err))) {
+                q4k__vk_abort(vb, &job);
+                goto done;
+            }
+        }
+        if ((r = q4k__vk_finish(vb, &job, err))) goto done;
+        for (k = 0; k < nchunk; k++) {
+            uint64_t r0 = k * per_chunk, nr = (uint64_t)rows - r0 < per_chunk ? (uint64_t)rows - r0 : per_chunk;
+            const float *src = (const float *)wsl[nchunk + k].map;
+            for (c = 0; c < nc; c++) memcpy(y + (j0 + c) * (uint64_t)rows + r0, src + c * nr, nr * 4);
+        }
+    }
+    vb->stats.allocations = arena.n;
+    r = Q4K_OK;
+done:
+    Q4K_FREE(wsl);
+    q4k__vk_arena_free(vb, &arena);
+    return r;
+}
+
+Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err) {
+    q4k__vk_backend *vb;
+    q4k__vk_arena arena;
+    q4k__vk_slice xs, qs, bind[3];
+    q4k__vk_push pc;
+    q4k__vk_job job;
+    q4k_result r;
+    uint64_t nb, i;
+    if (!b || !b->name || strcmp(b->name, "vulkan") || !x || !out || n < 0 || n % 32)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: quantize_act: bad arguments");
+    vb = (q4k__vk_backend *)b->impl;
+    nb = (uint64_t)n / 32;
+    if (!nb) return Q4K_OK;
+    if ((uint64_t)n * 4 > vb->range || nb * 40 > vb->range)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: quantize_act: %lld values exceed the storage-buffer range", (long long)n);
+    if ((r = q4k__vk_pipeline(vb, 0, err))) return r;
+    memset(&arena, 0, sizeof arena);
+    vb->stats.dispatches = 0;
+    if ((r = q4k__vk_slice_get(vb, &arena, (uint64_t)n * 4, (uint64_t)n * 4 + nb * 40 + vb->align, &xs, err)) ||
+        (r = q4k__vk_slice_get(vb, &arena, nb * 40, nb * 40, &qs, err)))
+        goto done;
+    memcpy(xs.map, x, (size_t)n * 4);
+    q4k__vk_poison(qs.map, nb * 40);
+    if ((r = q4k__vk_begin(vb, &job, 1, err))) goto done;
+    memset(&pc, 0, sizeof pc);
+    pc.nblocks = (uint32_t)nb;
+    bind[0] = xs;
+    bind[1] = xs;
+    bind[2] = qs;
+    if ((r = q4k__vk_dispatch(vb, &job, 0, bind, pc, (nb + 63) / 64, 0, err))) {
+        q4k__vk_abort(vb, &job);
+        goto done;
+    }
+    if ((r = q4k__vk_finish(vb, &job, err))) goto done;
+    for (i = 0; i < nb; i++) memcpy(&out[i], qs.map + 40 * i, 40);
+done:
+    q4k__vk_arena_free(vb, &arena);
+    return r;
+}
+
+static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                         q4k_session **out, q4k_error *err) {
+    (void)b; (void)m; (void)d;
+    if (out) *out = NULL;
+    return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: the forward pass is not built yet (only its kernels are)");
+}
+
+static void q4k__vk_destroy(q4k_backend *b) {
+    q4k__vk_backend *vb;
+    int i;
+    if (!b) return;
+    vb = (q4k__vk_backend *)b->impl;
+    if (vb->dev) {
+        for (i = 0; i < Q4K__VK_NPIPE; i++)
+            if (vb->pipe[i]) vb->vkDestroyPipeline(vb->dev, vb->pipe[i], NULL);
+        if (vb->layout) vb->vkDestroyPipelineLayout(vb->dev, vb->layout, NULL);
+        if (vb->dsl) vb->vkDestroyDescriptorSetLayout(vb->dev, vb->dsl, NULL);
+        if (vb->fence) vb->vkDestroyFence(vb->dev, vb->fence, NULL);
+        if (vb->cmd_pool) vb->vkDestroyCommandPool(vb->dev, vb->cmd_pool, NULL);
+        vb->vkDestroyDevice(vb->dev, NULL);
+    }
+#ifdef Q4K_VULKAN_GLSLANG
+    if (vb->glslang_up) glslang_finalize_process();
+#endif
+    q4k__vk_lib_close(&vb->lib);
+    Q4K_FREE(vb);
+}
+
+static unsigned q4k__vk_parse_disable(const char *s) {
+    unsigned f = 0;
+    if (!s) return 0;
+    if (strstr(s, "subgroup")) f |= Q4K_VK_SUBGROUP;
+    if (strstr(s, "storage8")) f |= Q4K_VK_STORAGE8;
+    if (strstr(s, "storage16")) f |= Q4K_VK_STORAGE16;
+    if (strstr(s, "fp16")) f |= Q4K_VK_FP16;
+    if (strstr(s, "all")) f = Q4K_VK_SUBGROUP | Q4K_VK_STORAGE8 | Q4K_VK_STORAGE16 | Q4K_VK_FP16;
+    return f;
+}
+
+static q4k_result q4k__vk_open_device(q4k__vk_backend *vb, int qfam, q4k_error *err) {
+    float prio = 1.0f;
+    VkDeviceQueueCreateInfo qi;
+    VkDeviceCreateInfo di;
+    q4k__vk_feats f;
+    VkResult vr;
+    memset(&qi, 0, sizeof qi);
+    qi.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO;
+    qi.queueFamilyIndex = (uint32_t)qfam;
+    qi.queueCount = 1;
+    qi.pQueuePriorities = &prio;
+    /* only what the kernels use is enabled (8-bit and fp16 were found on a 1.2 device) */
+    q4k__vk_feats_init(&f, (vb->features & (Q4K_VK_STORAGE8 | Q4K_VK_FP16)) != 0);
+    if (vb->features & Q4K_VK_STORAGE16) {
+        f.s16.storageBuffer16BitAccess = VK_TRUE;
+        f.f2.features.shaderInt16 = VK_TRUE;
+    }
+    if (vb->features & Q4K_VK_STORAGE8) {
+        f.s8.storageBuffer8BitAccess = VK_TRUE;
+        f.f16.shaderInt8 = VK_TRUE;
+    }
+    if (vb->features & Q4K_VK_FP16) f.f16.shaderFloat16 = VK_TRUE;
+    memset(&di, 0, sizeof di);
+    di.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
+    di.pNext = &f.f2;
+    di.queueCreateInfoCount = 1;
+    di.pQueueCreateInfos = &qi;
+    if ((vr = vb->lib.vkCreateDevice(vb->pd, &di, NULL, &vb->dev)) != VK_SUCCESS) {
+        vb->dev = VK_NULL_HANDLE;
+        return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: vkCreateDevice on %s failed (VkResult %d)", vb->info.name, (int)vr);
+    }
+#define Q4K__VK_LOAD_D(f) vb->f = (PFN_##f)vb->lib.vkGetDeviceProcAddr(vb->dev, #f);
+    Q4K__VK_DEVICE_FNS(Q4K__VK_LOAD_D)
+#undef Q4K__VK_LOAD_D
+#define Q4K__VK_CHECK_D(f) \
+    if (!vb->f) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: device %s has no %s", vb->info.name, #f);
+    Q4K__VK_DEVICE_FNS(Q4K__VK_CHECK_D)
+#undef Q4K__VK_CHECK_D
+    vb->vkGetDeviceQueue(vb->dev, (uint32_t)qfam, 0, &vb->queue);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__vk_objects(q4k__vk_backend *vb, int qfam, q4k_error *err) {
+    VkCommandPoolCreateInfo cp;
+    VkCommandBufferAllocateInfo ca;
+    VkFenceCreateInfo fi;
+    VkDescriptorSetLayoutBinding lb[3];
+    VkDescriptorSetLayoutCreateInfo li;
+    VkPushConstantRange pr;
+    VkPipelineLayoutCreateInfo pl;
+    VkResult vr;
+    int i;
+    memset(&cp, 0, sizeof cp);
+    cp.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;
+    cp.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    cp.queueFamilyIndex = (uint32_t)qfam;
+    if ((vr = vb->vkCreateCommandPool(vb->dev, &cp, NULL, &vb->cmd_pool)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateCommandPool");
+    memset(&ca, 0, sizeof ca);
+    ca.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    ca.commandPool = vb->cmd_pool;
+    ca.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    ca.commandBufferCount = 1;
+    if ((vr = vb->vkAllocateCommandBuffers(vb->dev, &ca, &vb->cmd)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkAllocateCommandBuffers");
+    memset(&fi, 0, sizeof fi);
+    fi.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+    if ((vr = vb->vkCreateFence(vb->dev, &fi, NULL, &vb->fence)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateFence");
+    memset(lb, 0, sizeof lb);
+    for (i = 0; i < 3; i++) {
+        lb[i].binding = (uint32_t)i;
+        lb[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        lb[i].descriptorCount = 1;
+        lb[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+    }
+    memset(&li, 0, sizeof li);
+    li.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;
+    li.bindingCount = 3;
+    li.pBindings = lb;
+    if ((vr = vb->vkCreateDescriptorSetLayout(vb->dev, &li, NULL, &vb->dsl)) != VK_SUCCESS)
+        return q4k__vk_err(err, vr, "vkCreateDescriptorSetLayout");
+    pr.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+    pr.offset = 0;
+    pr.size = sizeof(q4k__vk_push);
+    memset(&pl, 0, sizeof pl);
+    pl.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO;
+    pl.setLayoutCount = 1;
+    pl.pSetLayouts = &vb->dsl;
+    pl.pushConstantRangeCount = 1;
+    pl.pPushConstantRanges = &pr;
+    if ((vr = vb->vkCreatePipelineLayout(vb->dev, &pl, NULL, &vb->layout)) != VK_SUCCESS)
+        return q4k__vk_err(err, vr, "vkCreatePipelineLayout");
+    return Q4K_OK;
+}
+
+static void q4k__vk_default_cache_dir(const q4k_vk_backend_desc *d, char *out, size_t n) {
+    const char *e;
+    out[0] = 0;
+    if (d->cache_dir) snprintf(out, n, "%s", d->cache_dir);
+    else if ((e = getenv("Q4K_CACHE_DIR")) && *e) snprintf(out, n, "%s", e);
+    else if ((e = getenv("XDG_CACHE_HOME")) && *e) snprintf(out, n, "%s/q4k", e);
+    else if ((e = getenv("HOME")) && *e) snprintf(out, n, "%s/.cache/q4k", e);
+}
+
+Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_backend **out, q4k_error *err) {
+    q4k_vk_backend_desc d;
+    q4k__vk_backend *vb;
+    q4k_vk_device_info *infos = NULL;
+    VkPhysicalDevice *pds = NULL;
+    uint32_t n = 0, i;
+    uint64_t env_range = 0, env_alloc = 0;
+    int pick, qfam;
+    q4k_result r;
+    const char *env;
+    if (!out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: out is NULL");
+    *out = NULL;
+    if (dp) d = *dp;
+    else memset(&d, 0, sizeof d);
+#ifndef Q4K_VULKAN_GLSLANG
+    return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE,
+                     "vulkan: built without a shader compiler (define Q4K_VULKAN_GLSLANG and link glslang; see q4k_vulkan.h)");
+#endif
+    if ((env = getenv("Q4K_VK_LIMITS")) && *env && (r = q4k_vk_parse_limits(env, &env_range, &env_alloc, err))) return r;
+    vb = (q4k__vk_backend *)Q4K_MALLOC(sizeof *vb);
+    if (!vb) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory");
+    memset(vb, 0, sizeof *vb);
+    vb->base.name = "vulkan";
+    vb->base.impl = vb;
+    vb->base.session_create = q4k__vk_session_create;
+    vb->base.matmul = q4k__vk_matmul;
+    vb->base.destroy = q4k__vk_destroy;
+    vb->log = d.log;
+    vb->log_user = d.log_user;
+    if ((r = q4k__vk_lib_open(&vb->lib, err))) {
+        Q4K_FREE(vb);
+        return r;
+    }
+    if ((r = q4k__vk_enumerate(&vb->lib, &pds, &n, err))) goto fail;
+    infos = (q4k_vk_device_info *)Q4K_MALLOC((n ? n : 1) * sizeof *infos);
+    if (!infos) {
+        r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory");
+        goto fail;
+    }
+    for (i = 0; i < n; i++) q4k__vk_describe(&vb->lib, pds[i], (int)i, &infos[i]);
+    if ((pick = q4k__vk_choose(infos, (int)n, d.device, d.allow_cpu, err)) < 0) {
+        r = Q4K_ERR_BACKEND_UNAVAILABLE;
+        goto fail;
+    }
+    vb->info = infos[pick];
+    vb->pd = pds[pick];
+    vb->lib.vkGetPhysicalDeviceMemoryProperties(vb->pd, &vb->mp);
+    qfam = q4k__vk_compute_queue(&vb->lib, vb->pd);
+    vb->features = vb->info.features & ~(d.disable | q4k__vk_parse_disable(getenv("Q4K_VK_DISABLE")));
+    if (!(vb->features & Q4K_VK_STORAGE16)) vb->features &= ~(unsigned)Q4K_VK_STORAGE8; /* rd16 of the 8-bit path */
+    /* the limits q4k holds itself to: the device's, or smaller ones asked for */
+    vb->align = vb->info.min_storage_buffer_offset_alignment > 16 ? vb->info.min_storage_buffer_offset_alignment : 16;
+    vb->alloc = vb->info.max_memory_allocation_size < vb->info.max_buffer_size ? vb->info.max_memory_allocation_size : vb->info.max_buffer_size;
+    if (d.max_alloc && d.max_alloc < vb->alloc) vb->alloc = d.max_alloc;
+    if (env_alloc && env_alloc < vb->alloc) vb->alloc = env_alloc;
+    vb->range = vb->info.max_storage_buffer_range < vb->alloc ? vb->info.max_storage_buffer_range : vb->alloc;
+    if (d.max_range && d.max_range < vb->range) vb->range = d.max_range;
+    if (env_range && env_range < vb->range) vb->range = env_range;
+    if (vb->range > 0xfffff000u) vb->range = 0xfffff000u; /* the kernels address bytes with 32 bits */
+    vb->range = vb->range / vb->align * vb->align;
+    vb->alloc = vb->alloc / vb->align * vb->align;
+    if (vb->range < 4096) {
+        r = q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: a storage-buffer range of %llu bytes is too small", (unsigned long long)vb->range);
+        goto fail;
+    }
+    q4k__vk_default_cache_dir(&d, vb->cache_dir, sizeof vb->cache_dir);
+    if ((env = getenv("Q4K_VK_KERNELS_DIR")) && *env) snprintf(vb->kernels_dir, sizeof vb->kernels_dir, "%s", env);
+    if ((r = q4k__vk_open_device(vb, qfam, err)) || (r = q4k__vk_objects(vb, qfam, err))) goto fail;
+#ifdef Q4K_VULKAN_GLSLANG
+    if (!glslang_initialize_process()) {
+        r = q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: glslang failed to initialise");
+        goto fail;
+    }
+    vb->glslang_up = 1;
+#endif
+    vb->stats.device = vb->info;
+    q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: device %d, %s (%s), range %llu, alloc %llu", vb->info.index,
+             vb->info.name, vb->info.type, (unsigned long long)vb->range, (unsigned long long)vb->alloc);
+    Q4K_FREE(infos);
+    Q4K_FREE(pds);
+    *out = &vb->base;
+    return Q4K_OK;
+fail:
+    Q4K_FREE(infos);
+    Q4K_FREE(pds);
+    q4k__vk_destroy(&vb->base);
+    return r;
+}
+
+Q4K_API q4k_result q4k_vk_backend_info_get(q4k_backend *b, q4k_vk_backend_info *out) {
+    q4k__vk_backend *vb;
+    if (!b || !out || !b->name || strcmp(b->name, "vulkan")) return Q4K_ERR_INVALID_ARG;
+    vb = (q4k__vk_backend *)b->impl;
+    *out = vb->stats;
+    out->device = vb->info;
+    out->features = vb->features;
+    out->range = vb->range;
+    out->alloc = vb->alloc;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_vk_probe(q4k_error *err) {
+    q4k_vk_device_info infos[16];
+    q4k_error e;
+    int n = 0, pick;
+    q4k_result r = q4k_vk_list_devices(infos, 16, &n, &e);
+    if (r) {
+        if (err) *err = e;
+        return r;
+    }
+    if (n > 16) n = 16;
+    if ((pick = q4k__vk_choose(infos, n, NULL, 1, &e)) < 0) {
+        if (err) *err = e;
+        return e.code;
+    }
+#ifndef Q4K_VULKAN_GLSLANG
+    return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: built without a shader compiler (glslang); device %d would be %s",
+                     pick, infos[pick].name);
+#else
+    if (err) {
+        err->code = Q4K_OK;
+        snprintf(err->msg, sizeof err->msg, "device %d, %s (%s)%s", pick, infos[pick].name, infos[pick].type,
+                 strcmp(infos[pick].type, "cpu") ? "" : ", used only when asked for by name or --backend vulkan");
+    }
+    return Q4K_OK;
+#endif
 }
 
 #ifdef __cplusplus
 }
 #endif
-#endif
+#endif /* Q4K_VULKAN_IMPLEMENTED */
 /*
 MIT License
 
