@@ -277,8 +277,13 @@ static int cmd_version(void) {
     else
         printf("cpu path used: none (%s)\n", err.msg);
     /* one line a GPU backend, in the probe's own words */
-    printf("cuda: %s\n", q4k_cuda_probe(&err) == Q4K_OK ? "ready" : without_prefix(err.msg, "cuda: "));
-    printf("vulkan: %s%s\n", q4k_vk_probe(&err) == Q4K_OK ? "ready on " : "", without_prefix(err.msg, "vulkan: "));
+    {
+        /* each probe before its message is read: argument order is unspecified */
+        int ok = q4k_cuda_probe(&err) == Q4K_OK;
+        printf("cuda: %s\n", ok ? "ready" : without_prefix(err.msg, "cuda: "));
+        ok = q4k_vk_probe(&err) == Q4K_OK;
+        printf("vulkan: %s%s\n", ok ? "ready on " : "", without_prefix(err.msg, "vulkan: "));
+    }
     return EXIT_OK;
 }
 
@@ -320,8 +325,7 @@ static void devices_vulkan(void) {
     printf("vulkan: %d device%s\n", n, n == 1 ? "" : "s");
     for (i = 0; i < n && i < 16; i++) {
         printf("  [%d] %s (%s), Vulkan %u.%u.%u, %.1f GiB device-local%s%s\n", i, d[i].name, d[i].type,
-               VK_API_VERSION_MAJOR(d[i].api_version), VK_API_VERSION_MINOR(d[i].api_version),
-               VK_API_VERSION_PATCH(d[i].api_version), (double)d[i].device_local_bytes / 1073741824.0,
+               (d[i].api_version >> 22) & 0x7Fu, (d[i].api_version >> 12) & 0x3FFu, d[i].api_version & 0xFFFu, (double)d[i].device_local_bytes / 1073741824.0,
                d[i].driver[0] ? ", driver " : "", d[i].driver);
         printf("      maxStorageBufferRange %llu, maxMemoryAllocationSize %llu, maxBufferSize %llu,\n"
                "      minStorageBufferOffsetAlignment %llu, maxComputeSharedMemorySize %u,\n"

@@ -155,6 +155,59 @@ Q4K_API q4k_result q4k_vk_probe(q4k_error *err);
 #if (defined(Q4K_IMPLEMENTATION) || defined(Q4K_VULKAN_IMPLEMENTATION)) && !defined(Q4K_VULKAN_IMPLEMENTED)
 #define Q4K_VULKAN_IMPLEMENTED
 
+/* Without the Vulkan headers (Debian's libvulkan-dev) the backend still
+   builds, and says at run time why it cannot start. */
+#if !defined(Q4K_VULKAN_NO_HEADERS) && defined(__has_include)
+#if !__has_include(<vulkan/vulkan.h>)
+#define Q4K_VULKAN_NO_HEADERS
+#endif
+#endif
+
+#ifdef Q4K_VULKAN_NO_HEADERS
+#include <stdio.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+static q4k_result q4k__vk_no_headers(q4k_error *err) {
+    if (err) {
+        err->code = Q4K_ERR_BACKEND_UNAVAILABLE;
+        snprintf(err->msg, sizeof err->msg, "vulkan: built without the Vulkan headers (Debian's libvulkan-dev)");
+    }
+    return Q4K_ERR_BACKEND_UNAVAILABLE;
+}
+Q4K_API q4k_result q4k_vk_list_devices(q4k_vk_device_info *out, int max, int *count, q4k_error *err) {
+    (void)out, (void)max;
+    if (count) *count = 0;
+    return q4k__vk_no_headers(err);
+}
+Q4K_API const char *q4k_vk_feature_names(unsigned features, char *buf, size_t n) {
+    (void)features;
+    if (buf && n) buf[0] = 0;
+    return buf;
+}
+Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *d, q4k_backend **out, q4k_error *err) {
+    (void)d;
+    if (out) *out = NULL;
+    return q4k__vk_no_headers(err);
+}
+Q4K_API q4k_result q4k_vk_backend_info_get(q4k_backend *b, q4k_vk_backend_info *out) {
+    (void)b, (void)out;
+    return Q4K_ERR_BACKEND_UNAVAILABLE;
+}
+Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err) {
+    (void)b, (void)x, (void)n, (void)out;
+    return q4k__vk_no_headers(err);
+}
+Q4K_API q4k_result q4k_vk_parse_limits(const char *s, uint64_t *range, uint64_t *alloc, q4k_error *err) {
+    (void)s, (void)range, (void)alloc;
+    return q4k__vk_no_headers(err);
+}
+Q4K_API q4k_result q4k_vk_probe(q4k_error *err) { return q4k__vk_no_headers(err); }
+#ifdef __cplusplus
+}
+#endif
+#else /* the Vulkan headers are here */
+
 #define VK_NO_PROTOTYPES
 #include <vulkan/vulkan.h>
 #include <dlfcn.h>
@@ -2019,6 +2072,7 @@ Q4K_API q4k_result q4k_vk_probe(q4k_error *err) {
 #ifdef __cplusplus
 }
 #endif
+#endif /* Q4K_VULKAN_NO_HEADERS */
 #endif /* Q4K_VULKAN_IMPLEMENTED */
 /*
 MIT License

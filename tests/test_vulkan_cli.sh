@@ -38,3 +38,13 @@ if cc -O0 -w demo.c -o "$tmp/q4k_nocc" -lm -lpthread -ldl 2>"$tmp/err"; then
 else
     fail vk_built_without_glslang "$(head -5 "$tmp/err")"
 fi
+
+# without the Vulkan headers (Q4K_VULKAN_NO_HEADERS, which a missing <vulkan/vulkan.h> sets by itself):
+# the CLI still builds as C99 and C++11, and the backend says why it cannot start
+for cc in "cc -std=c99" "c++ -std=c++11 -x c++"; do
+    name=vk_built_without_headers_$(echo "$cc" | cut -d' ' -f1 | tr + x)
+    if $cc -O0 -Wall -Wextra -Wpedantic -Werror -DQ4K_VULKAN_NO_HEADERS demo.c -o "$tmp/q4k_nohdr" -lm -lpthread -ldl 2>"$tmp/err" &&
+       "$tmp/q4k_nohdr" --version 2>&1 | grep -q '^vulkan: built without the Vulkan headers' &&
+       "$tmp/q4k_nohdr" devices > "$tmp/out" 2>&1 && grep -q 'built without the Vulkan headers' "$tmp/out"; then ok "$name"
+    else fail "$name" "$(head -5 "$tmp/err")"; fi
+done
