@@ -438,7 +438,7 @@ static void run_op_rope_kv(void) {
     memset(hwant, 0x55, 2 * (size_t)(n_pos * q_dim));
     dev(&bc, hwant, 2 * (size_t)(n_pos * q_dim));
     for (i = 0; i < n * q_dim; i++) hwant[pos0 * q_dim + i] = q4k_fp32_to_fp16(v[i]);
-    T_CHECK(q4k__cuda_kv_append(cbk(), bv.p, bc.p, q_dim, n, bp.p, &err) == Q4K_OK &&
+    T_CHECK(q4k__cuda_kv_append(cbk(), bv.p, bc.p, q_dim, n, bp.p, 0, &err) == Q4K_OK &&
                 q4k__cuda_get(cbk(), hgot, bc.p, 2 * (size_t)(n_pos * q_dim), &err) == Q4K_OK, "%s", err.msg);
     T_CHECK(count_ne_bits(hgot, hwant, 2 * (size_t)(n_pos * q_dim)) == 0, "the f16 cache differs");
     q4k__cuda_free(cbk(), &bt);
@@ -522,7 +522,7 @@ static void run_op_attention(void) {
         dev(&bq, q, sizeof(float) * (size_t)(n * q_dim));
         dev(&bo, NULL, sizeof(float) * (size_t)(n * q_dim));
         dev(&bp, &pos0, sizeof pos0);
-        T_CHECK(q4k__cuda_attention(cbk(), bq.p, bk.p, bv.p, bo.p, bs.p, bp.p, n, n_head, n_head_kv, hd, n_ctx, &err) == Q4K_OK &&
+        T_CHECK(q4k__cuda_attention(cbk(), bq.p, bk.p, bv.p, bo.p, bs.p, bp.p, n, n_head, n_head_kv, hd, n_ctx, 0, &err) == Q4K_OK &&
                     q4k__cuda_get(cbk(), got, bo.p, sizeof(float) * (size_t)(n * q_dim), &err) == Q4K_OK, "%s", err.msg);
         for (i = 0; i < n * q_dim; i++) {
             double e = fabs((double)got[i] - (double)want[i]) / (mag[i] + 1e-30);
