@@ -624,7 +624,7 @@ static void session_parity(const char *preset, const char *extra, int64_t n_prom
         memset(&sd, 0, sizeof sd);
         sd.n_ctx = 256;
         sd.act = mode ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-        sd.trace = 1;
+        sd.trace = Q4K_TRACE_LAYERS | Q4K_TRACE_OPS;
         sd.trace_layer = 0;
         for (i = 0; i < n_prompt; i++) toks[i] = (int32_t)(rnd() % (unsigned long long)nv);
         if (q4k_session_create(cpu, m, &sd, &sc, &err) || q4k_session_create(gpu, m, &sd, &sg, &err)) {
