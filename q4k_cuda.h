@@ -15,7 +15,8 @@
       q4k_backend *b; q4k_session *s; q4k_error err;
       if (q4k_cuda_backend_create(&d, &b, &err) != Q4K_OK) {
           fprintf(stderr, "%s\n", err.msg); return 1; }
-      q4k_session_create(b, model, NULL, &s, &err);   (uploads the weights)
+      q4k_session_create(b, model, NULL, &s, &err);   (the first session of a
+                                           model uploads its weights; later ones share them)
       q4k_session_eval(s, tokens, n, 0, logits, &err);
       q4k_session_free(s);
       q4k_backend_destroy(b);
@@ -35,6 +36,11 @@
 
    Threads: a backend owns its CUDA context and one stream; use it from one
    thread at a time. Two backends may live in one process.
+
+   The parity gate: sessions trace what q4k_gate_run reads (every op of
+   every layer, the residuals, the stages) and keep the KV cache in the
+   descriptor's type (f16 or f32); the gate's faults are not implemented
+   here yet, so a session with desc.faults set is refused.
 */
 #ifndef Q4K_CUDA_H
 #define Q4K_CUDA_H
