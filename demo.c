@@ -1562,11 +1562,20 @@ static int env_faults(q4k_faults *f) {
     return 1;
 }
 
-/* A GPU backend: today's q4k_cuda.h / q4k_vulkan.h only probe. */
+/* A GPU backend: CUDA runs whole models; today's q4k_vulkan.h only probes. */
 static q4k_result gpu_backend(const char *name, q4k_backend **out, q4k_error *err) {
-    q4k_result r = !strcmp(name, "cuda") ? q4k_cuda_probe(err) : q4k_vk_probe(err);
+    q4k_result r;
     *out = NULL;
-    if (r != Q4K_OK) return r;
+    if (!strcmp(name, "cuda")) {
+        /* warnings (a kernel cache that cannot be used) on stderr */
+        static int not_verbose = 0;
+        q4k_cuda_desc cd;
+        memset(&cd, 0, sizeof cd);
+        cd.log = log_to_stderr;
+        cd.log_user = &not_verbose;
+        return q4k_cuda_backend_create(&cd, out, err);
+    }
+    if ((r = q4k_vk_probe(err)) != Q4K_OK) return r;
     err->code = Q4K_ERR_BACKEND_UNAVAILABLE;
     snprintf(err->msg, sizeof err->msg, "the %s backend has no sessions in this build", name);
     return Q4K_ERR_BACKEND_UNAVAILABLE;

@@ -1038,6 +1038,8 @@ Q4K_API void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char
 Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *m, const q4k_session_desc *d);
 /* allocate the trace buffers the session's desc asks for */
 Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err);
+/* free them (a session_create that fails after allocating them) */
+Q4K_API void q4k__session_free_trace(q4k_session *s);
 /* copy the last token's row of an op / stage into the trace when traced */
 Q4K_API void q4k__trace_op(q4k_session *s, int64_t layer, q4k_op op, const float *row);
 Q4K_API void q4k__trace_stage(q4k_session *s, q4k_stage st, const float *row);
@@ -8587,7 +8589,7 @@ Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *
     s->n_evals = 0;
 }
 
-static void q4k__session_free_trace(q4k_session *s) {
+Q4K_API void q4k__session_free_trace(q4k_session *s) {
     int i;
     Q4K_FREE(s->trace_layers);
     Q4K_FREE(s->trace_layers_attn);

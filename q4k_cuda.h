@@ -15,7 +15,8 @@
       q4k_backend *b; q4k_session *s; q4k_error err;
       if (q4k_cuda_backend_create(&d, &b, &err) != Q4K_OK) {
           fprintf(stderr, "%s\n", err.msg); return 1; }
-      q4k_session_create(b, model, NULL, &s, &err);   (uploads the weights)
+      q4k_session_create(b, model, NULL, &s, &err);   (the first session of a
+                                           model uploads its weights; later ones share them)
       q4k_session_eval(s, tokens, n, 0, logits, &err);
       q4k_session_free(s);
       q4k_backend_destroy(b);
@@ -35,6 +36,11 @@
 
    Threads: a backend owns its CUDA context and one stream; use it from one
    thread at a time. Two backends may live in one process.
+
+   The parity gate: sessions trace what q4k_gate_run reads (every op of
+   every layer, the residuals, the stages) and keep the KV cache in the
+   descriptor's type (f16 or f32); the gate's faults are not implemented
+   here yet, so a session with desc.faults set is refused.
 */
 #ifndef Q4K_CUDA_H
 #define Q4K_CUDA_H
@@ -313,7 +319,8 @@ static const char *const q4k__embed_ops_cu[] = {
     "                        mean in double\n",
     "      q4k_add_bias, q4k_add, q4k_swiglu (silu(g) * u, silu(x) = x / (1 + e^-x))\n",
     "      q4k_rope          rotation by the host's cos/sin table (q4k_rope_pair)\n",
-    "      q4k_kv_append     K or V rows into an f16 cache (round to nearest even)\n",
+    "      q4k_kv_append     K or V rows into the cache: f16 (round to nearest even)\n",
+    "                        or f32 (exact), as the session's KV type says\n",
     "      q4k_attention     causal GQA attention, f32 scores, decode and prefill\n",
     "      q4k_argmax        greedy token (lowest index among equal maxima)\n",
     "   Positions are read from device memory (pos[0]: the position of the\n",
@@ -396,22 +403,29 @@ static const char *const q4k__embed_ops_cu[] = {
     "    q4k_rope_pair(&hv[i0], &hv[i1], cs[0], cs[1]);\n",
     "}\n",
     "\n",
-    "/* cache[(pos0 + j) * dim + i] = f16(x[j * dim + i]) */\n",
-    "extern \"C\" __global__ void q4k_kv_append(const float *x, unsigned short *cache, long long dim, long long n,\n",
-    "                                         const int *pos) {\n",
+    "/* cache[(pos0 + j) * dim + i] = x[j * dim + i], rounded to f16 unless f32 */\n",
+    "extern \"C\" __global__ void q4k_kv_append(const float *x, void *cache, long long dim, long long n, const int *pos, int f32) {\n",
     "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
-    "    if (t < n * dim) cache[((long long)pos[0] + t / dim) * dim + t % dim] = q4k_f2h(x[t]);\n",
+    "    if (t >= n * dim) return;\n",
+    "    const long long at = ((long long)pos[0] + t / dim) * dim + t % dim;\n",
+    "    if (f32) ((float *)cache)[at] = x[t];\n",
+    "    else ((unsigned short *)cache)[at] = q4k_f2h(x[t]);\n",
+    "}\n",
+    "\n",
+    "/* element i of a cache of f16 or f32 */\n",
+    "Q4K_HD float q4k_kv_get(const void *c, long long i, int f32) {\n",
+    "    return f32 ? ((const float *)c)[i] : q4k_h2f(((const unsigned short *)c)[i]);\n",
     "}\n",
     "\n",
     "/* Causal attention of token j (position pos0 + j) and query head h: one\n",
     "   thread block per (j, h), grid n * n_head. q, out: [n][n_head * hd];\n",
-    "   kc, vc: one layer's f16 cache [n_ctx][n_head_kv * hd]; scores: scratch of\n",
+    "   kc, vc: one layer's cache [n_ctx][n_head_kv * hd] (f16, or f32); scores: scratch of\n",
     "   n * n_head rows of n_ctx floats. The dot of each score runs over d in\n",
     "   order, and each output sums p_t * v_t over t in order, as the CPU does;\n",
     "   only the max and the softmax denominator are reduced in another order. */\n",
     "extern \"C\" __global__ void __launch_bounds__(Q4K_OPS_THREADS)\n",
-    "    q4k_attention(const float *q, const unsigned short *kc, const unsigned short *vc, float *out, float *scores,\n",
-    "                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx) {\n",
+    "    q4k_attention(const float *q, const void *kc, const void *vc, float *out, float *scores,\n",
+    "                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx, int f32) {\n",
     "    __shared__ float shf[Q4K_OPS_THREADS];\n",
     "    const long long j = blockIdx.x / n_head;\n",
     "    const int h = blockIdx.x % n_head, kvh = h / (n_head / n_head_kv);\n",
@@ -421,9 +435,9 @@ static const char *const q4k__embed_ops_cu[] = {
     "    const float scale = 1.0f / sqrtf((float)hd);\n",
     "    float mx = __int_as_float(0xff800000), sum = 0.0f; /* -inf */\n",
     "    for (long long t = threadIdx.x; t <= last; t += blockDim.x) {\n",
-    "        const unsigned short *k = kc + t * kv_dim + (long long)kvh * hd;\n",
+    "        const long long k = t * kv_dim + (long long)kvh * hd;\n",
     "        float dot = 0.0f;\n",
-    "        for (int d = 0; d < hd; d++) dot += q4k_mul(qh[d], q4k_h2f(k[d]));\n",
+    "        for (int d = 0; d < hd; d++) dot += q4k_mul(qh[d], q4k_kv_get(kc, k + d, f32));\n",
     "        sc[t] = dot * scale;\n",
     "        mx = fmaxf(mx, sc[t]);\n",
     "    }\n",
@@ -449,7 +463,7 @@ static const char *const q4k__embed_ops_cu[] = {
     "    for (int d = threadIdx.x; d < hd; d += blockDim.x) {\n",
     "        float acc = 0.0f;\n",
     "        for (long long t = 0; t <= last; t++)\n",
-    "            acc += q4k_mul(sc[t] / sum, q4k_h2f(vc[t * kv_dim + (long long)kvh * hd + d]));\n",
+    "            acc += q4k_mul(sc[t] / sum, q4k_kv_get(vc, t * kv_dim + (long long)kvh * hd + d, f32));\n",
     "        out[(j * n_head + h) * hd + d] = acc;\n",
     "    }\n",
     "}\n",
@@ -1494,6 +1508,7 @@ typedef struct q4k__cuda_backend {
     /* [q8 or f32 activations][matrix-vector or matrix-matrix][type] */
     q4k__CUfunction mm[2][2][Q4K_TYPE_COUNT];
     q4k__cuda_buf w, x, xq, y; /* the matmul entry point's buffers, grown on demand */
+    q4k__cuda_buf opb[9];      /* the other op entry points' buffers */
     int dead;                  /* an asynchronous fault: the context is unusable */
     char dead_why[300];
 } q4k__cuda_backend;
@@ -1628,24 +1643,24 @@ Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_rope(q4k__cuda_backend *cb, q4k__C
     return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_rope, n * n_heads * (n_rot / 2), p, err);
 }
 
-/* n rows of dim floats into an f16 cache at rows pos[0].. */
+/* n rows of dim floats into a cache at rows pos[0].. (f16, or f32 when f32) */
 Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_kv_append(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr cache, int64_t dim,
-                                                        int64_t n, q4k__CUdeviceptr pos, q4k_error *err) {
+                                                        int64_t n, q4k__CUdeviceptr pos, int f32, q4k_error *err) {
     long long ld = dim, ln = n;
-    void *p[5];
-    p[0] = &x; p[1] = &cache; p[2] = &ld; p[3] = &ln; p[4] = &pos;
+    void *p[6];
+    p[0] = &x; p[1] = &cache; p[2] = &ld; p[3] = &ln; p[4] = &pos; p[5] = &f32;
     return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_kv_append, n * dim, p, err);
 }
 
-/* causal GQA attention of n tokens at positions pos[0].. (scores: n *
-   n_head rows of n_ctx floats of scratch) */
+/* causal GQA attention of n tokens at positions pos[0].. over a cache of
+   f16 (f32 when f32) (scores: n * n_head rows of n_ctx floats of scratch) */
 Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_attention(q4k__cuda_backend *cb, q4k__CUdeviceptr q, q4k__CUdeviceptr kc, q4k__CUdeviceptr vc,
                                                         q4k__CUdeviceptr out, q4k__CUdeviceptr scores, q4k__CUdeviceptr pos, int64_t n,
-                                                        int n_head, int n_head_kv, int hd, int64_t n_ctx, q4k_error *err) {
+                                                        int n_head, int n_head_kv, int hd, int64_t n_ctx, int f32, q4k_error *err) {
     long long lctx = n_ctx;
-    void *p[10];
+    void *p[11];
     p[0] = &q; p[1] = &kc; p[2] = &vc; p[3] = &out; p[4] = &scores; p[5] = &pos; p[6] = &n_head; p[7] = &n_head_kv; p[8] = &hd;
-    p[9] = &lctx;
+    p[9] = &lctx; p[10] = &f32;
     if (n <= 0) return Q4K_OK;
     if (n_head_kv <= 0 || n_head % n_head_kv)
         return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: %d query heads over %d KV heads", n_head, n_head_kv);
@@ -1744,6 +1759,129 @@ static q4k_result q4k__cuda_matmul(q4k_backend *b, q4k_act_mode act, q4k_type ty
     return q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "the matmul kernels", 1, err);
 }
 
+/* The other op entry points (q4k_backend's table, for `q4k qa` and the
+   tests) on host arrays: the same kernels as the forward pass, each input
+   copied into buffer opb[i] (grown on demand; src NULL: only reserved). */
+static q4k_result q4k__cuda_opbuf(q4k__cuda_backend *cb, int i, const void *src, size_t bytes, q4k_error *err) {
+    q4k_result r = q4k__cuda_reserve(cb, &cb->opb[i], bytes ? bytes : 4, "an op's buffers", err);
+    if (r || !src || !bytes) return r;
+    return q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(cb->opb[i].p, src, bytes, cb->stream), "cuMemcpyHtoD", 0, err);
+}
+
+/* the kernels' output (opb[i]) down, after the stream has run them */
+static q4k_result q4k__cuda_opget(q4k__cuda_backend *cb, int i, void *dst, size_t bytes, q4k_error *err) {
+    return q4k__cuda_get(cb, dst, cb->opb[i].p, bytes, err);
+}
+
+#define Q4K__CUDA_ALIVE(cb)                                                                                                   \
+    do {                                                                                                                     \
+        if ((cb)->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", (cb)->dead_why); \
+    } while (0)
+
+static q4k_result q4k__cuda_op_embedding(q4k_backend *b, q4k_type type, const void *table, int64_t n_embd, int32_t token, float *out,
+                                         q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    const size_t row = q4k_row_size(type, n_embd);
+    const int32_t zero = 0;
+    q4k_result r;
+    Q4K__CUDA_ALIVE(cb);
+    if (!table || !out || token < 0 || n_embd <= 0) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: embedding: bad arguments");
+    if (!q4k__cuda_type_suffix(type) || !row)
+        return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no embedding kernel for %s rows of %lld", q4k_type_name((int)type),
+                              (long long)n_embd);
+    /* only the token's row goes up: it is row 0 there */
+    if ((r = q4k__cuda_opbuf(cb, 0, (const char *)table + (size_t)token * row, row, err)) || (r = q4k__cuda_opbuf(cb, 1, &zero, 4, err)) ||
+        (r = q4k__cuda_opbuf(cb, 2, NULL, (size_t)n_embd * 4, err)) ||
+        (r = q4k__cuda_get_rows(cb, type, cb->opb[0].p, n_embd, cb->opb[1].p, 1, cb->opb[2].p, err)))
+        return r;
+    return q4k__cuda_opget(cb, 2, out, (size_t)n_embd * 4, err);
+}
+
+static q4k_result q4k__cuda_op_rmsnorm(q4k_backend *b, const float *x, const float *w, int64_t n, int64_t rows, float eps, float *y,
+                                       q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    const size_t bytes = (size_t)(n * rows) * 4;
+    q4k_result r;
+    Q4K__CUDA_ALIVE(cb);
+    if (!x || !w || !y || n <= 0 || rows < 0) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: rmsnorm: bad arguments");
+    if (rows == 0) return Q4K_OK;
+    if ((r = q4k__cuda_opbuf(cb, 0, x, bytes, err)) || (r = q4k__cuda_opbuf(cb, 1, w, (size_t)n * 4, err)) ||
+        (r = q4k__cuda_opbuf(cb, 2, NULL, bytes, err)) || (r = q4k__cuda_rmsnorm(cb, cb->opb[0].p, cb->opb[1].p, cb->opb[2].p, rows, n, eps, err)))
+        return r;
+    return q4k__cuda_opget(cb, 2, y, bytes, err);
+}
+
+/* the table rows of positions pos0.. (the forward pass's table, from row pos0) */
+static q4k_result q4k__cuda_op_rope(q4k_backend *b, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t n_rot, int neox,
+                                    int64_t pos0, double base, const float *freq_factors, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    const int64_t half = n_rot / 2;
+    const size_t bytes = (size_t)(n_tok * n_head * head_dim) * 4;
+    const int32_t zero = 0;
+    float *table;
+    int64_t i;
+    q4k_result r;
+    Q4K__CUDA_ALIVE(cb);
+    if (!x || n_tok < 0 || n_head <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > head_dim || pos0 < 0)
+        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: rope: bad arguments");
+    if (n_tok == 0) return Q4K_OK;
+    table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_tok * half * 2));
+    if (!table) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: rope: out of memory");
+    for (i = 0; i < n_tok * half; i++)
+        q4k_rope_cos_sin(pos0 + i / half, i % half, n_rot, base, freq_factors ? (double)freq_factors[i % half] : 1.0, &table[2 * i],
+                         &table[2 * i + 1]);
+    r = q4k__cuda_opbuf(cb, 0, x, bytes, err);
+    if (!r) r = q4k__cuda_opbuf(cb, 1, table, sizeof(float) * (size_t)(n_tok * half * 2), err);
+    if (!r) r = q4k__cuda_opbuf(cb, 2, &zero, 4, err);
+    if (!r) r = q4k__cuda_rope(cb, cb->opb[0].p, n_tok, (int)n_head, (int)head_dim, n_head * head_dim, (int)n_rot, neox, cb->opb[1].p,
+                               cb->opb[2].p, err);
+    if (!r) r = q4k__cuda_opget(cb, 0, x, bytes, err);
+    Q4K_FREE(table);
+    return r;
+}
+
+/* K and V go up in f32 and into the cache through the forward pass's
+   kv_append (rounded to f16 there when kv is f16) */
+static q4k_result q4k__cuda_op_attention(q4k_backend *b, q4k_kv_type kv, const float *q, const float *k, const float *v, int64_t n_pos,
+                                         int64_t n_head, int64_t n_head_kv, int64_t head_dim, float *out, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    const int64_t kv_dim = n_head_kv * head_dim, q_dim = n_head * head_dim;
+    const int f32 = kv == Q4K_KV_F32;
+    const size_t kvb = (size_t)(n_pos * kv_dim) * 4;
+    int32_t pos[2];
+    q4k_result r;
+    Q4K__CUDA_ALIVE(cb);
+    if (!q || !k || !v || !out || n_pos <= 0 || n_pos > 2147483647LL || n_head_kv <= 0 || n_head % n_head_kv || head_dim <= 0 ||
+        (kv != Q4K_KV_F16 && kv != Q4K_KV_F32))
+        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: bad arguments");
+    pos[0] = 0;                   /* the cache is written from row 0 */
+    pos[1] = (int32_t)(n_pos - 1); /* the query's position */
+    if ((r = q4k__cuda_opbuf(cb, 0, q, (size_t)q_dim * 4, err)) || (r = q4k__cuda_opbuf(cb, 1, k, kvb, err)) ||
+        (r = q4k__cuda_opbuf(cb, 2, v, kvb, err)) || (r = q4k__cuda_opbuf(cb, 3, NULL, f32 ? kvb : kvb / 2, err)) ||
+        (r = q4k__cuda_opbuf(cb, 4, NULL, f32 ? kvb : kvb / 2, err)) || (r = q4k__cuda_opbuf(cb, 5, pos, sizeof pos, err)) ||
+        (r = q4k__cuda_opbuf(cb, 6, NULL, (size_t)(n_head * n_pos) * 4, err)) || (r = q4k__cuda_opbuf(cb, 7, NULL, (size_t)q_dim * 4, err)) ||
+        (r = q4k__cuda_kv_append(cb, cb->opb[1].p, cb->opb[3].p, kv_dim, n_pos, cb->opb[5].p, f32, err)) ||
+        (r = q4k__cuda_kv_append(cb, cb->opb[2].p, cb->opb[4].p, kv_dim, n_pos, cb->opb[5].p, f32, err)) ||
+        (r = q4k__cuda_attention(cb, cb->opb[0].p, cb->opb[3].p, cb->opb[4].p, cb->opb[7].p, cb->opb[6].p, cb->opb[5].p + 4, 1, (int)n_head,
+                                 (int)n_head_kv, (int)head_dim, n_pos, f32, err)))
+        return r;
+    return q4k__cuda_opget(cb, 7, out, (size_t)q_dim * 4, err);
+}
+
+static q4k_result q4k__cuda_op_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    const size_t qb = sizeof(q4k_block_q8a) * (size_t)(n / 32);
+    q4k_result r;
+    Q4K__CUDA_ALIVE(cb);
+    if (!x || !out || n < 0 || n % 32) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: quantize_act: n %lld is not a multiple of 32", (long long)n);
+    if (n == 0) return Q4K_OK;
+    if ((r = q4k__cuda_opbuf(cb, 0, x, (size_t)n * 4, err)) || (r = q4k__cuda_opbuf(cb, 1, NULL, qb, err)) ||
+        (r = q4k__cuda_quantize(cb, cb->opb[0].p, cb->opb[1].p, n / 32, err)))
+        return r;
+    return q4k__cuda_opget(cb, 1, out, qb, err);
+}
+#undef Q4K__CUDA_ALIVE
+
 /* >>cuda-session: the forward pass on the GPU (q4k.h's `>>model` op for op) */
 
 #define Q4K__CUDA_BATCH 64 /* prompt tokens per pass, as the CPU's */
@@ -1752,32 +1890,114 @@ typedef struct q4k__cuda_layer {
     q4k__CUdeviceptr attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, gate, up, down;
 } q4k__cuda_layer;
 
+/* A model as the GPU holds it (prepare_model): every tensor in its GGUF
+   blocks, uploaded once and shared by every session of the model. */
+typedef struct q4k__cuda_model {
+    q4k__cuda_buf weights;
+    q4k__cuda_layer *layers;
+    q4k__CUdeviceptr tok_embd, output_norm, output;
+} q4k__cuda_model;
+
 typedef struct q4k__cuda_session {
     q4k_session base;
     q4k__cuda_backend *cb;
-    q4k__cuda_buf weights;         /* every tensor, in its GGUF blocks */
-    q4k__cuda_layer *layers;
-    q4k__CUdeviceptr tok_embd, output_norm, output;
-    q4k__cuda_buf kc, vc;          /* [n_layer][n_ctx][kv_dim] f16 */
+    const q4k__cuda_model *w;
+    int kv_f32;                    /* the cache holds f32 (desc.kv), else f16 */
+    q4k__cuda_buf kc, vc;          /* [n_layer][n_ctx][kv_dim] of desc.kv */
     q4k__cuda_buf x, xb, q, k, v, att, tmp, gate, up, xq, tok, pos, table, scores, logits;
 } q4k__cuda_session;
 
 /* the device address of a model tensor (uploaded in the GGUF's order) */
-static q4k__CUdeviceptr q4k__cuda_tensor(const q4k__cuda_session *cs, const q4k_tensor *t, const uint64_t *offs) {
-    int64_t i, n = q4k_gguf_tensor_count(cs->base.model->gguf);
+static q4k__CUdeviceptr q4k__cuda_tensor(const q4k_model *m, q4k__CUdeviceptr base, const q4k_tensor *t, const uint64_t *offs) {
+    int64_t i, n = q4k_gguf_tensor_count(m->gguf);
     if (!t) return 0;
     for (i = 0; i < n; i++)
-        if (q4k_gguf_tensor(cs->base.model->gguf, i) == t) return cs->weights.p + offs[i];
+        if (q4k_gguf_tensor(m->gguf, i) == t) return base + offs[i];
     return 0;
+}
+
+static void q4k__cuda_release_model(q4k_backend *b, const q4k_model *m, void *data) {
+    q4k__cuda_model *cm = (q4k__cuda_model *)data;
+    (void)m;
+    if (!cm) return;
+    q4k__cuda_free((q4k__cuda_backend *)b, &cm->weights);
+    Q4K_FREE(cm->layers);
+    Q4K_FREE(cm);
+}
+
+/* every tensor up once, each at a 256-byte boundary; a type without a
+   kernel is refused here, naming the tensor */
+static q4k_result q4k__cuda_prepare_model(q4k_backend *b, const q4k_model *m, void **data, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    const int64_t nt = q4k_gguf_tensor_count(m->gguf);
+    uint64_t total = 0, *offs;
+    q4k__cuda_model *cm;
+    q4k_result r = Q4K_OK;
+    int64_t i, l;
+    *data = NULL;
+    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    for (i = 0; i < nt; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        if (!q4k__cuda_type_suffix(t->type))
+            return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: tensor '%s' has type %s, which has no CUDA kernel", t->name,
+                                  q4k_type_name((int)t->type));
+    }
+    cm = (q4k__cuda_model *)Q4K_MALLOC(sizeof *cm);
+    offs = (uint64_t *)Q4K_MALLOC(sizeof(uint64_t) * (size_t)(nt + 1));
+    if (cm) memset(cm, 0, sizeof *cm);
+    if (cm) cm->layers = (q4k__cuda_layer *)Q4K_MALLOC(sizeof(q4k__cuda_layer) * (size_t)(m->hp.n_layer + 1));
+    if (!cm || !offs || !cm->layers) {
+        if (cm) Q4K_FREE(cm->layers);
+        Q4K_FREE(cm);
+        Q4K_FREE(offs);
+        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a model");
+    }
+    for (i = 0; i < nt; i++) {
+        offs[i] = total;
+        total += (q4k_gguf_tensor(m->gguf, i)->nbytes + 255) / 256 * 256;
+    }
+    r = q4k__cuda_reserve(cb, &cm->weights, (size_t)(total ? total : 256), "the model's weights", err);
+    for (i = 0; i < nt && !r; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        r = q4k__cuda_put(cb, cm->weights.p + offs[i], t->data, t->nbytes, err);
+    }
+    if (r) {
+        Q4K_FREE(offs);
+        q4k__cuda_release_model(b, m, cm);
+        return r;
+    }
+#define Q4K__CUDA_T(t) q4k__cuda_tensor(m, cm->weights.p, (t), offs)
+    cm->tok_embd = Q4K__CUDA_T(m->tok_embd);
+    cm->output_norm = Q4K__CUDA_T(m->output_norm);
+    cm->output = Q4K__CUDA_T(m->output);
+    for (l = 0; l < m->hp.n_layer; l++) {
+        const q4k_layer *L = &m->layers[l];
+        q4k__cuda_layer *D = &cm->layers[l];
+        D->attn_norm = Q4K__CUDA_T(L->attn_norm);
+        D->wq = Q4K__CUDA_T(L->wq);
+        D->wk = Q4K__CUDA_T(L->wk);
+        D->wv = Q4K__CUDA_T(L->wv);
+        D->bq = Q4K__CUDA_T(L->bq);
+        D->bk = Q4K__CUDA_T(L->bk);
+        D->bv = Q4K__CUDA_T(L->bv);
+        D->wo = Q4K__CUDA_T(L->wo);
+        D->ffn_norm = Q4K__CUDA_T(L->ffn_norm);
+        D->gate = Q4K__CUDA_T(L->w_gate);
+        D->up = Q4K__CUDA_T(L->w_up);
+        D->down = Q4K__CUDA_T(L->w_down);
+    }
+#undef Q4K__CUDA_T
+    Q4K_FREE(offs);
+    *data = cm;
+    return Q4K_OK;
 }
 
 static void q4k__cuda_session_destroy(q4k_session *s) {
     q4k__cuda_session *cs = (q4k__cuda_session *)s;
-    q4k__cuda_buf *bufs[] = {&cs->weights, &cs->kc, &cs->vc, &cs->x, &cs->xb, &cs->q, &cs->k, &cs->v, &cs->att, &cs->tmp,
+    q4k__cuda_buf *bufs[] = {&cs->kc, &cs->vc, &cs->x, &cs->xb, &cs->q, &cs->k, &cs->v, &cs->att, &cs->tmp,
                              &cs->gate, &cs->up, &cs->xq, &cs->tok, &cs->pos, &cs->table, &cs->scores, &cs->logits};
     size_t i;
     for (i = 0; i < sizeof bufs / sizeof bufs[0]; i++) q4k__cuda_free(cs->cb, bufs[i]);
-    Q4K_FREE(cs->layers);
     Q4K_FREE(cs);
 }
 
@@ -1805,6 +2025,23 @@ static q4k_result q4k__cuda_trace_op(q4k__cuda_session *cs, int64_t l, q4k_op op
     return q4k__cuda_get(cs->cb, dst, buf + (q4k__CUdeviceptr)((n - 1) * len * 4), (size_t)len * 4, err);
 }
 
+/* a device row (the last token's) into a stage of the trace */
+static q4k_result q4k__cuda_trace_stage(q4k__cuda_session *cs, q4k_stage st, q4k__CUdeviceptr row, q4k_error *err) {
+    q4k_session *s = &cs->base;
+    q4k_result r;
+    if (!s->trace_stages[st]) return Q4K_OK;
+    if ((r = q4k__cuda_get(cs->cb, s->trace_stages[st], row, (size_t)s->trace_stage_len[st] * 4, err))) return r;
+    s->trace_stage_set[st] = 1;
+    return Q4K_OK;
+}
+
+/* the residual of the last token into a per-layer trace (NULL: not traced) */
+static q4k_result q4k__cuda_trace_resid(q4k__cuda_session *cs, float *dst, int64_t n, q4k_error *err) {
+    const int64_t d = cs->base.model->hp.n_embd;
+    if (!dst) return Q4K_OK;
+    return q4k__cuda_get(cs->cb, dst, cs->x.p + (q4k__CUdeviceptr)((n - 1) * d * 4), (size_t)d * 4, err);
+}
+
 static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
                                        q4k_error *err) {
     q4k_session *s = &cs->base;
@@ -1812,18 +2049,20 @@ static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tok
     const q4k_model *m = s->model;
     const q4k_hparams *hp = &m->hp;
     const int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd, ff = hp->n_ff;
-    const int q8 = s->desc.act == Q4K_ACT_Q8;
+    const int q8 = s->desc.act == Q4K_ACT_Q8, f32kv = cs->kv_f32;
+    const int64_t es = f32kv ? 4 : 2;
     int32_t pos0 = (int32_t)s->pos;
     int64_t l, rows_out;
     q4k_result r;
     if ((r = q4k__cuda_put(cb, cs->tok.p, tokens, sizeof(int32_t) * (size_t)n, err)) ||
         (r = q4k__cuda_put(cb, cs->pos.p, &pos0, sizeof pos0, err)) ||
-        (r = q4k__cuda_get_rows(cb, m->tok_embd->type, cs->tok_embd, d, cs->tok.p, n, cs->x.p, err)))
+        (r = q4k__cuda_get_rows(cb, m->tok_embd->type, cs->w->tok_embd, d, cs->tok.p, n, cs->x.p, err)) ||
+        (r = q4k__cuda_trace_stage(cs, Q4K_STAGE_EMBEDDING, cs->x.p + (q4k__CUdeviceptr)((n - 1) * d * 4), err)))
         return r;
     for (l = 0; l < hp->n_layer; l++) {
         const q4k_layer *L = &m->layers[l];
-        const q4k__cuda_layer *D = &cs->layers[l];
-        q4k__CUdeviceptr kc = cs->kc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * 2), vc = cs->vc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * 2);
+        const q4k__cuda_layer *D = &cs->w->layers[l];
+        q4k__CUdeviceptr kc = cs->kc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * es), vc = cs->vc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * es);
         /* attention block */
         if ((r = q4k__cuda_rmsnorm(cb, cs->x.p, D->attn_norm, cs->xb.p, n, d, hp->norm_eps, err)) ||
             (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN_NORM, cs->xb.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->xb.p, n, d, err)) ||
@@ -1838,15 +2077,16 @@ static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tok
             (r = q4k__cuda_trace_op(cs, l, Q4K_OP_V, cs->v.p, n, err)) ||
             (r = q4k__cuda_rope(cb, cs->q.p, n, (int)hp->n_head, (int)hd, q_dim, (int)hp->n_rot, hp->rope_neox, cs->table.p, cs->pos.p, err)) ||
             (r = q4k__cuda_rope(cb, cs->k.p, n, (int)hp->n_head_kv, (int)hd, kv_dim, (int)hp->n_rot, hp->rope_neox, cs->table.p, cs->pos.p, err)) ||
-            (r = q4k__cuda_kv_append(cb, cs->k.p, kc, kv_dim, n, cs->pos.p, err)) ||
-            (r = q4k__cuda_kv_append(cb, cs->v.p, vc, kv_dim, n, cs->pos.p, err)) ||
+            (r = q4k__cuda_kv_append(cb, cs->k.p, kc, kv_dim, n, cs->pos.p, f32kv, err)) ||
+            (r = q4k__cuda_kv_append(cb, cs->v.p, vc, kv_dim, n, cs->pos.p, f32kv, err)) ||
             (r = q4k__cuda_trace_op(cs, l, Q4K_OP_Q_ROPE, cs->q.p, n, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_K_ROPE, cs->k.p, n, err)) ||
             (r = q4k__cuda_attention(cb, cs->q.p, kc, vc, cs->att.p, cs->scores.p, cs->pos.p, n, (int)hp->n_head, (int)hp->n_head_kv, (int)hd,
-                                     s->n_ctx, err)) ||
+                                     s->n_ctx, f32kv, err)) ||
             (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN, cs->att.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->att.p, n, q_dim, err)) ||
             (r = q4k__cuda_mm_t(cs, L->wo, D->wo, cs->att.p, q8, n, cs->tmp.p, err)) ||
             (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN_OUT, cs->tmp.p, n, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_ATTN, cs->x.p, n, err)))
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_ATTN, cs->x.p, n, err)) ||
+            (r = q4k__cuda_trace_resid(cs, s->trace_layers_attn ? s->trace_layers_attn + l * d : NULL, n, err)))
             return r;
         /* feed-forward block */
         if ((r = q4k__cuda_rmsnorm(cb, cs->x.p, D->ffn_norm, cs->xb.p, n, d, hp->norm_eps, err)) ||
@@ -1858,21 +2098,21 @@ static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tok
             (r = q4k__cuda_quantize_in(cs, cs->gate.p, n, ff, err)) ||
             (r = q4k__cuda_mm_t(cs, L->w_down, D->down, cs->gate.p, q8, n, cs->tmp.p, err)) ||
             (r = q4k__cuda_trace_op(cs, l, Q4K_OP_DOWN, cs->tmp.p, n, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_FFN, cs->x.p, n, err)))
-            return r;
-        if (s->trace_layers &&
-            (r = q4k__cuda_get(cb, s->trace_layers + l * d, cs->x.p + (q4k__CUdeviceptr)((n - 1) * d * 4), (size_t)d * 4, err)))
+            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_FFN, cs->x.p, n, err)) ||
+            (r = q4k__cuda_trace_resid(cs, s->trace_layers ? s->trace_layers + l * d : NULL, n, err)))
             return r;
     }
     /* final norm and logits, of every token or of the last */
     rows_out = (flags & Q4K_EVAL_ALL_LOGITS) ? n : 1;
     if (logits) {
         q4k__CUdeviceptr xl = cs->x.p + (q4k__CUdeviceptr)((n - rows_out) * d * 4);
-        if ((r = q4k__cuda_rmsnorm(cb, xl, cs->output_norm, cs->xb.p, rows_out, d, hp->norm_eps, err)) ||
+        if ((r = q4k__cuda_rmsnorm(cb, xl, cs->w->output_norm, cs->xb.p, rows_out, d, hp->norm_eps, err)) ||
+            (r = q4k__cuda_trace_stage(cs, Q4K_STAGE_OUTPUT_NORM, cs->xb.p + (q4k__CUdeviceptr)((rows_out - 1) * d * 4), err)) ||
             (r = q4k__cuda_quantize_in(cs, cs->xb.p, rows_out, d, err)) ||
-            (r = q4k__cuda_mm_t(cs, m->output, cs->output, cs->xb.p, q8, rows_out, cs->logits.p, err)) ||
+            (r = q4k__cuda_mm_t(cs, m->output, cs->w->output, cs->xb.p, q8, rows_out, cs->logits.p, err)) ||
             (r = q4k__cuda_get(cb, logits, cs->logits.p, sizeof(float) * (size_t)(rows_out * hp->n_vocab), err)))
             return r;
+        q4k__trace_stage(s, Q4K_STAGE_LM_HEAD, logits + (rows_out - 1) * hp->n_vocab);
     } else if ((r = q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "the layers' kernels", 1, err))) {
         return r;
     }
@@ -1901,79 +2141,39 @@ static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, c
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     const q4k_hparams *hp = &m->hp;
     const int64_t B = Q4K__CUDA_BATCH, dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
-    const int64_t ff = hp->n_ff, half = hp->n_rot / 2, n_ctx = d->n_ctx, nt = q4k_gguf_tensor_count(m->gguf);
-    int64_t i, l, widest = dm > q_dim ? dm : q_dim;
-    uint64_t total = 0, *offs;
+    const int64_t ff = hp->n_ff, half = hp->n_rot / 2, n_ctx = d->n_ctx;
+    const q4k__cuda_model *cm = (const q4k__cuda_model *)q4k_backend_prepared(b, m);
+    int64_t i, widest = dm > q_dim ? dm : q_dim;
     float *table;
     q4k__cuda_session *cs;
     q4k_result r = Q4K_OK;
     *out = NULL;
     if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if (!cm) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: session: the model was not prepared (use q4k_session_create)");
     if (widest < ff) widest = ff;
     if (d->faults.mask || d->faults.perturb_eps != 0.0f)
         return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED, "cuda: the gate's faults are not implemented on CUDA: a faulted session is refused");
-    for (i = 0; i < nt; i++) {
-        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
-        if (!q4k__cuda_type_suffix(t->type))
-            return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: tensor '%s' has type %s, which has no CUDA kernel", t->name,
-                                  q4k_type_name((int)t->type));
-    }
     cs = (q4k__cuda_session *)Q4K_MALLOC(sizeof *cs);
-    offs = (uint64_t *)Q4K_MALLOC(sizeof(uint64_t) * (size_t)(nt + 1));
-    table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_ctx * half * 2));
-    if (cs) memset(cs, 0, sizeof *cs);
-    if (cs) cs->layers = (q4k__cuda_layer *)Q4K_MALLOC(sizeof(q4k__cuda_layer) * (size_t)hp->n_layer);
-    if (!cs || !offs || !table || !cs->layers) {
-        if (cs) Q4K_FREE(cs->layers);
+    table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_ctx * half * 2 + 1));
+    if (!cs || !table) {
         Q4K_FREE(cs);
-        Q4K_FREE(offs);
         Q4K_FREE(table);
         return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
     }
+    memset(cs, 0, sizeof *cs);
+    q4k__session_init(&cs->base, b, m, d);
     cs->cb = cb;
-    cs->base.backend = b;
-    cs->base.model = m;
-    cs->base.desc = *d;
-    cs->base.n_ctx = n_ctx;
+    cs->w = cm;
+    cs->kv_f32 = d->kv == Q4K_KV_F32;
     cs->base.eval = q4k__cuda_eval;
     cs->base.destroy = q4k__cuda_session_destroy;
-    for (i = 0; i < nt; i++) {
-        offs[i] = total;
-        total += (q4k_gguf_tensor(m->gguf, i)->nbytes + 255) / 256 * 256;
-    }
-    /* weights once, then the cache and the scratch of a batch */
-    if ((r = q4k__cuda_reserve(cb, &cs->weights, (size_t)total, "the model's weights", err))) goto fail;
-    for (i = 0; i < nt && !r; i++) {
-        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
-        r = q4k__cuda_put(cb, cs->weights.p + offs[i], t->data, t->nbytes, err);
-    }
-    if (r) goto fail;
-    cs->tok_embd = q4k__cuda_tensor(cs, m->tok_embd, offs);
-    cs->output_norm = q4k__cuda_tensor(cs, m->output_norm, offs);
-    cs->output = q4k__cuda_tensor(cs, m->output, offs);
-    for (l = 0; l < hp->n_layer; l++) {
-        const q4k_layer *L = &m->layers[l];
-        q4k__cuda_layer *D = &cs->layers[l];
-        D->attn_norm = q4k__cuda_tensor(cs, L->attn_norm, offs);
-        D->wq = q4k__cuda_tensor(cs, L->wq, offs);
-        D->wk = q4k__cuda_tensor(cs, L->wk, offs);
-        D->wv = q4k__cuda_tensor(cs, L->wv, offs);
-        D->bq = q4k__cuda_tensor(cs, L->bq, offs);
-        D->bk = q4k__cuda_tensor(cs, L->bk, offs);
-        D->bv = q4k__cuda_tensor(cs, L->bv, offs);
-        D->wo = q4k__cuda_tensor(cs, L->wo, offs);
-        D->ffn_norm = q4k__cuda_tensor(cs, L->ffn_norm, offs);
-        D->gate = q4k__cuda_tensor(cs, L->w_gate, offs);
-        D->up = q4k__cuda_tensor(cs, L->w_up, offs);
-        D->down = q4k__cuda_tensor(cs, L->w_down, offs);
-    }
     for (i = 0; i < n_ctx * half; i++)
         q4k_rope_cos_sin(i / half, i % half, hp->n_rot, hp->rope_freq_base,
                          m->rope_freqs ? (double)((const float *)m->rope_freqs->data)[i % half] : 1.0, &table[2 * i], &table[2 * i + 1]);
     {
         struct { q4k__cuda_buf *b; size_t bytes; } need[15];
         size_t k;
-        need[0].b = &cs->kc; need[0].bytes = (size_t)(hp->n_layer * n_ctx * kv_dim) * 2;
+        need[0].b = &cs->kc; need[0].bytes = (size_t)(hp->n_layer * n_ctx * kv_dim) * (cs->kv_f32 ? 4 : 2);
         need[1].b = &cs->vc; need[1].bytes = need[0].bytes;
         need[2].b = &cs->x; need[2].bytes = (size_t)(B * dm) * 4;
         need[3].b = &cs->xb; need[3].bytes = need[2].bytes;
@@ -1993,16 +2193,14 @@ static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, c
         if (!r) r = q4k__cuda_reserve(cb, &cs->pos, 4, "a session's buffers", err);
         if (!r) r = q4k__cuda_put(cb, cs->table.p, table, need[14].bytes, err);
     }
-    if (r || (r = q4k__session_alloc_trace(&cs->base, err))) goto fail;
-    Q4K_FREE(offs);
     Q4K_FREE(table);
+    if (r || (r = q4k__session_alloc_trace(&cs->base, err))) {
+        q4k__session_free_trace(&cs->base);
+        q4k__cuda_session_destroy(&cs->base);
+        return r;
+    }
     *out = &cs->base;
     return Q4K_OK;
-fail:
-    Q4K_FREE(offs);
-    Q4K_FREE(table);
-    q4k_session_free(&cs->base);
-    return r;
 }
 
 static void q4k__cuda_destroy(q4k_backend *b) {
@@ -2017,6 +2215,8 @@ static void q4k__cuda_destroy(q4k_backend *b) {
         cb->lib.cuCtxSetCurrent(cb->ctx);
         for (i = 0; i < 4; i++)
             if (bufs[i]->p) cb->lib.cuMemFree(bufs[i]->p);
+        for (i = 0; i < (int)(sizeof cb->opb / sizeof cb->opb[0]); i++)
+            if (cb->opb[i].p) cb->lib.cuMemFree(cb->opb[i].p);
         for (i = 0; i < Q4K__CUDA_N_FILES; i++)
             if (cb->mods[i]) cb->lib.cuModuleUnload(cb->mods[i]);
         if (cb->stream) cb->lib.cuStreamDestroy(cb->stream);
@@ -2078,8 +2278,15 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     if (desc) cb->desc = *desc;
     cb->base.name = "cuda";
     cb->base.impl = cb;
+    cb->base.prepare_model = q4k__cuda_prepare_model;
+    cb->base.release_model = q4k__cuda_release_model;
     cb->base.session_create = q4k__cuda_session_create;
     cb->base.matmul = q4k__cuda_matmul;
+    cb->base.embedding = q4k__cuda_op_embedding;
+    cb->base.rmsnorm = q4k__cuda_op_rmsnorm;
+    cb->base.rope = q4k__cuda_op_rope;
+    cb->base.attention = q4k__cuda_op_attention;
+    cb->base.quantize_act = q4k__cuda_op_quantize_act;
     cb->base.destroy = q4k__cuda_destroy;
     if ((r = q4k__cuda_load_driver(&cb->lib, cb->desc.libcuda_path, err)) || (r = q4k__cuda_load_nvrtc(&cb->lib, cb->desc.nvrtc_path, err)))
         goto fail;

@@ -6,7 +6,8 @@
                         mean in double
       q4k_add_bias, q4k_add, q4k_swiglu (silu(g) * u, silu(x) = x / (1 + e^-x))
       q4k_rope          rotation by the host's cos/sin table (q4k_rope_pair)
-      q4k_kv_append     K or V rows into an f16 cache (round to nearest even)
+      q4k_kv_append     K or V rows into the cache: f16 (round to nearest even)
+                        or f32 (exact), as the session's KV type says
       q4k_attention     causal GQA attention, f32 scores, decode and prefill
       q4k_argmax        greedy token (lowest index among equal maxima)
    Positions are read from device memory (pos[0]: the position of the
@@ -89,22 +90,29 @@ extern "C" __global__ void q4k_rope(float *v, long long n, int n_heads, int head
     q4k_rope_pair(&hv[i0], &hv[i1], cs[0], cs[1]);
 }
 
-/* cache[(pos0 + j) * dim + i] = f16(x[j * dim + i]) */
-extern "C" __global__ void q4k_kv_append(const float *x, unsigned short *cache, long long dim, long long n,
-                                         const int *pos) {
+/* cache[(pos0 + j) * dim + i] = x[j * dim + i], rounded to f16 unless f32 */
+extern "C" __global__ void q4k_kv_append(const float *x, void *cache, long long dim, long long n, const int *pos, int f32) {
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t < n * dim) cache[((long long)pos[0] + t / dim) * dim + t % dim] = q4k_f2h(x[t]);
+    if (t >= n * dim) return;
+    const long long at = ((long long)pos[0] + t / dim) * dim + t % dim;
+    if (f32) ((float *)cache)[at] = x[t];
+    else ((unsigned short *)cache)[at] = q4k_f2h(x[t]);
+}
+
+/* element i of a cache of f16 or f32 */
+Q4K_HD float q4k_kv_get(const void *c, long long i, int f32) {
+    return f32 ? ((const float *)c)[i] : q4k_h2f(((const unsigned short *)c)[i]);
 }
 
 /* Causal attention of token j (position pos0 + j) and query head h: one
    thread block per (j, h), grid n * n_head. q, out: [n][n_head * hd];
-   kc, vc: one layer's f16 cache [n_ctx][n_head_kv * hd]; scores: scratch of
+   kc, vc: one layer's cache [n_ctx][n_head_kv * hd] (f16, or f32); scores: scratch of
    n * n_head rows of n_ctx floats. The dot of each score runs over d in
    order, and each output sums p_t * v_t over t in order, as the CPU does;
    only the max and the softmax denominator are reduced in another order. */
 extern "C" __global__ void __launch_bounds__(Q4K_OPS_THREADS)
-    q4k_attention(const float *q, const unsigned short *kc, const unsigned short *vc, float *out, float *scores,
-                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx) {
+    q4k_attention(const float *q, const void *kc, const void *vc, float *out, float *scores,
+                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx, int f32) {
     __shared__ float shf[Q4K_OPS_THREADS];
     const long long j = blockIdx.x / n_head;
     const int h = blockIdx.x % n_head, kvh = h / (n_head / n_head_kv);
@@ -114,9 +122,9 @@ extern "C" __global__ void __launch_bounds__(Q4K_OPS_THREADS)
     const float scale = 1.0f / sqrtf((float)hd);
     float mx = __int_as_float(0xff800000), sum = 0.0f; /* -inf */
     for (long long t = threadIdx.x; t <= last; t += blockDim.x) {
-        const unsigned short *k = kc + t * kv_dim + (long long)kvh * hd;
+        const long long k = t * kv_dim + (long long)kvh * hd;
         float dot = 0.0f;
-        for (int d = 0; d < hd; d++) dot += q4k_mul(qh[d], q4k_h2f(k[d]));
+        for (int d = 0; d < hd; d++) dot += q4k_mul(qh[d], q4k_kv_get(kc, k + d, f32));
         sc[t] = dot * scale;
         mx = fmaxf(mx, sc[t]);
     }
@@ -142,7 +150,7 @@ extern "C" __global__ void __launch_bounds__(Q4K_OPS_THREADS)
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
         for (long long t = 0; t <= last; t++)
-            acc += q4k_mul(sc[t] / sum, q4k_h2f(vc[t * kv_dim + (long long)kvh * hd + d]));
+            acc += q4k_mul(sc[t] / sum, q4k_kv_get(vc, t * kv_dim + (long long)kvh * hd + d, f32));
         out[(j * n_head + h) * hd + d] = acc;
     }
 }

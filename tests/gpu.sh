@@ -5,9 +5,10 @@
 #                        AVX-512, which the CI machine lacks) and the
 #                        transformers oracle
 #   tests/gpu.sh cuda    the CUDA backend: q4k devices, then every kernel
-#                        and synthetic models' forward passes against the
-#                        CPU (tests/test_cuda.c; ~4 minutes, ~1.5 with
-#                        Q4K_TEST_MATMUL7B=0)
+#                        and synthetic models' forward passes and the parity
+#                        gate against the CPU (tests/test_cuda.c; ~4 minutes,
+#                        ~1.5 with Q4K_TEST_MATMUL7B=0), then q4k qa and
+#                        q4k run --backend cuda on a synthetic tiny model
 #   tests/gpu.sh study   CPU only, on the 16 cores: the gate's false-alarm
 #                        study (200 runs on tiny, 0.5b, 7b1 and tinyo; 40
 #                        in float mode; 20 runs in 8-bit mode on the full
@@ -34,6 +35,17 @@ if [ "$stage" = cuda ]; then
   build/test_cuda > "$out/test_cuda.log" 2>&1; rc=$?
   grep -v '^  [A-Z0-9_]* *q8\|^  [A-Z0-9_]* *f32' "$out/test_cuda.log" | tail -40
   echo "test_cuda: exit $rc, $(( $(date +%s) - t0 ))s"
+  echo "== q4k qa and q4k run --backend cuda on a synthetic tiny model"
+  m=/tmp/q4k_gpu_tiny.gguf
+  ./q4k synth $m --preset tiny --seed 3 > /dev/null 2>&1 || { echo "synth failed"; exit 1; }
+  for kv in f16 f32; do
+    ./q4k qa $m --backend cuda --mode both --kv $kv --steps 8 > "$out/qa_cuda_$kv.log" 2>&1; q=$?
+    tail -3 "$out/qa_cuda_$kv.log"; echo "qa --kv $kv: exit $q"; [ $q -eq 0 ] || rc=1
+  done
+  ./q4k run $m "Once upon a time" --backend cuda -n 16 --temp 0 > "$out/run_cuda.txt" 2> "$out/run_cuda.err"; q=$?
+  grep -E 'parity|backend|eval time' "$out/run_cuda.err"; echo "run --backend cuda: exit $q, $(wc -c < "$out/run_cuda.txt") bytes of text"
+  [ $q -eq 0 ] && grep -q 'parity: cuda passed the gate' "$out/run_cuda.err" && [ -s "$out/run_cuda.txt" ] || rc=1
+  rm -f $m
   exit $rc
 fi
 if [ "$stage" = study ]; then

@@ -16,7 +16,8 @@
    reference on 16 cores).
 
    Sessions: synthetic models (tiny; 7B shapes with one layer and the full
-   vocabulary) evaluated on CUDA and on the CPU in the same mode. */
+   vocabulary) evaluated on CUDA and on the CPU in the same mode, and held
+   to the parity gate (q4k_gate_run, the CPU as reference). */
 #define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "q4k_cuda.h"
@@ -438,7 +439,7 @@ static void run_op_rope_kv(void) {
     memset(hwant, 0x55, 2 * (size_t)(n_pos * q_dim));
     dev(&bc, hwant, 2 * (size_t)(n_pos * q_dim));
     for (i = 0; i < n * q_dim; i++) hwant[pos0 * q_dim + i] = q4k_fp32_to_fp16(v[i]);
-    T_CHECK(q4k__cuda_kv_append(cbk(), bv.p, bc.p, q_dim, n, bp.p, &err) == Q4K_OK &&
+    T_CHECK(q4k__cuda_kv_append(cbk(), bv.p, bc.p, q_dim, n, bp.p, 0, &err) == Q4K_OK &&
                 q4k__cuda_get(cbk(), hgot, bc.p, 2 * (size_t)(n_pos * q_dim), &err) == Q4K_OK, "%s", err.msg);
     T_CHECK(count_ne_bits(hgot, hwant, 2 * (size_t)(n_pos * q_dim)) == 0, "the f16 cache differs");
     q4k__cuda_free(cbk(), &bt);
@@ -522,7 +523,7 @@ static void run_op_attention(void) {
         dev(&bq, q, sizeof(float) * (size_t)(n * q_dim));
         dev(&bo, NULL, sizeof(float) * (size_t)(n * q_dim));
         dev(&bp, &pos0, sizeof pos0);
-        T_CHECK(q4k__cuda_attention(cbk(), bq.p, bk.p, bv.p, bo.p, bs.p, bp.p, n, n_head, n_head_kv, hd, n_ctx, &err) == Q4K_OK &&
+        T_CHECK(q4k__cuda_attention(cbk(), bq.p, bk.p, bv.p, bo.p, bs.p, bp.p, n, n_head, n_head_kv, hd, n_ctx, 0, &err) == Q4K_OK &&
                     q4k__cuda_get(cbk(), got, bo.p, sizeof(float) * (size_t)(n * q_dim), &err) == Q4K_OK, "%s", err.msg);
         for (i = 0; i < n * q_dim; i++) {
             double e = fabs((double)got[i] - (double)want[i]) / (mag[i] + 1e-30);
@@ -623,7 +624,7 @@ static void session_parity(const char *preset, const char *extra, int64_t n_prom
         memset(&sd, 0, sizeof sd);
         sd.n_ctx = 256;
         sd.act = mode ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-        sd.trace = 1;
+        sd.trace = Q4K_TRACE_LAYERS | Q4K_TRACE_OPS;
         sd.trace_layer = 0;
         for (i = 0; i < n_prompt; i++) toks[i] = (int32_t)(rnd() % (unsigned long long)nv);
         if (q4k_session_create(cpu, m, &sd, &sc, &err) || q4k_session_create(gpu, m, &sd, &sg, &err)) {
@@ -701,6 +702,163 @@ static void test_session_7b_layer(void) {
     session_parity("7b", "--layers 1 --fast", 20, 4, 0.999, 0.99999);
 }
 
+/* The backend's op entry points (host arrays, what `q4k qa` calls) against
+   the CPU's: the quantizer, the embedding row and RoPE bit for bit;
+   RMSNorm and attention (f16 and f32 caches) within NMSE 1e-10 (only the
+   order of the softmax's reductions differs; a wrong head mapping or cache
+   rounding is far above it). */
+static void test_op_entry_points(void) {
+    const int64_t n_head = 28, n_head_kv = 4, hd = 128, q_dim = n_head * hd, kv_dim = n_head_kv * hd, n_pos = 300, d = 3584;
+    float *x = (float *)malloc(sizeof(float) * (size_t)(q_dim + 2 * n_pos * kv_dim)), *a = (float *)malloc(sizeof(float) * (size_t)d * 2);
+    float *b = (float *)malloc(sizeof(float) * (size_t)d * 2), *w = (float *)malloc(sizeof(float) * (size_t)d), ff[64];
+    q4k_block_q8a qa[112], qb[112];
+    q4k_error err;
+    size_t bytes;
+    unsigned char *table;
+    int64_t i;
+    int kv;
+    NEED_GPU();
+    table = random_weights(Q4K_TYPE_Q6_K, 50, d, &bytes);
+    for (i = 0; i < q_dim + 2 * n_pos * kv_dim; i++) x[i] = (float)t_rng_gauss(&xr);
+    for (i = 0; i < d; i++) w[i] = 1.0f + 0.1f * unif();
+    T_CHECK(cpu->quantize_act(cpu, x, d, qa, &err) == Q4K_OK && gpu->quantize_act(gpu, x, d, qb, &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(count_ne_bits(qa, qb, sizeof qa) == 0, "quantize_act differs from the CPU's");
+    T_CHECK(cpu->embedding(cpu, Q4K_TYPE_Q6_K, table, d, 37, a, &err) == Q4K_OK &&
+                gpu->embedding(gpu, Q4K_TYPE_Q6_K, table, d, 37, b, &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(count_ne_bits(a, b, sizeof(float) * (size_t)d) == 0, "embedding row 37 (Q6_K) differs");
+    T_CHECK(gpu->embedding(gpu, Q4K_TYPE_COUNT, table, d, 0, b, &err) == Q4K_ERR_UNSUPPORTED_TYPE, "an unknown type is accepted");
+    T_CHECK(cpu->rmsnorm(cpu, x, w, d, 2, 1e-6f, a, &err) == Q4K_OK && gpu->rmsnorm(gpu, x, w, d, 2, 1e-6f, b, &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(q4k_parity_compare(a, b, 2 * d).nmse <= 1e-10, "rmsnorm: NMSE %.3g", q4k_parity_compare(a, b, 2 * d).nmse);
+    for (i = 0; i < 32; i++) ff[i] = 1.0f + 0.25f * (float)(i % 5);
+    memcpy(a, x, sizeof(float) * (size_t)q_dim);
+    memcpy(b, x, sizeof(float) * (size_t)q_dim);
+    T_CHECK(cpu->rope(cpu, a, 2, 14, hd, 64, 1, 4097, 1e6, ff, &err) == Q4K_OK && gpu->rope(gpu, b, 2, 14, hd, 64, 1, 4097, 1e6, ff, &err) == Q4K_OK,
+            "%s", err.msg);
+    T_CHECK(count_ne_bits(a, b, sizeof(float) * (size_t)q_dim) == 0, "rope (2 tokens at 4097, 64 of 128 dims, factors) differs");
+    for (kv = 0; kv < 2; kv++) {
+        q4k_kv_type t = kv ? Q4K_KV_F32 : Q4K_KV_F16;
+        double e;
+        T_CHECK(cpu->attention(cpu, t, x, x + q_dim, x + q_dim + n_pos * kv_dim, n_pos, n_head, n_head_kv, hd, a, &err) == Q4K_OK &&
+                    gpu->attention(gpu, t, x, x + q_dim, x + q_dim + n_pos * kv_dim, n_pos, n_head, n_head_kv, hd, b, &err) == Q4K_OK,
+                "%s", err.msg);
+        e = q4k_parity_compare(a, b, q_dim).nmse;
+        printf("  attention %lld positions, %s cache: NMSE %.3g\n", (long long)n_pos, q4k_kv_type_name(t), e);
+        T_CHECK(e <= 1e-10, "attention (%s cache): NMSE %.3g", q4k_kv_type_name(t), e);
+    }
+    /* the f16 cache rounds: the f16 and f32 results must differ */
+    T_CHECK(gpu->attention(gpu, Q4K_KV_F16, x, x + q_dim, x + q_dim + n_pos * kv_dim, n_pos, n_head, n_head_kv, hd, a, &err) == Q4K_OK &&
+                count_ne_bits(a, b, sizeof(float) * (size_t)q_dim) != 0, "the f16 and f32 caches give the same bits");
+    free(table);
+    free(x);
+    free(a);
+    free(b);
+    free(w);
+}
+
+/* a synthetic model from `q4k synth` (NULL on failure, reported) */
+static q4k_model *synth_model(const char *preset, const char *extra, char *path, size_t cap) {
+    char cmd[600];
+    q4k_model *m = NULL;
+    q4k_error err;
+    snprintf(path, cap, "/tmp/q4k_cudagate_%s_%ld.gguf", preset, (long)getpid());
+    snprintf(cmd, sizeof cmd, "./q4k synth %s --preset %s %s --seed 5 2>/dev/null", path, preset, extra);
+    if (system(cmd) != 0 || q4k_model_load(path, NULL, &m, &err) != Q4K_OK) {
+        T_CHECK(0, "cannot make the %s model (%s)", preset, cmd);
+        remove(path);
+        return NULL;
+    }
+    return m;
+}
+
+/* Two sessions of one model on CUDA share its weights: prepared once,
+   released after the last; the second session computes what the first does. */
+static void test_prepared_shared(void) {
+    char path[256];
+    q4k_model *m;
+    q4k_session *s1 = NULL, *s2 = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    int32_t toks[5] = {3, 99, 1000, 7, 42};
+    float *l1, *l2;
+    int64_t n0;
+    NEED_GPU();
+    if (!(m = synth_model("tiny", "", path, sizeof path))) return;
+    l1 = (float *)malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    l2 = (float *)malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 64;
+    n0 = gpu->n_prepare;
+    T_CHECK(q4k_session_create(gpu, m, &sd, &s1, &err) == Q4K_OK && q4k_session_create(gpu, m, &sd, &s2, &err) == Q4K_OK, "%s", err.msg);
+    T_CHECK(gpu->n_prepare == n0 + 1, "the model was prepared %lld times for two sessions", (long long)(gpu->n_prepare - n0));
+    T_CHECK(q4k_backend_prepared(gpu, m) != NULL, "no prepared model while sessions are open");
+    if (s1 && s2) {
+        T_CHECK(q4k_session_eval(s1, toks, 5, 0, l1, &err) == Q4K_OK && q4k_session_eval(s2, toks, 5, 0, l2, &err) == Q4K_OK, "%s", err.msg);
+        T_CHECK(count_ne_bits(l1, l2, sizeof(float) * (size_t)m->hp.n_vocab) == 0, "two sessions of one model differ");
+    }
+    q4k_session_free(s1);
+    T_CHECK(q4k_backend_prepared(gpu, m) != NULL, "the model was released while a session uses it");
+    q4k_session_free(s2);
+    T_CHECK(q4k_backend_prepared(gpu, m) == NULL, "the model is still held after its last session");
+    free(l1);
+    free(l2);
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* The parity gate with the CPU as reference and CUDA under test: prompt
+   then 4 greedy steps must pass, every step traced (all ops of every layer,
+   the stages), in both arithmetic modes and with both KV cache types. */
+static void gate_case(const char *preset, const char *extra, int both_kv) {
+    char path[256];
+    q4k_model *m;
+    int mode, kv;
+    int32_t toks[20];
+    int64_t i;
+    if (!(m = synth_model(preset, extra, path, sizeof path))) return;
+    for (i = 0; i < 20; i++) toks[i] = (int32_t)(rnd() % (unsigned long long)m->hp.n_vocab);
+    for (mode = 0; mode < 2; mode++)
+        for (kv = 0; kv < (both_kv ? 2 : 1); kv++) {
+            q4k_session_desc sd;
+            q4k_gate_desc gd;
+            q4k_gate_report rep;
+            q4k_error err;
+            double worst = 1.0, upd = 1.0, opc = 1.0;
+            memset(&sd, 0, sizeof sd);
+            memset(&gd, 0, sizeof gd);
+            sd.act = mode ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+            sd.kv = kv ? Q4K_KV_F32 : Q4K_KV_F16;
+            gd.steps = 4;
+            if (q4k_gate_run(cpu, gpu, m, &sd, toks, 20, &gd, &rep, &err) != Q4K_OK) {
+                T_CHECK(0, "%s %s: gate: %s", preset, mode ? "f32" : "q8", err.msg);
+                continue;
+            }
+            for (i = 0; i < rep.n_steps; i++) {
+                if (!(rep.step[i].logits.cosine >= worst)) worst = rep.step[i].logits.cosine;
+                if (!(rep.step[i].update_cos >= upd)) upd = rep.step[i].update_cos;
+                if (!(rep.step[i].op_cos >= opc)) opc = rep.step[i].op_cos;
+            }
+            printf("  gate %s %s, %s cache: %s, %lld steps, worst logits cosine %.9f, layer update %.9f, op %.9f\n", preset,
+                   mode ? "f32" : "q8", kv ? "f32" : "f16", rep.pass ? "pass" : "FAIL", (long long)rep.n_steps, worst, upd, opc);
+            T_CHECK(rep.pass, "%s %s %s cache: the gate rejects CUDA at step %lld: %s (%s)", preset, mode ? "f32" : "q8",
+                    kv ? "f32" : "f16", (long long)rep.failed_step, rep.reason, rep.where);
+            T_CHECK(rep.n_steps == 5, "%s: %lld steps judged, not 5", preset, (long long)rep.n_steps);
+        }
+    q4k_model_free(m);
+    remove(path);
+}
+
+static void test_gate_tiny(void) {
+    NEED_GPU();
+    gate_case("tiny", "", 1);
+}
+
+static void test_gate_7b_layer(void) {
+    const char *big = getenv("Q4K_TEST_BIG");
+    NEED_GPU();
+    if (big && !strcmp(big, "0")) T_SKIP("Q4K_TEST_BIG=0");
+    gate_case("7b", "--layers 1 --fast", 0);
+}
+
 int main(void) {
     q4k_cpu_backend_desc cd;
     q4k_error err;
@@ -720,6 +878,10 @@ int main(void) {
     T_RUN(test_op_argmax);
     T_RUN(test_session_tiny);
     T_RUN(test_session_7b_layer);
+    T_RUN(test_op_entry_points);
+    T_RUN(test_prepared_shared);
+    T_RUN(test_gate_tiny);
+    T_RUN(test_gate_7b_layer);
     T_RUN(test_matmul_7b);
     if (gpu) q4k_backend_destroy(gpu);
     q4k_backend_destroy(cpu);
