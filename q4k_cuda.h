@@ -1010,26 +1010,6 @@ typedef struct q4k__cuda_lib {
 
 /* >>cuda-load */
 
-/* q4k.h's q4k__fail is static to the file that implements it; this header
-   may be implemented in another (Q4K_CUDA_IMPLEMENTATION), so it keeps its own
-   until q4k.h exports its internal helpers */
-
-static q4k_result q4k__cuda_fail(q4k_error *err, q4k_result code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static q4k_result q4k__cuda_fail(q4k_error *err, q4k_result code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        err->code = code;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 typedef struct q4k__cuda_sym {
     const char *name;
     size_t offset; /* of the function pointer in q4k__cuda_lib */
@@ -1109,13 +1089,13 @@ static q4k_result q4k__cuda_dlopen(q4k__cuda_lib *lib, void **handle, char *path
             used += w > 0 ? (size_t)w : 0;
         }
     }
-    if (!*handle) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: cannot load %s (%s)", what, tried);
+    if (!*handle) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: cannot load %s (%s)", what, tried);
     for (i = 0; i < n_syms; i++) {
         void *p = dlsym(*handle, syms[i].name);
         if (!p) {
             dlclose(*handle);
             *handle = NULL;
-            return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: %s (%s) lacks the symbol %s", what,
+            return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: %s (%s) lacks the symbol %s", what,
                                   path_out, syms[i].name);
         }
         memcpy((char *)lib + syms[i].offset, &p, sizeof p);
@@ -1219,16 +1199,16 @@ Q4K_API q4k_result q4k_cuda_list_devices(const q4k_cuda_desc *desc, q4k_cuda_inf
 Q4K_API q4k_result q4k_cuda_probe(q4k_error *err) {
     q4k_cuda_info *info = (q4k_cuda_info *)Q4K_MALLOC(sizeof *info);
     q4k_result r;
-    if (!info) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    if (!info) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
     r = q4k_cuda_list_devices(NULL, info);
     if (r == Q4K_OK) {
-        q4k__cuda_fail(err, Q4K_OK, "cuda: %d device(s)", info->n_devices);
+        q4k__fail(err, Q4K_OK, "cuda: %d device(s)", info->n_devices);
     } else if (!info->driver_loaded || info->n_devices == 0) {
-        q4k__cuda_fail(err, r, "%s", info->driver_why);
+        q4k__fail(err, r, "%s", info->driver_why);
     } else if (!info->nvrtc_loaded) {
-        q4k__cuda_fail(err, r, "%s", info->nvrtc_why);
+        q4k__fail(err, r, "%s", info->nvrtc_why);
     } else {
-        q4k__cuda_fail(err, r, "cuda: no usable device (device 0: %s)", info->devices[0].why);
+        q4k__fail(err, r, "cuda: no usable device (device 0: %s)", info->devices[0].why);
     }
     Q4K_FREE(info);
     return r;
@@ -1268,7 +1248,7 @@ static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *
     opts[1] = q4k__cuda_nvrtc_opts[0];
     opts[2] = q4k__cuda_nvrtc_opts[1];
     nr = lib->nvrtcCreateProgram(&prog, src, name, 1, &common, hdr_names);
-    if (nr) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: nvrtcCreateProgram(%s): %s", name, lib->nvrtcGetErrorString(nr));
+    if (nr) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: nvrtcCreateProgram(%s): %s", name, lib->nvrtcGetErrorString(nr));
     nr = lib->nvrtcCompileProgram(prog, 3, opts);
     if (nr) {
         char *text = NULL;
@@ -1281,7 +1261,7 @@ static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *
             snprintf(line, sizeof line, "cuda: NVRTC log of %s for %s_%d:\n%s", name, ptx ? "compute" : "sm", sm, text);
             log(Q4K_LOG_ERROR, line, log_user);
         }
-        q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile %s for %s_%d: %s: %.360s", name,
+        q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile %s for %s_%d: %s: %.360s", name,
                        ptx ? "compute" : "sm", sm, lib->nvrtcGetErrorString(nr), text ? text : "(no log)");
         Q4K_FREE(text);
         lib->nvrtcDestroyProgram(&prog);
@@ -1293,7 +1273,7 @@ static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *
     if (nr || !*image) {
         Q4K_FREE(*image);
         *image = NULL;
-        return q4k__cuda_fail(err, nr ? Q4K_ERR_BACKEND_UNAVAILABLE : Q4K_ERR_OUT_OF_MEMORY, "cuda: no %s from NVRTC for %s",
+        return q4k__fail(err, nr ? Q4K_ERR_BACKEND_UNAVAILABLE : Q4K_ERR_OUT_OF_MEMORY, "cuda: no %s from NVRTC for %s",
                               ptx ? "PTX" : "CUBIN", name);
     }
     *size = n;
@@ -1305,9 +1285,9 @@ static int q4k__cuda_cmp_int(const void *a, const void *b) { return *(const int 
 /* supported SMs >= Q4K__CUDA_MIN_SM, ascending */
 static q4k_result q4k__cuda_sms(const q4k__cuda_lib *lib, int *sms, int max, int *count, q4k_error *err) {
     int n = 0, i, k = 0, *all;
-    if (lib->nvrtcGetNumSupportedArchs(&n) || n <= 0) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC lists no architecture");
+    if (lib->nvrtcGetNumSupportedArchs(&n) || n <= 0) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC lists no architecture");
     all = (int *)Q4K_MALLOC(sizeof(int) * (size_t)n);
-    if (!all) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    if (!all) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
     if (lib->nvrtcGetSupportedArchs(all)) n = 0;
     qsort(all, (size_t)n, sizeof(int), q4k__cuda_cmp_int);
     for (i = 0; i < n; i++)
@@ -1340,10 +1320,10 @@ Q4K_API q4k_result q4k_cuda_compile_only(const q4k_cuda_desc *desc, const int *s
     memset(&lib, 0, sizeof lib);
     if ((r = q4k__cuda_load_nvrtc(&lib, desc ? desc->nvrtc_path : NULL, err))) return r;
     common = q4k__join_lines(q4k__embed_q4k_common_h, NULL);
-    r = common ? Q4K_OK : q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    r = common ? Q4K_OK : q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
     for (f = 0; f < Q4K__CUDA_N_FILES && !r; f++) {
         src = q4k__join_lines(q4k__cuda_file_lines[f], NULL);
-        if (!src) r = q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+        if (!src) r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
         for (i = 0; i < n_sms && !r; i++) {
             r = q4k__cuda_nvrtc_compile(&lib, q4k__cuda_files[f], src, common, sms[i], 0, &image, &size,
                                         desc ? desc->log : NULL, desc ? desc->log_user : NULL, err);
@@ -1444,7 +1424,7 @@ static q4k_result q4k__cuda_image(const q4k__cuda_lib *lib, const q4k_cuda_desc 
     if (!src || !common) {
         Q4K_FREE(src);
         Q4K_FREE(common);
-        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
     }
     lib->nvrtcVersion(&nv_major, &nv_minor);
     h = q4k__cuda_fnv(h, src, strlen(src) + 1);
@@ -1522,10 +1502,10 @@ static q4k_result q4k__cuda_check(q4k__cuda_backend *cb, q4k__CUresult cr, const
     if (sync) {
         cb->dead = 1;
         snprintf(cb->dead_why, sizeof cb->dead_why, "%s: %s", what, buf);
-        return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s; the CUDA context is lost", what, buf);
+        return q4k__fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s; the CUDA context is lost", what, buf);
     }
-    if (cr == Q4K__CU_ERROR_OUT_OF_MEMORY) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: %s: out of device memory", what);
-    return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s", what, buf);
+    if (cr == Q4K__CU_ERROR_OUT_OF_MEMORY) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: %s: out of device memory", what);
+    return q4k__fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s", what, buf);
 }
 
 /* make buf hold at least bytes (contents are not kept) */
@@ -1539,7 +1519,7 @@ static q4k_result q4k__cuda_reserve(q4k__cuda_backend *cb, q4k__cuda_buf *buf, s
     if (cr == Q4K__CU_ERROR_OUT_OF_MEMORY) {
         size_t fr = 0, total = 0;
         cb->lib.cuMemGetInfo(&fr, &total);
-        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of device memory for %s: %zu bytes needed, %zu free of %zu",
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of device memory for %s: %zu bytes needed, %zu free of %zu",
                               what, bytes, fr, total);
     }
     if (cr) return q4k__cuda_check(cb, cr, "cuMemAlloc", 0, err);
@@ -1552,7 +1532,7 @@ static q4k_result q4k__cuda_launch(q4k__cuda_backend *cb, q4k__CUfunction fn, co
     q4k__CUresult cr = cb->lib.cuLaunchKernel(fn, gx, gy, 1, threads, 1, 1, 0, cb->stream, params, NULL);
     char buf[200];
     if (cr == 0) return Q4K_OK;
-    return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: launch of kernel %s (grid %ux%u, %u threads) failed: %s", name, gx, gy,
+    return q4k__fail(err, Q4K_ERR_GPU, "cuda: launch of kernel %s (grid %ux%u, %u threads) failed: %s", name, gx, gy,
                           threads, q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
 }
 
@@ -1593,7 +1573,7 @@ Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_get_rows(q4k__cuda_backend *cb, q4
     void *p[7];
     p[0] = &t; p[1] = &w; p[2] = &row_bytes; p[3] = &tokens; p[4] = &ln; p[5] = &ld; p[6] = &out;
     if (!q4k__cuda_type_suffix(type) || !row_bytes)
-        return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no embedding kernel for %s rows of %lld", q4k_type_name(t), ld);
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no embedding kernel for %s rows of %lld", q4k_type_name(t), ld);
     return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_get_rows, n * ((d + 31) / 32), p, err);
 }
 
@@ -1663,7 +1643,7 @@ Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_attention(q4k__cuda_backend *cb, q
     p[9] = &lctx; p[10] = &f32;
     if (n <= 0) return Q4K_OK;
     if (n_head_kv <= 0 || n_head % n_head_kv)
-        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: %d query heads over %d KV heads", n_head, n_head_kv);
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: %d query heads over %d KV heads", n_head, n_head_kv);
     return q4k__cuda_launch(cb, cb->op[Q4K__CUDA_OP_attention], "q4k_attention", (unsigned)(n * n_head), 1, 256, p, err);
 }
 
@@ -1735,13 +1715,13 @@ static q4k_result q4k__cuda_matmul(q4k_backend *b, q4k_act_mode act, q4k_type ty
     size_t wbytes, xbytes, ybytes;
     q4k_result r;
     long long lrows = rows, lcols = cols, ln = n;
-    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
     if (!w || !x || !y || rows < 0 || cols <= 0 || n < 0 || (act != Q4K_ACT_Q8 && act != Q4K_ACT_F32))
-        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: invalid arguments");
-    if (!q4k__cuda_type_suffix(type)) return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no kernel for type %s", q4k_type_name((int)type));
-    if (cols % ti.block_size) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lld columns are not whole %s blocks", lcols, ti.name);
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: invalid arguments");
+    if (!q4k__cuda_type_suffix(type)) return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no kernel for type %s", q4k_type_name((int)type));
+    if (cols % ti.block_size) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lld columns are not whole %s blocks", lcols, ti.name);
     if (rows == 0 || n == 0) return Q4K_OK;
-    if (rows > 4 * 2147483647LL || n > 8 * 65535LL) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lldx%lld too large a grid", lrows, ln);
+    if (rows > 4 * 2147483647LL || n > 8 * 65535LL) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: %lldx%lld too large a grid", lrows, ln);
     wbytes = q4k_row_size(type, cols) * (size_t)rows;
     xbytes = sizeof(float) * (size_t)cols * (size_t)n;
     ybytes = sizeof(float) * (size_t)rows * (size_t)n;
@@ -1775,7 +1755,7 @@ static q4k_result q4k__cuda_opget(q4k__cuda_backend *cb, int i, void *dst, size_
 
 #define Q4K__CUDA_ALIVE(cb)                                                                                                   \
     do {                                                                                                                     \
-        if ((cb)->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", (cb)->dead_why); \
+        if ((cb)->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", (cb)->dead_why); \
     } while (0)
 
 static q4k_result q4k__cuda_op_embedding(q4k_backend *b, q4k_type type, const void *table, int64_t n_embd, int32_t token, float *out,
@@ -1785,9 +1765,9 @@ static q4k_result q4k__cuda_op_embedding(q4k_backend *b, q4k_type type, const vo
     const int32_t zero = 0;
     q4k_result r;
     Q4K__CUDA_ALIVE(cb);
-    if (!table || !out || token < 0 || n_embd <= 0) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: embedding: bad arguments");
+    if (!table || !out || token < 0 || n_embd <= 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: embedding: bad arguments");
     if (!q4k__cuda_type_suffix(type) || !row)
-        return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no embedding kernel for %s rows of %lld", q4k_type_name((int)type),
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no embedding kernel for %s rows of %lld", q4k_type_name((int)type),
                               (long long)n_embd);
     /* only the token's row goes up: it is row 0 there */
     if ((r = q4k__cuda_opbuf(cb, 0, (const char *)table + (size_t)token * row, row, err)) || (r = q4k__cuda_opbuf(cb, 1, &zero, 4, err)) ||
@@ -1803,7 +1783,7 @@ static q4k_result q4k__cuda_op_rmsnorm(q4k_backend *b, const float *x, const flo
     const size_t bytes = (size_t)(n * rows) * 4;
     q4k_result r;
     Q4K__CUDA_ALIVE(cb);
-    if (!x || !w || !y || n <= 0 || rows < 0) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: rmsnorm: bad arguments");
+    if (!x || !w || !y || n <= 0 || rows < 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: rmsnorm: bad arguments");
     if (rows == 0) return Q4K_OK;
     if ((r = q4k__cuda_opbuf(cb, 0, x, bytes, err)) || (r = q4k__cuda_opbuf(cb, 1, w, (size_t)n * 4, err)) ||
         (r = q4k__cuda_opbuf(cb, 2, NULL, bytes, err)) || (r = q4k__cuda_rmsnorm(cb, cb->opb[0].p, cb->opb[1].p, cb->opb[2].p, rows, n, eps, err)))
@@ -1823,10 +1803,10 @@ static q4k_result q4k__cuda_op_rope(q4k_backend *b, float *x, int64_t n_tok, int
     q4k_result r;
     Q4K__CUDA_ALIVE(cb);
     if (!x || n_tok < 0 || n_head <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > head_dim || pos0 < 0)
-        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: rope: bad arguments");
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: rope: bad arguments");
     if (n_tok == 0) return Q4K_OK;
     table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_tok * half * 2));
-    if (!table) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: rope: out of memory");
+    if (!table) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: rope: out of memory");
     for (i = 0; i < n_tok * half; i++)
         q4k_rope_cos_sin(pos0 + i / half, i % half, n_rot, base, freq_factors ? (double)freq_factors[i % half] : 1.0, &table[2 * i],
                          &table[2 * i + 1]);
@@ -1853,7 +1833,7 @@ static q4k_result q4k__cuda_op_attention(q4k_backend *b, q4k_kv_type kv, const f
     Q4K__CUDA_ALIVE(cb);
     if (!q || !k || !v || !out || n_pos <= 0 || n_pos > 2147483647LL || n_head_kv <= 0 || n_head % n_head_kv || head_dim <= 0 ||
         (kv != Q4K_KV_F16 && kv != Q4K_KV_F32))
-        return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: bad arguments");
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: bad arguments");
     pos[0] = 0;                   /* the cache is written from row 0 */
     pos[1] = (int32_t)(n_pos - 1); /* the query's position */
     if ((r = q4k__cuda_opbuf(cb, 0, q, (size_t)q_dim * 4, err)) || (r = q4k__cuda_opbuf(cb, 1, k, kvb, err)) ||
@@ -1873,7 +1853,7 @@ static q4k_result q4k__cuda_op_quantize_act(q4k_backend *b, const float *x, int6
     const size_t qb = sizeof(q4k_block_q8a) * (size_t)(n / 32);
     q4k_result r;
     Q4K__CUDA_ALIVE(cb);
-    if (!x || !out || n < 0 || n % 32) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: quantize_act: n %lld is not a multiple of 32", (long long)n);
+    if (!x || !out || n < 0 || n % 32) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: quantize_act: n %lld is not a multiple of 32", (long long)n);
     if (n == 0) return Q4K_OK;
     if ((r = q4k__cuda_opbuf(cb, 0, x, (size_t)n * 4, err)) || (r = q4k__cuda_opbuf(cb, 1, NULL, qb, err)) ||
         (r = q4k__cuda_quantize(cb, cb->opb[0].p, cb->opb[1].p, n / 32, err)))
@@ -1935,11 +1915,11 @@ static q4k_result q4k__cuda_prepare_model(q4k_backend *b, const q4k_model *m, vo
     q4k_result r = Q4K_OK;
     int64_t i, l;
     *data = NULL;
-    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
     for (i = 0; i < nt; i++) {
         const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
         if (!q4k__cuda_type_suffix(t->type))
-            return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: tensor '%s' has type %s, which has no CUDA kernel", t->name,
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: tensor '%s' has type %s, which has no CUDA kernel", t->name,
                                   q4k_type_name((int)t->type));
     }
     cm = (q4k__cuda_model *)Q4K_MALLOC(sizeof *cm);
@@ -1950,7 +1930,7 @@ static q4k_result q4k__cuda_prepare_model(q4k_backend *b, const q4k_model *m, vo
         if (cm) Q4K_FREE(cm->layers);
         Q4K_FREE(cm);
         Q4K_FREE(offs);
-        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a model");
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a model");
     }
     for (i = 0; i < nt; i++) {
         offs[i] = total;
@@ -2123,7 +2103,7 @@ static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tok
 static q4k_result q4k__cuda_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits, q4k_error *err) {
     q4k__cuda_session *cs = (q4k__cuda_session *)s;
     int64_t done = 0, n_vocab = s->model->hp.n_vocab;
-    if (cs->cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the session is dead after an earlier fault (%s)", cs->cb->dead_why);
+    if (cs->cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the session is dead after an earlier fault (%s)", cs->cb->dead_why);
     while (done < n) {
         int64_t nb = n - done < Q4K__CUDA_BATCH ? n - done : Q4K__CUDA_BATCH;
         float *out = NULL;
@@ -2148,17 +2128,17 @@ static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, c
     q4k__cuda_session *cs;
     q4k_result r = Q4K_OK;
     *out = NULL;
-    if (cb->dead) return q4k__cuda_fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
-    if (!cm) return q4k__cuda_fail(err, Q4K_ERR_INVALID_ARG, "cuda: session: the model was not prepared (use q4k_session_create)");
+    if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if (!cm) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: session: the model was not prepared (use q4k_session_create)");
     if (widest < ff) widest = ff;
     if (d->faults.mask || d->faults.perturb_eps != 0.0f)
-        return q4k__cuda_fail(err, Q4K_ERR_UNSUPPORTED, "cuda: the gate's faults are not implemented on CUDA: a faulted session is refused");
+        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "cuda: the gate's faults are not implemented on CUDA: a faulted session is refused");
     cs = (q4k__cuda_session *)Q4K_MALLOC(sizeof *cs);
     table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_ctx * half * 2 + 1));
     if (!cs || !table) {
         Q4K_FREE(cs);
         Q4K_FREE(table);
-        return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
     }
     memset(cs, 0, sizeof *cs);
     q4k__session_init(&cs->base, b, m, d);
@@ -2241,7 +2221,7 @@ static q4k_result q4k__cuda_load_module(q4k__cuda_backend *cb, int f, const int 
         if (sms[i] == cb->sm) target = sms[i];
         if (sms[i] < cb->sm && sms[i] > target && target != cb->sm) target = sms[i];
     }
-    if (!target) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile for sm_%d", cb->sm);
+    if (!target) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile for sm_%d", cb->sm);
     ptx = target != cb->sm;
     if ((r = q4k__cuda_image(&cb->lib, &cb->desc, f, target, ptx, &image, &size, err))) return r;
     jit_log[0] = 0;
@@ -2249,7 +2229,7 @@ static q4k_result q4k__cuda_load_module(q4k__cuda_backend *cb, int f, const int 
     vals[1] = (void *)(size_t)sizeof jit_log;
     cr = cb->lib.cuModuleLoadDataEx(&cb->mods[f], image, 2, opts, vals);
     Q4K_FREE(image);
-    if (cr) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: the driver cannot load %s compiled for %s_%d: %s %.300s",
+    if (cr) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: the driver cannot load %s compiled for %s_%d: %s %.300s",
                                   q4k__cuda_files[f], ptx ? "compute" : "sm", target, q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf), jit_log);
     cb->ptx |= ptx;
     return Q4K_OK;
@@ -2258,7 +2238,7 @@ static q4k_result q4k__cuda_load_module(q4k__cuda_backend *cb, int f, const int 
 static q4k_result q4k__cuda_get_fn(q4k__cuda_backend *cb, int f, const char *name, q4k__CUfunction *fn, q4k_error *err) {
     q4k__CUresult cr = cb->lib.cuModuleGetFunction(fn, cb->mods[f], name);
     char buf[200];
-    if (cr) return q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: kernel %s missing from %s: %s", name, q4k__cuda_files[f],
+    if (cr) return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: kernel %s missing from %s: %s", name, q4k__cuda_files[f],
                                   q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
     return Q4K_OK;
 }
@@ -2273,7 +2253,7 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     char buf[200];
     *out = NULL;
     cb = (q4k__cuda_backend *)Q4K_MALLOC(sizeof *cb);
-    if (!cb) return q4k__cuda_fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
+    if (!cb) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
     memset(cb, 0, sizeof *cb);
     if (desc) cb->desc = *desc;
     cb->base.name = "cuda";
@@ -2291,12 +2271,12 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     if ((r = q4k__cuda_load_driver(&cb->lib, cb->desc.libcuda_path, err)) || (r = q4k__cuda_load_nvrtc(&cb->lib, cb->desc.nvrtc_path, err)))
         goto fail;
     if ((cr = cb->lib.cuInit(0)) != 0) {
-        r = q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: cuInit failed (%s): %s", cb->lib.cuda_path,
+        r = q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: cuInit failed (%s): %s", cb->lib.cuda_path,
                            q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
         goto fail;
     }
     if (cb->lib.cuDeviceGetCount(&n) || cb->desc.device < 0 || cb->desc.device >= n) {
-        r = q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: no device %d (the driver reports %d)", cb->desc.device, n);
+        r = q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: no device %d (the driver reports %d)", cb->desc.device, n);
         goto fail;
     }
     cb->lib.cuDeviceGet(&cb->dev, cb->desc.device);
@@ -2305,7 +2285,7 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     cb->lib.cuDeviceGetAttribute(&minor, Q4K__CU_ATTR_CC_MINOR, cb->dev);
     cb->sm = major * 10 + minor;
     if (cb->sm < Q4K__CUDA_MIN_SM) {
-        r = q4k__cuda_fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: device %d (%s) has compute capability %d.%d; the kernels need 7.5",
+        r = q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: device %d (%s) has compute capability %d.%d; the kernels need 7.5",
                            cb->desc.device, cb->name, major, minor);
         goto fail;
     }

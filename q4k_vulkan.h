@@ -210,6 +210,17 @@ Q4K_API q4k_result q4k_vk_probe(q4k_error *err) { return q4k__vk_no_headers(err)
 
 #define VK_NO_PROTOTYPES
 #include <vulkan/vulkan.h>
+#include <stdlib.h>
+#include <unistd.h>
+#if !defined(Q4K_MALLOC) /* compiled without q4k.h's implementation: its default allocator */
+#define Q4K_MALLOC(n) malloc(n)
+#define Q4K_REALLOC(p, n) realloc(p, n)
+#define Q4K_FREE(p) free(p)
+#endif
+#ifndef Q4K__STR
+#define Q4K__STR2(x) #x
+#define Q4K__STR(x) Q4K__STR2(x)
+#endif
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -51,6 +51,33 @@ check headers_clangxx_cxx11 clang++ -std=c++11 c++
 check headers_gcc_c99_faults gcc "-std=c99 -DQ4K_FAULTS" c
 check headers_clangxx_cxx11_faults clang++ "-std=c++11 -DQ4K_FAULTS" c++
 
+# the split the headers' comments document: q4k.h implemented in one file,
+# Q4K_CUDA_IMPLEMENTATION and Q4K_VULKAN_IMPLEMENTATION each in its own, all
+# linked together (each backend reaches only q4k.h's exported internals)
+printf '#define Q4K_IMPLEMENTATION\n#include "q4k.h"\n' > "$tmp/impl_core.c"
+printf '#define Q4K_CUDA_IMPLEMENTATION\n#include "q4k_cuda.h"\n' > "$tmp/impl_cuda.c"
+printf '#define Q4K_VULKAN_IMPLEMENTATION\n#include "q4k_vulkan.h"\n' > "$tmp/impl_vk.c"
+cat > "$tmp/split_main.c" <<'C'
+#include "q4k_cuda.h"
+#include "q4k_vulkan.h"
+int main(void) {
+    q4k_error e;
+    q4k_cuda_probe(&e);
+    q4k_vk_probe(&e);
+    return q4k_row_size(Q4K_TYPE_Q4_K, 256) == 144 ? 0 : 1;
+}
+C
+for cc in "gcc -std=c99 -x c" "g++ -std=c++11 -x c++"; do
+    name="headers_split_tus_$(echo "$cc" | cut -d' ' -f1 | tr '+' 'x')"
+    ok=1
+    for f in impl_core impl_cuda impl_vk split_main; do
+        $cc -Wall -Wextra -Wpedantic -Werror -I. -c "$tmp/$f.c" -o "$tmp/$f.o" 2>>"$tmp/err_split" || ok=0
+    done
+    if [ $ok = 1 ] && gcc "$tmp"/impl_core.o "$tmp"/impl_cuda.o "$tmp"/impl_vk.o "$tmp"/split_main.o -o "$tmp/split" \
+           -lm -lpthread -ldl -lstdc++ 2>>"$tmp/err_split" && "$tmp/split"; then echo "ok $name"
+    else echo "FAIL $name"; head -n 20 "$tmp/err_split"; fi
+done
+
 # the q4k command itself builds clean four ways
 for cc in "gcc -std=c99" "clang -std=c99" "g++ -std=c++11 -x c++" "clang++ -std=c++11 -x c++"; do
     name="demo_$(echo "$cc" | cut -d' ' -f1 | tr '+' 'x')"
