@@ -709,15 +709,18 @@ static void test_session_7b_layer(void) {
    rounding is far above it). */
 static void test_op_entry_points(void) {
     const int64_t n_head = 28, n_head_kv = 4, hd = 128, q_dim = n_head * hd, kv_dim = n_head_kv * hd, n_pos = 300, d = 3584;
-    float *x = (float *)malloc(sizeof(float) * (size_t)(q_dim + 2 * n_pos * kv_dim)), *a = (float *)malloc(sizeof(float) * (size_t)d * 2);
-    float *b = (float *)malloc(sizeof(float) * (size_t)d * 2), *w = (float *)malloc(sizeof(float) * (size_t)d), ff[64];
+    float *x, *a, *b, *w, ff[64];
     q4k_block_q8a qa[112], qb[112];
     q4k_error err;
     size_t bytes;
     unsigned char *table;
     int64_t i;
     int kv;
-    NEED_GPU();
+    NEED_GPU(); /* before any allocation: a skip returns */
+    x = (float *)malloc(sizeof(float) * (size_t)(q_dim + 2 * n_pos * kv_dim));
+    a = (float *)malloc(sizeof(float) * (size_t)d * 2);
+    b = (float *)malloc(sizeof(float) * (size_t)d * 2);
+    w = (float *)malloc(sizeof(float) * (size_t)d);
     table = random_weights(Q4K_TYPE_Q6_K, 50, d, &bytes);
     for (i = 0; i < q_dim + 2 * n_pos * kv_dim; i++) x[i] = (float)t_rng_gauss(&xr);
     for (i = 0; i < d; i++) w[i] = 1.0f + 0.1f * unif();
