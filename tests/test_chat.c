@@ -2,8 +2,9 @@
    cases, every template in tests/data/templates/ (run under ASan too), the
    errors and bounds, strftime_now, the built-in formats and the template
    guess. tests/test_chat_template_py.py compares against jinja2 itself. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
+#include <stdlib.h>
+#include <string.h>
 #include "t.h"
 
 #define DS_USER "<\xEF\xBD\x9CUser\xEF\xBD\x9C>"

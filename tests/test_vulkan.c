@@ -14,11 +14,13 @@
    Q4K_TEST_VK_TYPES=Q4_K,Q6_K limits the types. On the small shapes a
    fourth backend with range=64K, alloc=256K splits both the weight rows and
    the activation columns into groups. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
+#include <stdlib.h>
+#include <string.h>
 #include "q4k_vulkan.h"
 #include "t.h"
 #include <time.h>
+#include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif

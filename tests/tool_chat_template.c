@@ -7,9 +7,10 @@
    Writes the rendered text to stdout. Exit codes: 0 rendered, 3 the template
    called raise_exception (its message on stderr), 4 outside the subset or
    another template error (message on stderr), 1 other errors, 2 usage. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static char *read_all(const char *path) {
     FILE *f = fopen(path, "rb");

@@ -2,8 +2,9 @@
    times q4k_gate_run with the reference and the backend under test both on
    the CPU's fast path (what a GPU run pays on the CPU side, plus the GPU's
    own time), next to a plain prompt + greedy steps of one session. */
-#define Q4K_IMPLEMENTATION
 #include "q4k.h"
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double ms(void) {
