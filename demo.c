@@ -1945,6 +1945,36 @@ static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_bac
 
 /* ---- q4k bench ---------------------------------------------------------- */
 
+/* A GPU backend is timed only after it passed the parity gate in the mode
+   timed (the run command's gate: the CPU's fast path as the reference,
+   3 steps), so a number never stands for wrong output. EXIT_OK or the exit code. */
+static int bench_gate(q4k_backend *b, const char *name, const q4k_model *m, q4k_act_mode act, int n_threads) {
+    q4k_backend *ref = NULL;
+    q4k_session_desc sd;
+    q4k_gate_desc gd;
+    q4k_gate_report rep;
+    q4k_error err;
+    double t0 = now_ms();
+    int rc = EXIT_ERROR;
+    memset(&sd, 0, sizeof sd);
+    sd.act = act;
+    memset(&gd, 0, sizeof gd);
+    gd.steps = 3;
+    if (cpu_backend(n_threads, Q4K_CPU_AUTO, &ref, &err) != Q4K_OK ||
+        q4k_gate_run(ref, b, m, &sd, NULL, 0, &gd, &rep, &err) != Q4K_OK) {
+        cmd_error("bench", "parity: %s", err.msg);
+    } else if (!rep.pass) {
+        gate_refusal(name, &rep);
+        rc = EXIT_PARITY;
+    } else {
+        printf("parity: %s passed the gate in %s mode (%lld prompt tokens, 3 steps) in %.0f ms\n", name,
+               act == Q4K_ACT_F32 ? "f32" : "q8", (long long)rep.n_prompt, now_ms() - t0);
+        rc = EXIT_OK;
+    }
+    q4k_backend_destroy(ref);
+    return rc;
+}
+
 /* One arithmetic mode: prompt pass, then decode steps; times in ms. */
 static int bench_mode(q4k_backend *b, const q4k_model *m, q4k_act_mode act, int64_t n_prompt, int64_t n_gen,
                       const int32_t *toks, float *logits, double *t_prompt, double *t_gen) {
@@ -2001,7 +2031,8 @@ static int cmd_bench(int argc, char **argv) {
         {"-t, --threads", "N", OPT_INT, &n_threads, 1, 1024, "CPU threads (default: all cores)"},
         {"--bw", "GB/s", OPT_DOUBLE, &bw, 0.001, 1e6, "the device's memory bandwidth, to print the fraction of the floor\n"
                                                      "(decode time >= weight bytes / bandwidth) that decode reached"},
-        {"--backend", "NAME", OPT_STR, &backend_name, 0, 0, "the backend (cpu)"},
+        {"--backend", "NAME", OPT_STR, &backend_name, 0, 0, "cpu (default) or cuda; a GPU backend is timed only\n"
+                                                           "after it passed the parity gate in each mode timed"},
         {"--mode", "q8|f32|both", OPT_STR, &mode, 0, 0, "arithmetic: 8-bit activations, float activations (the\n"
                                                        "parity reference), or both and their ratio (default both)"},
         {"--ref", NULL, OPT_FLAG, &ref, 0, 0, "the same as --mode f32"},
@@ -2020,7 +2051,8 @@ static int cmd_bench(int argc, char **argv) {
     run_mode[0] = !strcmp(mode, "q8") || !strcmp(mode, "both");
     run_mode[1] = !strcmp(mode, "f32") || !strcmp(mode, "both");
     if (!run_mode[0] && !run_mode[1]) return cmd_usage_error(&cmd, "--mode '%s': expected q8, f32 or both", mode);
-    if (strcmp(backend_name, "cpu")) return cmd_usage_error(&cmd, "backend '%s' is not available (this build runs: cpu)", backend_name);
+    if (strcmp(backend_name, "cpu") && strcmp(backend_name, "cuda") && strcmp(backend_name, "vulkan"))
+        return cmd_usage_error(&cmd, "--backend wants cpu, cuda or vulkan, not '%s'", backend_name);
     if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) { cmd_error("bench", "%s", err.msg); return EXIT_ERROR; }
     memset(&bd, 0, sizeof bd);
     bd.n_threads = n_threads;
@@ -2028,7 +2060,7 @@ static int cmd_bench(int argc, char **argv) {
     toks = (int32_t *)malloc((size_t)n_prompt * sizeof(int32_t));
     logits = (float *)malloc((size_t)n_vocab * sizeof(float));
     if (!toks || !logits) { cmd_error("bench", "out of memory"); goto done; }
-    if (q4k_cpu_backend_create(&bd, &b, &err)) {
+    if (strcmp(backend_name, "cpu") ? gpu_backend(backend_name, &b, &err) : q4k_cpu_backend_create(&bd, &b, &err)) {
         cmd_error("bench", "%s", err.msg);
         goto done;
     }
@@ -2038,13 +2070,25 @@ static int cmd_bench(int argc, char **argv) {
     if (m->hp.tied_embeddings) step_bytes += m->tok_embd->nbytes;
     printf("model: %s (%s, %lld layers, %.2f GiB of weights)\n", path, q4k_arch_name(m->hp.arch),
            (long long)m->hp.n_layer, (double)q4k_model_weight_bytes(m) / 1073741824.0);
-    if (q4k_cpu_resolve_path(Q4K_CPU_AUTO, &path_used, &err) != Q4K_OK) path_used = Q4K_CPU_SCALAR;
-    printf("backend: cpu, %s kernels, %d threads\n", q4k_cpu_path_name(path_used),
-           n_threads ? n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+    if (!strcmp(backend_name, "cuda")) {
+        q4k_cuda_info ci;
+        memset(&ci, 0, sizeof ci);
+        q4k_cuda_list_devices(NULL, &ci);
+        printf("backend: cuda, device 0: %s, %.1f GiB\n", ci.n_devices > 0 ? ci.devices[0].name : "?",
+               ci.n_devices > 0 ? (double)ci.devices[0].total_memory / 1073741824.0 : 0.0);
+    } else {
+        if (q4k_cpu_resolve_path(Q4K_CPU_AUTO, &path_used, &err) != Q4K_OK) path_used = Q4K_CPU_SCALAR;
+        printf("backend: cpu, %s kernels, %d threads\n", q4k_cpu_path_name(path_used),
+               n_threads ? n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+    }
     fflush(stdout);
     for (k = 0; k < 2; k++) {
         double step;
         if (!run_mode[k]) continue;
+        if (strcmp(backend_name, "cpu") &&
+            (rc = bench_gate(b, backend_name, m, k ? Q4K_ACT_F32 : Q4K_ACT_Q8, n_threads)) != EXIT_OK)
+            goto done;
+        rc = EXIT_ERROR;
         if (bench_mode(b, m, k ? Q4K_ACT_F32 : Q4K_ACT_Q8, n_prompt, n_gen, toks, logits, &t_prompt[k], &t_gen[k]))
             goto done;
         step = t_gen[k] / (double)n_gen;

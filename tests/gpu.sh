@@ -14,6 +14,18 @@
 #                        in float mode; 20 runs in 8-bit mode on the full
 #                        28-layer 7b), then q4k bench in both arithmetic
 #                        modes on that 7b
+#   tests/gpu.sh model   q4k qa --backend cuda (kernel table and gate) on
+#                        the full synthetic 7B (28 layers, Qwen vocabulary,
+#                        --mode both --steps 32), on the same 7B written by
+#                        the gguf package (tests/gguf_writer_model.py; its
+#                        wheel carried in .whl when the machine lacks it), on
+#                        a 4-layer 7B with --outliers, at --pos 4100 in 8-bit
+#                        mode, then q4k run --backend cuda -n 64 on the 7B
+#   tests/gpu.sh bench   q4k bench on that 7B: the CPU (all cores), then
+#                        --backend cuda (after its gate) with the device
+#                        memory in use sampled by nvidia-smi
+#                        (model and bench share their models through
+#                        $Q4K_GPU_MODELS, default /tmp/q4k_gpu_models)
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-build/gpu-logs}; mkdir -p "$out"
@@ -67,6 +79,91 @@ if [ "$stage" = study ]; then
     for t in "$(nproc)" 2; do ./q4k bench "$m7" -p 32 -n 8 -t "$t" --mode both 2>&1 | tee -a "$out/bench_7b.log"; done
   fi
   rm -rf "$d"
+  exit $rc
+fi
+# model, bench: the 7B models both use, written once per machine
+models=${Q4K_GPU_MODELS:-/tmp/q4k_gpu_models}
+m7=$models/synth7b.gguf
+mgw=$models/gguf_writer7b.gguf
+step() { # NAME LIMIT_S COMMAND...: log in $out/NAME.log, one summary line
+  local name=$1 lim=$2 t0 q
+  shift 2
+  t0=$(date +%s)
+  timeout "$lim" "$@" > "$out/$name.log" 2>&1; q=$?
+  echo "$name: exit $q, $(( $(date +%s) - t0 ))s" | tee -a "$out/summary.txt"
+  return $q
+}
+qa_summary() { grep -E '^summary:|^backend cuda: skipped' "$out/$1.log" | tail -2 | sed "s/^/  $1: /" | tee -a "$out/summary.txt"; }
+make_7b() {
+  mkdir -p "$models"
+  [ -s "$m7" ] || step synth7b 120 ./q4k synth "$m7" --preset 7b --vocab tests/data/qwen.tiktoken --fast -t "$(nproc)" || return 1
+}
+if [ "$stage" = model ]; then
+  t_stage=$(date +%s)
+  rc=0
+  make -j16 q4k > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  ./q4k devices > "$out/devices.txt" 2>&1
+  make_7b || exit 1
+  # the outside writer: its package where the machine lacks it (a wheel in .whl)
+  if ! python3 -c 'import gguf' 2>/dev/null && ls .whl/gguf-*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/q4k_site .whl/*.whl > /dev/null &&
+      export PYTHONPATH=/tmp/q4k_site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  [ -s "$mgw" ] || step gguf_writer7b 180 python3 tests/gguf_writer_model.py "$mgw" || rc=1
+  [ -s "$mgw" ] && tail -1 "$out/gguf_writer7b.log" | tee -a "$out/summary.txt"
+  # prompt + 32 steps in both modes on the 28-layer 7B (the scalar CPU
+  # reference is the slow side: about a minute on 16 cores)
+  step qa_7b 300 ./q4k qa "$m7" --backend cuda --mode both --steps 32 || rc=1
+  qa_summary qa_7b
+  if [ -s "$mgw" ]; then
+    step qa_gguf_writer7b 240 ./q4k qa "$mgw" --backend cuda --mode both --steps 8 || rc=1
+    qa_summary qa_gguf_writer7b
+  fi
+  # generation with its timings (--ignore-eos: all 64 tokens)
+  step run_7b 120 ./q4k run "$m7" "Write a short story about a lighthouse keeper." --backend cuda -n 64 --temp 0 --ignore-eos || rc=1
+  grep -E 'parity|prompt eval time|eval time' "$out/run_7b.log" | tee -a "$out/summary.txt"
+  # outliers: 7B shapes and vocabulary, 4 layers (the embedding is quantized
+  # row by row, not drawn from the --fast pool)
+  mo=$models/outliers7b4.gguf
+  [ -s "$mo" ] || step synth_outliers 120 ./q4k synth "$mo" --preset 7b --layers 4 --outliers --fast -t "$(nproc)" || rc=1
+  step qa_outliers 240 ./q4k qa "$mo" --backend cuda --mode both --steps 32 || rc=1
+  qa_summary qa_outliers
+  # past 4096: RoPE rows and a KV cache beyond 4096 positions, 8-bit mode;
+  # tiny first (seconds), then one 7B-shaped layer while time remains
+  mt=$models/tiny.gguf
+  [ -s "$mt" ] || ./q4k synth "$mt" --preset tiny --seed 5 > /dev/null 2>&1
+  step qa_pos4100_tiny 120 ./q4k qa "$mt" --backend cuda --mode q8 --pos 4100 -c 4200 --steps 8 || rc=1
+  qa_summary qa_pos4100_tiny
+  if [ $(( $(date +%s) - t_stage )) -lt "${Q4K_GPU_POS7B_BEFORE:-240}" ]; then
+    m1=$models/synth7b1.gguf
+    [ -s "$m1" ] || ./q4k synth "$m1" --preset 7b --layers 1 --fast -t "$(nproc)" > /dev/null 2>&1
+    step qa_pos4100_7b1 150 ./q4k qa "$m1" --backend cuda --mode q8 --pos 4100 -c 4200 --steps 4 || rc=1
+    qa_summary qa_pos4100_7b1
+  else
+    echo "qa_pos4100_7b1: skipped ($(( $(date +%s) - t_stage ))s into the stage)" | tee -a "$out/summary.txt"
+  fi
+  echo "model stage: exit $rc, $(( $(date +%s) - t_stage ))s" | tee -a "$out/summary.txt"
+  exit $rc
+fi
+if [ "$stage" = bench ]; then
+  t_stage=$(date +%s)
+  rc=0
+  make -j16 q4k > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+  make_7b || exit 1
+  step bench_cpu 120 ./q4k bench "$m7" -p 32 -n 8 -t "$(nproc)" --mode both || rc=1
+  grep -E 'activations|prompt:|decode' "$out/bench_cpu.log" | tee -a "$out/summary.txt"
+  # device memory in use, sampled while the CUDA bench runs (the machine is ours alone)
+  nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits > "$out/gpu_mem_idle.txt" 2>&1
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$out/gpu_mem.log" 2>&1 &
+  smi=$!
+  # H200: 4.3 TB/s device-to-device copy measured on this kind (KINDS.md)
+  step bench_cuda 180 ./q4k bench "$m7" -p 512 -n 128 --backend cuda --bw 4300 --mode both || rc=1
+  kill "$smi" 2> /dev/null; wait "$smi" 2> /dev/null
+  grep -E 'parity|backend|activations|prompt:|decode' "$out/bench_cuda.log" | tee -a "$out/summary.txt"
+  idle=$(cut -d, -f1 "$out/gpu_mem_idle.txt" | tr -d ' ')
+  peak=$(sort -n "$out/gpu_mem.log" | tail -1)
+  echo "device memory: ${idle:-?} MiB before, ${peak:-?} MiB at most during bench --backend cuda ($(wc -l < "$out/gpu_mem.log") samples)" | tee -a "$out/summary.txt"
+  echo "bench stage: exit $rc, $(( $(date +%s) - t_stage ))s" | tee -a "$out/summary.txt"
   exit $rc
 fi
 make -j16 q4k build/tool_hf $(ls tests/test_*.c | sed 's|tests/\(.*\)\.c|build/\1|') > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }

@@ -148,6 +148,18 @@ $Q bench "$tmp/tiny.gguf" -p 4 -n 2 -t 1 --mode f32 > "$tmp/bench1.txt" 2>&1
 check bench_mode_f32_only sh -c "grep -q '^f32 activations' '$tmp/bench1.txt' && ! grep -q '^q8 activations' '$tmp/bench1.txt'"
 $Q bench "$tmp/tiny.gguf" --bw -3 > /dev/null 2>&1; rc=$?
 check bench_bad_flag_exit_2 test $rc -eq 2
+$Q bench "$tmp/tiny.gguf" --backend nope > /dev/null 2>&1; rc=$?
+check bench_bad_backend_exit_2 test $rc -eq 2
+# --backend cuda: timed only after the parity gate where a GPU runs; elsewhere
+# one line naming the backend and why, exit 1
+$Q bench "$tmp/tiny.gguf" -p 4 -n 2 -t 1 --backend cuda > "$tmp/bench_cuda.txt" 2>&1; rc=$?
+if [ $rc -eq 0 ]; then
+  check bench_cuda_after_gate sh -c "grep -q '^parity: cuda passed the gate in q8 mode' '$tmp/bench_cuda.txt' &&
+    grep -q '^parity: cuda passed the gate in f32 mode' '$tmp/bench_cuda.txt' && grep -q 'decode: 2 tokens' '$tmp/bench_cuda.txt'"
+else
+  check bench_cuda_unavailable sh -c "test $rc -eq 1 && test \$(wc -l < '$tmp/bench_cuda.txt') -eq 1 &&
+    grep -q '^q4k bench: cuda: ' '$tmp/bench_cuda.txt'"
+fi
 
 # bad input: exit codes 1 (error) and 2 (usage), one clear line
 $Q run "$tmp/missing.gguf" "x" > /dev/null 2>"$tmp/e1.err"; rc=$?
