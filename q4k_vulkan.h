@@ -2253,9 +2253,22 @@ static void q4k__vk_abort(q4k__vk_backend *vb, q4k__vk_job *j) {
       rec_scale     x[i] *= factor, or by the float bits in prm[fac_at] when
                     fac_at >= 0 (kv_step2: 1 on the first step, 0.5 after)
 
-   What these do not do: the CPU's split fault zeroes lm_head rows (the
-   session does it, on the host or with rec_scale on a slice), the bias
-   fault is a rec_add not recorded. */
+   The gate's faults, as the CPU applies them (q4k.h, >>cpu):
+      gqa         rec_attention's Q4K__VK_F_GQA
+      f16_acc     rec_rmsnorm's Q4K__VK_F_F16_ACC, on every RMSNorm the CPU
+                  runs through q4k__cpu_norm (the layers' and output_norm)
+      q4k_scales  rec_matmul's Q4K__VK_F_Q4K_SCALES on every Q4_K matmul,
+                  lm_head included (also when it is token_embd); the CPU's
+                  embedding lookup does NOT apply it, so rec_embedding's flag
+                  is there for tests, not for the forward pass
+      kv_step2    rec_scale of K and V before rec_kv_store with the factor in
+                  prm (1 until the second one-token eval, then 0.5): the CPU
+                  rounds x * 0.5 to f16, and halving is exact
+      bias        the bias rec_add left out
+      split       lm_head rows from split_rows on zeroed: the host, on the
+                  logits it reads back
+      perturb     rec_perturb after the op (noise of its own: the gate only
+                  needs a perturbation, not the CPU's draws) */
 
 #define Q4K__VK_ATTN_TILE 128u   /* attention.comp's TILE */
 #define Q4K__VK_ARGMAX_CHUNK 4096u /* argmax.comp's CHUNK */

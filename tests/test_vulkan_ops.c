@@ -172,6 +172,8 @@ static void test_vk_embedding(void) {
     }
 }
 
+static void q4k_rows_swapped(const unsigned char *w, int64_t rows, int64_t cols, float *out);
+
 /* the q4k_scales flag: Q4_K rows decoded with each sub-block's scale and min swapped */
 static void test_vk_embedding_q4k_scales(void) {
     int64_t d = 512, i, bad = 0;
@@ -186,16 +188,7 @@ static void test_vk_embedding_q4k_scales(void) {
     q4k_result r;
     if (!vk_dev) SKIP_WHY(vk_why);
     tab = make_table(Q4K_TYPE_Q4_K, 3, d, &rng);
-    for (i = 0; i < d / 256; i++) { /* the CPU's decode, roles exchanged */
-        const q4k_block_q4_K *b = (const q4k_block_q4_K *)(tab + 2 * 288) + i;
-        float dd = q4k_fp16_to_fp32(b->d), dm = q4k_fp16_to_fp32(b->dmin);
-        int sb, l, sc, m;
-        for (sb = 0; sb < 8; sb++) {
-            q4k__scale_min_k4(sb, b->scales, &sc, &m);
-            for (l = 0; l < 32; l++)
-                want[i * 256 + sb * 32 + l] = dd * (float)m * (float)((b->qs[32 * (sb / 2) + l] >> (4 * (sb & 1))) & 0xF) - dm * (float)sc;
-        }
-    }
+    q4k_rows_swapped(tab + 2 * 288, 1, d, want);
     rig_init(&g, vk_dev);
     r = q4k__vk_split_new(g.vb, &g.arena, 3, 288, &s, &err);
     T_CHECK(r == Q4K_OK, "%s", err.msg);
@@ -474,12 +467,13 @@ static void attn_bound(q4k_kv_type kv, const float *q, const float *k, const flo
 
 static void test_vk_attention(void) {
     static const struct { int64_t n_pos, n_head, n_head_kv, hd; double qs; } cases[] = {
-        {1, 28, 4, 128, 1.0}, {7, 28, 4, 128, 3.0}, {300, 28, 4, 128, 1.0}, {300, 4, 4, 64, 8.0}, {1000, 2, 1, 96, 0.5}};
+        {1, 28, 4, 128, 1.0}, {7, 28, 4, 128, 3.0}, {300, 28, 4, 128, 1.0}, {300, 4, 4, 64, 8.0}, {1000, 2, 1, 96, 0.5},
+        {64, 2, 1, 128, 300.0}}; /* the last: scores in the hundreds, as a random 7B's layer 0 has */
     t_rng rng = {0xa77e7ull};
     int c, k, kvt;
     double worst = 0;
     if (!vk_dev) SKIP_WHY(vk_why);
-    for (c = 0; c < 5; c++) {
+    for (c = 0; c < 6; c++) {
         int64_t nq = cases[c].n_head * cases[c].hd, nkv = cases[c].n_pos * cases[c].n_head_kv * cases[c].hd, i;
         float *q = (float *)malloc((size_t)nq * 4), *kk = (float *)malloc((size_t)nkv * 4), *vv = (float *)malloc((size_t)nkv * 4);
         float *want = (float *)malloc((size_t)nq * 4), *got = (float *)malloc((size_t)nq * 4);
@@ -756,6 +750,74 @@ static void test_vk_perturb(void) {
     free(x);
 }
 
+/* Q4_K decoded as q4k_dequantize_row does but with each sub-block's scale
+   and min exchanged (what the CPU's q4k_scales fault computes) */
+static void q4k_rows_swapped(const unsigned char *w, int64_t rows, int64_t cols, float *out) {
+    int64_t r, i, sb, l;
+    for (r = 0; r < rows; r++)
+        for (i = 0; i < cols / 256; i++) {
+            const q4k_block_q4_K *b = (const q4k_block_q4_K *)(w + (size_t)r * q4k_row_size(Q4K_TYPE_Q4_K, cols)) + i;
+            float dd = q4k_fp16_to_fp32(b->d), dm = q4k_fp16_to_fp32(b->dmin);
+            int sc, m;
+            for (sb = 0; sb < 8; sb++) {
+                q4k__scale_min_k4((int)sb, b->scales, &sc, &m);
+                for (l = 0; l < 32; l++)
+                    out[r * cols + i * 256 + sb * 32 + l] =
+                        dd * (float)m * (float)((b->qs[32 * (sb / 2) + l] >> (4 * (sb & 1))) & 0xF) - dm * (float)sc;
+            }
+        }
+}
+
+/* rec_matmul in float mode over a split weight, three columns, the
+   q4k_scales flag against the CPU on the swapped decode */
+static void test_vk_matmul_q4k_scales(void) {
+    int64_t rows = 300, cols = 512, n = 3, i, j, c, bad = 0;
+    t_rng rng = {0x5ca1ull};
+    unsigned char *w;
+    float *wf = (float *)malloc((size_t)(rows * cols) * 4), x[3 * 512], *want = (float *)malloc((size_t)(rows * n) * 4);
+    rig g;
+    q4k__vk_split ws;
+    q4k__vk_slice xs, ys;
+    q4k_error err;
+    q4k_result r;
+    double worst = 0;
+    if (!vk_tiny) {
+        free(wf);
+        free(want);
+        SKIP_WHY(vk_why);
+    }
+    w = make_table(Q4K_TYPE_Q4_K, rows, cols, &rng);
+    q4k_rows_swapped(w, rows, cols, wf);
+    for (i = 0; i < n * cols; i++) x[i] = (float)t_rng_gauss(&rng);
+    T_CHECK(cpu->matmul(cpu, Q4K_ACT_F32, Q4K_TYPE_F32, wf, rows, cols, x, n, want, &err) == Q4K_OK, "%s", err.msg);
+    rig_init(&g, vk_tiny);
+    r = q4k__vk_split_new(g.vb, &g.arena, (uint64_t)rows, q4k_row_size(Q4K_TYPE_Q4_K, cols), &ws, &err);
+    T_CHECK(!r && ws.n >= 2, "%lld parts: %s", (long long)ws.n, r ? err.msg : "");
+    if (!r) {
+        q4k__vk_split_upload(&ws, w);
+        xs = rig_slice(&g, sizeof x, x);
+        ys = rig_slice(&g, (uint64_t)(rows * n) * 4, NULL);
+        r = q4k__vk_begin(g.vb, &g.job, (int)ws.n, &err);
+        if (!r) r = q4k__vk_rec_matmul(g.vb, &g.job, Q4K_TYPE_Q4_K, 0, &ws, cols, xs, n, ys, (uint64_t)rows, Q4K__VK_F_Q4K_SCALES, &err);
+        if (!r) r = q4k__vk_finish(g.vb, &g.job, &err);
+        T_CHECK(r == Q4K_OK, "%s", err.msg);
+        for (j = 0; j < n && !r; j++)
+            for (i = 0; i < rows; i++) {
+                double bound = 0, e = fabs((double)((float *)ys.map)[j * rows + i] - want[j * rows + i]);
+                for (c = 0; c < cols; c++) bound += fabs((double)wf[i * cols + c] * x[j * cols + c]);
+                bound = 1e-5 * bound + 1e-30;
+                bad += !(e <= bound);
+                if (e / bound > worst) worst = e / bound;
+            }
+        T_CHECK(bad == 0, "%lld outputs out of bounds (worst %.3g)", (long long)bad, worst);
+    }
+    q4k__vk_split_free(&ws);
+    rig_free(&g);
+    free(w);
+    free(wf);
+    free(want);
+}
+
 /* ---- a recorded buffer replayed: matmul, quantizer, argmax, params ------- */
 
 static void test_vk_recorded_replay(void) {
@@ -900,6 +962,7 @@ int main(void) {
     T_RUN(test_vk_elementwise);
     T_RUN(test_vk_argmax);
     T_RUN(test_vk_perturb);
+    T_RUN(test_vk_matmul_q4k_scales);
     T_RUN(test_vk_recorded_replay);
     T_RUN(test_vk_quantize_act_entry);
     q4k_backend_destroy(vk_dev);
