@@ -17,12 +17,13 @@
    u[5]: the first slot of this part; f[0]: 1 / sqrt(hd);
    flags Q4K_F_GQA: head h reads KV head h % n_head_kv (the gate's fault). */
 #extension GL_GOOGLE_include_directive : require
+#define WG 64
+#define Q4K_REDUCE_WG WG
 #include "q4k_vk_common.glsl"
 
 #ifndef PASS
 #define PASS 1
 #endif
-#define WG 64
 #define TILE 128
 
 layout(local_size_x = WG) in;
@@ -33,7 +34,6 @@ layout(std430, set = 0, binding = 3) readonly buffer Q4kPrm { uint prm[]; };
 layout(std430, set = 0, binding = 4) readonly buffer Q4kV { uint vc[]; };
 layout(std430, set = 0, binding = 5) buffer Q4kS { float sc[]; };
 
-shared float red[WG];
 shared float e[TILE];
 
 /* element i of a cache part */
@@ -66,25 +66,13 @@ void main() {
         e[t] = dot * pc.f[0];
         mx = max(mx, e[t]);
     }
-    red[tid] = mx;
-    barrier();
-    for (uint s = WG / 2u; s > 0u; s >>= 1) {
-        if (tid < s) red[tid] = max(red[tid], red[tid + s]);
-        barrier();
-    }
-    mx = red[0];
-    barrier();
+    mx = q4k_wg_max(mx); /* its barriers also publish e[] */
     float sum = 0.0;
     for (uint t = tid; t < nt; t += WG) {
         e[t] = exp(e[t] - mx);
         sum += e[t];
     }
-    red[tid] = sum;
-    barrier();
-    for (uint s = WG / 2u; s > 0u; s >>= 1) {
-        if (tid < s) red[tid] += red[tid + s];
-        barrier();
-    }
+    sum = q4k_wg_sum(sum);
     uint so = (sbase + pc.u[5] + tile) * (hd + 2u);
     for (uint d = tid; d < hd; d += WG) {
         float acc = 0.0;
@@ -93,7 +81,7 @@ void main() {
     }
     if (tid == 0u) {
         sc[so] = mx;
-        sc[so + 1u] = red[0];
+        sc[so + 1u] = sum;
     }
 #else
     float mx = uintBitsToFloat(0xff800000u), den = 0.0;

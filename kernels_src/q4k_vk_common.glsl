@@ -220,3 +220,56 @@ uint q4k_f2h(float v) {
     return sg | r;
 }
 
+
+/* ---- workgroup reductions -----------------------------------------------
+
+   A kernel that defines Q4K_REDUCE_WG (its workgroup size, a power of two)
+   before the #include gets q4k_wg_sum and q4k_wg_max: every invocation of
+   the workgroup calls them, in uniform control flow, and each gets the
+   result. With Q4K_SUBGROUP the subgroups reduce first (subgroupAdd /
+   subgroupMax), else a tree in shared memory; the sums' order differs. */
+#ifdef Q4K_REDUCE_WG
+shared float q4k_red[Q4K_REDUCE_WG];
+
+float q4k_wg_sum(float v) {
+#if Q4K_SUBGROUP
+    float s = subgroupAdd(v);
+    if (subgroupElect()) q4k_red[gl_SubgroupID] = s;
+    barrier();
+    float t = 0.0;
+    for (uint i = 0u; i < gl_NumSubgroups; i++) t += q4k_red[i];
+#else
+    uint tid = gl_LocalInvocationIndex;
+    q4k_red[tid] = v;
+    barrier();
+    for (uint h = Q4K_REDUCE_WG / 2u; h > 0u; h >>= 1) {
+        if (tid < h) q4k_red[tid] += q4k_red[tid + h];
+        barrier();
+    }
+    float t = q4k_red[0];
+#endif
+    barrier(); /* q4k_red is free for the next call */
+    return t;
+}
+
+float q4k_wg_max(float v) {
+#if Q4K_SUBGROUP
+    float s = subgroupMax(v);
+    if (subgroupElect()) q4k_red[gl_SubgroupID] = s;
+    barrier();
+    float t = q4k_red[0];
+    for (uint i = 1u; i < gl_NumSubgroups; i++) t = max(t, q4k_red[i]);
+#else
+    uint tid = gl_LocalInvocationIndex;
+    q4k_red[tid] = v;
+    barrier();
+    for (uint h = Q4K_REDUCE_WG / 2u; h > 0u; h >>= 1) {
+        if (tid < h) q4k_red[tid] = max(q4k_red[tid], q4k_red[tid + h]);
+        barrier();
+    }
+    float t = q4k_red[0];
+#endif
+    barrier();
+    return t;
+}
+#endif

@@ -6,16 +6,15 @@
    the gate's f16_acc fault does on the CPU.
    binding 1: x, 2: y, 4: w (f32); f[0]: eps */
 #extension GL_GOOGLE_include_directive : require
+#define WG 256
+#define Q4K_REDUCE_WG WG
 #include "q4k_vk_common.glsl"
 
-#define WG 256
 layout(local_size_x = WG) in;
 
 layout(std430, set = 0, binding = 1) readonly buffer Q4kX { float x[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer Q4kY { float y[]; };
 layout(std430, set = 0, binding = 4) readonly buffer Q4kW { float w[]; };
-
-shared float part[WG];
 
 void main() {
     uint r = pc.base + gl_WorkGroupID.x, tid = gl_LocalInvocationID.x, d = pc.cols;
@@ -31,13 +30,7 @@ void main() {
     } else {
         for (uint i = tid; i < d; i += WG) ss += x[o + i] * x[o + i];
     }
-    part[tid] = ss;
-    barrier();
-    for (uint h = WG / 2u; h > 0u; h >>= 1) {
-        if (tid < h) part[tid] += part[tid + h];
-        barrier();
-    }
-    float scale = 1.0 / sqrt(part[0] / float(d) + pc.f[0]);
+    float scale = 1.0 / sqrt(q4k_wg_sum(ss) / float(d) + pc.f[0]);
     for (uint i = tid; i < d; i += WG) {
         precise float v = x[o + i] * scale;
         y[o + i] = v * w[i];
