@@ -1346,10 +1346,21 @@ static int cmd_run(int argc, char **argv) {
     md.log = log_to_stderr;
     md.log_user = &o.verbose;
     if (!o.quiet && isatty(2)) md.progress = progress_bar;
+    /* the context's KV cache must fit in host memory (a CPU session, or the
+       gate's CPU reference) before any weight is read; only an explicit GPU
+       backend without the gate keeps no session on the host */
+    md.n_ctx = o.n_ctx ? o.n_ctx : -1;
+    md.kv = o.kv;
+    if (strcmp(o.backend, "auto") && strcmp(o.backend, "cpu") && o.gate_steps == 0) md.n_ctx = 0;
     {
         double t0 = now_ms();
         if (q4k_model_load(o.model, &md, &st.model, &err) != Q4K_OK) {
-            cmd_error("run", "%s", err.msg);
+            if (md.n_ctx && err.code == Q4K_ERR_OUT_OF_MEMORY && strstr(err.msg, "a context of")) {
+                if (o.n_ctx) cmd_error("run", "-c %lld does not fit: %s", (long long)o.n_ctx, err.msg);
+                else cmd_error("run", "the default context does not fit (ask for less with -c): %s", err.msg);
+            } else {
+                cmd_error("run", "%s", err.msg);
+            }
             free(prompt_buf);
             free(esc_prompt);
             free(esc_system);
