@@ -55,7 +55,8 @@
        one preparation of the model (q4k_backend.prepare_model).
      session (q4k_session): one thread at a time.
    Two threads, each with its own backend and session on one model, give
-   the tokens that sequential runs give (tests/test_model.c checks it).
+   the tokens that sequential runs give (tests/test_model.c checks it; `make
+   tsan` runs the same under ThreadSanitizer, also with Vulkan backends).
 
    Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path.
 */
