@@ -1227,6 +1227,17 @@ static char *unescape(const char *s) {
 
 static int parse_kv(const char *cmd, const char *s, q4k_kv_type *kv);
 static int env_faults(q4k_faults *f);
+
+/* A failed q4k_model_load; a context that does not fit (md->n_ctx, checked
+   before the weights are read) is named by its option, -c. */
+static void load_error(const char *cmd, const q4k_model_desc *md, int64_t n_ctx, const q4k_error *err) {
+    if (md->n_ctx && err->code == Q4K_ERR_OUT_OF_MEMORY && strstr(err->msg, "a context of")) {
+        if (n_ctx) cmd_error(cmd, "-c %lld does not fit: %s", (long long)n_ctx, err->msg);
+        else cmd_error(cmd, "the default context does not fit (ask for less with -c): %s", err->msg);
+    } else {
+        cmd_error(cmd, "%s", err->msg);
+    }
+}
 static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_backend **out);
 
 static int cmd_run(int argc, char **argv) {
@@ -1359,12 +1370,7 @@ static int cmd_run(int argc, char **argv) {
     {
         double t0 = now_ms();
         if (q4k_model_load(o.model, &md, &st.model, &err) != Q4K_OK) {
-            if (md.n_ctx && err.code == Q4K_ERR_OUT_OF_MEMORY && strstr(err.msg, "a context of")) {
-                if (o.n_ctx) cmd_error("run", "-c %lld does not fit: %s", (long long)o.n_ctx, err.msg);
-                else cmd_error("run", "the default context does not fit (ask for less with -c): %s", err.msg);
-            } else {
-                cmd_error("run", "%s", err.msg);
-            }
+            load_error("run", &md, o.n_ctx, &err);
             free(prompt_buf);
             free(esc_prompt);
             free(esc_system);
@@ -1751,6 +1757,7 @@ static int cmd_qa(int argc, char **argv) {
     q4k_model *m = NULL;
     q4k_backend *ref = NULL;
     q4k_session_desc sd;
+    q4k_model_desc md;
     q4k_error err;
     qa_out q;
     int32_t *toks = NULL;
@@ -1799,8 +1806,11 @@ static int cmd_qa(int argc, char **argv) {
     memset(&sd, 0, sizeof sd);
     if (!env_faults(&sd.faults)) return EXIT_USAGE;
     sd.kv = kv;
-    if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+    memset(&md, 0, sizeof md);
+    md.n_ctx = n_ctx ? n_ctx : -1; /* the CPU reference's session, before the weights are read */
+    md.kv = kv;
+    if (q4k_model_load(path, &md, &m, &err) != Q4K_OK) {
+        load_error("qa", &md, n_ctx, &err);
         return EXIT_ERROR;
     }
     if (n_ctx && n_ctx < 12 + pos + steps + 1) {

@@ -118,4 +118,7 @@ run env Q4K_HOST_MEM_LIMIT=4M $Q run "${ARGS[@]}" --backend cpu -c "${fit:-1}"
 check run_ctx_largest_that_fits_runs bash -c "test $rc -eq 0 && test -n '$fit' && cmp -s $tmp/out $tmp/cpu.out"
 run env Q4K_HOST_MEM_LIMIT=4M $Q run "${ARGS[@]}" --backend cpu
 check run_default_ctx_too_large_says_use_c bash -c "test $rc -eq 1 && grep -q 'the default context does not fit (ask for less with -c)' $tmp/err"
+run env Q4K_HOST_MEM_LIMIT=4M $Q qa "$tmp/tiny.gguf" -c 100000
+check qa_ctx_too_large_exit_1_names_c bash -c "test $rc -eq 1 && test \$(wc -l < $tmp/err) -eq 1 &&
+    grep -q '^q4k qa: -c 100000 does not fit: .*at most [0-9]* tokens fit\$' $tmp/err && ! test -s $tmp/out"
 exit 0
