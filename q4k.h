@@ -7251,9 +7251,9 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf_pre(const q4k_gguf *g, const char *pr
     if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.tokens: %s", q4k_result_string(rc));
     if (et != Q4K_GGUF_STRING)
         return q4k__fail(err, Q4K_ERR_TYPE_MISMATCH, "tokenizer.ggml.tokens is an array of type %d, not of strings", (int)et);
-    if (n_tok > (uint64_t)(INT32_MAX - 1))
-        return q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.tokens has %llu entries (at most 2^31-2)",
-                         (unsigned long long)n_tok);
+    if (n_tok > (uint64_t)Q4K_MAX_VOCAB)
+        return q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.tokens has %llu entries, above q4k's limit of %lld",
+                         (unsigned long long)n_tok, (long long)Q4K_MAX_VOCAB);
 
     /* SentencePiece merges by score: tokenizer.ggml.merges is not read */
     if (!spm) {

@@ -121,4 +121,27 @@ check run_default_ctx_too_large_says_use_c bash -c "test $rc -eq 1 && grep -q 't
 run env Q4K_HOST_MEM_LIMIT=4M $Q qa "$tmp/tiny.gguf" -c 100000
 check qa_ctx_too_large_exit_1_names_c bash -c "test $rc -eq 1 && test \$(wc -l < $tmp/err) -eq 1 &&
     grep -q '^q4k qa: -c 100000 does not fit: .*at most [0-9]* tokens fit\$' $tmp/err && ! test -s $tmp/out"
+# a vocabulary above Q4K_MAX_VOCAB (2^24): a llama header whose token_embd has
+# 2^24 + 1 rows of Q4_0 (18 bytes each), the data a sparse file of zeros (no
+# disk used): refused before anything is sized from it or a weight is read
+if python3 - "$tmp/vocab.gguf" > "$tmp/py.err" 2>&1 <<'PY'
+import os, sys, gguf, numpy as np
+path, rows = sys.argv[1], (1 << 24) + 1
+w = gguf.GGUFWriter(path, "llama")
+w.add_block_count(1); w.add_embedding_length(32); w.add_feed_forward_length(32); w.add_head_count(1)
+w.add_context_length(128); w.add_layer_norm_rms_eps(1e-5)
+w.add_tensor_info("token_embd.weight", (rows, 18), np.dtype(np.uint8), rows * 18, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file(); w.close()
+size = os.path.getsize(path)
+size = (size + 31) // 32 * 32 + rows * 18
+os.truncate(path, size)
+PY
+then
+    run $Q run "$tmp/vocab.gguf" hi --quiet
+    check run_vocab_above_limit_exit_1 bash -c "test $rc -eq 1 &&
+        grep -q 'a vocabulary of 16777217 tokens (token_embd.weight) is above q4k.s limit of 16777216' $tmp/err"
+else
+    if grep -q "No module named 'gguf'" "$tmp/py.err"; then echo "skip run_vocab_above_limit: python3 without gguf"
+    else fail run_vocab_above_limit "$(tail -3 "$tmp/py.err")"; fi
+fi
 exit 0
