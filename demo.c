@@ -1918,11 +1918,15 @@ static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_bac
     why[0] = 0;
     for (k = 0; k < 2; k++) {
         if (strcmp(o->backend, "auto") && strcmp(o->backend, gpus[k])) continue;
-        if (gpu_backend(gpus[k], &b, &err) == Q4K_OK) {
+        /* a device whose memory cannot hold the weights and this context
+           counts as a backend that cannot start: nothing is uploaded yet */
+        if (gpu_backend(gpus[k], &b, &err) == Q4K_OK && q4k_session_check_memory(b, st->model, sd, &err) == Q4K_OK) {
             name = gpus[k];
             gpu = 1;
             break;
         }
+        q4k_backend_destroy(b);
+        b = NULL;
         /* an explicit GPU backend never falls back: one line, exit 1 */
         if (strcmp(o->backend, "auto")) {
             fprintf(stderr, "q4k: backend %s could not start: %s\n", gpus[k], err.msg);
