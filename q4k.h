@@ -58,7 +58,9 @@
    the tokens that sequential runs give (tests/test_model.c checks it; `make
    tsan` runs the same under ThreadSanitizer, also with Vulkan backends).
 
-   Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path.
+   Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path;
+   Q4K_HOST_MEM_LIMIT=BYTES replaces MemAvailable in the memory checks
+   (q4k_host_memory_available).
 */
 #ifndef Q4K_H
 #define Q4K_H
