@@ -3,6 +3,7 @@
 #   make test       build and run every test (prints "N passed, N failed, N skipped");
 #                   make -j4 test-bins && make test builds in parallel
 #   make check-embed / make embed   kernels_src/ <-> header strings
+#   make tsan       the thread rules under ThreadSanitizer (tests/test_tsan.sh)
 
 CC      ?= cc
 CFLAGS  ?= -O2
@@ -26,8 +27,9 @@ ASAN_BINS  = $(patsubst tests/%.c,build/asan/%,$(TEST_SRCS))
 TOOL_SRCS  = $(wildcard tests/tool_*.c)
 TOOL_BINS  = $(patsubst tests/%.c,build/%,$(TOOL_SRCS))
 SANITIZE   = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+TSAN       = -fsanitize=thread -fno-omit-frame-pointer
 
-.PHONY: all test test-bins clean embed check-embed
+.PHONY: all test test-bins clean embed check-embed tsan
 
 all: q4k
 
@@ -61,10 +63,21 @@ build/test_%: tests/test_%.c tests/t.h $(HEADERS) $(IMPL)
 build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS) $(ASAN_IMPL)
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -Itests -I. -o $@ $< $(call link_impl,$<,$(ASAN_IMPL)) $(LDLIBS) $(VK_LIBS)
 
+# ThreadSanitizer: the thread rules (tests/tsan_threads.c), run by tests/test_tsan.sh
+build/tsan/q4k_impl.o: tests/q4k_impl.c $(HEADERS)
+	@mkdir -p build/tsan
+	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(TSAN) -I. -c -o $@ $<
+
+build/tsan/tsan_threads: tests/tsan_threads.c tests/t.h $(HEADERS) build/tsan/q4k_impl.o
+	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(TSAN) -Itests -I. -o $@ $< build/tsan/q4k_impl.o $(LDLIBS) $(VK_LIBS)
+
+tsan: q4k build/tsan/tsan_threads
+	bash tests/test_tsan.sh
+
 build/tool_%: tests/tool_%.c $(HEADERS) $(IMPL)
 	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
-test-bins: q4k build/q4k-faults build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
+test-bins: q4k build/q4k-faults build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS) build/tsan/tsan_threads
 
 test: test-bins check-embed
 	bash tests/run.sh

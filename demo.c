@@ -41,11 +41,14 @@ static const char *usage_text =
     "  --version              version, compiler, CPU paths, GPU backends\n"
     "  --help                 this text\n"
     "\n"
-    "exit codes: 0 ok, 1 error (bad file, backend that cannot start, I/O),\n"
-    "            2 usage (bad or missing arguments), 3 parity failure\n"
+    "exit codes: 0 ok, 1 error (bad file, backend that cannot start, a context\n"
+    "            that does not fit in memory, I/O), 2 usage (bad or missing\n"
+    "            arguments), 3 parity failure\n"
     "\n"
     "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path;\n"
-    "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries\n";
+    "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries,\n"
+    "             Q4K_LIBVULKAN the Vulkan loader; Q4K_HOST_MEM_LIMIT=BYTES caps the\n"
+    "             host memory q4k counts on (default: MemAvailable)\n";
 
 
 /* Messages quote file content (names, keys, paths): control bytes are shown
@@ -1224,6 +1227,17 @@ static char *unescape(const char *s) {
 
 static int parse_kv(const char *cmd, const char *s, q4k_kv_type *kv);
 static int env_faults(q4k_faults *f);
+
+/* A failed q4k_model_load; a context that does not fit (md->n_ctx, checked
+   before the weights are read) is named by its option, -c. */
+static void load_error(const char *cmd, const q4k_model_desc *md, int64_t n_ctx, const q4k_error *err) {
+    if (md->n_ctx && err->code == Q4K_ERR_OUT_OF_MEMORY && strstr(err->msg, "a context of")) {
+        if (n_ctx) cmd_error(cmd, "-c %lld does not fit: %s", (long long)n_ctx, err->msg);
+        else cmd_error(cmd, "the default context does not fit (ask for less with -c): %s", err->msg);
+    } else {
+        cmd_error(cmd, "%s", err->msg);
+    }
+}
 static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_backend **out);
 
 static int cmd_run(int argc, char **argv) {
@@ -1244,7 +1258,8 @@ static int cmd_run(int argc, char **argv) {
         {"-f, --file", "FILE", OPT_STR, &o.prompt_file, 0, 0, "read the prompt from FILE"},
         {"-n, --n-predict", "N", OPT_I64, &o.n_predict, -1, 1e9, "tokens to generate (default 256; -1: until the context is full)"},
         {"-t, --threads", "N", OPT_INT, &o.n_threads, 1, 1024, "CPU threads (default: all cores)"},
-        {"-c, --ctx-size", "N", OPT_I64, &o.n_ctx, 1, 1 << 24, "context size (default: min(trained, 4096))"},
+        {"-c, --ctx-size", "N", OPT_I64, &o.n_ctx, 1, 1 << 24, "context size (default: min(trained, 4096)); one whose KV cache\n"
+         "cannot fit in host memory is refused before the weights are read"},
         {"--temp", "T", OPT_FLOAT, &o.sp.temp, 0, 100, "temperature (default 0.8; 0 = greedy)"},
         {"--top-k", "K", OPT_INT, &o.sp.top_k, 0, 1e9, "(default 40; 0 = off)"},
         {"--top-p", "P", OPT_FLOAT, &o.sp.top_p, 0, 1, "(default 0.95; 1 = off)"},
@@ -1266,9 +1281,9 @@ static int cmd_run(int argc, char **argv) {
         {"--pre", "NAME", OPT_STR, &o.pre, 0, 0, "force the pre-tokenizer (a tokenizer.ggml.pre name, e.g. qwen2)"},
         {"-i, --interactive", NULL, OPT_FLAG, &o.interactive, 0, 0, "interactive chat; the conversation stays in the KV cache"},
         {"--backend", "NAME", OPT_STR, &o.backend, 0, 0,
-         "auto (default: CUDA, then Vulkan, then the CPU; a backend that cannot\n"
-         "start is named on stderr with its reason), cpu, cuda, vulkan (an explicit\n"
-         "GPU backend never falls back: exit 1 if it cannot start)"},
+         "auto (default: CUDA, then Vulkan on a GPU, then the CPU; one warning on\n"
+         "stderr names why each backend before could not start), cpu, cuda, vulkan\n"
+         "(an explicit GPU backend never falls back: one line, exit 1)"},
         {"--gate-steps", "N", OPT_I64, &o.gate_steps, 0, Q4K_GATE_MAX_STEPS,
          "parity gate before generating: the prompt's first 64 tokens, then N\n"
          "greedy steps, against the CPU reference in the same mode (default 3 on a\n"
@@ -1346,10 +1361,16 @@ static int cmd_run(int argc, char **argv) {
     md.log = log_to_stderr;
     md.log_user = &o.verbose;
     if (!o.quiet && isatty(2)) md.progress = progress_bar;
+    /* the context's KV cache must fit in host memory (a CPU session, or the
+       gate's CPU reference) before any weight is read; only an explicit GPU
+       backend without the gate keeps no session on the host */
+    md.n_ctx = o.n_ctx ? o.n_ctx : -1;
+    md.kv = o.kv;
+    if (strcmp(o.backend, "auto") && strcmp(o.backend, "cpu") && o.gate_steps == 0) md.n_ctx = 0;
     {
         double t0 = now_ms();
         if (q4k_model_load(o.model, &md, &st.model, &err) != Q4K_OK) {
-            cmd_error("run", "%s", err.msg);
+            load_error("run", &md, o.n_ctx, &err);
             free(prompt_buf);
             free(esc_prompt);
             free(esc_system);
@@ -1736,6 +1757,7 @@ static int cmd_qa(int argc, char **argv) {
     q4k_model *m = NULL;
     q4k_backend *ref = NULL;
     q4k_session_desc sd;
+    q4k_model_desc md;
     q4k_error err;
     qa_out q;
     int32_t *toks = NULL;
@@ -1784,8 +1806,11 @@ static int cmd_qa(int argc, char **argv) {
     memset(&sd, 0, sizeof sd);
     if (!env_faults(&sd.faults)) return EXIT_USAGE;
     sd.kv = kv;
-    if (q4k_model_load(path, NULL, &m, &err) != Q4K_OK) {
-        fprintf(stderr, "q4k: %s\n", err.msg);
+    memset(&md, 0, sizeof md);
+    md.n_ctx = n_ctx ? n_ctx : -1; /* the CPU reference's session, before the weights are read */
+    md.kv = kv;
+    if (q4k_model_load(path, &md, &m, &err) != Q4K_OK) {
+        load_error("qa", &md, n_ctx, &err);
         return EXIT_ERROR;
     }
     if (n_ctx && n_ctx < 12 + pos + steps + 1) {
@@ -1885,23 +1910,38 @@ static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_bac
     q4k_backend *b = NULL, *ref = NULL;
     q4k_error err;
     const char *name = "cpu";
+    char why[1200];
+    size_t wl = 0;
     int k, gpu = 0;
     int64_t steps;
     *out = NULL;
+    why[0] = 0;
     for (k = 0; k < 2; k++) {
         if (strcmp(o->backend, "auto") && strcmp(o->backend, gpus[k])) continue;
-        if (gpu_backend(gpus[k], &b, &err) == Q4K_OK) {
+        /* a device whose memory cannot hold the weights and this context
+           counts as a backend that cannot start: nothing is uploaded yet */
+        if (gpu_backend(gpus[k], &b, &err) == Q4K_OK && q4k_session_check_memory(b, st->model, sd, &err) == Q4K_OK) {
             name = gpus[k];
             gpu = 1;
             break;
         }
-        fprintf(stderr, "q4k: backend %s could not start: %s\n", gpus[k], err.msg);
-        if (strcmp(o->backend, "auto")) return EXIT_ERROR;
+        q4k_backend_destroy(b);
+        b = NULL;
+        /* an explicit GPU backend never falls back: one line, exit 1 */
+        if (strcmp(o->backend, "auto")) {
+            fprintf(stderr, "q4k: backend %s could not start: %s\n", gpus[k], err.msg);
+            return EXIT_ERROR;
+        }
+        if (wl < sizeof why)
+            wl += (size_t)snprintf(why + wl, sizeof why - wl, "%s%s could not start (%s)", wl ? "; " : "", gpus[k],
+                                   err.msg);
     }
     if (!b && cpu_backend(o->n_threads, Q4K_CPU_AUTO, &b, &err) != Q4K_OK) {
         fprintf(stderr, "q4k: %s\n", err.msg);
         return EXIT_ERROR;
     }
+    /* --backend auto: one warning for the whole way down, naming each reason */
+    if (why[0]) fprintf(stderr, "q4k: warning: --backend auto: %s: running on %s\n", why, gpu ? name : "the cpu");
     steps = o->gate_steps >= 0 ? o->gate_steps : gpu ? 3 : 0;
     if (steps > 0) {
         q4k_gate_desc gd;

@@ -55,9 +55,12 @@
        one preparation of the model (q4k_backend.prepare_model).
      session (q4k_session): one thread at a time.
    Two threads, each with its own backend and session on one model, give
-   the tokens that sequential runs give (tests/test_model.c checks it).
+   the tokens that sequential runs give (tests/test_model.c checks it; `make
+   tsan` runs the same under ThreadSanitizer, also with Vulkan backends).
 
-   Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path.
+   Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path;
+   Q4K_HOST_MEM_LIMIT=BYTES replaces MemAvailable in the memory checks
+   (q4k_host_memory_available).
 */
 #ifndef Q4K_H
 #define Q4K_H
@@ -771,12 +774,39 @@ typedef struct q4k_model {
 
 typedef void (*q4k_progress_fn)(float fraction, void *user);
 
+/* Element type of the KV cache. */
+typedef enum q4k_kv_type {
+    Q4K_KV_F16 = 0, /* default: keys and values rounded to IEEE half (nearest even) */
+    Q4K_KV_F32 = 1  /* exact: with Q4K_ACT_F32 the float reference */
+} q4k_kv_type;
+Q4K_API const char *q4k_kv_type_name(q4k_kv_type t);
+
+/* Sane maxima, checked before anything is sized from them: a context (token
+   positions are int32 on the GPUs, and a session holds n_ctx attention
+   scores per thread) and a vocabulary (token ids are int32_t; the largest
+   real vocabularies have about 2^18 tokens). */
+#ifndef Q4K_MAX_CTX
+#define Q4K_MAX_CTX ((int64_t)1 << 24)
+#endif
+#ifndef Q4K_MAX_VOCAB
+#define Q4K_MAX_VOCAB ((int64_t)1 << 24)
+#endif
+
 typedef struct q4k_model_desc {
     q4k_log_fn log;
     void *log_user;
     q4k_progress_fn progress; /* called while the weights are touched (mmap) */
     void *progress_user;
     int no_mmap;
+    /* The context the caller will open a host-memory (CPU) session with:
+       when not 0, the load checks that its KV cache (of type kv) and scratch
+       fit in the host's available memory (q4k_host_memory_available) before
+       it reads any weight, and refuses it with Q4K_ERR_OUT_OF_MEMORY (bytes
+       needed and available, and the largest context that fits) or
+       Q4K_ERR_INVALID_ARG (above Q4K_MAX_CTX). < 0: the session default,
+       min(training context, 4096). */
+    int64_t n_ctx;
+    q4k_kv_type kv;
 } q4k_model_desc;
 
 /* Load a qwen2 or llama model: every hyperparameter and tensor (presence,
@@ -834,13 +864,6 @@ Q4K_API const char *q4k_stage_name(q4k_stage st);
 
 typedef struct q4k_session q4k_session;
 typedef struct q4k_backend q4k_backend;
-
-/* Element type of the KV cache. */
-typedef enum q4k_kv_type {
-    Q4K_KV_F16 = 0, /* default: keys and values rounded to IEEE half (nearest even) */
-    Q4K_KV_F32 = 1  /* exact: with Q4K_ACT_F32 the float reference */
-} q4k_kv_type;
-Q4K_API const char *q4k_kv_type_name(q4k_kv_type t);
 
 /* Trace flags of q4k_session_desc (of the last token of each eval). */
 #define Q4K_TRACE_LAYERS 1u /* residual after every layer, and the stages */
@@ -934,6 +957,13 @@ struct q4k_backend {
                             q4k_error *err);
     /* the 8-bit activation quantizer (q4k_quantize_act_q8); n a multiple of 32 */
     q4k_result (*quantize_act)(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err);
+    /* Optional: the device memory free now and in all, in bytes, so that
+       q4k_session_create can refuse a KV cache (and weights not yet
+       uploaded) that cannot fit, before prepare_model. NULL: the backend
+       keeps its sessions in host memory (the CPU), checked against
+       q4k_host_memory_available. The GPU backends fill it in their own
+       headers. */
+    q4k_result (*mem_info)(q4k_backend *b, uint64_t *free_bytes, uint64_t *total_bytes, q4k_error *err);
     void (*destroy)(q4k_backend *b);
     /* bookkeeping of the common code */
     q4k_prepared prepared[Q4K_MAX_PREPARED];
@@ -1013,6 +1043,26 @@ Q4K_API void *q4k_backend_prepared(const q4k_backend *b, const q4k_model *m);
 /* Memory a CPU session needs for n_ctx (KV cache in f16 plus scratch), and
    the weight bytes, before anything is allocated. */
 Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, int64_t n_batch);
+
+/* Host memory q4k may still allocate, in bytes: $Q4K_HOST_MEM_LIMIT when
+   set (a byte count with an optional K, M, G or T suffix, powers of 1024;
+   tests force small limits with it), else MemAvailable of /proc/meminfo,
+   else sysconf's available pages; UINT64_MAX when none can be read.
+   *source (may be NULL) names where the number came from. */
+Q4K_API uint64_t q4k_host_memory_available(const char **source);
+
+/* Whether a session of d (n_ctx, kv; d may be NULL: the defaults) on
+   backend b fits, before anything is allocated or uploaded: n_ctx at most
+   Q4K_MAX_CTX (else Q4K_ERR_INVALID_ARG); with b->mem_info, its KV cache,
+   scratch and the model's weights (unless b has prepared the model already)
+   within the device's free memory; else its KV cache and scratch within
+   q4k_host_memory_available (the weights are mapped from the file, not
+   allocated). Q4K_ERR_OUT_OF_MEMORY names the bytes needed and available
+   and the largest context that fits. q4k_session_create calls it. Each
+   session is checked alone, against what is free when it is created; the
+   estimate is a lower bound (a backend's own buffers come on top). */
+Q4K_API q4k_result q4k_session_check_memory(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                            q4k_error *err);
 
 /* The RoPE angle every backend uses: theta = pos * base^(-2i/n_rot) / factor,
    formed in double; cos and sin rounded to float. */
@@ -3015,8 +3065,9 @@ static q4k_result q4k__gguf_read_stream(q4k_gguf *g, const char *path, q4k_error
    and only up to this machine's memory. */
 static q4k_result q4k__gguf_read_fd(q4k_gguf *g, int fd, const char *path, const char *kind, q4k_error *err) {
     size_t cap = 0, n = 0, limit = SIZE_MAX / 2;
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && page > 0 && (uint64_t)pages * (uint64_t)page < (uint64_t)limit) limit = (size_t)pages * (size_t)page;
+    const char *source;
+    uint64_t avail = q4k_host_memory_available(&source);
+    if (avail < (uint64_t)limit) limit = (size_t)avail;
     for (;;) {
         ssize_t got;
         if (n == cap) {
@@ -3024,8 +3075,9 @@ static q4k_result q4k__gguf_read_fd(q4k_gguf *g, int fd, const char *path, const
             uint8_t *p;
             if (cap >= limit) {
                 close(fd);
-                return q4k__fail(err, Q4K_ERR_IO, "%s: a %s longer than this machine's memory (%zu bytes): not read further",
-                                 path, kind, n);
+                return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY,
+                                 "%s: a %s longer than the host's available memory (%zu bytes, %s): not read further",
+                                 path, kind, n, source);
             }
             if (nc > limit) nc = limit;
             if (!(p = (uint8_t *)Q4K_REALLOC(g->owned, nc))) {
@@ -3110,6 +3162,17 @@ static q4k_result q4k__gguf_load(q4k_gguf *g, const char *path, int no_mmap, q4k
             g->data = (const uint8_t *)m;
             g->size = size;
             return Q4K_OK;
+        }
+    }
+    {
+        /* a copy that cannot fit would only be found out by the OOM killer */
+        const char *source;
+        uint64_t avail = q4k_host_memory_available(&source);
+        if ((uint64_t)size > avail) {
+            close(fd);
+            return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY,
+                             "%s: reading the file into memory (no mmap) needs %zu bytes but %llu are available (%s)", path,
+                             size, (unsigned long long)avail, source);
         }
     }
     g->owned = (uint8_t *)Q4K_MALLOC(size);
@@ -7190,9 +7253,9 @@ Q4K_API q4k_result q4k_tokenizer_from_gguf_pre(const q4k_gguf *g, const char *pr
     if (rc != Q4K_OK) return q4k__fail(err, rc, "tokenizer.ggml.tokens: %s", q4k_result_string(rc));
     if (et != Q4K_GGUF_STRING)
         return q4k__fail(err, Q4K_ERR_TYPE_MISMATCH, "tokenizer.ggml.tokens is an array of type %d, not of strings", (int)et);
-    if (n_tok > (uint64_t)(INT32_MAX - 1))
-        return q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.tokens has %llu entries (at most 2^31-2)",
-                         (unsigned long long)n_tok);
+    if (n_tok > (uint64_t)Q4K_MAX_VOCAB)
+        return q4k__fail(err, Q4K_ERR_BAD_COUNT, "tokenizer.ggml.tokens has %llu entries, above q4k's limit of %lld",
+                         (unsigned long long)n_tok, (long long)Q4K_MAX_VOCAB);
 
     /* SentencePiece merges by score: tokenizer.ggml.merges is not read */
     if (!spm) {
@@ -8358,6 +8421,143 @@ static q4k_result q4k__load_hparams(const q4k_gguf *g, q4k_hparams *hp, q4k_erro
     return Q4K_OK;
 }
 
+/* --- memory limits -------------------------------------------------------- */
+
+/* "56.0 GiB": sizes in messages also carry the exact byte count */
+static const char *q4k__human_bytes(char *buf, size_t cap, uint64_t n) {
+    static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024.0 && u < 5) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0) snprintf(buf, cap, "%llu bytes", (unsigned long long)n);
+    else snprintf(buf, cap, "%.1f %s", v, unit[u]);
+    return buf;
+}
+
+/* a byte count with an optional K/M/G/T suffix (powers of 1024); 0 when it is not one */
+static int q4k__parse_bytes(const char *s, uint64_t *out) {
+    uint64_t v = 0, mul = 1;
+    const char *p = s;
+    if (*p < '0' || *p > '9') return 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (UINT64_MAX - 9) / 10) return 0;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    switch (*p) {
+    case 'k': case 'K': mul = 1ull << 10; p++; break;
+    case 'm': case 'M': mul = 1ull << 20; p++; break;
+    case 'g': case 'G': mul = 1ull << 30; p++; break;
+    case 't': case 'T': mul = 1ull << 40; p++; break;
+    default: break;
+    }
+    if (*p == 'i' && mul > 1) p++; /* 4GiB reads as 4G */
+    if ((*p == 'b' || *p == 'B') && (mul > 1 || p[1] == 0)) p++;
+    if (*p || (v && mul > UINT64_MAX / v)) return 0;
+    *out = v * mul;
+    return 1;
+}
+
+Q4K_API uint64_t q4k_host_memory_available(const char **source) {
+    const char *env = getenv("Q4K_HOST_MEM_LIMIT"), *dummy;
+    uint64_t v = 0;
+    if (!source) source = &dummy;
+    if (env && *env) {
+        if (q4k__parse_bytes(env, &v)) {
+            *source = "Q4K_HOST_MEM_LIMIT";
+            return v;
+        }
+        /* a limit that was asked for and cannot be read must not turn into no limit */
+        *source = "Q4K_HOST_MEM_LIMIT, which is not a byte count";
+        return 0;
+    }
+#if defined(__linux__)
+    {
+        FILE *f = fopen("/proc/meminfo", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f)) {
+            unsigned long long kb;
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                fclose(f);
+                *source = "MemAvailable in /proc/meminfo";
+                return (uint64_t)kb * 1024u;
+            }
+        }
+        if (f) fclose(f);
+    }
+#endif
+#if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
+    {
+        long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && page > 0) {
+            *source = "sysconf(_SC_AVPHYS_PAGES)";
+            return (uint64_t)pages * (uint64_t)page;
+        }
+    }
+#endif
+    *source = "unknown";
+    return UINT64_MAX;
+}
+
+/* The memory of a session of n_ctx tokens: its KV cache (per token) and
+   scratch (a batch of Q4K__CPU_BATCH tokens, attention scores of up to 64
+   threads): the CPU's allocation, and the least a GPU backend needs. */
+static uint64_t q4k__kv_bytes_per_token(const q4k_hparams *hp, q4k_kv_type kv) {
+    return 2ull * (uint64_t)hp->n_layer * (uint64_t)(hp->n_head_kv * hp->head_dim) * (kv == Q4K_KV_F32 ? 4u : 2u);
+}
+#define Q4K__SCORES_PER_TOKEN (64ull * 4ull)
+static uint64_t q4k__scratch_bytes(const q4k_hparams *hp, int64_t n_batch);
+
+/* Whether a session of n_ctx fits (see q4k_session_check_memory): on the
+   device of b when it tells its memory, else in host memory; `weights` are
+   the bytes still to upload (0 when prepared, or for the host). */
+static q4k_result q4k__check_fit(q4k_backend *b, const q4k_hparams *hp, uint64_t weights, int64_t n_ctx,
+                                 q4k_kv_type kv, const char *who, q4k_error *err) {
+    uint64_t per_tok = q4k__kv_bytes_per_token(hp, kv), scratch, need, avail, total = 0, fixed, fit;
+    const char *source = "";
+    char h_need[32], h_kv[32], h_avail[32], h_w[32], h_total[32];
+    int device = b && b->mem_info;
+    q4k_result r;
+    if (n_ctx > Q4K_MAX_CTX)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "%s: a context of %lld tokens is above q4k's limit of %lld", who,
+                         (long long)n_ctx, (long long)Q4K_MAX_CTX);
+    if (n_ctx < 1) return Q4K_OK;
+    scratch = q4k__scratch_bytes(hp, 0) + (uint64_t)n_ctx * Q4K__SCORES_PER_TOKEN;
+    need = per_tok * (uint64_t)n_ctx + scratch + weights; /* < 2^63: n_ctx <= 2^24, dims bounded by the file */
+    if (device) {
+        if ((r = b->mem_info(b, &avail, &total, err))) return r;
+    } else {
+        avail = q4k_host_memory_available(&source);
+    }
+    if (need <= avail && (uint64_t)need <= (uint64_t)SIZE_MAX) return Q4K_OK;
+    fixed = q4k__scratch_bytes(hp, 0) + weights;
+    fit = avail > fixed ? (avail - fixed) / (per_tok + Q4K__SCORES_PER_TOKEN) : 0;
+    if (fit > (uint64_t)Q4K_MAX_CTX) fit = (uint64_t)Q4K_MAX_CTX;
+    q4k__human_bytes(h_need, sizeof h_need, need);
+    q4k__human_bytes(h_kv, sizeof h_kv, per_tok * (uint64_t)n_ctx);
+    q4k__human_bytes(h_avail, sizeof h_avail, avail);
+    if (device) {
+        q4k__human_bytes(h_w, sizeof h_w, weights);
+        q4k__human_bytes(h_total, sizeof h_total, total);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY,
+                         "%s: a context of %lld tokens needs %llu bytes (%s) on the %s device: KV cache %s (%s, %llu "
+                         "bytes per token), scratch %llu bytes, weights to upload %llu bytes (%s); the device has %llu "
+                         "bytes (%s) free of %s; %s%lld tokens fit",
+                         who, (long long)n_ctx, (unsigned long long)need, h_need, b->name, h_kv, q4k_kv_type_name(kv),
+                         (unsigned long long)per_tok, (unsigned long long)scratch, (unsigned long long)weights, h_w,
+                         (unsigned long long)avail, h_avail, h_total, fit ? "at most " : "not even the weights fit: ",
+                         (long long)fit);
+    }
+    return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY,
+                     "%s: a context of %lld tokens needs %llu bytes (%s) of host memory: KV cache %s (%s, %llu bytes "
+                     "per token), scratch %llu bytes; %llu bytes (%s) are available (%s); at most %lld tokens fit",
+                     who, (long long)n_ctx, (unsigned long long)need, h_need, h_kv, q4k_kv_type_name(kv),
+                     (unsigned long long)per_tok, (unsigned long long)scratch, (unsigned long long)avail, h_avail, source,
+                     (long long)fit);
+}
+
 static void q4k__touch_pages(const q4k_model *m, const q4k_model_desc *d) {
     /* Fault the mapping in once so that load time is paid here, with progress. */
     uint64_t total = q4k_model_weight_bytes(m), done = 0, next = 0;
@@ -8394,7 +8594,12 @@ Q4K_API q4k_result q4k_model_from_gguf(q4k_gguf *g, const q4k_model_desc *desc, 
         return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: tensor 'token_embd.weight' is %s",
                          emb ? "not 2-dimensional" : "missing");
     n_vocab = emb->ne[1];
+    if (n_vocab > Q4K_MAX_VOCAB)
+        return q4k__fail(err, Q4K_ERR_BAD_MODEL, "model: a vocabulary of %lld tokens (token_embd.weight) is above q4k's limit of %lld",
+                         (long long)n_vocab, (long long)Q4K_MAX_VOCAB);
     hp.n_vocab = n_vocab;
+    if (d.kv != Q4K_KV_F16 && d.kv != Q4K_KV_F32)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "model: KV cache type %d is not one of f16 (0), f32 (1)", (int)d.kv);
     /* every layer has at least 9 tensors: refuse a block_count the file cannot hold
        before sizing anything from it */
     if (hp.n_layer > q4k_gguf_tensor_count(g) / 9)
@@ -8463,6 +8668,20 @@ Q4K_API q4k_result q4k_model_from_gguf(q4k_gguf *g, const q4k_model_desc *desc, 
         }
     }
     m->hp = hp;
+    if (d.n_ctx &&
+        (r = q4k__check_fit(NULL, &hp, 0, d.n_ctx < 0 ? (hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096) : d.n_ctx,
+                            d.kv, "model", err)))
+        goto fail;
+    {
+        const char *source;
+        uint64_t avail = q4k_host_memory_available(&source), wb = q4k_model_weight_bytes(m);
+        char h_w[32], h_a[32];
+        if (g->map && wb > avail)
+            q4k__log(d.log, d.log_user, Q4K_LOG_WARN,
+                     "model: its weights (%s) exceed the host's available memory (%s, %s): they will be read from "
+                     "the file again and again (slow)",
+                     q4k__human_bytes(h_w, sizeof h_w, wb), q4k__human_bytes(h_a, sizeof h_a, avail), source);
+    }
     q4k__touch_pages(m, &d);
     q4k__log(d.log, d.log_user, Q4K_LOG_INFO, "model: %s, %lld layers, embd %lld, ff %lld, heads %lld/%lld, vocab %lld",
              q4k_arch_name(hp.arch), (long long)hp.n_layer, (long long)hp.n_embd, (long long)hp.n_ff,
@@ -8625,6 +8844,7 @@ Q4K_API q4k_result q4k_session_create(q4k_backend *b, const q4k_model *m, const 
     if (dd.faults.mask || dd.faults.perturb_eps != 0.0f)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: fault injection is compiled into test builds only");
 #endif
+    if ((r = q4k_session_check_memory(b, m, &dd, err))) return r;
     if ((r = q4k__backend_acquire(b, m, err))) return r;
     if ((r = b->session_create(b, m, &dd, out, err))) {
         q4k__backend_release(b, m);
@@ -9192,15 +9412,32 @@ static void q4k__cpu_session_destroy(q4k_session *s) {
     Q4K_FREE(cs);
 }
 
-Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, int64_t n_batch) {
-    const q4k_hparams *hp = &m->hp;
+/* scratch without the attention scores; n_batch <= 0: Q4K__CPU_BATCH, what a session allocates */
+static uint64_t q4k__scratch_bytes(const q4k_hparams *hp, int64_t n_batch) {
     uint64_t kv_dim = (uint64_t)(hp->n_head_kv * hp->head_dim), q_dim = (uint64_t)(hp->n_head * hp->head_dim);
-    uint64_t b = (uint64_t)(n_batch > 0 ? n_batch : 1), kv, scratch;
+    uint64_t b = (uint64_t)(n_batch > 0 ? n_batch : Q4K__CPU_BATCH);
     if (b > Q4K__CPU_BATCH) b = Q4K__CPU_BATCH;
-    kv = 2ull * (uint64_t)hp->n_layer * (uint64_t)n_ctx * kv_dim * 2ull;
-    scratch = 4ull * (b * (3ull * (uint64_t)hp->n_embd + 2ull * q_dim + 2ull * kv_dim + 2ull * (uint64_t)hp->n_ff +
-                           (uint64_t)hp->n_rot) + 64ull * (uint64_t)n_ctx + 65536ull);
-    return kv + scratch;
+    return 4ull * (b * (3ull * (uint64_t)hp->n_embd + 2ull * q_dim + 2ull * kv_dim + 2ull * (uint64_t)hp->n_ff +
+                        (uint64_t)hp->n_rot) + 65536ull);
+}
+
+Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, int64_t n_batch) {
+    return q4k__kv_bytes_per_token(&m->hp, Q4K_KV_F16) * (uint64_t)n_ctx +
+           q4k__scratch_bytes(&m->hp, n_batch > 0 ? n_batch : 1) + Q4K__SCORES_PER_TOKEN * (uint64_t)n_ctx;
+}
+
+Q4K_API q4k_result q4k_session_check_memory(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                            q4k_error *err) {
+    int64_t n_ctx = d ? d->n_ctx : 0;
+    q4k_kv_type kv = d ? d->kv : Q4K_KV_F16;
+    uint64_t weights = 0;
+    int i, prepared = 0;
+    if (!m) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: a model is required");
+    if (n_ctx == 0) n_ctx = m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096;
+    for (i = 0; b && i < Q4K_MAX_PREPARED; i++)
+        if (b->prepared[i].refs > 0 && b->prepared[i].model == m) prepared = 1;
+    if (b && b->mem_info && !prepared) weights = q4k_model_weight_bytes(m);
+    return q4k__check_fit(b, &m->hp, weights, n_ctx, kv, "session", err);
 }
 
 static q4k_result q4k__cpu_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,

@@ -1273,6 +1273,11 @@ static q4k_result q4k__vk_lib_open(q4k__vk_lib *l, q4k_error *err) {
     if (vr != VK_SUCCESS) {
         l->instance = NULL;
         q4k__vk_lib_close(l);
+        /* the loader without any driver (ICD) answers this: say it as "no device" */
+        if (vr == VK_ERROR_INCOMPATIBLE_DRIVER)
+            return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE,
+                             "vulkan: no Vulkan device: the loader found no driver it can use "
+                             "(vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER)");
         return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: vkCreateInstance failed (VkResult %d)", (int)vr);
     }
 #define Q4K__VK_LOAD_I(f) l->f = (PFN_##f)l->vkGetInstanceProcAddr(l->instance, #f);

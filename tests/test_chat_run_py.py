@@ -223,8 +223,9 @@ def main():
         bad = os.path.join(tmp, "bad.jinja")
         with open(bad, "w", encoding="utf-8") as f:
             f.write("{% macro m() %}{% endmacro %}{{ bos_token }}<\uff5cUser\uff5c>{{ messages[0].content }}")
+        # (--backend cpu: auto's fallback on a machine without a GPU is a warning of its own)
         p = run([Q4K, "run", model, prompt_text, "--temp", "0", "-n", "1", "--quiet", "--chat-template", bad,
-                 "--logits-out", lo])
+                 "--logits-out", lo, "--backend", "cpu"])
         err = p.stderr.decode("utf-8", "replace")
         got = [tok for tok, _, _ in read_logits(lo)[:len(want_prompt)]]
         warns = [ln for ln in err.splitlines() if "warning" in ln]
