@@ -1383,6 +1383,13 @@ static int cmd_run(int argc, char **argv) {
         cmd_error("run", "%s", err.msg);
         goto done;
     }
+    if (o.verbose && !strcmp(backend->name, "cuda")) {
+        q4k_cuda_memory mem;
+        if (q4k_cuda_memory_info(backend, &mem, &err) == Q4K_OK)
+            fprintf(stderr, "cuda: device memory in use %.1f MiB of %.1f MiB (total - free: the context %.1f MiB, q4k's "
+                            "weights, KV cache and scratch %.1f MiB, and anything else on the device)\n",
+                    mem.used / 1048576.0, mem.total / 1048576.0, mem.context / 1048576.0, mem.allocated / 1048576.0);
+    }
     st.sampler = q4k_sampler_create(&o.sp, st.model->hp.n_vocab);
     st.logits = (float *)malloc((size_t)st.model->hp.n_vocab * sizeof(float));
     if (o.logits_out) st.chunk = (float *)malloc((size_t)st.model->hp.n_vocab * RUN_CHUNK * sizeof(float));
