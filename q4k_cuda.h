@@ -452,7 +452,7 @@ static const char *const q4k__embed_ops_cu[] = {
     "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
     "    if (t >= n * dim) return;\n",
     "    const long long at = ((long long)pos[0] + t / dim) * dim + t % dim;\n",
-    "    const float v = q4k_mul(x[t], scale);\n",
+    "    const float v = scale == 1.0f ? x[t] : q4k_mul(x[t], scale); /* a NaN keeps its payload, as on the CPU */\n",
     "    if (f32) ((float *)cache)[at] = v;\n",
     "    else ((unsigned short *)cache)[at] = q4k_f2h(v);\n",
     "}\n",
@@ -1640,13 +1640,21 @@ typedef struct q4k__cuda_backend {
     int graphs;                /* the driver has the graph calls and $Q4K_CUDA_GRAPH is not 0 */
 } q4k__cuda_backend;
 
+/* the driver's errors after which the context cannot be used again (an
+   illegal address or instruction, a trap, a failed launch, a hardware
+   error): any later call returns them */
+static int q4k__cuda_sticky(q4k__CUresult cr) {
+    return cr == 214 || cr == 700 || cr == 702 || cr == 709 || cr == 710 || (cr >= 714 && cr <= 719);
+}
+
 /* a driver result as a q4k_result with detail; an error found at a
-   synchronisation is an asynchronous fault and marks the backend dead */
+   synchronisation is an asynchronous fault, and a sticky error (wherever it
+   shows) loses the context: both mark the backend dead */
 static q4k_result q4k__cuda_check(q4k__cuda_backend *cb, q4k__CUresult cr, const char *what, int sync, q4k_error *err) {
     char buf[200];
     if (cr == 0) return Q4K_OK;
     q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf);
-    if (sync) {
+    if (sync || q4k__cuda_sticky(cr)) {
         cb->dead = 1;
         snprintf(cb->dead_why, sizeof cb->dead_why, "%s: %s", what, buf);
         return q4k__fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s; the CUDA context is lost", what, buf);
@@ -1711,8 +1719,13 @@ static q4k_result q4k__cuda_launch(q4k__cuda_backend *cb, q4k__CUfunction fn, co
     q4k__CUresult cr = cb->lib.cuLaunchKernel(fn, gx, gy, 1, threads, 1, 1, 0, cb->stream, params, NULL);
     char buf[200];
     if (cr == 0) return Q4K_OK;
-    return q4k__fail(err, Q4K_ERR_GPU, "cuda: launch of kernel %s (grid %ux%u, %u threads) failed: %s", name, gx, gy,
-                          threads, q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
+    q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf);
+    if (q4k__cuda_sticky(cr)) { /* an earlier kernel's fault, seen here */
+        cb->dead = 1;
+        snprintf(cb->dead_why, sizeof cb->dead_why, "launch of %s: %s", name, buf);
+    }
+    return q4k__fail(err, Q4K_ERR_GPU, "cuda: launch of kernel %s (grid %ux%u, %u threads) failed: %s%s", name, gx, gy, threads, buf,
+                     cb->dead ? "; the CUDA context is lost" : "");
 }
 
 static const char *q4k__cuda_type_suffix(q4k_type t) {

@@ -112,7 +112,7 @@ extern "C" __global__ void q4k_kv_append(const float *x, void *cache, long long 
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n * dim) return;
     const long long at = ((long long)pos[0] + t / dim) * dim + t % dim;
-    const float v = q4k_mul(x[t], scale);
+    const float v = scale == 1.0f ? x[t] : q4k_mul(x[t], scale); /* a NaN keeps its payload, as on the CPU */
     if (f32) ((float *)cache)[at] = v;
     else ((unsigned short *)cache)[at] = q4k_f2h(v);
 }

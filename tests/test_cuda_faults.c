@@ -195,6 +195,28 @@ static void test_mem_limit(void) {
     q4k_model_free(m);
 }
 
+/* a launch the driver refuses (more threads than a block may have) names
+   the kernel and leaves the backend alive */
+static void test_launch_error(void) {
+    q4k__cuda_backend *cb;
+    q4k__cuda_buf x = {0, 0};
+    q4k_error err;
+    long long n = 1;
+    void *p[3];
+    q4k_result r;
+    NEED_GPU();
+    cb = (q4k__cuda_backend *)gpu;
+    T_CHECK(q4k__cuda_alloc(cb, &x, 4096, &err) == Q4K_OK, "%s", err.msg);
+    p[0] = &x.p;
+    p[1] = &x.p;
+    p[2] = &n;
+    r = q4k__cuda_launch(cb, cb->op[Q4K__CUDA_OP_add], "q4k_add", 1, 1, 4096, p, &err);
+    printf("  %s\n", err.msg);
+    T_CHECK(r == Q4K_ERR_GPU && strstr(err.msg, "kernel q4k_add"), "%d %s", (int)r, err.msg);
+    T_CHECK(!cb->dead, "a refused launch marked the backend dead");
+    q4k__cuda_free(cb, &x);
+}
+
 /* the last test: an asynchronous fault loses the context */
 static void test_async_fault(void) {
     q4k_model *m;
@@ -246,6 +268,7 @@ int main(void) {
     T_RUN(test_fault_f16_acc);
     T_RUN(test_faults_7b_layer);
     T_RUN(test_mem_limit);
+    T_RUN(test_launch_error);
     T_RUN(test_async_fault);
     if (gpu) q4k_backend_destroy(gpu);
     q4k_backend_destroy(cpu);
