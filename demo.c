@@ -45,7 +45,9 @@ static const char *usage_text =
     "            2 usage (bad or missing arguments), 3 parity failure\n"
     "\n"
     "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path;\n"
-    "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries\n";
+    "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries;\n"
+    "             Q4K_CUDA_GRAPH=0 turns the CUDA decode graph off;\n"
+    "             Q4K_DEVICE_MEM_LIMIT=BYTES caps the CUDA backend's device memory\n";
 
 
 /* Messages quote file content (names, keys, paths): control bytes are shown
