@@ -834,6 +834,43 @@ static void test_gate_7b_layer(void) {
     gate_case("7b", "--layers 1 --fast", 0);
 }
 
+/* The counter the CUDA test below relies on, where no GPU is: one count
+   per q4k_matmul call, one per layer of a CPU session's forward pass. */
+static void test_cpu_counter(void) {
+    char path[256];
+    q4k_model *m;
+    q4k_session *sc = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    q4k_cpu c;
+    int32_t toks[2] = {3, 99};
+    float w[64], x[64], y[2], *logits;
+    uint64_t c0, c1;
+    memset(&c, 0, sizeof c);
+    memset(w, 0, sizeof w);
+    memset(x, 0, sizeof x);
+    c.act = Q4K_ACT_F32;
+    c0 = q4k_cpu_kernel_calls();
+    T_CHECK(q4k_matmul(&c, Q4K_TYPE_F32, w, 2, 32, x, 1, y) == Q4K_OK, "matmul");
+    T_CHECK(q4k_cpu_kernel_calls() == c0 + 1, "a q4k_matmul counted %llu", (unsigned long long)(q4k_cpu_kernel_calls() - c0));
+    if (!(m = synth_model("tiny", "", path, sizeof path))) return;
+    logits = (float *)malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 16;
+    T_CHECK(q4k_session_create(cpu, m, &sd, &sc, &err) == Q4K_OK, "%s", err.msg);
+    if (sc) {
+        c0 = q4k_cpu_kernel_calls();
+        T_CHECK(q4k_session_eval(sc, toks, 2, 0, logits, &err) == Q4K_OK, "%s", err.msg);
+        c1 = q4k_cpu_kernel_calls();
+        T_CHECK(c1 >= c0 + (uint64_t)m->hp.n_layer * 8, "a CPU eval of %lld layers counted %llu", (long long)m->hp.n_layer,
+                (unsigned long long)(c1 - c0));
+    }
+    q4k_session_free(sc);
+    free(logits);
+    q4k_model_free(m);
+    remove(path);
+}
+
 /* A CUDA session's eval runs no CPU kernel (q4k_cpu_kernel_calls stays
    put across it), while the CPU session's eval of the same tokens moves it. */
 static void test_no_cpu_kernels(void) {
@@ -1006,6 +1043,7 @@ int main(void) {
     T_RUN(test_session_7b_layer);
     T_RUN(test_op_entry_points);
     T_RUN(test_prepared_shared);
+    T_RUN(test_cpu_counter);
     T_RUN(test_no_cpu_kernels);
     T_RUN(test_graph_identical);
     T_RUN(test_device_memory);
