@@ -36,10 +36,11 @@ all: q4k
 q4k: demo.c $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -o $@ demo.c $(LDLIBS) $(VK_LIBS)
 
-# the test build: faults from Q4K_FAULT=NAME[,NAME...] (never in ./q4k)
+# the test build: faults from Q4K_FAULT=NAME[,NAME...] and the CUDA backend's
+# injected failures (Q4K_CUDA_TEST_FAULT_EVAL, Q4K_CUDA_TEST_BREAK); never in ./q4k
 build/q4k-faults: demo.c $(HEADERS)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -DQ4K_FAULTS -o $@ demo.c $(LDLIBS) $(VK_LIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -DQ4K_FAULTS -DQ4K_CUDA_TEST_FAULT -o $@ demo.c $(LDLIBS) $(VK_LIBS)
 
 # The implementation is compiled once per flavour and linked into every test
 # program and tool; a source that defines Q4K_IMPLEMENTATION itself (it reaches
@@ -57,10 +58,10 @@ $(ASAN_IMPL): tests/q4k_impl.c $(HEADERS)
 	@mkdir -p build/asan
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -I. -c -o $@ $<
 
-build/test_%: tests/test_%.c tests/t.h $(HEADERS) $(IMPL)
+build/test_%: tests/test_%.c tests/t.h tests/t_cuda.h $(HEADERS) $(IMPL)
 	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
-build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS) $(ASAN_IMPL)
+build/asan/test_%: tests/test_%.c tests/t.h tests/t_cuda.h $(HEADERS) $(ASAN_IMPL)
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -Itests -I. -o $@ $< $(call link_impl,$<,$(ASAN_IMPL)) $(LDLIBS) $(VK_LIBS)
 
 # ThreadSanitizer: the thread rules (tests/tsan_threads.c), run by tests/test_tsan.sh

@@ -48,7 +48,9 @@ static const char *usage_text =
     "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path;\n"
     "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries,\n"
     "             Q4K_LIBVULKAN the Vulkan loader; Q4K_HOST_MEM_LIMIT=BYTES caps the\n"
-    "             host memory q4k counts on (default: MemAvailable)\n";
+    "             host memory q4k counts on (default: MemAvailable);\n"
+    "             Q4K_CUDA_GRAPH=0 turns the CUDA decode graph off;\n"
+    "             Q4K_DEVICE_MEM_LIMIT=BYTES caps the CUDA backend's device memory\n";
 
 
 /* Messages quote file content (names, keys, paths): control bytes are shown
@@ -1403,6 +1405,13 @@ static int cmd_run(int argc, char **argv) {
     if (q4k_session_create(backend, st.model, &sd, &st.sess, &err) != Q4K_OK) {
         cmd_error("run", "%s", err.msg);
         goto done;
+    }
+    if (o.verbose && !strcmp(backend->name, "cuda")) {
+        q4k_cuda_memory mem;
+        if (q4k_cuda_memory_info(backend, &mem, &err) == Q4K_OK)
+            fprintf(stderr, "cuda: device memory in use %.1f MiB of %.1f MiB (total - free: the context %.1f MiB, q4k's "
+                            "weights, KV cache and scratch %.1f MiB, and anything else on the device)\n",
+                    mem.used / 1048576.0, mem.total / 1048576.0, mem.context / 1048576.0, mem.allocated / 1048576.0);
     }
     st.sampler = q4k_sampler_create(&o.sp, st.model->hp.n_vocab);
     st.logits = (float *)malloc((size_t)st.model->hp.n_vocab * sizeof(float));

@@ -518,6 +518,11 @@ typedef struct q4k_cpu {
    multiple of the block size, bad act mode or path), Q4K_ERR_UNSUPPORTED_TYPE,
    Q4K_ERR_UNSUPPORTED (path not usable here), Q4K_ERR_OUT_OF_MEMORY. */
 Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y);
+/* Calls of the CPU's kernels so far in this process: q4k_matmul, the CPU
+   backend's op entry points and each layer of its forward pass count one.
+   Read it around a GPU session's eval to show that nothing ran on the CPU
+   (any thread's calls count; relaxed atomics where the compiler has them). */
+Q4K_API uint64_t q4k_cpu_kernel_calls(void);
 /* <<cpu-api */
 
 /* >>tokenizer-api */
@@ -1398,6 +1403,9 @@ Q4K_API int q4k_gate_op_from_name(const char *name);
    with LAYER 0-based, OP an op or stage name); test builds only. */
 Q4K_API q4k_result q4k_faults_parse(const char *spec, q4k_faults *out, q4k_error *err);
 Q4K_API const char *q4k_fault_name(q4k_fault f);
+/* Internal, for the GPU backends: the q4k_scales fault on nb Q4_K blocks in
+   place (each block's 6-bit scales and mins exchanged) */
+Q4K_API void q4k__fault_swap_scales(void *blocks, int64_t nb);
 #endif
 /* <<parity-api */
 
@@ -6069,6 +6077,24 @@ static void q4k__mm_rows(void *ctx, int ith, int nth) {
     }
 }
 
+/* The one process-wide counter q4k has: a diagnostic that must see the
+   calls of every backend and session, so it cannot live in one of them. */
+static uint64_t q4k__cpu_calls;
+static void q4k__cpu_count(void) {
+#if defined(__GNUC__)
+    __atomic_fetch_add(&q4k__cpu_calls, 1, __ATOMIC_RELAXED);
+#else
+    q4k__cpu_calls++;
+#endif
+}
+Q4K_API uint64_t q4k_cpu_kernel_calls(void) {
+#if defined(__GNUC__)
+    return __atomic_load_n(&q4k__cpu_calls, __ATOMIC_RELAXED);
+#else
+    return q4k__cpu_calls;
+#endif
+}
+
 Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, int64_t rows, int64_t cols,
                               const float *x, int64_t n, float *y) {
     q4k_type_info ti = q4k_type_traits((int)type);
@@ -6078,6 +6104,7 @@ Q4K_API q4k_result q4k_matmul(const q4k_cpu *cpu, q4k_type type, const void *w, 
     int nth, quantized;
     size_t act_bytes;
     void *buf = NULL;
+    q4k__cpu_count();
     if (!cpu || !w || !x || !y || rows < 0 || cols <= 0 || n < 0) return Q4K_ERR_INVALID_ARG;
     if (!ti.name || !ti.implemented) return Q4K_ERR_UNSUPPORTED_TYPE;
     if (cols % ti.block_size) return Q4K_ERR_INVALID_ARG;
@@ -9134,22 +9161,10 @@ static void q4k__perturb(q4k__cpu_session *cs, float *y, int64_t n) {
     }
 }
 
-/* q4k_scales: a copy of a Q4_K tensor whose 6-bit scales and mins trade places */
-static const void *q4k__fault_q4k_scales(q4k__cpu_session *cs, const q4k_tensor *w) {
-    int64_t nt = q4k_gguf_tensor_count(cs->base.model->gguf), b, nb;
-    uint8_t *copy;
-    if (!cs->fault_weights) {
-        cs->fault_weights = (void **)Q4K_MALLOC((size_t)nt * sizeof(void *));
-        if (!cs->fault_weights) return NULL;
-        memset(cs->fault_weights, 0, (size_t)nt * sizeof(void *));
-    }
-    if (cs->fault_weights[w->index]) return cs->fault_weights[w->index];
-    copy = (uint8_t *)Q4K_MALLOC(w->nbytes);
-    if (!copy) return NULL;
-    memcpy(copy, w->data, w->nbytes);
-    nb = (int64_t)(w->nbytes / sizeof(q4k_block_q4_K));
+Q4K_API void q4k__fault_swap_scales(void *blocks, int64_t nb) {
+    int64_t b;
     for (b = 0; b < nb; b++) {
-        uint8_t *s = ((q4k_block_q4_K *)copy)[b].scales, sc[8], mn[8];
+        uint8_t *s = ((q4k_block_q4_K *)blocks)[b].scales, sc[8], mn[8];
         int j;
         for (j = 0; j < 4; j++) {
             sc[j] = s[j] & 63;
@@ -9163,6 +9178,22 @@ static const void *q4k__fault_q4k_scales(q4k__cpu_session *cs, const q4k_tensor 
             s[j + 8] = (uint8_t)((mn[j + 4] & 0xF) | (sc[j + 4] & 0xF) << 4);
         }
     }
+}
+
+/* q4k_scales: a copy of a Q4_K tensor whose 6-bit scales and mins trade places */
+static const void *q4k__fault_q4k_scales(q4k__cpu_session *cs, const q4k_tensor *w) {
+    int64_t nt = q4k_gguf_tensor_count(cs->base.model->gguf);
+    uint8_t *copy;
+    if (!cs->fault_weights) {
+        cs->fault_weights = (void **)Q4K_MALLOC((size_t)nt * sizeof(void *));
+        if (!cs->fault_weights) return NULL;
+        memset(cs->fault_weights, 0, (size_t)nt * sizeof(void *));
+    }
+    if (cs->fault_weights[w->index]) return cs->fault_weights[w->index];
+    copy = (uint8_t *)Q4K_MALLOC(w->nbytes);
+    if (!copy) return NULL;
+    memcpy(copy, w->data, w->nbytes);
+    q4k__fault_swap_scales(copy, (int64_t)(w->nbytes / sizeof(q4k_block_q4_K)));
     cs->fault_weights[w->index] = copy;
     return copy;
 }
@@ -9258,6 +9289,7 @@ static q4k_result q4k__cpu_layer(q4k__cpu_session *cs, int64_t l, int64_t n, int
     q4k_result r;
     q4k__attn_job job;
 
+    q4k__cpu_count();
     /* attention block */
     q4k__cpu_norm(cs, cs->xb, cs->x, L->attn_norm, n);
     q4k__cpu_op_done(cs, l, Q4K_OP_ATTN_NORM, cs->xb, n, d);
@@ -9529,6 +9561,7 @@ static q4k_result q4k__cpu_backend_embedding(q4k_backend *b, q4k_type type, cons
                                              int32_t token, float *out, q4k_error *err) {
     q4k_result r;
     (void)b;
+    q4k__cpu_count();
     if (!table || !out || token < 0 || n_embd <= 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: embedding: bad arguments");
     if ((r = q4k__embed_row(type, table, n_embd, token, out)))
         return q4k__fail(err, r, "cpu: embedding of type %s: %s", q4k_type_name(type), q4k_result_string(r));
@@ -9539,6 +9572,7 @@ static q4k_result q4k__cpu_backend_rmsnorm(q4k_backend *b, const float *x, const
                                            float eps, float *y, q4k_error *err) {
     int64_t j;
     (void)b;
+    q4k__cpu_count();
     if (!x || !w || !y || n <= 0 || rows < 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: rmsnorm: bad arguments");
     for (j = 0; j < rows; j++) q4k__rmsnorm(y + j * n, x + j * n, w, n, eps);
     return Q4K_OK;
@@ -9550,6 +9584,7 @@ static q4k_result q4k__cpu_backend_rope(q4k_backend *b, float *x, int64_t n_tok,
     int64_t j, h, half = n_rot / 2;
     float *c, *s;
     (void)b;
+    q4k__cpu_count();
     if (!x || n_tok < 0 || n_head <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > head_dim || pos0 < 0)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: rope: bad arguments");
     c = (float *)Q4K_MALLOC((size_t)(n_tok * half + 1) * sizeof(float));
@@ -9576,6 +9611,7 @@ static q4k_result q4k__cpu_backend_attention(q4k_backend *b, q4k_kv_type kv, con
     float *sc, *tab = NULL;
     uint32_t i;
     (void)b;
+    q4k__cpu_count();
     if (!q || !k || !v || !out || n_pos <= 0 || n_head_kv <= 0 || n_head % n_head_kv || head_dim <= 0 ||
         (kv != Q4K_KV_F16 && kv != Q4K_KV_F32))
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: attention: bad arguments");
@@ -9603,6 +9639,7 @@ static q4k_result q4k__cpu_backend_attention(q4k_backend *b, q4k_kv_type kv, con
 static q4k_result q4k__cpu_backend_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out,
                                                 q4k_error *err) {
     (void)b;
+    q4k__cpu_count();
     if (!x || !out || n < 0 || n % Q4K_QK) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cpu: quantize_act: n %lld is not a multiple of %d", (long long)n, Q4K_QK);
     q4k_quantize_act_q8(x, out, n);
     return Q4K_OK;

@@ -28,19 +28,34 @@
                     (else ~/.cache/q4k), keyed by source hash, SM and NVRTC
                     version; a corrupt or unwritable cache is ignored with
                     a warning
+      Q4K_CUDA_GRAPH  0: decode steps launch kernel by kernel instead of
+                    replaying the step's CUDA graph (same results, bit for bit)
+      Q4K_DEVICE_MEM_LIMIT  bytes: allocations beyond it fail as out of
+                    device memory (tests provoke that path anywhere)
 
    Errors: a missing library, symbol or device gives
-   Q4K_ERR_BACKEND_UNAVAILABLE naming the library or the reason; driver
+   Q4K_ERR_BACKEND_UNAVAILABLE naming the library or the reason; a kernel
+   that does not compile, NVRTC's log with kernels_src/FILE:LINE; driver
    failures give Q4K_ERR_GPU naming the call (and the kernel of a launch);
-   out of device memory gives Q4K_ERR_OUT_OF_MEMORY with bytes needed and free.
+   out of device memory gives Q4K_ERR_OUT_OF_MEMORY with bytes needed and
+   free, and a session whose KV cache, scratch and (first time) weights do
+   not fit is refused before anything is uploaded. An asynchronous fault
+   (found when the stream is synchronised) loses the context: the backend
+   and its sessions are dead, and every later call says so.
 
    Threads: a backend owns its CUDA context and one stream; use it from one
    thread at a time. Two backends may live in one process.
 
    The parity gate: sessions trace what q4k_gate_run reads (every op of
    every layer, the residuals, the stages) and keep the KV cache in the
-   descriptor's type (f16 or f32); the gate's faults are not implemented
-   here yet, so a session with desc.faults set is refused.
+   descriptor's type (f16 or f32); in -DQ4K_FAULTS builds every fault of
+   Q4K_FAULT_LIST and perturb act as on the CPU. Traced and faulted
+   sessions launch every kernel; others replay one CUDA graph per decode
+   step (the token and position are read from device memory).
+   Test builds with -DQ4K_CUDA_TEST_FAULT also read
+   $Q4K_CUDA_TEST_FAULT_EVAL=N (eval N of a session makes a kernel write to
+   an unmapped address) and $Q4K_CUDA_TEST_BREAK=FILE:LINE (that line of
+   an embedded kernel file replaced by a syntax error).
 */
 #ifndef Q4K_CUDA_H
 #define Q4K_CUDA_H
@@ -109,6 +124,18 @@ Q4K_API q4k_result q4k_cuda_compile_only(const q4k_cuda_desc *desc, const int *s
 /* The embedded source of a kernels_src/ file ("q4k_common.h"), as one
    string to free with q4k_free(); NULL when unknown or out of memory. */
 Q4K_API char *q4k_cuda_kernel_source(const char *file);
+
+/* Device memory as a CUDA backend sees it, in bytes. */
+typedef struct q4k_cuda_memory {
+    uint64_t total;     /* the device's */
+    uint64_t used;      /* total - free now: the context and everything in it
+                           (and whatever other processes hold on the device) */
+    uint64_t context;   /* total - free when the backend had made its context,
+                           before q4k allocated anything */
+    uint64_t allocated; /* q4k's own allocations: weights, KV caches, scratch */
+} q4k_cuda_memory;
+/* Q4K_ERR_INVALID_ARG when b is not a CUDA backend. */
+Q4K_API q4k_result q4k_cuda_memory_info(q4k_backend *b, q4k_cuda_memory *out, q4k_error *err);
 
 #ifdef __cplusplus
 }
@@ -316,13 +343,15 @@ static const char *const q4k__embed_ops_cu[] = {
     "   at its functions, `>>model`):\n",
     "      q4k_get_rows      embedding rows, decoded exactly (any weight type)\n",
     "      q4k_rmsnorm       y = x * (float)(1 / sqrt(mean(x^2) + eps)) * w, the\n",
-    "                        mean in double\n",
+    "                        mean in double (f16acc: a fault of the gate)\n",
     "      q4k_add_bias, q4k_add, q4k_swiglu (silu(g) * u, silu(x) = x / (1 + e^-x))\n",
     "      q4k_rope          rotation by the host's cos/sin table (q4k_rope_pair)\n",
     "      q4k_kv_append     K or V rows into the cache: f16 (round to nearest even)\n",
     "                        or f32 (exact), as the session's KV type says\n",
     "      q4k_attention     causal GQA attention, f32 scores, decode and prefill\n",
     "      q4k_argmax        greedy token (lowest index among equal maxima)\n",
+    "      q4k_perturb       the gate's perturb fault: y *= 1 + eps * N(0,1), the\n",
+    "                        CPU's generator (splitmix64, Box-Muller) at its position\n",
     "   Positions are read from device memory (pos[0]: the position of the\n",
     "   batch's first token), so a captured decode step stays valid as the\n",
     "   position moves. */\n",
@@ -356,15 +385,27 @@ static const char *const q4k__embed_ops_cu[] = {
     "    return v;\n",
     "}\n",
     "\n",
-    "/* one thread block per row */\n",
+    "/* one thread block per row; f16acc (a fault of the gate): the sum of\n",
+    "   squares kept in an fp16 accumulator, one add at a time as the CPU's fault does */\n",
     "extern \"C\" __global__ void __launch_bounds__(Q4K_OPS_THREADS)\n",
-    "    q4k_rmsnorm(const float *x, const float *w, float *y, long long d, float eps) {\n",
+    "    q4k_rmsnorm(const float *x, const float *w, float *y, long long d, float eps, int f16acc) {\n",
     "    __shared__ double sh[Q4K_OPS_THREADS];\n",
     "    const float *xr = x + blockIdx.x * d;\n",
     "    float *yr = y + blockIdx.x * d;\n",
     "    double ss = 0.0;\n",
-    "    for (long long i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];\n",
-    "    ss = q4k_block_sum_d(ss, sh);\n",
+    "    if (f16acc) {\n",
+    "        if (threadIdx.x == 0) {\n",
+    "            float h = 0.0f;\n",
+    "            for (long long i = 0; i < d; i++) h = q4k_h2f(q4k_f2h(h + q4k_mul(xr[i], xr[i])));\n",
+    "            sh[0] = (double)h;\n",
+    "        }\n",
+    "        __syncthreads();\n",
+    "        ss = sh[0];\n",
+    "        __syncthreads();\n",
+    "    } else {\n",
+    "        for (long long i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];\n",
+    "        ss = q4k_block_sum_d(ss, sh);\n",
+    "    }\n",
     "    const float scale = (float)(1.0 / sqrt(ss / (double)d + (double)eps));\n",
     "    for (long long i = threadIdx.x; i < d; i += blockDim.x) yr[i] = q4k_mul(xr[i], scale) * w[i];\n",
     "}\n",
@@ -403,13 +444,17 @@ static const char *const q4k__embed_ops_cu[] = {
     "    q4k_rope_pair(&hv[i0], &hv[i1], cs[0], cs[1]);\n",
     "}\n",
     "\n",
-    "/* cache[(pos0 + j) * dim + i] = x[j * dim + i], rounded to f16 unless f32 */\n",
-    "extern \"C\" __global__ void q4k_kv_append(const float *x, void *cache, long long dim, long long n, const int *pos, int f32) {\n",
+    "/* cache[(pos0 + j) * dim + i] = x[j * dim + i] * scale, rounded to f16\n",
+    "   unless f32 (scale is 1, an exact product, except under a fault of the\n",
+    "   gate that halves the cache) */\n",
+    "extern \"C\" __global__ void q4k_kv_append(const float *x, void *cache, long long dim, long long n, const int *pos, int f32,\n",
+    "                                         float scale) {\n",
     "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
     "    if (t >= n * dim) return;\n",
     "    const long long at = ((long long)pos[0] + t / dim) * dim + t % dim;\n",
-    "    if (f32) ((float *)cache)[at] = x[t];\n",
-    "    else ((unsigned short *)cache)[at] = q4k_f2h(x[t]);\n",
+    "    const float v = scale == 1.0f ? x[t] : q4k_mul(x[t], scale); /* a NaN keeps its payload, as on the CPU */\n",
+    "    if (f32) ((float *)cache)[at] = v;\n",
+    "    else ((unsigned short *)cache)[at] = q4k_f2h(v);\n",
     "}\n",
     "\n",
     "/* element i of a cache of f16 or f32 */\n",
@@ -422,13 +467,14 @@ static const char *const q4k__embed_ops_cu[] = {
     "   kc, vc: one layer's cache [n_ctx][n_head_kv * hd] (f16, or f32); scores: scratch of\n",
     "   n * n_head rows of n_ctx floats. The dot of each score runs over d in\n",
     "   order, and each output sums p_t * v_t over t in order, as the CPU does;\n",
-    "   only the max and the softmax denominator are reduced in another order. */\n",
+    "   only the max and the softmax denominator are reduced in another order.\n",
+    "   gqa_fault (a fault of the gate): query head h reads KV head h % n_head_kv. */\n",
     "extern \"C\" __global__ void __launch_bounds__(Q4K_OPS_THREADS)\n",
     "    q4k_attention(const float *q, const void *kc, const void *vc, float *out, float *scores,\n",
-    "                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx, int f32) {\n",
+    "                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx, int f32, int gqa_fault) {\n",
     "    __shared__ float shf[Q4K_OPS_THREADS];\n",
     "    const long long j = blockIdx.x / n_head;\n",
-    "    const int h = blockIdx.x % n_head, kvh = h / (n_head / n_head_kv);\n",
+    "    const int h = blockIdx.x % n_head, kvh = gqa_fault ? h % n_head_kv : h / (n_head / n_head_kv);\n",
     "    const long long kv_dim = (long long)n_head_kv * hd, last = (long long)pos[0] + j;\n",
     "    const float *qh = q + (j * n_head + h) * hd;\n",
     "    float *sc = scores + (long long)blockIdx.x * n_ctx;\n",
@@ -494,6 +540,21 @@ static const char *const q4k__embed_ops_cu[] = {
     "        __syncthreads();\n",
     "    }\n",
     "    if (threadIdx.x == 0) out[0] = (int)si[0];\n",
+    "}\n",
+    "\n",
+    "/* The gate's perturb fault: y[i] *= 1 + eps * N(0,1), value i drawn as the\n",
+    "   CPU's generator draws its (drawn + i)-th value after `seed` (splitmix64,\n",
+    "   then Box-Muller in double), so both backends add the same noise when they\n",
+    "   perturb the same ops in the same order. */\n",
+    "extern \"C\" __global__ void q4k_perturb(float *y, long long n, float eps, unsigned long long seed, unsigned long long drawn) {\n",
+    "    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n",
+    "    if (t >= n) return;\n",
+    "    unsigned long long a = seed + (drawn + (unsigned long long)t + 1ull) * 0x9E3779B97F4A7C15ull;\n",
+    "    a = (a ^ (a >> 30)) * 0xBF58476D1CE4E5B9ull;\n",
+    "    a = (a ^ (a >> 27)) * 0x94D049BB133111EBull;\n",
+    "    const unsigned long long b = a ^ (a >> 31);\n",
+    "    const double u = ((double)(b >> 11) + 0.5) / 9007199254740992.0, v = (double)(b & 0x7ff) / 2048.0;\n",
+    "    y[t] *= (float)(1.0 + (double)eps * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));\n",
     "}\n",
     0};
 /* Q4K_EMBED_END */
@@ -946,6 +1007,8 @@ typedef struct q4k__CUctx_st *q4k__CUcontext;
 typedef struct q4k__CUmod_st *q4k__CUmodule;
 typedef struct q4k__CUfunc_st *q4k__CUfunction;
 typedef struct q4k__CUstream_st *q4k__CUstream;
+typedef struct q4k__CUgraph_st *q4k__CUgraph;
+typedef struct q4k__CUgraphExec_st *q4k__CUgraphExec;
 typedef int q4k__nvrtcResult;
 typedef struct q4k__nvrtcProgram_st *q4k__nvrtcProgram;
 
@@ -954,6 +1017,7 @@ typedef struct q4k__nvrtcProgram_st *q4k__nvrtcProgram;
 #define Q4K__CU_ATTR_CC_MINOR 76
 #define Q4K__CU_ERROR_OUT_OF_MEMORY 2
 #define Q4K__CU_ERROR_NO_DEVICE 100
+#define Q4K__CU_STREAM_CAPTURE_MODE_RELAXED 2
 #define Q4K__CU_JIT_ERROR_LOG_BUFFER 5
 #define Q4K__CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
 
@@ -991,6 +1055,13 @@ typedef struct q4k__cuda_lib {
                                     unsigned bz, unsigned shared, q4k__CUstream s, void **params, void **extra);
     q4k__CUresult (*cuGetErrorName)(q4k__CUresult r, const char **s);
     q4k__CUresult (*cuGetErrorString)(q4k__CUresult r, const char **s);
+    /* graphs (optional: without them every step is launched kernel by kernel) */
+    q4k__CUresult (*cuStreamBeginCapture)(q4k__CUstream s, int mode);
+    q4k__CUresult (*cuStreamEndCapture)(q4k__CUstream s, q4k__CUgraph *g);
+    q4k__CUresult (*cuGraphInstantiateWithFlags)(q4k__CUgraphExec *e, q4k__CUgraph g, unsigned long long flags);
+    q4k__CUresult (*cuGraphLaunch)(q4k__CUgraphExec e, q4k__CUstream s);
+    q4k__CUresult (*cuGraphExecDestroy)(q4k__CUgraphExec e);
+    q4k__CUresult (*cuGraphDestroy)(q4k__CUgraph g);
     /* NVRTC */
     q4k__nvrtcResult (*nvrtcVersion)(int *major, int *minor);
     q4k__nvrtcResult (*nvrtcGetNumSupportedArchs)(int *n);
@@ -1047,6 +1118,26 @@ static const q4k__cuda_sym q4k__cuda_driver_syms[] = {
     Q4K__CUDA_SYM(cuGetErrorName, "cuGetErrorName"),
     Q4K__CUDA_SYM(cuGetErrorString, "cuGetErrorString"),
 };
+
+static const q4k__cuda_sym q4k__cuda_graph_syms[] = {
+    Q4K__CUDA_SYM(cuStreamBeginCapture, "cuStreamBeginCapture_v2"),
+    Q4K__CUDA_SYM(cuStreamEndCapture, "cuStreamEndCapture"),
+    Q4K__CUDA_SYM(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"),
+    Q4K__CUDA_SYM(cuGraphLaunch, "cuGraphLaunch"),
+    Q4K__CUDA_SYM(cuGraphExecDestroy, "cuGraphExecDestroy"),
+    Q4K__CUDA_SYM(cuGraphDestroy, "cuGraphDestroy"),
+};
+
+/* 1 when the driver has every graph call (resolved into lib), else 0 */
+static int q4k__cuda_load_graphs(q4k__cuda_lib *lib) {
+    size_t i, n = sizeof q4k__cuda_graph_syms / sizeof q4k__cuda_graph_syms[0];
+    for (i = 0; i < n; i++) {
+        void *p = dlsym(lib->h_cuda, q4k__cuda_graph_syms[i].name);
+        if (!p) return 0;
+        memcpy((char *)lib + q4k__cuda_graph_syms[i].offset, &p, sizeof p);
+    }
+    return 1;
+}
 
 static const q4k__cuda_sym q4k__cuda_nvrtc_syms[] = {
     Q4K__CUDA_SYM(nvrtcVersion, "nvrtcVersion"),
@@ -1230,6 +1321,30 @@ static uint64_t q4k__cuda_fnv(uint64_t h, const void *p, size_t n) {
    the CPU's bit for bit (only the order of the final sums differs). */
 static const char *const q4k__cuda_nvrtc_opts[] = {"--fmad=false", "--std=c++14"};
 
+/* NVRTC writes "kernels_src/ops.cu(40): error: ..."; compilers' usual
+   FILE:LINE reads better and is what editors jump to: rewritten in place */
+static void q4k__cuda_log_lines(char *log, const char *name) {
+    size_t nl = strlen(name);
+    char *r = log, *w = log;
+    while (*r) {
+        if (!strncmp(r, name, nl) && r[nl] == '(' && r[nl + 1] >= '0' && r[nl + 1] <= '9') {
+            char *e = r + nl + 1;
+            while (*e >= '0' && *e <= '9') e++;
+            if (*e == ')') {
+                memmove(w, r, nl);
+                w += nl;
+                *w++ = ':';
+                r += nl + 1;
+                while (r < e) *w++ = *r++;
+                r = e + 1;
+                continue;
+            }
+        }
+        *w++ = *r++;
+    }
+    *w = 0;
+}
+
 /* src compiled under name, q4k_common.h given as its header; ptx: PTX for
    compute_SM instead of CUBIN for sm_SM. *image is malloc'ed. */
 static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *name, const char *src, const char *common,
@@ -1255,6 +1370,7 @@ static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *
         if (lib->nvrtcGetProgramLogSize(prog, &n) == 0 && n > 0 && (text = (char *)Q4K_MALLOC(n + 1)) != NULL) {
             if (lib->nvrtcGetProgramLog(prog, text)) text[0] = 0;
             text[n] = 0;
+            q4k__cuda_log_lines(text, name);
         }
         if (log && text) {
             char line[900];
@@ -1278,6 +1394,33 @@ static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *
     }
     *size = n;
     return Q4K_OK;
+}
+
+/* kernels_src file f as one string (malloc'ed). Test builds
+   (Q4K_CUDA_TEST_FAULT): $Q4K_CUDA_TEST_BREAK=FILE:LINE (e.g. ops.cu:40)
+   puts a syntax error on that line, to show that a kernel that does not
+   compile is reported with its file and line. */
+static char *q4k__cuda_source(int f) {
+#ifdef Q4K_CUDA_TEST_FAULT
+    const char *brk = getenv("Q4K_CUDA_TEST_BREAK"), *colon = brk ? strrchr(brk, ':') : NULL;
+    const char *base = strrchr(q4k__cuda_files[f], '/') + 1;
+    if (colon && (size_t)(colon - brk) == strlen(base) && !strncmp(brk, base, strlen(base))) {
+        const char *const *lines = q4k__cuda_file_lines[f];
+        long at = atol(colon + 1);
+        size_t n = 0, i;
+        const char **copy;
+        char *out;
+        while (lines[n]) n++;
+        copy = (const char **)Q4K_MALLOC(sizeof(char *) * (n + 1));
+        if (!copy) return NULL;
+        for (i = 0; i <= n; i++) copy[i] = lines[i];
+        if (at >= 1 && (size_t)at <= n) copy[at - 1] = "int q4k_broken_on_purpose = ;\n";
+        out = q4k__join_lines(copy, NULL);
+        Q4K_FREE(copy);
+        return out;
+    }
+#endif
+    return q4k__join_lines(q4k__cuda_file_lines[f], NULL);
 }
 
 static int q4k__cuda_cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
@@ -1322,7 +1465,7 @@ Q4K_API q4k_result q4k_cuda_compile_only(const q4k_cuda_desc *desc, const int *s
     common = q4k__join_lines(q4k__embed_q4k_common_h, NULL);
     r = common ? Q4K_OK : q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
     for (f = 0; f < Q4K__CUDA_N_FILES && !r; f++) {
-        src = q4k__join_lines(q4k__cuda_file_lines[f], NULL);
+        src = q4k__cuda_source(f);
         if (!src) r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory");
         for (i = 0; i < n_sms && !r; i++) {
             r = q4k__cuda_nvrtc_compile(&lib, q4k__cuda_files[f], src, common, sms[i], 0, &image, &size,
@@ -1415,7 +1558,7 @@ static void q4k__cuda_cache_write(const q4k_cuda_desc *d, const char *dir, const
    cache or from NVRTC. */
 static q4k_result q4k__cuda_image(const q4k__cuda_lib *lib, const q4k_cuda_desc *d, int f, int sm, int ptx, char **image,
                                   size_t *size, q4k_error *err) {
-    char *src = q4k__join_lines(q4k__cuda_file_lines[f], NULL), *common = q4k__join_lines(q4k__embed_q4k_common_h, NULL);
+    char *src = q4k__cuda_source(f), *common = q4k__join_lines(q4k__embed_q4k_common_h, NULL);
     char dir[900], path[1024], base[64];
     int nv_major = 0, nv_minor = 0, cached;
     uint64_t h = 0xcbf29ce484222325ull;
@@ -1455,7 +1598,7 @@ static q4k_result q4k__cuda_image(const q4k__cuda_lib *lib, const q4k_cuda_desc 
 /* >>cuda-backend */
 
 /* the kernels of kernels_src/ops.cu */
-#define Q4K__CUDA_OP_LIST(X) X(get_rows) X(rmsnorm) X(add_bias) X(add) X(swiglu) X(rope) X(kv_append) X(attention) X(argmax)
+#define Q4K__CUDA_OP_LIST(X) X(get_rows) X(rmsnorm) X(add_bias) X(add) X(swiglu) X(rope) X(kv_append) X(attention) X(argmax) X(perturb)
 enum {
 #define Q4K__CUDA_OP_ENUM(name) Q4K__CUDA_OP_##name,
     Q4K__CUDA_OP_LIST(Q4K__CUDA_OP_ENUM)
@@ -1491,15 +1634,27 @@ typedef struct q4k__cuda_backend {
     q4k__cuda_buf opb[9];      /* the other op entry points' buffers */
     int dead;                  /* an asynchronous fault: the context is unusable */
     char dead_why[300];
+    uint64_t allocated;        /* bytes of device memory this backend holds (q4k__cuda_reserve) */
+    uint64_t mem_limit;        /* $Q4K_DEVICE_MEM_LIMIT: allocations beyond it fail as out of memory (0: none) */
+    uint64_t mem_total, mem_ctx; /* the device's memory; in use once the context existed, before any allocation */
+    int graphs;                /* the driver has the graph calls and $Q4K_CUDA_GRAPH is not 0 */
 } q4k__cuda_backend;
 
+/* the driver's errors after which the context cannot be used again (an
+   illegal address or instruction, a trap, a failed launch, a hardware
+   error): any later call returns them */
+static int q4k__cuda_sticky(q4k__CUresult cr) {
+    return cr == 214 || cr == 700 || cr == 702 || cr == 709 || cr == 710 || (cr >= 714 && cr <= 719);
+}
+
 /* a driver result as a q4k_result with detail; an error found at a
-   synchronisation is an asynchronous fault and marks the backend dead */
+   synchronisation is an asynchronous fault, and a sticky error (wherever it
+   shows) loses the context: both mark the backend dead */
 static q4k_result q4k__cuda_check(q4k__cuda_backend *cb, q4k__CUresult cr, const char *what, int sync, q4k_error *err) {
     char buf[200];
     if (cr == 0) return Q4K_OK;
     q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf);
-    if (sync) {
+    if (sync || q4k__cuda_sticky(cr)) {
         cb->dead = 1;
         snprintf(cb->dead_why, sizeof cb->dead_why, "%s: %s", what, buf);
         return q4k__fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s; the CUDA context is lost", what, buf);
@@ -1508,22 +1663,54 @@ static q4k_result q4k__cuda_check(q4k__cuda_backend *cb, q4k__CUresult cr, const
     return q4k__fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s", what, buf);
 }
 
+/* device memory free for this backend: the driver's free memory, less
+   under $Q4K_DEVICE_MEM_LIMIT */
+static uint64_t q4k__cuda_mem_free(q4k__cuda_backend *cb) {
+    size_t fr = 0, total = 0;
+    uint64_t f;
+    cb->lib.cuMemGetInfo(&fr, &total);
+    f = (uint64_t)fr;
+    if (cb->mem_limit) {
+        uint64_t left = cb->mem_limit > cb->allocated ? cb->mem_limit - cb->allocated : 0;
+        if (left < f) f = left;
+    }
+    return f;
+}
+
+static q4k_result q4k__cuda_oom(q4k__cuda_backend *cb, const char *what, uint64_t bytes, q4k_error *err) {
+    char lim[96];
+    lim[0] = 0;
+    if (cb->mem_limit) snprintf(lim, sizeof lim, " (Q4K_DEVICE_MEM_LIMIT=%llu)", (unsigned long long)cb->mem_limit);
+    return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of device memory for %s: %llu bytes needed, %llu free%s", what,
+                     (unsigned long long)bytes, (unsigned long long)q4k__cuda_mem_free(cb), lim);
+}
+
+static void q4k__cuda_free(q4k__cuda_backend *cb, q4k__cuda_buf *buf) {
+    if (buf->p) {
+        cb->lib.cuMemFree(buf->p);
+        cb->allocated -= buf->size;
+    }
+    buf->p = 0;
+    buf->size = 0;
+}
+
 /* make buf hold at least bytes (contents are not kept) */
 static q4k_result q4k__cuda_reserve(q4k__cuda_backend *cb, q4k__cuda_buf *buf, size_t bytes, const char *what, q4k_error *err) {
     q4k__CUresult cr;
     if (buf->size >= bytes) return Q4K_OK;
-    if (buf->p) cb->lib.cuMemFree(buf->p);
-    buf->p = 0;
-    buf->size = 0;
+    q4k__cuda_free(cb, buf);
+    if (cb->mem_limit && cb->allocated + bytes > cb->mem_limit) return q4k__cuda_oom(cb, what, bytes, err);
     cr = cb->lib.cuMemAlloc(&buf->p, bytes);
     if (cr == Q4K__CU_ERROR_OUT_OF_MEMORY) {
-        size_t fr = 0, total = 0;
-        cb->lib.cuMemGetInfo(&fr, &total);
-        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of device memory for %s: %zu bytes needed, %zu free of %zu",
-                              what, bytes, fr, total);
+        buf->p = 0;
+        return q4k__cuda_oom(cb, what, bytes, err);
     }
-    if (cr) return q4k__cuda_check(cb, cr, "cuMemAlloc", 0, err);
+    if (cr) {
+        buf->p = 0;
+        return q4k__cuda_check(cb, cr, "cuMemAlloc", 0, err);
+    }
     buf->size = bytes;
+    cb->allocated += bytes;
     return Q4K_OK;
 }
 
@@ -1532,8 +1719,13 @@ static q4k_result q4k__cuda_launch(q4k__cuda_backend *cb, q4k__CUfunction fn, co
     q4k__CUresult cr = cb->lib.cuLaunchKernel(fn, gx, gy, 1, threads, 1, 1, 0, cb->stream, params, NULL);
     char buf[200];
     if (cr == 0) return Q4K_OK;
-    return q4k__fail(err, Q4K_ERR_GPU, "cuda: launch of kernel %s (grid %ux%u, %u threads) failed: %s", name, gx, gy,
-                          threads, q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
+    q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf);
+    if (q4k__cuda_sticky(cr)) { /* an earlier kernel's fault, seen here */
+        cb->dead = 1;
+        snprintf(cb->dead_why, sizeof cb->dead_why, "launch of %s: %s", name, buf);
+    }
+    return q4k__fail(err, Q4K_ERR_GPU, "cuda: launch of kernel %s (grid %ux%u, %u threads) failed: %s%s", name, gx, gy, threads, buf,
+                     cb->dead ? "; the CUDA context is lost" : "");
 }
 
 static const char *q4k__cuda_type_suffix(q4k_type t) {
@@ -1577,14 +1769,18 @@ Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_get_rows(q4k__cuda_backend *cb, q4
     return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_get_rows, n * ((d + 31) / 32), p, err);
 }
 
-/* y = rmsnorm(x) * w for n rows of d */
-Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_rmsnorm(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr w, q4k__CUdeviceptr y,
-                                                      int64_t n, int64_t d, float eps, q4k_error *err) {
+/* y = rmsnorm(x) * w for n rows of d (f16acc: the gate's fault) */
+static q4k_result q4k__cuda_rmsnorm_f(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr w, q4k__CUdeviceptr y, int64_t n,
+                                     int64_t d, float eps, int f16acc, q4k_error *err) {
     long long ld = d;
-    void *p[5];
-    p[0] = &x; p[1] = &w; p[2] = &y; p[3] = &ld; p[4] = &eps;
+    void *p[6];
+    p[0] = &x; p[1] = &w; p[2] = &y; p[3] = &ld; p[4] = &eps; p[5] = &f16acc;
     if (n <= 0) return Q4K_OK;
     return q4k__cuda_launch(cb, cb->op[Q4K__CUDA_OP_rmsnorm], "q4k_rmsnorm", (unsigned)n, 1, 256, p, err);
+}
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_rmsnorm(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr w, q4k__CUdeviceptr y,
+                                                      int64_t n, int64_t d, float eps, q4k_error *err) {
+    return q4k__cuda_rmsnorm_f(cb, x, w, y, n, d, eps, 0, err);
 }
 
 Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_add_bias(q4k__cuda_backend *cb, q4k__CUdeviceptr y, q4k__CUdeviceptr b, int64_t n,
@@ -1623,28 +1819,50 @@ Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_rope(q4k__cuda_backend *cb, q4k__C
     return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_rope, n * n_heads * (n_rot / 2), p, err);
 }
 
-/* n rows of dim floats into a cache at rows pos[0].. (f16, or f32 when f32) */
+/* n rows of dim floats times scale (1 but under the kv_step2 fault) into a
+   cache at rows pos[0].. (f16, or f32 when f32) */
+static q4k_result q4k__cuda_kv_append_s(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr cache, int64_t dim, int64_t n,
+                                        q4k__CUdeviceptr pos, int f32, float scale, q4k_error *err) {
+    long long ld = dim, ln = n;
+    void *p[7];
+    p[0] = &x; p[1] = &cache; p[2] = &ld; p[3] = &ln; p[4] = &pos; p[5] = &f32; p[6] = &scale;
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_kv_append, n * dim, p, err);
+}
 Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_kv_append(q4k__cuda_backend *cb, q4k__CUdeviceptr x, q4k__CUdeviceptr cache, int64_t dim,
                                                         int64_t n, q4k__CUdeviceptr pos, int f32, q4k_error *err) {
-    long long ld = dim, ln = n;
-    void *p[6];
-    p[0] = &x; p[1] = &cache; p[2] = &ld; p[3] = &ln; p[4] = &pos; p[5] = &f32;
-    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_kv_append, n * dim, p, err);
+    return q4k__cuda_kv_append_s(cb, x, cache, dim, n, pos, f32, 1.0f, err);
 }
 
 /* causal GQA attention of n tokens at positions pos[0].. over a cache of
-   f16 (f32 when f32) (scores: n * n_head rows of n_ctx floats of scratch) */
-Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_attention(q4k__cuda_backend *cb, q4k__CUdeviceptr q, q4k__CUdeviceptr kc, q4k__CUdeviceptr vc,
-                                                        q4k__CUdeviceptr out, q4k__CUdeviceptr scores, q4k__CUdeviceptr pos, int64_t n,
-                                                        int n_head, int n_head_kv, int hd, int64_t n_ctx, int f32, q4k_error *err) {
+   f16 (f32 when f32) (scores: n * n_head rows of n_ctx floats of scratch;
+   gqa: the gate's fault) */
+static q4k_result q4k__cuda_attention_g(q4k__cuda_backend *cb, q4k__CUdeviceptr q, q4k__CUdeviceptr kc, q4k__CUdeviceptr vc,
+                                        q4k__CUdeviceptr out, q4k__CUdeviceptr scores, q4k__CUdeviceptr pos, int64_t n, int n_head,
+                                        int n_head_kv, int hd, int64_t n_ctx, int f32, int gqa, q4k_error *err) {
     long long lctx = n_ctx;
-    void *p[11];
+    void *p[12];
     p[0] = &q; p[1] = &kc; p[2] = &vc; p[3] = &out; p[4] = &scores; p[5] = &pos; p[6] = &n_head; p[7] = &n_head_kv; p[8] = &hd;
-    p[9] = &lctx; p[10] = &f32;
+    p[9] = &lctx; p[10] = &f32; p[11] = &gqa;
     if (n <= 0) return Q4K_OK;
     if (n_head_kv <= 0 || n_head % n_head_kv)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: %d query heads over %d KV heads", n_head, n_head_kv);
     return q4k__cuda_launch(cb, cb->op[Q4K__CUDA_OP_attention], "q4k_attention", (unsigned)(n * n_head), 1, 256, p, err);
+}
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_attention(q4k__cuda_backend *cb, q4k__CUdeviceptr q, q4k__CUdeviceptr kc, q4k__CUdeviceptr vc,
+                                                        q4k__CUdeviceptr out, q4k__CUdeviceptr scores, q4k__CUdeviceptr pos, int64_t n,
+                                                        int n_head, int n_head_kv, int hd, int64_t n_ctx, int f32, q4k_error *err) {
+    return q4k__cuda_attention_g(cb, q, kc, vc, out, scores, pos, n, n_head, n_head_kv, hd, n_ctx, f32, 0, err);
+}
+
+/* y[0..n) *= 1 + eps * N(0,1), the noise values drawn..drawn+n-1 after seed
+   (the gate's perturb fault) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_perturb(q4k__cuda_backend *cb, q4k__CUdeviceptr y, int64_t n, float eps, uint64_t seed,
+                                                      uint64_t drawn, q4k_error *err) {
+    long long ln = n;
+    unsigned long long ls = seed, ld = drawn;
+    void *p[5];
+    p[0] = &y; p[1] = &ln; p[2] = &eps; p[3] = &ls; p[4] = &ld;
+    return q4k__cuda_launch1d(cb, Q4K__CUDA_OP_perturb, n, p, err);
 }
 
 /* out[0] = argmax of x[0..n) (an int on the device) */
@@ -1669,11 +1887,6 @@ Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_quantize(q4k__cuda_backend *cb, q4
 /* buffers for the tests: allocate, copy up, copy down (synchronously) */
 Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_alloc(q4k__cuda_backend *cb, q4k__cuda_buf *buf, size_t bytes, q4k_error *err) {
     return q4k__cuda_reserve(cb, buf, bytes ? bytes : 4, "a test buffer", err);
-}
-Q4K__MAYBE_UNUSED static void q4k__cuda_free(q4k__cuda_backend *cb, q4k__cuda_buf *buf) {
-    if (buf->p) cb->lib.cuMemFree(buf->p);
-    buf->p = 0;
-    buf->size = 0;
 }
 Q4K__MAYBE_UNUSED static q4k_result q4k__cuda_put(q4k__cuda_backend *cb, q4k__CUdeviceptr dst, const void *src, size_t bytes, q4k_error *err) {
     q4k_result r = q4k__cuda_check(cb, cb->lib.cuMemcpyHtoDAsync(dst, src, bytes, cb->stream), "cuMemcpyHtoD", 0, err);
@@ -1866,14 +2079,24 @@ static q4k_result q4k__cuda_op_quantize_act(q4k_backend *b, const float *x, int6
 
 #define Q4K__CUDA_BATCH 64 /* prompt tokens per pass, as the CPU's */
 
+#ifdef Q4K_FAULTS
+#define Q4K__CUDA_FAULT(cs, f) (((cs)->base.desc.faults.mask >> (f)) & 1u)
+#else
+#define Q4K__CUDA_FAULT(cs, f) 0
+#endif
+
 typedef struct q4k__cuda_layer {
     q4k__CUdeviceptr attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, gate, up, down;
 } q4k__cuda_layer;
 
 /* A model as the GPU holds it (prepare_model): every tensor in its GGUF
-   blocks, uploaded once and shared by every session of the model. */
+   blocks, shared by every session of the model. The first session uploads
+   them, once it has checked that they fit with its own buffers, so that a
+   context too large is refused before any weight moves. */
 typedef struct q4k__cuda_model {
     q4k__cuda_buf weights;
+    uint64_t bytes;  /* the weights on the device, each tensor at a 256-byte boundary */
+    uint64_t *offs;  /* of each tensor in weights, by GGUF index */
     q4k__cuda_layer *layers;
     q4k__CUdeviceptr tok_embd, output_norm, output;
 } q4k__cuda_model;
@@ -1881,39 +2104,36 @@ typedef struct q4k__cuda_model {
 typedef struct q4k__cuda_session {
     q4k_session base;
     q4k__cuda_backend *cb;
-    const q4k__cuda_model *w;
+    const q4k__cuda_model *w;      /* the shared model (fw under the q4k_scales fault) */
     int kv_f32;                    /* the cache holds f32 (desc.kv), else f16 */
+    int64_t n_decode;              /* one-token evals so far (the kv_step2 fault counts them) */
     q4k__cuda_buf kc, vc;          /* [n_layer][n_ctx][kv_dim] of desc.kv */
     q4k__cuda_buf x, xb, q, k, v, att, tmp, gate, up, xq, tok, pos, table, scores, logits;
+    uint64_t kv_bytes, scratch_bytes; /* device memory of the cache and of the rest */
+    int use_graph;                 /* decode steps replay a captured graph */
+    q4k__CUgraphExec graph;        /* the decode step once captured */
+    q4k__cuda_model fw;            /* q4k_scales: the model with each Q4_K matrix a faulted copy in fault_w */
+    q4k__cuda_buf fault_w;
+    uint64_t drawn;                /* perturb: noise values drawn so far */
 } q4k__cuda_session;
-
-/* the device address of a model tensor (uploaded in the GGUF's order) */
-static q4k__CUdeviceptr q4k__cuda_tensor(const q4k_model *m, q4k__CUdeviceptr base, const q4k_tensor *t, const uint64_t *offs) {
-    int64_t i, n = q4k_gguf_tensor_count(m->gguf);
-    if (!t) return 0;
-    for (i = 0; i < n; i++)
-        if (q4k_gguf_tensor(m->gguf, i) == t) return base + offs[i];
-    return 0;
-}
 
 static void q4k__cuda_release_model(q4k_backend *b, const q4k_model *m, void *data) {
     q4k__cuda_model *cm = (q4k__cuda_model *)data;
     (void)m;
     if (!cm) return;
     q4k__cuda_free((q4k__cuda_backend *)b, &cm->weights);
+    Q4K_FREE(cm->offs);
     Q4K_FREE(cm->layers);
     Q4K_FREE(cm);
 }
 
-/* every tensor up once, each at a 256-byte boundary; a type without a
-   kernel is refused here, naming the tensor */
+/* the layout of every tensor on the device; a type without a kernel is
+   refused here, naming the tensor (the upload waits for the first session) */
 static q4k_result q4k__cuda_prepare_model(q4k_backend *b, const q4k_model *m, void **data, q4k_error *err) {
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     const int64_t nt = q4k_gguf_tensor_count(m->gguf);
-    uint64_t total = 0, *offs;
     q4k__cuda_model *cm;
-    q4k_result r = Q4K_OK;
-    int64_t i, l;
+    int64_t i;
     *data = NULL;
     if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
     for (i = 0; i < nt; i++) {
@@ -1923,30 +2143,47 @@ static q4k_result q4k__cuda_prepare_model(q4k_backend *b, const q4k_model *m, vo
                                   q4k_type_name((int)t->type));
     }
     cm = (q4k__cuda_model *)Q4K_MALLOC(sizeof *cm);
-    offs = (uint64_t *)Q4K_MALLOC(sizeof(uint64_t) * (size_t)(nt + 1));
-    if (cm) memset(cm, 0, sizeof *cm);
-    if (cm) cm->layers = (q4k__cuda_layer *)Q4K_MALLOC(sizeof(q4k__cuda_layer) * (size_t)(m->hp.n_layer + 1));
-    if (!cm || !offs || !cm->layers) {
-        if (cm) Q4K_FREE(cm->layers);
-        Q4K_FREE(cm);
-        Q4K_FREE(offs);
+    if (cm) {
+        memset(cm, 0, sizeof *cm);
+        cm->offs = (uint64_t *)Q4K_MALLOC(sizeof(uint64_t) * (size_t)(nt + 1));
+        cm->layers = (q4k__cuda_layer *)Q4K_MALLOC(sizeof(q4k__cuda_layer) * (size_t)(m->hp.n_layer + 1));
+    }
+    if (!cm || !cm->offs || !cm->layers) {
+        q4k__cuda_release_model(b, m, cm);
         return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a model");
     }
     for (i = 0; i < nt; i++) {
-        offs[i] = total;
-        total += (q4k_gguf_tensor(m->gguf, i)->nbytes + 255) / 256 * 256;
+        cm->offs[i] = cm->bytes;
+        cm->bytes += (q4k_gguf_tensor(m->gguf, i)->nbytes + 255) / 256 * 256;
     }
-    r = q4k__cuda_reserve(cb, &cm->weights, (size_t)(total ? total : 256), "the model's weights", err);
+    if (!cm->bytes) cm->bytes = 256;
+    *data = cm;
+    return Q4K_OK;
+}
+
+/* the device address of a model tensor (0 for none) */
+static q4k__CUdeviceptr q4k__cuda_tensor(const q4k_model *m, const q4k__cuda_model *cm, const q4k_tensor *t) {
+    int64_t i, n = q4k_gguf_tensor_count(m->gguf);
+    if (!t) return 0;
+    for (i = 0; i < n; i++)
+        if (q4k_gguf_tensor(m->gguf, i) == t) return cm->weights.p + cm->offs[i];
+    return 0;
+}
+
+/* the weights up, by the first session of the model */
+static q4k_result q4k__cuda_upload_model(q4k__cuda_backend *cb, const q4k_model *m, q4k__cuda_model *cm, q4k_error *err) {
+    const int64_t nt = q4k_gguf_tensor_count(m->gguf);
+    int64_t i, l;
+    q4k_result r = q4k__cuda_reserve(cb, &cm->weights, (size_t)cm->bytes, "the model's weights", err);
     for (i = 0; i < nt && !r; i++) {
         const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
-        r = q4k__cuda_put(cb, cm->weights.p + offs[i], t->data, t->nbytes, err);
+        r = q4k__cuda_put(cb, cm->weights.p + cm->offs[i], t->data, t->nbytes, err);
     }
     if (r) {
-        Q4K_FREE(offs);
-        q4k__cuda_release_model(b, m, cm);
+        q4k__cuda_free(cb, &cm->weights);
         return r;
     }
-#define Q4K__CUDA_T(t) q4k__cuda_tensor(m, cm->weights.p, (t), offs)
+#define Q4K__CUDA_T(t) q4k__cuda_tensor(m, cm, (t))
     cm->tok_embd = Q4K__CUDA_T(m->tok_embd);
     cm->output_norm = Q4K__CUDA_T(m->output_norm);
     cm->output = Q4K__CUDA_T(m->output);
@@ -1967,24 +2204,33 @@ static q4k_result q4k__cuda_prepare_model(q4k_backend *b, const q4k_model *m, vo
         D->down = Q4K__CUDA_T(L->w_down);
     }
 #undef Q4K__CUDA_T
-    Q4K_FREE(offs);
-    *data = cm;
     return Q4K_OK;
 }
 
 static void q4k__cuda_session_destroy(q4k_session *s) {
     q4k__cuda_session *cs = (q4k__cuda_session *)s;
-    q4k__cuda_buf *bufs[] = {&cs->kc, &cs->vc, &cs->x, &cs->xb, &cs->q, &cs->k, &cs->v, &cs->att, &cs->tmp,
-                             &cs->gate, &cs->up, &cs->xq, &cs->tok, &cs->pos, &cs->table, &cs->scores, &cs->logits};
+    q4k__cuda_buf *bufs[] = {&cs->kc, &cs->vc, &cs->x, &cs->xb, &cs->q, &cs->k, &cs->v, &cs->att, &cs->tmp, &cs->gate,
+                             &cs->up, &cs->xq, &cs->tok, &cs->pos, &cs->table, &cs->scores, &cs->logits, &cs->fault_w};
     size_t i;
+    if (cs->graph) cs->cb->lib.cuGraphExecDestroy(cs->graph);
     for (i = 0; i < sizeof bufs / sizeof bufs[0]; i++) q4k__cuda_free(cs->cb, bufs[i]);
+    Q4K_FREE(cs->fw.layers);
     Q4K_FREE(cs);
 }
 
-/* y[n][rows] = W x for a model tensor; xq holds x quantized when q8 */
+/* y[n][rows] = W x for a model tensor; xq holds x quantized when q8. The
+   perturb fault with no op named perturbs every matrix product. */
 static q4k_result q4k__cuda_mm_t(q4k__cuda_session *cs, const q4k_tensor *t, q4k__CUdeviceptr w, q4k__CUdeviceptr x, int q8,
                                  int64_t n, q4k__CUdeviceptr y, q4k_error *err) {
-    return q4k__cuda_mm_dev(cs->cb, q8 && q4k__cuda_quantized(t->type), t->type, w, t->ne[1], t->ne[0], x, cs->xq.p, n, y, err);
+    q4k_result r = q4k__cuda_mm_dev(cs->cb, q8 && q4k__cuda_quantized(t->type), t->type, w, t->ne[1], t->ne[0], x, cs->xq.p, n, y, err);
+#ifdef Q4K_FAULTS
+    const q4k_faults *f = &cs->base.desc.faults;
+    if (!r && f->perturb_eps != 0.0f && f->perturb_op < 0) {
+        r = q4k__cuda_perturb(cs->cb, y, t->ne[1] * n, f->perturb_eps, f->seed, cs->drawn, err);
+        cs->drawn += (uint64_t)(t->ne[1] * n);
+    }
+#endif
+    return r;
 }
 
 /* x quantized into xq when the session runs 8-bit activations */
@@ -2022,77 +2268,176 @@ static q4k_result q4k__cuda_trace_resid(q4k__cuda_session *cs, float *dst, int64
     return q4k__cuda_get(cs->cb, dst, cs->x.p + (q4k__CUdeviceptr)((n - 1) * d * 4), (size_t)d * 4, err);
 }
 
-static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
-                                       q4k_error *err) {
+/* After op `op` (a q4k_op, or Q4K_OP_COUNT + a q4k_stage) of layer l wrote
+   n rows of width at y: the perturb fault, then the trace of the last row
+   (the CPU's q4k__cpu_op_done) */
+static q4k_result q4k__cuda_op_done(q4k__cuda_session *cs, int64_t l, int op, q4k__CUdeviceptr y, int64_t n, int64_t width,
+                                   q4k_error *err) {
+#ifdef Q4K_FAULTS
+    const q4k_faults *f = &cs->base.desc.faults;
+    if (f->perturb_eps != 0.0f && f->perturb_op == op && (op >= Q4K_OP_COUNT || f->perturb_layer < 0 || f->perturb_layer == l)) {
+        q4k_result r = q4k__cuda_perturb(cs->cb, y, n * width, f->perturb_eps, f->seed, cs->drawn, err);
+        cs->drawn += (uint64_t)(n * width);
+        if (r) return r;
+    }
+#endif
+    if (op < Q4K_OP_COUNT) return q4k__cuda_trace_op(cs, l, (q4k_op)op, y, n, err);
+    return q4k__cuda_trace_stage(cs, (q4k_stage)(op - Q4K_OP_COUNT), y + (q4k__CUdeviceptr)((n - 1) * width * 4), err);
+}
+
+/* The forward pass of n tokens (already in tok, their first position in
+   pos), queued on the stream: nothing here waits for the device unless a
+   trace asks for rows, so that a decode step can be captured as a graph.
+   rows_out > 0: the logits of the last rows_out tokens into logits. */
+static q4k_result q4k__cuda_forward(q4k__cuda_session *cs, int64_t n, int64_t rows_out, q4k_error *err) {
     q4k_session *s = &cs->base;
     q4k__cuda_backend *cb = cs->cb;
     const q4k_model *m = s->model;
     const q4k_hparams *hp = &m->hp;
     const int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd, ff = hp->n_ff;
+    const int64_t nv = hp->n_vocab, es = cs->kv_f32 ? 4 : 2;
     const int q8 = s->desc.act == Q4K_ACT_Q8, f32kv = cs->kv_f32;
-    const int64_t es = f32kv ? 4 : 2;
-    int32_t pos0 = (int32_t)s->pos;
-    int64_t l, rows_out;
+    const int f16acc = (int)Q4K__CUDA_FAULT(cs, Q4K_FAULT_F16_ACC), gqa = (int)Q4K__CUDA_FAULT(cs, Q4K_FAULT_GQA);
+    const int bias = !Q4K__CUDA_FAULT(cs, Q4K_FAULT_BIAS);
+    const float kv_scale = Q4K__CUDA_FAULT(cs, Q4K_FAULT_KV_STEP2) && n == 1 && cs->n_decode >= 2 ? 0.5f : 1.0f;
+    int64_t l;
     q4k_result r;
-    if ((r = q4k__cuda_put(cb, cs->tok.p, tokens, sizeof(int32_t) * (size_t)n, err)) ||
-        (r = q4k__cuda_put(cb, cs->pos.p, &pos0, sizeof pos0, err)) ||
-        (r = q4k__cuda_get_rows(cb, m->tok_embd->type, cs->w->tok_embd, d, cs->tok.p, n, cs->x.p, err)) ||
-        (r = q4k__cuda_trace_stage(cs, Q4K_STAGE_EMBEDDING, cs->x.p + (q4k__CUdeviceptr)((n - 1) * d * 4), err)))
+    if ((r = q4k__cuda_get_rows(cb, m->tok_embd->type, cs->w->tok_embd, d, cs->tok.p, n, cs->x.p, err)) ||
+        (r = q4k__cuda_op_done(cs, -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING, cs->x.p, n, d, err)))
         return r;
     for (l = 0; l < hp->n_layer; l++) {
         const q4k_layer *L = &m->layers[l];
         const q4k__cuda_layer *D = &cs->w->layers[l];
         q4k__CUdeviceptr kc = cs->kc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * es), vc = cs->vc.p + (q4k__CUdeviceptr)(l * s->n_ctx * kv_dim * es);
         /* attention block */
-        if ((r = q4k__cuda_rmsnorm(cb, cs->x.p, D->attn_norm, cs->xb.p, n, d, hp->norm_eps, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN_NORM, cs->xb.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->xb.p, n, d, err)) ||
+        if ((r = q4k__cuda_rmsnorm_f(cb, cs->x.p, D->attn_norm, cs->xb.p, n, d, hp->norm_eps, f16acc, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_ATTN_NORM, cs->xb.p, n, d, err)) || (r = q4k__cuda_quantize_in(cs, cs->xb.p, n, d, err)) ||
             (r = q4k__cuda_mm_t(cs, L->wq, D->wq, cs->xb.p, q8, n, cs->q.p, err)) ||
             (r = q4k__cuda_mm_t(cs, L->wk, D->wk, cs->xb.p, q8, n, cs->k.p, err)) ||
             (r = q4k__cuda_mm_t(cs, L->wv, D->wv, cs->xb.p, q8, n, cs->v.p, err)))
             return r;
-        if (L->bq && ((r = q4k__cuda_add_bias(cb, cs->q.p, D->bq, n, q_dim, err)) || (r = q4k__cuda_add_bias(cb, cs->k.p, D->bk, n, kv_dim, err)) ||
-                      (r = q4k__cuda_add_bias(cb, cs->v.p, D->bv, n, kv_dim, err))))
+        if (L->bq && bias &&
+            ((r = q4k__cuda_add_bias(cb, cs->q.p, D->bq, n, q_dim, err)) || (r = q4k__cuda_add_bias(cb, cs->k.p, D->bk, n, kv_dim, err)) ||
+             (r = q4k__cuda_add_bias(cb, cs->v.p, D->bv, n, kv_dim, err))))
             return r;
-        if ((r = q4k__cuda_trace_op(cs, l, Q4K_OP_Q, cs->q.p, n, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_K, cs->k.p, n, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_V, cs->v.p, n, err)) ||
+        if ((r = q4k__cuda_op_done(cs, l, Q4K_OP_Q, cs->q.p, n, q_dim, err)) || (r = q4k__cuda_op_done(cs, l, Q4K_OP_K, cs->k.p, n, kv_dim, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_V, cs->v.p, n, kv_dim, err)) ||
             (r = q4k__cuda_rope(cb, cs->q.p, n, (int)hp->n_head, (int)hd, q_dim, (int)hp->n_rot, hp->rope_neox, cs->table.p, cs->pos.p, err)) ||
             (r = q4k__cuda_rope(cb, cs->k.p, n, (int)hp->n_head_kv, (int)hd, kv_dim, (int)hp->n_rot, hp->rope_neox, cs->table.p, cs->pos.p, err)) ||
-            (r = q4k__cuda_kv_append(cb, cs->k.p, kc, kv_dim, n, cs->pos.p, f32kv, err)) ||
-            (r = q4k__cuda_kv_append(cb, cs->v.p, vc, kv_dim, n, cs->pos.p, f32kv, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_Q_ROPE, cs->q.p, n, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_K_ROPE, cs->k.p, n, err)) ||
-            (r = q4k__cuda_attention(cb, cs->q.p, kc, vc, cs->att.p, cs->scores.p, cs->pos.p, n, (int)hp->n_head, (int)hp->n_head_kv, (int)hd,
-                                     s->n_ctx, f32kv, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN, cs->att.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->att.p, n, q_dim, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_Q_ROPE, cs->q.p, n, q_dim, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_K_ROPE, cs->k.p, n, kv_dim, err)) ||
+            (r = q4k__cuda_kv_append_s(cb, cs->k.p, kc, kv_dim, n, cs->pos.p, f32kv, kv_scale, err)) ||
+            (r = q4k__cuda_kv_append_s(cb, cs->v.p, vc, kv_dim, n, cs->pos.p, f32kv, kv_scale, err)) ||
+            (r = q4k__cuda_attention_g(cb, cs->q.p, kc, vc, cs->att.p, cs->scores.p, cs->pos.p, n, (int)hp->n_head, (int)hp->n_head_kv,
+                                       (int)hd, s->n_ctx, f32kv, gqa, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_ATTN, cs->att.p, n, q_dim, err)) || (r = q4k__cuda_quantize_in(cs, cs->att.p, n, q_dim, err)) ||
             (r = q4k__cuda_mm_t(cs, L->wo, D->wo, cs->att.p, q8, n, cs->tmp.p, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ATTN_OUT, cs->tmp.p, n, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_ATTN, cs->x.p, n, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_ATTN_OUT, cs->tmp.p, n, d, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_RESID_ATTN, cs->x.p, n, d, err)) ||
             (r = q4k__cuda_trace_resid(cs, s->trace_layers_attn ? s->trace_layers_attn + l * d : NULL, n, err)))
             return r;
         /* feed-forward block */
-        if ((r = q4k__cuda_rmsnorm(cb, cs->x.p, D->ffn_norm, cs->xb.p, n, d, hp->norm_eps, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_FFN_NORM, cs->xb.p, n, err)) || (r = q4k__cuda_quantize_in(cs, cs->xb.p, n, d, err)) ||
+        if ((r = q4k__cuda_rmsnorm_f(cb, cs->x.p, D->ffn_norm, cs->xb.p, n, d, hp->norm_eps, f16acc, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_FFN_NORM, cs->xb.p, n, d, err)) || (r = q4k__cuda_quantize_in(cs, cs->xb.p, n, d, err)) ||
             (r = q4k__cuda_mm_t(cs, L->w_gate, D->gate, cs->xb.p, q8, n, cs->gate.p, err)) ||
             (r = q4k__cuda_mm_t(cs, L->w_up, D->up, cs->xb.p, q8, n, cs->up.p, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_GATE, cs->gate.p, n, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_UP, cs->up.p, n, err)) ||
-            (r = q4k__cuda_swiglu(cb, cs->gate.p, cs->up.p, n * ff, err)) || (r = q4k__cuda_trace_op(cs, l, Q4K_OP_ACT, cs->gate.p, n, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_GATE, cs->gate.p, n, ff, err)) || (r = q4k__cuda_op_done(cs, l, Q4K_OP_UP, cs->up.p, n, ff, err)) ||
+            (r = q4k__cuda_swiglu(cb, cs->gate.p, cs->up.p, n * ff, err)) || (r = q4k__cuda_op_done(cs, l, Q4K_OP_ACT, cs->gate.p, n, ff, err)) ||
             (r = q4k__cuda_quantize_in(cs, cs->gate.p, n, ff, err)) ||
             (r = q4k__cuda_mm_t(cs, L->w_down, D->down, cs->gate.p, q8, n, cs->tmp.p, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_DOWN, cs->tmp.p, n, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
-            (r = q4k__cuda_trace_op(cs, l, Q4K_OP_RESID_FFN, cs->x.p, n, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_DOWN, cs->tmp.p, n, d, err)) || (r = q4k__cuda_add(cb, cs->x.p, cs->tmp.p, n * d, err)) ||
+            (r = q4k__cuda_op_done(cs, l, Q4K_OP_RESID_FFN, cs->x.p, n, d, err)) ||
             (r = q4k__cuda_trace_resid(cs, s->trace_layers ? s->trace_layers + l * d : NULL, n, err)))
             return r;
     }
+    if (rows_out <= 0) return Q4K_OK;
     /* final norm and logits, of every token or of the last */
-    rows_out = (flags & Q4K_EVAL_ALL_LOGITS) ? n : 1;
+    if ((r = q4k__cuda_rmsnorm_f(cb, cs->x.p + (q4k__CUdeviceptr)((n - rows_out) * d * 4), cs->w->output_norm, cs->xb.p, rows_out, d,
+                                 hp->norm_eps, f16acc, err)) ||
+        (r = q4k__cuda_op_done(cs, -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM, cs->xb.p, rows_out, d, err)) ||
+        (r = q4k__cuda_quantize_in(cs, cs->xb.p, rows_out, d, err)) ||
+        (r = q4k__cuda_mm_t(cs, m->output, cs->w->output, cs->xb.p, q8, rows_out, cs->logits.p, err)))
+        return r;
+    if (Q4K__CUDA_FAULT(cs, Q4K_FAULT_SPLIT)) {
+        const int64_t from = s->desc.faults.split_rows > 0 ? s->desc.faults.split_rows : nv / 2;
+        int64_t j;
+        for (j = 0; j < rows_out && from < nv; j++)
+            if ((r = q4k__cuda_check(cb, cb->lib.cuMemsetD32Async(cs->logits.p + (q4k__CUdeviceptr)((j * nv + from) * 4), 0, (size_t)(nv - from), cb->stream),
+                                     "cuMemsetD32 (the split fault)", 0, err)))
+                return r;
+    }
+    return q4k__cuda_op_done(cs, -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD, cs->logits.p, rows_out, nv, err);
+}
+
+/* A decode step through its graph: captured the first time (the kernels
+   read the token and the position from device memory, so one capture
+   serves every later step, after a rewind too), then replayed. A capture
+   the driver refuses turns the graph off for the session, with a warning:
+   nothing ran while capturing, so the step goes kernel by kernel. */
+static q4k_result q4k__cuda_graph_step(q4k__cuda_session *cs, int *done, q4k_error *err) {
+    q4k__cuda_backend *cb = cs->cb;
+    q4k__CUresult cr;
+    char buf[200];
+    *done = 0;
+    if (!cs->graph) {
+        q4k__CUgraph g = NULL;
+        q4k_result r;
+        const char *what = "cuStreamBeginCapture";
+        cr = cb->lib.cuStreamBeginCapture(cb->stream, Q4K__CU_STREAM_CAPTURE_MODE_RELAXED);
+        if (!cr) {
+            r = q4k__cuda_forward(cs, 1, 1, err);
+            what = "cuStreamEndCapture";
+            cr = cb->lib.cuStreamEndCapture(cb->stream, &g);
+            if (r) {
+                if (g) cb->lib.cuGraphDestroy(g);
+                return r;
+            }
+            if (!cr) {
+                what = "cuGraphInstantiate";
+                cr = cb->lib.cuGraphInstantiateWithFlags(&cs->graph, g, 0);
+                cb->lib.cuGraphDestroy(g);
+            }
+        }
+        if (cr) {
+            cs->graph = NULL;
+            cs->use_graph = 0;
+            q4k__log(cb->desc.log, cb->desc.log_user, Q4K_LOG_WARN, "cuda: no graph for the decode step (%s: %s): launching kernel by kernel",
+                     what, q4k__cuda_errstr(&cb->lib, cr, buf, sizeof buf));
+            return Q4K_OK;
+        }
+    }
+    *done = 1;
+    return q4k__cuda_check(cb, cb->lib.cuGraphLaunch(cs->graph, cb->stream), "cuGraphLaunch (the decode step)", 0, err);
+}
+
+#ifdef Q4K_CUDA_TEST_FAULT
+/* Test builds: at eval number $Q4K_CUDA_TEST_FAULT_EVAL a kernel writes to
+   an address nothing maps, an asynchronous fault as a driver bug would cause */
+static q4k_result q4k__cuda_test_fault(q4k__cuda_session *cs, q4k_error *err) {
+    const char *at = getenv("Q4K_CUDA_TEST_FAULT_EVAL");
+    if (!at || !*at || cs->base.n_evals != (int64_t)atoll(at)) return Q4K_OK;
+    return q4k__cuda_add(cs->cb, (q4k__CUdeviceptr)256, cs->tmp.p, 1 << 20, err);
+}
+#endif
+
+static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tokens, int64_t n, unsigned flags, float *logits,
+                                       q4k_error *err) {
+    q4k_session *s = &cs->base;
+    q4k__cuda_backend *cb = cs->cb;
+    const int64_t rows_out = logits ? ((flags & Q4K_EVAL_ALL_LOGITS) ? n : 1) : 0;
+    int32_t pos0 = (int32_t)s->pos;
+    int done = 0;
+    q4k_result r;
+    if ((r = q4k__cuda_put(cb, cs->tok.p, tokens, sizeof(int32_t) * (size_t)n, err)) ||
+        (r = q4k__cuda_put(cb, cs->pos.p, &pos0, sizeof pos0, err)))
+        return r;
+    if (cs->use_graph && n == 1 && rows_out == 1 && (r = q4k__cuda_graph_step(cs, &done, err))) return r;
+    if (!done && (r = q4k__cuda_forward(cs, n, rows_out, err))) return r;
+#ifdef Q4K_CUDA_TEST_FAULT
+    if ((r = q4k__cuda_test_fault(cs, err))) return r;
+#endif
     if (logits) {
-        q4k__CUdeviceptr xl = cs->x.p + (q4k__CUdeviceptr)((n - rows_out) * d * 4);
-        if ((r = q4k__cuda_rmsnorm(cb, xl, cs->w->output_norm, cs->xb.p, rows_out, d, hp->norm_eps, err)) ||
-            (r = q4k__cuda_trace_stage(cs, Q4K_STAGE_OUTPUT_NORM, cs->xb.p + (q4k__CUdeviceptr)((rows_out - 1) * d * 4), err)) ||
-            (r = q4k__cuda_quantize_in(cs, cs->xb.p, rows_out, d, err)) ||
-            (r = q4k__cuda_mm_t(cs, m->output, cs->w->output, cs->xb.p, q8, rows_out, cs->logits.p, err)) ||
-            (r = q4k__cuda_get(cb, logits, cs->logits.p, sizeof(float) * (size_t)(rows_out * hp->n_vocab), err)))
-            return r;
-        q4k__trace_stage(s, Q4K_STAGE_LM_HEAD, logits + (rows_out - 1) * hp->n_vocab);
+        if ((r = q4k__cuda_get(cb, logits, cs->logits.p, sizeof(float) * (size_t)(rows_out * s->model->hp.n_vocab), err))) return r;
     } else if ((r = q4k__cuda_check(cb, cb->lib.cuStreamSynchronize(cb->stream), "the layers' kernels", 1, err))) {
         return r;
     }
@@ -2104,6 +2449,7 @@ static q4k_result q4k__cuda_eval(q4k_session *s, const int32_t *tokens, int64_t 
     q4k__cuda_session *cs = (q4k__cuda_session *)s;
     int64_t done = 0, n_vocab = s->model->hp.n_vocab;
     if (cs->cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the session is dead after an earlier fault (%s)", cs->cb->dead_why);
+    if (n == 1) cs->n_decode++;
     while (done < n) {
         int64_t nb = n - done < Q4K__CUDA_BATCH ? n - done : Q4K__CUDA_BATCH;
         float *out = NULL;
@@ -2116,30 +2462,79 @@ static q4k_result q4k__cuda_eval(q4k_session *s, const int32_t *tokens, int64_t 
     return Q4K_OK;
 }
 
+#ifdef Q4K_FAULTS
+/* q4k_scales: every Q4_K matrix the forward pass multiplies by (the CPU's
+   q4k__cpu_matmul_t's) replaced by a copy with its scales and mins
+   exchanged, in this session alone */
+static q4k_result q4k__cuda_fault_scales(q4k__cuda_session *cs, const q4k__cuda_model *cm, q4k_error *err) {
+    const q4k_model *m = cs->base.model;
+    const int64_t nl = m->hp.n_layer, per = 7;
+    int64_t i, k;
+    uint64_t off = 0;
+    q4k_result r = Q4K_OK;
+    cs->fw = *cm;
+    cs->fw.layers = (q4k__cuda_layer *)Q4K_MALLOC(sizeof(q4k__cuda_layer) * (size_t)(nl + 1));
+    if (!cs->fw.layers) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for the q4k_scales fault");
+    memcpy(cs->fw.layers, cm->layers, sizeof(q4k__cuda_layer) * (size_t)nl);
+    cs->w = &cs->fw;
+    for (k = 0; k < 2 && !r; k++) { /* sizes, then copies */
+        if (k == 1 && (r = q4k__cuda_reserve(cs->cb, &cs->fault_w, (size_t)(off ? off : 256), "the q4k_scales fault's weights", err))) break;
+        off = 0;
+        for (i = 0; i <= nl * per && !r; i++) {
+            const q4k_layer *L = i < nl * per ? &m->layers[i / per] : NULL;
+            q4k__cuda_layer *D = i < nl * per ? &cs->fw.layers[i / per] : NULL;
+            const q4k_tensor *ts[7];
+            q4k__CUdeviceptr *ds[7];
+            const q4k_tensor *t;
+            q4k__CUdeviceptr *dp;
+            if (L) {
+                ts[0] = L->wq; ts[1] = L->wk; ts[2] = L->wv; ts[3] = L->wo; ts[4] = L->w_gate; ts[5] = L->w_up; ts[6] = L->w_down;
+                ds[0] = &D->wq; ds[1] = &D->wk; ds[2] = &D->wv; ds[3] = &D->wo; ds[4] = &D->gate; ds[5] = &D->up; ds[6] = &D->down;
+                t = ts[i % per];
+                dp = ds[i % per];
+            } else {
+                t = m->output;
+                dp = &cs->fw.output;
+            }
+            if (t->type != Q4K_TYPE_Q4_K) continue;
+            if (k == 1) {
+                unsigned char *copy = (unsigned char *)Q4K_MALLOC(t->nbytes);
+                if (!copy) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for the q4k_scales copy of '%s'", t->name);
+                memcpy(copy, t->data, t->nbytes);
+                q4k__fault_swap_scales(copy, (int64_t)(t->nbytes / sizeof(q4k_block_q4_K)));
+                r = q4k__cuda_put(cs->cb, cs->fault_w.p + off, copy, t->nbytes, err);
+                Q4K_FREE(copy);
+                *dp = cs->fault_w.p + off;
+            }
+            off += (t->nbytes + 255) / 256 * 256;
+        }
+    }
+    return r;
+}
+#endif
+
 static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d, q4k_session **out,
                                            q4k_error *err) {
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     const q4k_hparams *hp = &m->hp;
     const int64_t B = Q4K__CUDA_BATCH, dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
     const int64_t ff = hp->n_ff, half = hp->n_rot / 2, n_ctx = d->n_ctx;
-    const q4k__cuda_model *cm = (const q4k__cuda_model *)q4k_backend_prepared(b, m);
+    q4k__cuda_model *cm = (q4k__cuda_model *)q4k_backend_prepared(b, m);
     int64_t i, widest = dm > q_dim ? dm : q_dim;
     float *table;
     q4k__cuda_session *cs;
     q4k_result r = Q4K_OK;
+    struct { q4k__cuda_buf *b; size_t bytes; } need[17];
+    const size_t n_need = sizeof need / sizeof need[0];
+    size_t k;
+    uint64_t upload, have;
+    const char *env = getenv("Q4K_CUDA_GRAPH");
     *out = NULL;
     if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
     if (!cm) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: session: the model was not prepared (use q4k_session_create)");
     if (widest < ff) widest = ff;
-    if (d->faults.mask || d->faults.perturb_eps != 0.0f)
-        return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "cuda: the gate's faults are not implemented on CUDA: a faulted session is refused");
     cs = (q4k__cuda_session *)Q4K_MALLOC(sizeof *cs);
-    table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_ctx * half * 2 + 1));
-    if (!cs || !table) {
-        Q4K_FREE(cs);
-        Q4K_FREE(table);
-        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
-    }
+    if (!cs) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
     memset(cs, 0, sizeof *cs);
     q4k__session_init(&cs->base, b, m, d);
     cs->cb = cb;
@@ -2147,39 +2542,77 @@ static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, c
     cs->kv_f32 = d->kv == Q4K_KV_F32;
     cs->base.eval = q4k__cuda_eval;
     cs->base.destroy = q4k__cuda_session_destroy;
+    /* a step replays a graph unless a trace reads rows between the kernels,
+       a fault changes them from step to step, or $Q4K_CUDA_GRAPH is 0 */
+    cs->use_graph = cb->graphs && !d->trace && !d->faults.mask && d->faults.perturb_eps == 0.0f && !(env && !strcmp(env, "0"));
+    need[0].b = &cs->kc; need[0].bytes = (size_t)(hp->n_layer * n_ctx * kv_dim) * (cs->kv_f32 ? 4 : 2);
+    need[1].b = &cs->vc; need[1].bytes = need[0].bytes;
+    need[2].b = &cs->x; need[2].bytes = (size_t)(B * dm) * 4;
+    need[3].b = &cs->xb; need[3].bytes = need[2].bytes;
+    need[4].b = &cs->q; need[4].bytes = (size_t)(B * q_dim) * 4;
+    need[5].b = &cs->k; need[5].bytes = (size_t)(B * kv_dim) * 4;
+    need[6].b = &cs->v; need[6].bytes = need[5].bytes;
+    need[7].b = &cs->att; need[7].bytes = need[4].bytes;
+    need[8].b = &cs->tmp; need[8].bytes = need[2].bytes;
+    need[9].b = &cs->gate; need[9].bytes = (size_t)(B * ff) * 4;
+    need[10].b = &cs->up; need[10].bytes = need[9].bytes;
+    need[11].b = &cs->xq; need[11].bytes = (size_t)(B * widest / 32) * sizeof(q4k_block_q8a);
+    need[12].b = &cs->scores; need[12].bytes = (size_t)(B * hp->n_head * n_ctx) * 4;
+    need[13].b = &cs->logits; need[13].bytes = (size_t)(B * hp->n_vocab) * 4;
+    need[14].b = &cs->table; need[14].bytes = (size_t)(n_ctx * half * 2) * 4;
+    need[15].b = &cs->tok; need[15].bytes = (size_t)B * 4;
+    need[16].b = &cs->pos; need[16].bytes = 4;
+    cs->kv_bytes = 2 * (uint64_t)need[0].bytes;
+    for (k = 2; k < n_need; k++) cs->scratch_bytes += need[k].bytes;
+    /* all of it must fit before anything is allocated or uploaded */
+    upload = cm->weights.p ? 0 : cm->bytes;
+    have = q4k__cuda_mem_free(cb);
+    if (upload + cs->kv_bytes + cs->scratch_bytes > have) {
+        q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY,
+                  "cuda: a session of %lld positions needs %llu bytes of device memory (KV cache %llu, scratch %llu, weights "
+                  "%llu to upload), %llu free%s; try a smaller -c",
+                  (long long)n_ctx, (unsigned long long)(upload + cs->kv_bytes + cs->scratch_bytes), (unsigned long long)cs->kv_bytes,
+                  (unsigned long long)cs->scratch_bytes, (unsigned long long)upload, (unsigned long long)have,
+                  cb->mem_limit ? " (under Q4K_DEVICE_MEM_LIMIT)" : "");
+        Q4K_FREE(cs);
+        return Q4K_ERR_OUT_OF_MEMORY;
+    }
+    table = (float *)Q4K_MALLOC(sizeof(float) * (size_t)(n_ctx * half * 2 + 1));
+    if (!table) {
+        Q4K_FREE(cs);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
+    }
     for (i = 0; i < n_ctx * half; i++)
         q4k_rope_cos_sin(i / half, i % half, hp->n_rot, hp->rope_freq_base,
                          m->rope_freqs ? (double)((const float *)m->rope_freqs->data)[i % half] : 1.0, &table[2 * i], &table[2 * i + 1]);
-    {
-        struct { q4k__cuda_buf *b; size_t bytes; } need[15];
-        size_t k;
-        need[0].b = &cs->kc; need[0].bytes = (size_t)(hp->n_layer * n_ctx * kv_dim) * (cs->kv_f32 ? 4 : 2);
-        need[1].b = &cs->vc; need[1].bytes = need[0].bytes;
-        need[2].b = &cs->x; need[2].bytes = (size_t)(B * dm) * 4;
-        need[3].b = &cs->xb; need[3].bytes = need[2].bytes;
-        need[4].b = &cs->q; need[4].bytes = (size_t)(B * q_dim) * 4;
-        need[5].b = &cs->k; need[5].bytes = (size_t)(B * kv_dim) * 4;
-        need[6].b = &cs->v; need[6].bytes = need[5].bytes;
-        need[7].b = &cs->att; need[7].bytes = need[4].bytes;
-        need[8].b = &cs->tmp; need[8].bytes = need[2].bytes;
-        need[9].b = &cs->gate; need[9].bytes = (size_t)(B * ff) * 4;
-        need[10].b = &cs->up; need[10].bytes = need[9].bytes;
-        need[11].b = &cs->xq; need[11].bytes = (size_t)(B * widest / 32) * sizeof(q4k_block_q8a);
-        need[12].b = &cs->scores; need[12].bytes = (size_t)(B * hp->n_head * n_ctx) * 4;
-        need[13].b = &cs->logits; need[13].bytes = (size_t)(B * hp->n_vocab) * 4;
-        need[14].b = &cs->table; need[14].bytes = (size_t)(n_ctx * half * 2) * 4;
-        for (k = 0; k < 15 && !r; k++) r = q4k__cuda_reserve(cb, need[k].b, need[k].bytes, "a session's buffers", err);
-        if (!r) r = q4k__cuda_reserve(cb, &cs->tok, (size_t)B * 4, "a session's buffers", err);
-        if (!r) r = q4k__cuda_reserve(cb, &cs->pos, 4, "a session's buffers", err);
-        if (!r) r = q4k__cuda_put(cb, cs->table.p, table, need[14].bytes, err);
-    }
+    if (upload) r = q4k__cuda_upload_model(cb, m, cm, err);
+    for (k = 0; k < n_need && !r; k++) r = q4k__cuda_reserve(cb, need[k].b, need[k].bytes, "a session's buffers", err);
+    if (!r) r = q4k__cuda_put(cb, cs->table.p, table, need[14].bytes, err);
     Q4K_FREE(table);
+#ifdef Q4K_FAULTS
+    if (!r && Q4K__CUDA_FAULT(cs, Q4K_FAULT_Q4K_SCALES)) r = q4k__cuda_fault_scales(cs, cm, err);
+#endif
     if (r || (r = q4k__session_alloc_trace(&cs->base, err))) {
         q4k__session_free_trace(&cs->base);
         q4k__cuda_session_destroy(&cs->base);
         return r;
     }
     *out = &cs->base;
+    return Q4K_OK;
+}
+
+Q4K_API q4k_result q4k_cuda_memory_info(q4k_backend *b, q4k_cuda_memory *out, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    size_t fr = 0, total = 0;
+    q4k__CUresult cr;
+    memset(out, 0, sizeof *out);
+    if (!b || !b->name || strcmp(b->name, "cuda") || b->impl != (void *)b)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: memory info: not a CUDA backend");
+    if ((cr = cb->lib.cuMemGetInfo(&fr, &total)) != 0) return q4k__cuda_check(cb, cr, "cuMemGetInfo", 0, err);
+    out->total = (uint64_t)total;
+    out->used = (uint64_t)(total - fr);
+    out->context = cb->mem_ctx;
+    out->allocated = cb->allocated;
     return Q4K_OK;
 }
 
@@ -2295,6 +2728,24 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     if ((r = q4k__cuda_check(cb, cb->lib.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent", 0, err)) ||
         (r = q4k__cuda_check(cb, cb->lib.cuStreamCreate(&cb->stream, 1 /* non-blocking */), "cuStreamCreate", 0, err)))
         goto fail;
+    {
+        size_t fr = 0, total = 0;
+        const char *lim = getenv("Q4K_DEVICE_MEM_LIMIT");
+        if (!cb->lib.cuMemGetInfo(&fr, &total)) {
+            cb->mem_total = (uint64_t)total;
+            cb->mem_ctx = (uint64_t)(total - fr);
+        }
+        if (lim && *lim) {
+            char *end = NULL;
+            unsigned long long v = strtoull(lim, &end, 10);
+            if (!end || *end || v == 0) {
+                r = q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: Q4K_DEVICE_MEM_LIMIT='%s' is not a number of bytes", lim);
+                goto fail;
+            }
+            cb->mem_limit = (uint64_t)v;
+        }
+        cb->graphs = q4k__cuda_load_graphs(&cb->lib);
+    }
     for (i = 0; i < Q4K__CUDA_N_FILES; i++)
         if ((r = q4k__cuda_load_module(cb, i, sms, n_sms, err))) goto fail;
     if ((r = q4k__cuda_get_fn(cb, 0, "q4k_quantize_q8a", &cb->quantize, err))) goto fail;

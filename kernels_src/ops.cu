@@ -3,13 +3,15 @@
    at its functions, `>>model`):
       q4k_get_rows      embedding rows, decoded exactly (any weight type)
       q4k_rmsnorm       y = x * (float)(1 / sqrt(mean(x^2) + eps)) * w, the
-                        mean in double
+                        mean in double (f16acc: a fault of the gate)
       q4k_add_bias, q4k_add, q4k_swiglu (silu(g) * u, silu(x) = x / (1 + e^-x))
       q4k_rope          rotation by the host's cos/sin table (q4k_rope_pair)
       q4k_kv_append     K or V rows into the cache: f16 (round to nearest even)
                         or f32 (exact), as the session's KV type says
       q4k_attention     causal GQA attention, f32 scores, decode and prefill
       q4k_argmax        greedy token (lowest index among equal maxima)
+      q4k_perturb       the gate's perturb fault: y *= 1 + eps * N(0,1), the
+                        CPU's generator (splitmix64, Box-Muller) at its position
    Positions are read from device memory (pos[0]: the position of the
    batch's first token), so a captured decode step stays valid as the
    position moves. */
@@ -43,15 +45,27 @@ __device__ double q4k_block_sum_d(double v, double *sh) {
     return v;
 }
 
-/* one thread block per row */
+/* one thread block per row; f16acc (a fault of the gate): the sum of
+   squares kept in an fp16 accumulator, one add at a time as the CPU's fault does */
 extern "C" __global__ void __launch_bounds__(Q4K_OPS_THREADS)
-    q4k_rmsnorm(const float *x, const float *w, float *y, long long d, float eps) {
+    q4k_rmsnorm(const float *x, const float *w, float *y, long long d, float eps, int f16acc) {
     __shared__ double sh[Q4K_OPS_THREADS];
     const float *xr = x + blockIdx.x * d;
     float *yr = y + blockIdx.x * d;
     double ss = 0.0;
-    for (long long i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
-    ss = q4k_block_sum_d(ss, sh);
+    if (f16acc) {
+        if (threadIdx.x == 0) {
+            float h = 0.0f;
+            for (long long i = 0; i < d; i++) h = q4k_h2f(q4k_f2h(h + q4k_mul(xr[i], xr[i])));
+            sh[0] = (double)h;
+        }
+        __syncthreads();
+        ss = sh[0];
+        __syncthreads();
+    } else {
+        for (long long i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+        ss = q4k_block_sum_d(ss, sh);
+    }
     const float scale = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
     for (long long i = threadIdx.x; i < d; i += blockDim.x) yr[i] = q4k_mul(xr[i], scale) * w[i];
 }
@@ -90,13 +104,17 @@ extern "C" __global__ void q4k_rope(float *v, long long n, int n_heads, int head
     q4k_rope_pair(&hv[i0], &hv[i1], cs[0], cs[1]);
 }
 
-/* cache[(pos0 + j) * dim + i] = x[j * dim + i], rounded to f16 unless f32 */
-extern "C" __global__ void q4k_kv_append(const float *x, void *cache, long long dim, long long n, const int *pos, int f32) {
+/* cache[(pos0 + j) * dim + i] = x[j * dim + i] * scale, rounded to f16
+   unless f32 (scale is 1, an exact product, except under a fault of the
+   gate that halves the cache) */
+extern "C" __global__ void q4k_kv_append(const float *x, void *cache, long long dim, long long n, const int *pos, int f32,
+                                         float scale) {
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n * dim) return;
     const long long at = ((long long)pos[0] + t / dim) * dim + t % dim;
-    if (f32) ((float *)cache)[at] = x[t];
-    else ((unsigned short *)cache)[at] = q4k_f2h(x[t]);
+    const float v = scale == 1.0f ? x[t] : q4k_mul(x[t], scale); /* a NaN keeps its payload, as on the CPU */
+    if (f32) ((float *)cache)[at] = v;
+    else ((unsigned short *)cache)[at] = q4k_f2h(v);
 }
 
 /* element i of a cache of f16 or f32 */
@@ -109,13 +127,14 @@ Q4K_HD float q4k_kv_get(const void *c, long long i, int f32) {
    kc, vc: one layer's cache [n_ctx][n_head_kv * hd] (f16, or f32); scores: scratch of
    n * n_head rows of n_ctx floats. The dot of each score runs over d in
    order, and each output sums p_t * v_t over t in order, as the CPU does;
-   only the max and the softmax denominator are reduced in another order. */
+   only the max and the softmax denominator are reduced in another order.
+   gqa_fault (a fault of the gate): query head h reads KV head h % n_head_kv. */
 extern "C" __global__ void __launch_bounds__(Q4K_OPS_THREADS)
     q4k_attention(const float *q, const void *kc, const void *vc, float *out, float *scores,
-                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx, int f32) {
+                  const int *pos, int n_head, int n_head_kv, int hd, long long n_ctx, int f32, int gqa_fault) {
     __shared__ float shf[Q4K_OPS_THREADS];
     const long long j = blockIdx.x / n_head;
-    const int h = blockIdx.x % n_head, kvh = h / (n_head / n_head_kv);
+    const int h = blockIdx.x % n_head, kvh = gqa_fault ? h % n_head_kv : h / (n_head / n_head_kv);
     const long long kv_dim = (long long)n_head_kv * hd, last = (long long)pos[0] + j;
     const float *qh = q + (j * n_head + h) * hd;
     float *sc = scores + (long long)blockIdx.x * n_ctx;
@@ -181,4 +200,19 @@ extern "C" __global__ void __launch_bounds__(Q4K_OPS_THREADS) q4k_argmax(const f
         __syncthreads();
     }
     if (threadIdx.x == 0) out[0] = (int)si[0];
+}
+
+/* The gate's perturb fault: y[i] *= 1 + eps * N(0,1), value i drawn as the
+   CPU's generator draws its (drawn + i)-th value after `seed` (splitmix64,
+   then Box-Muller in double), so both backends add the same noise when they
+   perturb the same ops in the same order. */
+extern "C" __global__ void q4k_perturb(float *y, long long n, float eps, unsigned long long seed, unsigned long long drawn) {
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    unsigned long long a = seed + (drawn + (unsigned long long)t + 1ull) * 0x9E3779B97F4A7C15ull;
+    a = (a ^ (a >> 30)) * 0xBF58476D1CE4E5B9ull;
+    a = (a ^ (a >> 27)) * 0x94D049BB133111EBull;
+    const unsigned long long b = a ^ (a >> 31);
+    const double u = ((double)(b >> 11) + 0.5) / 9007199254740992.0, v = (double)(b & 0x7ff) / 2048.0;
+    y[t] *= (float)(1.0 + (double)eps * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }

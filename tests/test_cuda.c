@@ -23,35 +23,7 @@
 #include "q4k_cuda.h"
 #include "t.h"
 
-static q4k_backend *gpu, *cpu;
-static char gpu_why[200];
-
-/* skip as [hardware] when this machine has no driver or no device; a
-   backend that fails to start on a machine with a GPU is a failure */
-static int need_gpu(void) {
-    q4k_cuda_info info;
-    q4k_error err;
-    if (gpu) return 1;
-    if (gpu_why[0]) return 0;
-    q4k_cuda_list_devices(NULL, &info);
-    if (!info.driver_loaded || info.n_devices == 0) {
-        snprintf(gpu_why, sizeof gpu_why, "no CUDA GPU here: %.150s", info.driver_why);
-        return 0;
-    }
-    if (q4k_cuda_backend_create(NULL, &gpu, &err) != Q4K_OK) {
-        snprintf(gpu_why, sizeof gpu_why, "backend create failed: %.150s", err.msg);
-        T_CHECK(0, "%s", gpu_why);
-        return 0;
-    }
-    return 1;
-}
-#define NEED_GPU()                                                   \
-    do {                                                             \
-        if (!need_gpu()) {                                           \
-            if (t__failed_now) return;                               \
-            T_NA(gpu_why);                                           \
-        }                                                            \
-    } while (0)
+#include "t_cuda.h"
 
 /* a driver that is missing, or a library that is not the driver, is
    refused with Q4K_ERR_BACKEND_UNAVAILABLE naming it */
@@ -862,6 +834,194 @@ static void test_gate_7b_layer(void) {
     gate_case("7b", "--layers 1 --fast", 0);
 }
 
+/* The counter the CUDA test below relies on, where no GPU is: one count
+   per q4k_matmul call, one per layer of a CPU session's forward pass. */
+static void test_cpu_counter(void) {
+    char path[256];
+    q4k_model *m;
+    q4k_session *sc = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    q4k_cpu c;
+    int32_t toks[2] = {3, 99};
+    float w[64], x[64], y[2], *logits;
+    uint64_t c0, c1;
+    memset(&c, 0, sizeof c);
+    memset(w, 0, sizeof w);
+    memset(x, 0, sizeof x);
+    c.act = Q4K_ACT_F32;
+    c0 = q4k_cpu_kernel_calls();
+    T_CHECK(q4k_matmul(&c, Q4K_TYPE_F32, w, 2, 32, x, 1, y) == Q4K_OK, "matmul");
+    T_CHECK(q4k_cpu_kernel_calls() == c0 + 1, "a q4k_matmul counted %llu", (unsigned long long)(q4k_cpu_kernel_calls() - c0));
+    if (!(m = synth_model("tiny", "", path, sizeof path))) return;
+    logits = (float *)malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 16;
+    T_CHECK(q4k_session_create(cpu, m, &sd, &sc, &err) == Q4K_OK, "%s", err.msg);
+    if (sc) {
+        c0 = q4k_cpu_kernel_calls();
+        T_CHECK(q4k_session_eval(sc, toks, 2, 0, logits, &err) == Q4K_OK, "%s", err.msg);
+        c1 = q4k_cpu_kernel_calls();
+        T_CHECK(c1 >= c0 + (uint64_t)m->hp.n_layer * 8, "a CPU eval of %lld layers counted %llu", (long long)m->hp.n_layer,
+                (unsigned long long)(c1 - c0));
+    }
+    q4k_session_free(sc);
+    free(logits);
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* A CUDA session's eval runs no CPU kernel (q4k_cpu_kernel_calls stays
+   put across it), while the CPU session's eval of the same tokens moves it. */
+static void test_no_cpu_kernels(void) {
+    char path[256];
+    q4k_model *m;
+    q4k_session *sg = NULL, *sc = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    int32_t toks[6] = {3, 99, 1000, 7, 42, 5};
+    float *logits;
+    uint64_t c0, c1, c2;
+    NEED_GPU();
+    if (!(m = synth_model("tiny", "", path, sizeof path))) return;
+    logits = (float *)malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 64;
+    T_CHECK(q4k_session_create(gpu, m, &sd, &sg, &err) == Q4K_OK && q4k_session_create(cpu, m, &sd, &sc, &err) == Q4K_OK, "%s",
+            err.msg);
+    if (sg && sc) {
+        c0 = q4k_cpu_kernel_calls();
+        T_CHECK(q4k_session_eval(sg, toks, 5, 0, logits, &err) == Q4K_OK && q4k_session_eval(sg, toks + 5, 1, 0, logits, &err) == Q4K_OK,
+                "%s", err.msg);
+        c1 = q4k_cpu_kernel_calls();
+        T_CHECK(q4k_session_eval(sc, toks, 5, 0, logits, &err) == Q4K_OK, "%s", err.msg);
+        c2 = q4k_cpu_kernel_calls();
+        printf("  CPU kernel calls: %llu during the CUDA evals, %llu during the CPU's\n", (unsigned long long)(c1 - c0),
+               (unsigned long long)(c2 - c1));
+        T_CHECK(c1 == c0, "a CUDA eval ran %llu CPU kernels", (unsigned long long)(c1 - c0));
+        T_CHECK(c2 > c1, "the counter did not move for a CPU eval");
+    }
+    q4k_session_free(sg);
+    q4k_session_free(sc);
+    free(logits);
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* Greedy decoding with the step's CUDA graph and with Q4K_CUDA_GRAPH=0:
+   the same tokens and bit-identical logits at every step, in both
+   arithmetic modes, also after rewinding both sessions and decoding again
+   from the earlier position; the graph session did capture a graph. */
+static void test_graph_identical(void) {
+    char path[256];
+    q4k_model *m;
+    int mode;
+    NEED_GPU();
+    if (!(m = synth_model("tiny", "", path, sizeof path))) return;
+    for (mode = 0; mode < 2; mode++) {
+        q4k_session *sg = NULL, *sp = NULL;
+        q4k_session_desc sd;
+        q4k_error err;
+        int64_t nv = m->hp.n_vocab, step, k, differ = 0, steps = 0;
+        int32_t prompt[7] = {3, 99, 1000, 7, 42, 5, 600}, tg = 0, tp = 0;
+        float *lg = (float *)malloc(sizeof(float) * (size_t)nv), *lp = (float *)malloc(sizeof(float) * (size_t)nv);
+        int pass;
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = 128;
+        sd.act = mode ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+        setenv("Q4K_CUDA_GRAPH", "0", 1);
+        T_CHECK(q4k_session_create(gpu, m, &sd, &sp, &err) == Q4K_OK, "%s", err.msg);
+        unsetenv("Q4K_CUDA_GRAPH");
+        T_CHECK(q4k_session_create(gpu, m, &sd, &sg, &err) == Q4K_OK, "%s", err.msg);
+        if (!sg || !sp) {
+            q4k_session_free(sg);
+            q4k_session_free(sp);
+            free(lg);
+            free(lp);
+            continue;
+        }
+        T_CHECK(((q4k__cuda_session *)sp)->use_graph == 0, "Q4K_CUDA_GRAPH=0 did not turn the graph off");
+        for (pass = 0; pass < 2; pass++) {
+            if (pass == 0) {
+                T_CHECK(q4k_session_eval(sg, prompt, 7, 0, lg, &err) == Q4K_OK && q4k_session_eval(sp, prompt, 7, 0, lp, &err) == Q4K_OK,
+                        "%s", err.msg);
+            } else { /* back to position 4, then the prompt's last three tokens again */
+                T_CHECK(q4k_session_rewind(sg, 4) == Q4K_OK && q4k_session_rewind(sp, 4) == Q4K_OK, "rewind");
+                T_CHECK(q4k_session_eval(sg, prompt + 4, 3, 0, lg, &err) == Q4K_OK &&
+                            q4k_session_eval(sp, prompt + 4, 3, 0, lp, &err) == Q4K_OK, "%s", err.msg);
+            }
+            differ += count_ne_bits(lg, lp, sizeof(float) * (size_t)nv) != 0;
+            for (step = 0; step < 12; step++) {
+                for (k = 1, tg = 0, tp = 0; k < nv; k++) {
+                    if (lg[k] > lg[tg]) tg = (int32_t)k;
+                    if (lp[k] > lp[tp]) tp = (int32_t)k;
+                }
+                T_CHECK(tg == tp, "%s pass %d step %lld: token %d with the graph, %d without", mode ? "f32" : "q8", pass,
+                        (long long)step, (int)tg, (int)tp);
+                T_CHECK(q4k_session_eval(sg, &tg, 1, 0, lg, &err) == Q4K_OK && q4k_session_eval(sp, &tp, 1, 0, lp, &err) == Q4K_OK,
+                        "%s", err.msg);
+                differ += count_ne_bits(lg, lp, sizeof(float) * (size_t)nv) != 0;
+                steps++;
+            }
+        }
+        printf("  %s: %lld decode steps with and without the graph, %lld with different logits; graph %s\n", mode ? "f32" : "q8",
+               (long long)steps, (long long)differ, ((q4k__cuda_session *)sg)->graph ? "captured" : "NOT captured");
+        T_CHECK(differ == 0, "%s: %lld evals gave different logits with the graph", mode ? "f32" : "q8", (long long)differ);
+        T_CHECK(((q4k__cuda_session *)sg)->graph != NULL, "no graph was captured");
+        q4k_session_free(sg);
+        q4k_session_free(sp);
+        free(lg);
+        free(lp);
+    }
+    q4k_model_free(m);
+    remove(path);
+}
+
+/* Device memory in use (total - free, the context included) with one
+   session of a 7B-shaped model: at most the file size + KV cache + scratch
+   + 1 GiB. */
+static void test_device_memory(void) {
+    const char *big = getenv("Q4K_TEST_BIG");
+    char path[256];
+    q4k_model *m;
+    q4k_session *s = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    q4k_cuda_memory mem;
+    int32_t tok = 11;
+    float *logits;
+    FILE *f;
+    long long fsize = 0;
+    NEED_GPU();
+    if (big && !strcmp(big, "0")) T_SKIP("Q4K_TEST_BIG=0");
+    if (!(m = synth_model("7b", "--layers 1 --fast", path, sizeof path))) return;
+    if ((f = fopen(path, "rb"))) {
+        fseek(f, 0, SEEK_END);
+        fsize = ftell(f);
+        fclose(f);
+    }
+    logits = (float *)malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 4096;
+    T_CHECK(q4k_session_create(gpu, m, &sd, &s, &err) == Q4K_OK, "%s", err.msg);
+    if (s) {
+        q4k__cuda_session *cs = (q4k__cuda_session *)s;
+        uint64_t bound = (uint64_t)fsize + cs->kv_bytes + cs->scratch_bytes + (1ull << 30);
+        T_CHECK(q4k_session_eval(s, &tok, 1, 0, logits, &err) == Q4K_OK, "%s", err.msg);
+        T_CHECK(q4k_cuda_memory_info(gpu, &mem, &err) == Q4K_OK, "%s", err.msg);
+        printf("  in use %.1f MiB (context %.1f MiB, q4k's allocations %.1f MiB); bound: file %.1f + KV %.1f + scratch %.1f + 1024 MiB\n",
+               mem.used / 1048576.0, mem.context / 1048576.0, mem.allocated / 1048576.0, fsize / 1048576.0, cs->kv_bytes / 1048576.0,
+               cs->scratch_bytes / 1048576.0);
+        T_CHECK(mem.used > 0 && mem.used <= bound, "%llu bytes in use > %llu", (unsigned long long)mem.used, (unsigned long long)bound);
+        T_CHECK(mem.allocated >= (uint64_t)fsize / 2, "q4k's allocations (%llu) are less than the weights", (unsigned long long)mem.allocated);
+    }
+    T_CHECK(q4k_cuda_memory_info(cpu, &mem, &err) == Q4K_ERR_INVALID_ARG, "memory info of the CPU backend");
+    q4k_session_free(s);
+    free(logits);
+    q4k_model_free(m);
+    remove(path);
+}
+
 int main(void) {
     q4k_cpu_backend_desc cd;
     q4k_error err;
@@ -883,6 +1043,10 @@ int main(void) {
     T_RUN(test_session_7b_layer);
     T_RUN(test_op_entry_points);
     T_RUN(test_prepared_shared);
+    T_RUN(test_cpu_counter);
+    T_RUN(test_no_cpu_kernels);
+    T_RUN(test_graph_identical);
+    T_RUN(test_device_memory);
     T_RUN(test_gate_tiny);
     T_RUN(test_gate_7b_layer);
     T_RUN(test_matmul_7b);

@@ -2,8 +2,10 @@
    for every SM from sm_75 to the newest this NVRTC knows; compiler logs
    name the kernel file and line. Needs no GPU: only NVRTC (CI installs it;
    Q4K_NVRTC points at it). Without NVRTC the tests skip, which CI=true
-   counts as a failure. */
+   counts as a failure. Built with Q4K_CUDA_TEST_FAULT, so that a broken
+   line can be injected into the embedded kernels ($Q4K_CUDA_TEST_BREAK). */
 #define Q4K_IMPLEMENTATION
+#define Q4K_CUDA_TEST_FAULT
 #include "q4k.h"
 #include "q4k_cuda.h"
 #include "t.h"
@@ -60,9 +62,33 @@ static void test_log_names_file_and_line(void) {
     T_CHECK(q4k__cuda_load_nvrtc(&lib, NULL, &err) == Q4K_OK, "%s", err.msg);
     r = q4k__cuda_nvrtc_compile(&lib, "kernels_src/broken.cu", src, common, 75, 0, &image, &size, NULL, NULL, &err);
     T_CHECK(r == Q4K_ERR_BACKEND_UNAVAILABLE && image == NULL, "a broken source compiled");
-    T_CHECK(strstr(err.msg, "kernels_src/broken.cu(4)") && strstr(err.msg, "no_such_name"), "message: %s", err.msg);
+    T_CHECK(strstr(err.msg, "kernels_src/broken.cu:4:") && strstr(err.msg, "no_such_name"), "message: %s", err.msg);
     q4k__cuda_unload(&lib);
     free(common);
+}
+
+/* a kernel file of the library itself that does not compile (a line of
+   the embedded matmul.cu broken on purpose) fails q4k_cuda_compile_only
+   with kernels_src/matmul.cu:LINE in the message (test_compile_every_sm
+   compiles the intact file) */
+static void test_broken_source_named(void) {
+    const char *const *lines = q4k__cuda_file_lines[0];
+    int sm = 75, line = 0, i;
+    char spec[64], want[64];
+    q4k_error err;
+    q4k_result r;
+    if (!have_nvrtc()) T_SKIP("NVRTC not found (set Q4K_NVRTC)");
+    for (i = 0; lines[i] && !line; i++)
+        if (!strncmp(lines[i], "#define Q4K_MM_WARPS", 20)) line = i + 1;
+    T_CHECK(line > 0, "no Q4K_MM_WARPS line in matmul.cu");
+    snprintf(spec, sizeof spec, "matmul.cu:%d", line);
+    snprintf(want, sizeof want, "kernels_src/matmul.cu:%d:", line);
+    setenv("Q4K_CUDA_TEST_BREAK", spec, 1);
+    r = q4k_cuda_compile_only(NULL, &sm, 1, &err);
+    unsetenv("Q4K_CUDA_TEST_BREAK");
+    printf("  %.200s\n", err.msg);
+    T_CHECK(r == Q4K_ERR_BACKEND_UNAVAILABLE, "the broken matmul.cu compiled (%d)", (int)r);
+    T_CHECK(strstr(err.msg, want) != NULL, "message lacks %s: %s", want, err.msg);
 }
 
 /* the CUBIN of the matmul file is an ELF image holding every kernel the
@@ -182,6 +208,7 @@ int main(void) {
     T_RUN(test_missing_nvrtc);
     T_RUN(test_sm_list);
     T_RUN(test_log_names_file_and_line);
+    T_RUN(test_broken_source_named);
     T_RUN(test_cubin_has_kernels);
     T_RUN(test_cache);
     T_RUN(test_compile_every_sm);
