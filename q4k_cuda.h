@@ -2616,6 +2616,20 @@ Q4K_API q4k_result q4k_cuda_memory_info(q4k_backend *b, q4k_cuda_memory *out, q4
     return Q4K_OK;
 }
 
+/* the hook q4k_session_check_memory asks before any upload: what this
+   backend may still allocate (the driver's free memory, less under
+   $Q4K_DEVICE_MEM_LIMIT) */
+static q4k_result q4k__cuda_mem_info(q4k_backend *b, uint64_t *free_bytes, uint64_t *total_bytes, q4k_error *err) {
+    q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
+    size_t fr = 0, total = 0;
+    q4k__CUresult cr;
+    if ((cr = cb->lib.cuCtxSetCurrent(cb->ctx)) != 0 || (cr = cb->lib.cuMemGetInfo(&fr, &total)) != 0)
+        return q4k__cuda_check(cb, cr, "cuMemGetInfo", 0, err);
+    *free_bytes = q4k__cuda_mem_free(cb);
+    *total_bytes = cb->mem_limit && cb->mem_limit < (uint64_t)total ? cb->mem_limit : (uint64_t)total;
+    return Q4K_OK;
+}
+
 static void q4k__cuda_destroy(q4k_backend *b) {
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     int i;
@@ -2695,6 +2709,7 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
     cb->base.release_model = q4k__cuda_release_model;
     cb->base.session_create = q4k__cuda_session_create;
     cb->base.matmul = q4k__cuda_matmul;
+    cb->base.mem_info = q4k__cuda_mem_info;
     cb->base.embedding = q4k__cuda_op_embedding;
     cb->base.rmsnorm = q4k__cuda_op_rmsnorm;
     cb->base.rope = q4k__cuda_op_rope;
