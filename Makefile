@@ -71,7 +71,7 @@ build/asan/test_%: tests/test_%.c tests/t.h $(HEADERS) $(ASAN_IMPL)
 build/tool_%: tests/tool_%.c $(HEADERS) $(IMPL)
 	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
-test-bins: q4k build/q4k-faults build/fuzz_seeds build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
+test-bins: q4k q4k-asan build/q4k-faults build/fuzz_seeds build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS)
 
 test: test-bins check-embed
 	bash tests/run.sh
