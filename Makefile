@@ -85,6 +85,8 @@ test: test-bins check-embed
 # its input lands in build/fuzz/artifacts/T/.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
+# more libFuzzer flags, e.g. FUZZ_FLAGS=-len_control=0 (long inputs at once)
+FUZZ_FLAGS   ?=
 FUZZ_TARGETS  = gguf model tokenizer chat
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_MAXLEN_gguf      = 65536
@@ -119,7 +121,7 @@ fuzz-%: build/fuzz/fuzz_% build/fuzz/seeds/.done
 	@echo "fuzz $*: $(FUZZ_SECONDS) s (log: build/fuzz/$*.log)"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  build/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	  -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DICT_$*) -print_final_stats=1 \
+	  -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DICT_$*) -print_final_stats=1 $(FUZZ_FLAGS) \
 	  -artifact_prefix=build/fuzz/artifacts/$*/ build/fuzz/corpus/$* build/fuzz/seeds/$* \
 	  $(wildcard tests/data/fuzz/$*) >build/fuzz/$*.log 2>&1 \
 	  || { tail -n 80 build/fuzz/$*.log; echo "fuzz $*: FAILED (input in build/fuzz/artifacts/$*/)"; exit 1; }
