@@ -126,6 +126,23 @@ static void layer(q4k_gguf_writer *w, int64_t embd, int64_t kv, int64_t ff, int 
     tensor(w, "blk.0.ffn_down.weight", Q4K_TYPE_Q8_0, ff, embd, 0.3f, 0);
 }
 
+/* the architecture's keys: one layer of two heads, 64 positions */
+static void hparams(q4k_gguf_writer *w, const char *arch, int64_t embd, int64_t ff, int n_head_kv, float base, float eps) {
+    char key[96];
+    q4k_gguf_writer_set_str(w, "general.architecture", arch);
+    q4k_gguf_writer_set_str(w, "general.name", "q4k synthetic");
+#define FUZZ_KEY(name) (snprintf(key, sizeof key, "%s." name, arch), key)
+    q4k_gguf_writer_set_u32(w, FUZZ_KEY("block_count"), 1);
+    q4k_gguf_writer_set_u32(w, FUZZ_KEY("context_length"), 64);
+    q4k_gguf_writer_set_u32(w, FUZZ_KEY("embedding_length"), (uint32_t)embd);
+    q4k_gguf_writer_set_u32(w, FUZZ_KEY("feed_forward_length"), (uint32_t)ff);
+    q4k_gguf_writer_set_u32(w, FUZZ_KEY("attention.head_count"), 2);
+    q4k_gguf_writer_set_u32(w, FUZZ_KEY("attention.head_count_kv"), (uint32_t)n_head_kv);
+    q4k_gguf_writer_set_f32(w, FUZZ_KEY("rope.freq_base"), base);
+    q4k_gguf_writer_set_f32(w, FUZZ_KEY("attention.layer_norm_rms_epsilon"), eps);
+#undef FUZZ_KEY
+}
+
 /* qwen2 as q4k synth writes it (the same keys), with a 300-token vocabulary */
 static void seed_qwen2(void) {
     static const char *const specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
@@ -156,16 +173,7 @@ static void seed_qwen2(void) {
     q4k_gguf_writer_set_str(w, "tokenizer.chat_template",
                             "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
                             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}");
-    q4k_gguf_writer_set_str(w, "general.architecture", "qwen2");
-    q4k_gguf_writer_set_str(w, "general.name", "q4k synthetic");
-    q4k_gguf_writer_set_u32(w, "qwen2.block_count", 1);
-    q4k_gguf_writer_set_u32(w, "qwen2.context_length", 64);
-    q4k_gguf_writer_set_u32(w, "qwen2.embedding_length", (uint32_t)embd);
-    q4k_gguf_writer_set_u32(w, "qwen2.feed_forward_length", (uint32_t)ff);
-    q4k_gguf_writer_set_u32(w, "qwen2.attention.head_count", 2);
-    q4k_gguf_writer_set_u32(w, "qwen2.attention.head_count_kv", 1);
-    q4k_gguf_writer_set_f32(w, "qwen2.rope.freq_base", 1e6f);
-    q4k_gguf_writer_set_f32(w, "qwen2.attention.layer_norm_rms_epsilon", 1e-6f);
+    hparams(w, "qwen2", embd, ff, 1, 1e6f, 1e-6f);
     q4k_gguf_writer_set_u32(w, "general.file_type", 7);
     tensor(w, "token_embd.weight", Q4K_TYPE_Q8_0, embd, nv, 1.0f, 0);
     tensor(w, "output_norm.weight", Q4K_TYPE_F32, embd, 0, 0.1f, 1.0f);
@@ -199,17 +207,8 @@ static void seed_llama(void) {
         types[nv] = strcmp(words[i], "<tool>") ? Q4K_TOKEN_NORMAL : Q4K_TOKEN_USER_DEFINED;
         scores[nv++] = -1.0f - (float)i;
     }
-    q4k_gguf_writer_set_str(w, "general.architecture", "llama");
-    q4k_gguf_writer_set_str(w, "general.name", "q4k synthetic llama");
-    q4k_gguf_writer_set_u32(w, "llama.block_count", 1);
-    q4k_gguf_writer_set_u32(w, "llama.context_length", 64);
-    q4k_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)embd);
-    q4k_gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)ff);
-    q4k_gguf_writer_set_u32(w, "llama.attention.head_count", 2);
-    q4k_gguf_writer_set_u32(w, "llama.attention.head_count_kv", 2);
+    hparams(w, "llama", embd, ff, 2, 10000.0f, 1e-5f);
     q4k_gguf_writer_set_u32(w, "llama.rope.dimension_count", 16);
-    q4k_gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f);
-    q4k_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     q4k_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
     q4k_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)nv);
     q4k_gguf_writer_set_arr(w, "tokenizer.ggml.scores", Q4K_GGUF_FLOAT32, scores, (uint64_t)nv);
