@@ -1,7 +1,8 @@
 /* libFuzzer target: the model loader and the GGUF tokenizer on top of the
    GGUF reader, as `q4k run` uses them: a model that loads evaluates two
-   tokens on the CPU backend (or says why not, in one line), and a
-   vocabulary that builds tokenizes a fixed text into ids in range. */
+   tokens on the CPU backend (or says why not, in one line), a vocabulary
+   that builds tokenizes a fixed text into ids in range, and the file's chat
+   template renders or is refused in one line. */
 #include "fuzz.h"
 
 #define GM "model"
@@ -30,6 +31,25 @@ static void fuzz_model_tokenizer(const q4k_gguf *g) {
     q4k_tokenizer_free(t);
 }
 
+/* the file's chat template, as q4k run renders it */
+static void fuzz_model_template(const q4k_gguf *g) {
+    static const q4k_chat_msg msgs[2] = {{"system", "Be brief."}, {"user", "Hi"}};
+    const char *tmpl;
+    char *out = NULL;
+    q4k_chat_render_desc d;
+    q4k_error err;
+    q4k_result r;
+    if (q4k_gguf_get_str(g, "tokenizer.chat_template", &tmpl) != Q4K_OK) return;
+    memset(&d, 0, sizeof d);
+    d.add_generation_prompt = 1;
+    d.now = 1700000000;
+    d.max_output = 1 << 16;
+    r = q4k_chat_render(tmpl, msgs, 2, &d, &out, &err);
+    FUZZ_CHECK(GM, r == Q4K_OK ? out != NULL : out == NULL && FUZZ_ONE_LINE(&err), "chat template: %s: '%s'", q4k_result_name(r),
+               err.msg);
+    q4k_free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static q4k_backend *cpu;
     q4k_gguf *g = NULL;
@@ -44,6 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (q4k_gguf_open_memory(data, size, NULL, &g, &err) != Q4K_OK) return 0; /* fuzz_gguf checks the reader */
     fuzz_model_tokenizer(g);
+    fuzz_model_template(g);
     r = q4k_model_from_gguf(g, NULL, &m, &err);
     if (r != Q4K_OK) {
         FUZZ_CHECK(GM, m == NULL && err.code == r && FUZZ_ONE_LINE(&err), "model refused (%s) without a one-line message: '%s'",

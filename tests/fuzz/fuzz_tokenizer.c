@@ -6,7 +6,8 @@
    Input: byte 0 picks the tokenizer (low 3 bits, mod 5), bit 3 sets
    Q4K_TOKENIZE_SPECIAL, bit 4 Q4K_TOKENIZE_ADD_BOS; the rest is the text.
    Checks: counting, filling and overflowing agree; every id is in range;
-   byte-level BPE gives the text back byte for byte. */
+   byte-level BPE gives the text back byte for byte; q4k_utf8_stream passes
+   the tokens' bytes through unchanged. */
 #include "fuzz.h"
 
 #define GT "tokenizer"
@@ -167,10 +168,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(GT, r == Q4K_ERR_OVERFLOW && n3 == n && ids[n - 1] == last, "tokenizer %d: cap %lld of %lld gives %s, n %lld",
                    sel, (long long)(n - 1), (long long)n, q4k_result_name(r), (long long)n3);
     }
-    for (i = 0; i < n; i++) {
-        size_t tl;
-        FUZZ_CHECK(GT, ids[i] >= 0 && ids[i] < nv, "tokenizer %d: id %d out of range", sel, (int)ids[i]);
-        FUZZ_CHECK(GT, q4k_token_bytes(t, ids[i], &tl) != NULL, "tokenizer %d: id %d has no bytes", sel, (int)ids[i]);
+    {
+        /* the streaming printer gives the tokens' bytes back, whole characters first */
+        q4k_utf8_stream st;
+        size_t in = 0, outn = 0, w;
+        char *bytes = (char *)malloc(len * 4 + 64), *shown = (char *)malloc(len * 4 + 64);
+        q4k_utf8_stream_init(&st);
+        for (i = 0; i < n; i++) {
+            size_t tl = 0;
+            const char *b;
+            FUZZ_CHECK(GT, ids[i] >= 0 && ids[i] < nv, "tokenizer %d: id %d out of range", sel, (int)ids[i]);
+            b = q4k_token_bytes(t, ids[i], &tl);
+            FUZZ_CHECK(GT, b != NULL && in + tl <= len * 4 + 60, "tokenizer %d: id %d has no bytes (or too many)", sel, (int)ids[i]);
+            memcpy(bytes + in, b, tl);
+            in += tl;
+            FUZZ_CHECK(GT, q4k_utf8_stream_push(&st, b, tl, shown + outn, tl + 3, &w) == tl, "tokenizer %d: stream took less", sel);
+            outn += w;
+        }
+        FUZZ_CHECK(GT, q4k_utf8_stream_flush(&st, shown + outn, 3, &w) == 0, "tokenizer %d: stream holds bytes", sel);
+        outn += w;
+        FUZZ_CHECK(GT, outn == in && !memcmp(bytes, shown, in), "tokenizer %d: the stream gave %zu of %zu bytes", sel, outn, in);
+        free(bytes);
+        free(shown);
     }
     if (sel < 3) {
         /* byte-level BPE loses nothing: the tokens' texts are the text */
