@@ -10382,11 +10382,15 @@ typedef struct q4k__jctx {
 __attribute__((format(printf, 4, 5), noreturn))
 #endif
 static void q4k__jfail(q4k__jctx *c, q4k_result code, int line, const char *fmt, ...) {
-    char buf[400];
+    char buf[400], *p;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    /* raise_exception's message is the template's text and may hold line
+       breaks (found by tests/fuzz/fuzz_chat.c); an error is one line */
+    for (p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20) *p = ' ';
     c->code = code;
     if (line > 0) q4k__fail(c->err, code, "chat template line %d: %s", line, buf);
     else q4k__fail(c->err, code, "chat template: %s", buf);

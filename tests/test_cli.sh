@@ -5,7 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-Q=./q4k
+Q=${Q4K_BIN:-./q4k} # Q4K_BIN=./q4k-asan: the sanitizer build (tests/test_sanitize_cli.sh)
 . tests/t.sh
 
 $Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 2>"$tmp/synth.err"

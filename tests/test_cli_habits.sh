@@ -11,7 +11,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 [ -n "${KEEP:-}" ] && trap - EXIT && echo "tmp $tmp" # KEEP=1: leave the files to look at
-Q=./q4k
+Q=${Q4K_BIN:-./q4k} # Q4K_BIN=./q4k-asan: the sanitizer build (tests/test_sanitize_cli.sh)
 . tests/t.sh
 lines() { wc -l < "$1" | tr -d ' '; }
 

@@ -5,7 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-Q4K=./q4k
+Q4K=${Q4K_BIN:-./q4k} # Q4K_BIN=./q4k-asan: the sanitizer build (tests/test_sanitize_cli.sh)
 TOOL=build/tool_gguf_write
 
 ok() { echo "ok $1"; }
