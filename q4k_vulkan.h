@@ -743,7 +743,8 @@ static const char *const q4k__vk_src_quantize[] = {
     X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer)      \
     X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants)      \
     X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkQueueSubmit)                  \
-    X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences)
+    X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences)    \
+    X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkResetDescriptorPool)
 
 #define Q4K__VK_PFN(f) PFN_##f f;
 
@@ -1811,6 +1812,297 @@ done:
     return r;
 }
 
+/* >>vk-session: a model's weights on the device, sessions, the forward pass
+
+   Memory. A prepared model holds every tensor in its GGUF blocks in
+   device-local memory (staged through a host-visible buffer when the device
+   has memory the host cannot map), bound whole rows at a time: a tensor
+   larger than the storage-buffer range is split by rows across bindings,
+   the bindings packed into allocations of at most the allocation limit. A
+   session holds its KV cache (per layer, split by positions the same way),
+   its scratch (device-local) and one host-visible buffer through which
+   tokens go in and logits and the trace come out. */
+
+typedef struct q4k__vk_wt { /* a tensor on the device: whole rows per binding */
+    const q4k_tensor *t;
+    int64_t rows, rows_per; /* rows per binding; the last holds the rest */
+    int n;                  /* bindings */
+    q4k__vk_slice *part;
+} q4k__vk_wt;
+
+typedef struct q4k__vk_model {
+    q4k__vk_arena mem;
+    q4k__vk_wt *wt; /* by tensor index */
+    int64_t nt;
+    uint64_t bytes;
+} q4k__vk_model;
+
+/* one allocation with one buffer over it, for copies too: device-local
+   memory first (host-visible or not), else any; mapped when host-visible.
+   host: host-visible memory only (what the host writes or reads). */
+static q4k_result q4k__vk_mem_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t size, int host, q4k_error *err) {
+    q4k__vk_block b;
+    VkBufferCreateInfo bi;
+    VkMemoryRequirements req;
+    VkMemoryAllocateInfo ai;
+    VkResult vr = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    void *map = NULL;
+    int pass;
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 8;
+        q4k__vk_block *nb = (q4k__vk_block *)Q4K_REALLOC(a->blk, (size_t)cap * sizeof *nb);
+        if (!nb) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+        a->blk = nb;
+        a->cap = cap;
+    }
+    memset(&b, 0, sizeof b);
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+    bi.size = size;
+    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    if ((vr = vb->vkCreateBuffer(vb->dev, &bi, NULL, &b.buf)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateBuffer");
+    vb->vkGetBufferMemoryRequirements(vb->dev, b.buf, &req);
+    /* host: host-visible (device-local first); else device-local, then anything */
+    for (pass = host ? 1 : 0; pass < 4 && !b.mem; pass++) {
+        uint32_t i;
+        for (i = 0; i < vb->mp.memoryTypeCount && !b.mem; i++) {
+            VkMemoryPropertyFlags f = vb->mp.memoryTypes[i].propertyFlags;
+            const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+            int dl = (f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) != 0, hvis = (f & hv) == hv;
+            if (!(req.memoryTypeBits & (1u << i))) continue;
+            /* pass 0: device-local the host cannot see (the fast kind where BAR is small);
+               1: device-local host-visible; 2: host-visible; 3: anything (device only) */
+            if ((pass == 0 && !(dl && !hvis)) || (pass == 1 && !(dl && hvis)) || (pass == 2 && !hvis) || (pass == 3 && host))
+                continue;
+            memset(&ai, 0, sizeof ai);
+            ai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+            ai.allocationSize = req.size;
+            ai.memoryTypeIndex = i;
+            if ((vr = vb->vkAllocateMemory(vb->dev, &ai, NULL, &b.mem)) != VK_SUCCESS) b.mem = VK_NULL_HANDLE;
+            else if (hvis) b.map = (unsigned char *)1; /* mapped below */
+        }
+    }
+    if (!b.mem) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: cannot allocate %llu bytes of %s memory (VkResult %d)",
+                         (unsigned long long)req.size, host ? "host-visible" : "device", (int)vr);
+    }
+    if ((vr = vb->vkBindBufferMemory(vb->dev, b.buf, b.mem, 0)) != VK_SUCCESS ||
+        (b.map && (vr = vb->vkMapMemory(vb->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &map)) != VK_SUCCESS)) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        vb->vkFreeMemory(vb->dev, b.mem, NULL);
+        return q4k__vk_err(err, vr, "binding or mapping device memory");
+    }
+    b.map = (unsigned char *)map;
+    b.size = size;
+    a->blk[a->n++] = b;
+    return Q4K_OK;
+}
+
+/* a binding of `bytes` (at most the range) at an aligned offset of the
+   arena's last allocation, or of a new one of min(alloc, max(bytes, hint)) */
+static q4k_result q4k__vk_sub(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t bytes, uint64_t hint, int host, q4k__vk_slice *s,
+                              q4k_error *err) {
+    q4k__vk_block *b = a->n ? &a->blk[a->n - 1] : NULL;
+    uint64_t off = b ? (b->used + vb->align - 1) / vb->align * vb->align : 0;
+    q4k_result r;
+    bytes = bytes ? (bytes + 3) / 4 * 4 : 4;
+    if (bytes > vb->range)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: a binding of %llu bytes over the range %llu", (unsigned long long)bytes,
+                         (unsigned long long)vb->range);
+    if (!b || off + bytes > b->size) {
+        uint64_t size = hint > bytes ? hint : bytes;
+        if (size > vb->alloc) size = vb->alloc;
+        if ((r = q4k__vk_mem_new(vb, a, size, host, err))) return r;
+        b = &a->blk[a->n - 1];
+        off = 0;
+    }
+    b->used = off + bytes;
+    s->buf = b->buf;
+    s->off = off;
+    s->size = bytes;
+    s->map = b->map ? b->map + off : NULL;
+    return Q4K_OK;
+}
+
+/* run what vb->cmd recorded (copies) and wait */
+static q4k_result q4k__vk_submit_wait(q4k__vk_backend *vb, VkCommandBuffer cmd, VkFence fence, q4k_error *err) {
+    VkSubmitInfo si;
+    VkResult vr;
+    memset(&si, 0, sizeof si);
+    si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &cmd;
+    vb->vkResetFences(vb->dev, 1, &fence);
+    vr = vb->vkQueueSubmit(vb->queue, 1, &si, fence);
+    if (vr == VK_SUCCESS) vr = vb->vkWaitForFences(vb->dev, 1, &fence, VK_TRUE, UINT64_MAX);
+    return vr == VK_SUCCESS ? Q4K_OK : q4k__vk_err(err, vr, "running a command buffer");
+}
+
+/* host bytes into device memory: a plain copy where the host can see the
+   memory, else through the staging buffer (flushed when full) */
+typedef struct q4k__vk_stager {
+    q4k__vk_backend *vb;
+    q4k__vk_arena stage;
+    uint64_t used;
+    int open;
+} q4k__vk_stager;
+
+static q4k_result q4k__vk_stage_flush(q4k__vk_stager *st, q4k_error *err) {
+    q4k__vk_backend *vb = st->vb;
+    VkResult vr;
+    if (!st->open) return Q4K_OK;
+    st->open = 0;
+    st->used = 0;
+    if ((vr = vb->vkEndCommandBuffer(vb->cmd)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkEndCommandBuffer");
+    return q4k__vk_submit_wait(vb, vb->cmd, vb->fence, err);
+}
+
+static q4k_result q4k__vk_stage_put(q4k__vk_stager *st, const q4k__vk_slice *dst, uint64_t dst_off, const void *src, uint64_t n,
+                                    q4k_error *err) {
+    q4k__vk_backend *vb = st->vb;
+    q4k_result r;
+    if (dst->map) {
+        memcpy(dst->map + dst_off, src, (size_t)n);
+        return Q4K_OK;
+    }
+    if (!st->stage.n) {
+        uint64_t size = vb->alloc < ((uint64_t)64 << 20) ? vb->alloc : ((uint64_t)64 << 20);
+        if ((r = q4k__vk_mem_new(vb, &st->stage, size, 1, err))) return r;
+    }
+    while (n) {
+        q4k__vk_block *sb = &st->stage.blk[0];
+        uint64_t k = sb->size - st->used < n ? sb->size - st->used : n;
+        VkBufferCopy c;
+        if (!k) {
+            if ((r = q4k__vk_stage_flush(st, err))) return r;
+            continue;
+        }
+        if (!st->open) {
+            VkCommandBufferBeginInfo bi;
+            VkResult vr;
+            memset(&bi, 0, sizeof bi);
+            bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+            bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+            vb->vkResetCommandBuffer(vb->cmd, 0);
+            if ((vr = vb->vkBeginCommandBuffer(vb->cmd, &bi)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkBeginCommandBuffer");
+            st->open = 1;
+        }
+        memcpy(sb->map + st->used, src, (size_t)k);
+        c.srcOffset = st->used;
+        c.dstOffset = dst->off + dst_off;
+        c.size = k;
+        vb->vkCmdCopyBuffer(vb->cmd, sb->buf, dst->buf, 1, &c);
+        st->used += (k + 15) / 16 * 16;
+        if (st->used > sb->size) st->used = sb->size;
+        src = (const unsigned char *)src + k;
+        dst_off += k;
+        n -= k;
+    }
+    return Q4K_OK;
+}
+
+static void q4k__vk_stage_end(q4k__vk_stager *st) {
+    if (st->open) {
+        st->vb->vkEndCommandBuffer(st->vb->cmd);
+        st->open = 0;
+    }
+    q4k__vk_arena_free(st->vb, &st->stage);
+}
+
+static void q4k__vk_release_model(q4k_backend *b, const q4k_model *m, void *data) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    q4k__vk_model *vm = (q4k__vk_model *)data;
+    int64_t i;
+    (void)m;
+    if (!vm) return;
+    for (i = 0; vm->wt && i < vm->nt; i++) Q4K_FREE(vm->wt[i].part);
+    Q4K_FREE(vm->wt);
+    q4k__vk_arena_free(vb, &vm->mem);
+    Q4K_FREE(vm);
+}
+
+/* rows of `rs` bytes per binding of a tensor of `rows` rows */
+static int64_t q4k__vk_rows_per(const q4k__vk_backend *vb, int64_t rows, size_t rs) {
+    uint64_t per = vb->range / rs;
+    return per > (uint64_t)rows ? rows : (int64_t)per;
+}
+
+/* every tensor up once (a type without a kernel refused, naming the tensor) */
+static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void **data, q4k_error *err) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    const int64_t nt = q4k_gguf_tensor_count(m->gguf);
+    q4k__vk_model *vm;
+    q4k__vk_stager st;
+    uint64_t total = 0, done = 0;
+    int64_t i, k;
+    int shown = -1;
+    q4k_result r = Q4K_OK;
+    *data = NULL;
+    for (i = 0; i < nt; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        size_t rs = q4k_row_size(t->type, t->ne[0]);
+        if (q4k__vk_type_slot(t->type) < 0)
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "vulkan: tensor '%s' has type %s, which has no Vulkan kernel", t->name,
+                             q4k_type_name(t->type));
+        if (!rs || rs > vb->range)
+            return q4k__fail(err, Q4K_ERR_GPU, "vulkan: one row of tensor '%s' (%zu bytes) exceeds the storage-buffer range (%llu bytes)",
+                             t->name, rs, (unsigned long long)vb->range);
+        total += t->nbytes;
+    }
+    vm = (q4k__vk_model *)Q4K_MALLOC(sizeof *vm);
+    if (!vm) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    memset(vm, 0, sizeof *vm);
+    vm->nt = nt;
+    vm->bytes = total;
+    vm->wt = (q4k__vk_wt *)Q4K_MALLOC((size_t)(nt ? nt : 1) * sizeof *vm->wt);
+    if (!vm->wt) {
+        Q4K_FREE(vm);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    }
+    memset(vm->wt, 0, (size_t)(nt ? nt : 1) * sizeof *vm->wt);
+    memset(&st, 0, sizeof st);
+    st.vb = vb;
+    q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: uploading %lld tensors, %.1f MiB, to %s", (long long)nt,
+             (double)total / 1048576.0, vb->info.name);
+    for (i = 0; i < nt && !r; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        q4k__vk_wt *w = &vm->wt[i];
+        size_t rs = q4k_row_size(t->type, t->ne[0]);
+        w->t = t;
+        w->rows = (int64_t)(t->nbytes / rs);
+        w->rows_per = q4k__vk_rows_per(vb, w->rows, rs);
+        w->n = (int)((w->rows + w->rows_per - 1) / w->rows_per);
+        if (w->n < 1) w->n = 1;
+        w->part = (q4k__vk_slice *)Q4K_MALLOC((size_t)w->n * sizeof *w->part);
+        if (!w->part) {
+            r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+            break;
+        }
+        for (k = 0; k < w->n && !r; k++) {
+            int64_t r0 = k * w->rows_per, nr = w->rows - r0 < w->rows_per ? w->rows - r0 : w->rows_per;
+            uint64_t bytes = (uint64_t)nr * rs;
+            if (!(r = q4k__vk_sub(vb, &vm->mem, bytes, (uint64_t)(w->rows - r0) * rs, 0, &w->part[k], err)))
+                r = q4k__vk_stage_put(&st, &w->part[k], 0, (const unsigned char *)t->data + (size_t)r0 * rs, bytes, err);
+            done += bytes;
+        }
+        if (total && (int)(10 * done / total) != shown) { /* progress for `run`, every tenth */
+            shown = (int)(10 * done / total);
+            q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: weights %3d%% (%.0f of %.0f MiB)", 10 * shown,
+                     (double)done / 1048576.0, (double)total / 1048576.0);
+        }
+    }
+    if (!r) r = q4k__vk_stage_flush(&st, err);
+    q4k__vk_stage_end(&st);
+    if (r) {
+        q4k__vk_release_model(b, m, vm);
+        return r;
+    }
+    *data = vm;
+    return Q4K_OK;
+}
+
 static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
                                          q4k_session **out, q4k_error *err) {
     (void)b; (void)m; (void)d;
@@ -1977,6 +2269,8 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->base.name = "vulkan";
     vb->base.impl = vb;
     vb->base.session_create = q4k__vk_session_create;
+    vb->base.prepare_model = q4k__vk_prepare_model;
+    vb->base.release_model = q4k__vk_release_model;
     vb->base.matmul = q4k__vk_matmul;
     vb->base.destroy = q4k__vk_destroy;
     vb->log = d.log;
