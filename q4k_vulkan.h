@@ -21,9 +21,16 @@
    version and the driver.
 
    Status: kernels for matrix products of every weight type (F32, F16, BF16,
-   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) in both arithmetic modes and the
-   8-bit activation quantizer (bit for bit the CPU's); the whole forward
-   pass (session_create) is not built yet and says so.
+   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) in both arithmetic modes, the 8-bit
+   activation quantizer (bit for bit the CPU's) and the forward pass's other
+   ops (embedding rows, RMSNorm, RoPE, the KV store, GQA attention, SwiGLU,
+   adds, argmax), with the op entry points of q4k_backend (embedding,
+   rmsnorm, rope, attention, quantize_act); the whole forward pass on the
+   device (q4k_session_create): weights uploaded once per model in their
+   GGUF blocks and shared by its sessions, a KV cache of the session's type
+   (f16 or f32), every binding within the device's limits (tensors and
+   caches split by rows), a one-token step recorded once and replayed, the
+   trace and every gate fault of a -DQ4K_FAULTS build.
 
    Usage:
       q4k_vk_backend_desc d = {0};     (all defaults: the first discrete GPU)
@@ -33,6 +40,8 @@
           fprintf(stderr, "%s\n", err.msg); return 1; }
       b->matmul(b, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, rows, cols, x, n, y, &err);
       q4k_backend_destroy(b);
+      (or a whole model: q4k_session_create(b, model, &sd, &s, &err), then
+       q4k_session_eval as on every backend)
 
    Config macros:
       Q4K_VULKAN_IMPLEMENTATION  compile this backend's implementation only
@@ -115,9 +124,8 @@ typedef struct q4k_vk_backend_desc {
     void *log_user;
 } q4k_vk_backend_desc;
 
-/* The Vulkan backend on the chosen device. Its matmul runs the kernels;
-   session_create answers Q4K_ERR_BACKEND_UNAVAILABLE (the forward pass is
-   not built yet). */
+/* The Vulkan backend on the chosen device: its op entry points run the
+   kernels, its sessions the whole forward pass. */
 Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *d, q4k_backend **out, q4k_error *err);
 
 /* What a Vulkan backend runs with, and what its last calls did. */
@@ -234,6 +242,12 @@ Q4K_API q4k_result q4k_vk_probe(q4k_error *err) { return q4k__vk_no_headers(err)
 #include <glslang/build_info.h>
 #endif
 
+#if defined(__GNUC__) && !defined(Q4K__MAYBE_UNUSED)
+#define Q4K__MAYBE_UNUSED __attribute__((unused))
+#elif !defined(Q4K__MAYBE_UNUSED)
+#define Q4K__MAYBE_UNUSED
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -282,17 +296,29 @@ static const char *const q4k__vk_src_common[] = {
     "#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require\n",
     "#endif\n",
     "\n",
-    "/* one push-constant block for every kernel: one pipeline layout */\n",
+    "/* one push-constant block for every kernel: one pipeline layout (128 bytes,\n",
+    "   the least maxPushConstantsSize a device may have) */\n",
     "layout(push_constant) uniform Q4kPush {\n",
-    "    uint rows;     /* matmul: weight rows in this binding */\n",
+    "    uint rows;     /* matmul: weight rows in this binding; ops: rows of the part bound */\n",
     "    uint cols;     /* values per weight row / activation column */\n",
-    "    uint n;        /* activation columns */\n",
-    "    uint row_base; /* first row of this dispatch, within the binding */\n",
+    "    uint n;        /* activation columns / tokens */\n",
+    "    uint row_base; /* matmul: first row of this dispatch, within the binding */\n",
     "    uint y_stride; /* floats between two columns of y */\n",
     "    uint nblocks;  /* quantizer: blocks of 32 in x */\n",
-    "    uint base;     /* quantizer: first block of this dispatch */\n",
-    "    uint pad;\n",
+    "    uint base;     /* first workgroup (x) of this dispatch: a dispatch is split\n",
+    "                      under maxComputeWorkGroupCount */\n",
+    "    uint flags;    /* Q4K_F_* */\n",
+    "    uint u[16];    /* each kernel's parameters (named there) */\n",
+    "    float f[8];\n",
     "} pc;\n",
+    "\n",
+    "/* flags: the gate's faults that live in kernels, and variants */\n",
+    "#define Q4K_F_GQA 1u        /* attention: query head h reads KV head h % n_head_kv */\n",
+    "#define Q4K_F_F16_ACC 2u    /* rmsnorm: the sum of squares in an fp16 accumulator */\n",
+    "#define Q4K_F_Q4K_SCALES 4u /* Q4_K: each sub-block's 6-bit scale and min swapped */\n",
+    "#define Q4K_F_KV_F16 8u     /* the KV cache holds f16 (else f32) */\n",
+    "#define Q4K_F_NEOX 16u      /* rope: pairs (i, i + n_rot/2), else (2i, 2i + 1) */\n",
+    "#define Q4K_F_DEV 32u       /* scale: the factor is read from the params buffer */\n",
     "\n",
     "/* binding 0: weights; 1: activations in; 2: output */\n",
     "layout(std430, set = 0, binding = 0) readonly buffer Q4kW32 { uint w32[]; };\n",
@@ -435,6 +461,75 @@ static const char *const q4k__vk_src_common[] = {
     "    if (fr > hf || (fr == hf && (ip & 1u) != 0u)) ip += 1u;\n",
     "    return sg * int(min(ip, 127u));\n",
     "}\n",
+    "\n",
+    "/* f32 -> f16 bits, round to nearest even, subnormals, overflow to inf and\n",
+    "   NaN as q4k_fp32_to_fp16 (q4k.h) does: packHalf2x16's rounding is the\n",
+    "   driver's choice, so this works on the bits */\n",
+    "uint q4k_f2h(float v) {\n",
+    "    uint x = floatBitsToUint(v), sg = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;\n",
+    "    if (a > 0x7f800000u) return sg | 0x7e00u | ((a >> 13) & 0x3ffu);\n",
+    "    if (a >= 0x477ff000u) return sg | 0x7c00u;\n",
+    "    if (a >= 0x38800000u) return sg | (((a + 0xfffu + ((a >> 13) & 1u)) - 0x38000000u) >> 13);\n",
+    "    if (a < 0x33000000u) return sg;\n",
+    "    uint m = (a & 0x7fffffu) | 0x800000u, sh = 126u - (a >> 23); /* 14..24 */\n",
+    "    uint r = m >> sh, rem = m & ((1u << sh) - 1u), hf = 1u << (sh - 1u);\n",
+    "    if (rem > hf || (rem == hf && (r & 1u) != 0u)) r += 1u;\n",
+    "    return sg | r;\n",
+    "}\n",
+    "\n",
+    "\n",
+    "/* ---- workgroup reductions -----------------------------------------------\n",
+    "\n",
+    "   A kernel that defines Q4K_REDUCE_WG (its workgroup size, a power of two)\n",
+    "   before the #include gets q4k_wg_sum and q4k_wg_max: every invocation of\n",
+    "   the workgroup calls them, in uniform control flow, and each gets the\n",
+    "   result. With Q4K_SUBGROUP the subgroups reduce first (subgroupAdd /\n",
+    "   subgroupMax), else a tree in shared memory; the sums' order differs. */\n",
+    "#ifdef Q4K_REDUCE_WG\n",
+    "shared float q4k_red[Q4K_REDUCE_WG];\n",
+    "\n",
+    "float q4k_wg_sum(float v) {\n",
+    "#if Q4K_SUBGROUP\n",
+    "    float s = subgroupAdd(v);\n",
+    "    if (subgroupElect()) q4k_red[gl_SubgroupID] = s;\n",
+    "    barrier();\n",
+    "    float t = 0.0;\n",
+    "    for (uint i = 0u; i < gl_NumSubgroups; i++) t += q4k_red[i];\n",
+    "#else\n",
+    "    uint tid = gl_LocalInvocationIndex;\n",
+    "    q4k_red[tid] = v;\n",
+    "    barrier();\n",
+    "    for (uint h = Q4K_REDUCE_WG / 2u; h > 0u; h >>= 1) {\n",
+    "        if (tid < h) q4k_red[tid] += q4k_red[tid + h];\n",
+    "        barrier();\n",
+    "    }\n",
+    "    float t = q4k_red[0];\n",
+    "#endif\n",
+    "    barrier(); /* q4k_red is free for the next call */\n",
+    "    return t;\n",
+    "}\n",
+    "\n",
+    "float q4k_wg_max(float v) {\n",
+    "#if Q4K_SUBGROUP\n",
+    "    float s = subgroupMax(v);\n",
+    "    if (subgroupElect()) q4k_red[gl_SubgroupID] = s;\n",
+    "    barrier();\n",
+    "    float t = q4k_red[0];\n",
+    "    for (uint i = 1u; i < gl_NumSubgroups; i++) t = max(t, q4k_red[i]);\n",
+    "#else\n",
+    "    uint tid = gl_LocalInvocationIndex;\n",
+    "    q4k_red[tid] = v;\n",
+    "    barrier();\n",
+    "    for (uint h = Q4K_REDUCE_WG / 2u; h > 0u; h >>= 1) {\n",
+    "        if (tid < h) q4k_red[tid] = max(q4k_red[tid], q4k_red[tid + h]);\n",
+    "        barrier();\n",
+    "    }\n",
+    "    float t = q4k_red[0];\n",
+    "#endif\n",
+    "    barrier();\n",
+    "    return t;\n",
+    "}\n",
+    "#endif\n",
     0};
 /* Q4K_EMBED_END */
 /* Q4K_EMBED_BEGIN(kernels_src/matmul.comp q4k__vk_src_matmul) */
@@ -450,7 +545,15 @@ static const char *const q4k__vk_src_matmul[] = {
     "   One workgroup computes one row for every column; each invocation takes\n",
     "   units of 32 values (a legacy block, a k-quant sub-block) and keeps NC\n",
     "   columns' partial sums, reduced across the workgroup at the end. Float\n",
-    "   sums run in another order than the CPU's, nothing else differs. */\n",
+    "   sums run in another order than the CPU's, nothing else differs.\n",
+    "   Row r of this binding goes to y[j * y_stride + u[0] + r] (u[0]: the first\n",
+    "   row of the binding in the whole matrix). flags Q4K_F_Q4K_SCALES: Q4_K's\n",
+    "   scale and min trade places (the gate's q4k_scales fault).\n",
+    "\n",
+    "   EMBED 1 builds the embedding kernel instead: out[j][0..cols) = row\n",
+    "   prm[u[1] + j] of the table (binding 0 holds its rows [u[0], u[0] + rows),\n",
+    "   an invocation per 32 values, workgroup y = j); the decoding is the float\n",
+    "   mode's, the CPU's q4k_dequantize_row bit for bit. */\n",
     "#extension GL_GOOGLE_include_directive : require\n",
     "#include \"q4k_vk_common.glsl\"\n",
     "\n",
@@ -460,6 +563,9 @@ static const char *const q4k__vk_src_matmul[] = {
     "#ifndef ACT_Q8\n",
     "#define ACT_Q8 1\n",
     "#endif\n",
+    "#ifndef EMBED\n",
+    "#define EMBED 0\n",
+    "#endif\n",
     "#define WG 64\n",
     "#define NC 8\n",
     "\n",
@@ -468,6 +574,7 @@ static const char *const q4k__vk_src_matmul[] = {
     "layout(std430, set = 0, binding = 1) readonly buffer Q4kXF { float xf[]; };\n",
     "layout(std430, set = 0, binding = 1) readonly buffer Q4kXQ { uint xq[]; };\n",
     "layout(std430, set = 0, binding = 2) writeonly buffer Q4kY { float y[]; };\n",
+    "layout(std430, set = 0, binding = 3) readonly buffer Q4kPrm { uint prm[]; };\n",
     "\n",
     "shared float part[NC][WG]; /* partial sums of the reduction */\n",
     "\n",
@@ -505,6 +612,13 @@ static const char *const q4k__vk_src_matmul[] = {
     "        sc = (rd8(s + j + 4u) & 0xfu) | ((rd8(s + j - 4u) >> 6) << 4);\n",
     "        m = (rd8(s + j + 4u) >> 4) | ((rd8(s + j) >> 6) << 4);\n",
     "    }\n",
+    "#if WTYPE == 12\n",
+    "    if ((pc.flags & Q4K_F_Q4K_SCALES) != 0u) {\n",
+    "        uint t = sc;\n",
+    "        sc = m;\n",
+    "        m = t;\n",
+    "    }\n",
+    "#endif\n",
     "}\n",
     "\n",
     "#if !FLOAT_W\n",
@@ -578,6 +692,52 @@ static const char *const q4k__vk_src_matmul[] = {
     "}\n",
     "#endif\n",
     "\n",
+    "#if FLOAT_W || !ACT_Q8 || EMBED\n",
+    "/* the cnt (32 but at the end of a float row) weights of unit u of the row at\n",
+    "   byte rb, as the CPU decodes them (q4k_dequantize_row): every product is\n",
+    "   exact in float, only the k-quants' subtraction of the min rounds */\n",
+    "void unit_floats(uint rb, uint u, uint cnt, out float w[32]) {\n",
+    "#if FLOAT_W\n",
+    "    for (uint i = 0u; i < cnt; i++) {\n",
+    "        uint e = 32u * u + i;\n",
+    "#if WTYPE == 0\n",
+    "        w[i] = uintBitsToFloat(w32[(rb >> 2) + e]);\n",
+    "#elif WTYPE == 1\n",
+    "        w[i] = h2f(rd16(rb + 2u * e));\n",
+    "#else\n",
+    "        w[i] = uintBitsToFloat(rd16(rb + 2u * e) << 16);\n",
+    "#endif\n",
+    "    }\n",
+    "#else\n",
+    "    int q[32];\n",
+    "    float a, b;\n",
+    "    uint sc0, sc1;\n",
+    "    unit_quants(rb, u, q, a, b, sc0, sc1);\n",
+    "#if WTYPE == 12 || WTYPE == 13\n",
+    "    float d1 = a * float(sc0), m1 = b * float(sc1);\n",
+    "    for (uint i = 0u; i < 32u; i++) w[i] = d1 * float(q[i]) - m1;\n",
+    "#elif WTYPE == 14\n",
+    "    float d0 = a * float(int(sc0 << 24) >> 24), dh = a * float(int(sc1 << 24) >> 24);\n",
+    "    for (uint i = 0u; i < 32u; i++) w[i] = (i < 16u ? d0 : dh) * float(q[i]);\n",
+    "#else\n",
+    "    for (uint i = 0u; i < 32u; i++) w[i] = float(q[i]) * a;\n",
+    "#endif\n",
+    "#endif\n",
+    "}\n",
+    "#endif\n",
+    "\n",
+    "#if EMBED\n",
+    "void main() {\n",
+    "    uint j = gl_WorkGroupID.y, u = (pc.base + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;\n",
+    "    if (j >= pc.n || u >= (pc.cols + 31u) / 32u) return;\n",
+    "    uint tok = prm[pc.u[1] + j];\n",
+    "    if (tok < pc.u[0] || tok - pc.u[0] >= pc.rows) return; /* another binding's row */\n",
+    "    float w[32];\n",
+    "    uint cnt = min(32u, pc.cols - 32u * u);\n",
+    "    unit_floats((tok - pc.u[0]) * ROW_BYTES(pc.cols), u, cnt, w);\n",
+    "    for (uint i = 0u; i < cnt; i++) y[j * pc.cols + 32u * u + i] = w[i];\n",
+    "}\n",
+    "#else\n",
     "void main() {\n",
     "    uint row = pc.row_base + gl_WorkGroupID.x;\n",
     "    uint tid = gl_LocalInvocationID.x;\n",
@@ -593,32 +753,7 @@ static const char *const q4k__vk_src_matmul[] = {
     "#if FLOAT_W || !ACT_Q8\n",
     "            float w[32];\n",
     "            uint cnt = min(32u, pc.cols - 32u * u);\n",
-    "#if FLOAT_W\n",
-    "            for (uint i = 0u; i < cnt; i++) {\n",
-    "                uint e = 32u * u + i;\n",
-    "#if WTYPE == 0\n",
-    "                w[i] = uintBitsToFloat(w32[(rb >> 2) + e]);\n",
-    "#elif WTYPE == 1\n",
-    "                w[i] = h2f(rd16(rb + 2u * e));\n",
-    "#else\n",
-    "                w[i] = uintBitsToFloat(rd16(rb + 2u * e) << 16);\n",
-    "#endif\n",
-    "            }\n",
-    "#else\n",
-    "            int q[32];\n",
-    "            float a, b;\n",
-    "            uint sc0, sc1;\n",
-    "            unit_quants(rb, u, q, a, b, sc0, sc1);\n",
-    "#if WTYPE == 12 || WTYPE == 13\n",
-    "            float d1 = a * float(sc0), m1 = b * float(sc1);\n",
-    "            for (uint i = 0u; i < 32u; i++) w[i] = d1 * float(q[i]) - m1;\n",
-    "#elif WTYPE == 14\n",
-    "            float d0 = a * float(int(sc0 << 24) >> 24), dh = a * float(int(sc1 << 24) >> 24);\n",
-    "            for (uint i = 0u; i < 32u; i++) w[i] = (i < 16u ? d0 : dh) * float(q[i]);\n",
-    "#else\n",
-    "            for (uint i = 0u; i < 32u; i++) w[i] = float(q[i]) * a;\n",
-    "#endif\n",
-    "#endif\n",
+    "            unit_floats(rb, u, cnt, w);\n",
     "            for (uint c = 0u; c < nc; c++) {\n",
     "                uint xo = (j0 + c) * pc.cols + 32u * u;\n",
     "                float s = 0.0;\n",
@@ -662,7 +797,7 @@ static const char *const q4k__vk_src_matmul[] = {
     "        if (tid < nc && live) {\n",
     "            float t = 0.0;\n",
     "            for (uint i = 0u; i < gl_NumSubgroups; i++) t += part[tid][i];\n",
-    "            y[(j0 + tid) * pc.y_stride + row] = t;\n",
+    "            y[(j0 + tid) * pc.y_stride + pc.u[0] + row] = t;\n",
     "        }\n",
     "#else\n",
     "        for (uint c = 0u; c < nc; c++) part[c][tid] = acc[c];\n",
@@ -672,11 +807,12 @@ static const char *const q4k__vk_src_matmul[] = {
     "                for (uint c = 0u; c < nc; c++) part[c][tid] += part[c][tid + h];\n",
     "            barrier();\n",
     "        }\n",
-    "        if (tid < nc && live) y[(j0 + tid) * pc.y_stride + row] = part[tid][0];\n",
+    "        if (tid < nc && live) y[(j0 + tid) * pc.y_stride + pc.u[0] + row] = part[tid][0];\n",
     "#endif\n",
     "        barrier();\n",
     "    }\n",
     "}\n",
+    "#endif\n",
     0};
 /* Q4K_EMBED_END */
 /* Q4K_EMBED_BEGIN(kernels_src/quantize_q8a.comp q4k__vk_src_quantize) */
@@ -694,7 +830,7 @@ static const char *const q4k__vk_src_quantize[] = {
     "layout(std430, set = 0, binding = 2) writeonly buffer Q4kQ { uint qout[]; };\n",
     "\n",
     "void main() {\n",
-    "    uint b = pc.base + gl_GlobalInvocationID.x;\n",
+    "    uint b = pc.base * 64u + gl_GlobalInvocationID.x;\n",
     "    if (b >= pc.nblocks) return;\n",
     "    uint amax = 0u; /* the bits of max |x|: positive floats order as their bits */\n",
     "    for (uint i = 0u; i < 32u; i++) {\n",
@@ -721,6 +857,329 @@ static const char *const q4k__vk_src_quantize[] = {
     "}\n",
     0};
 /* Q4K_EMBED_END */
+/* Q4K_EMBED_BEGIN(kernels_src/rmsnorm.comp q4k__vk_src_rmsnorm) */
+static const char *const q4k__vk_src_rmsnorm[] = {
+    "#version 450\n",
+    "/* rmsnorm.comp - y[r] = x[r] * (1 / sqrt(mean(x[r]^2) + eps)) * w for rows\n",
+    "   r < n of cols values, a workgroup per row (the CPU sums the squares in\n",
+    "   double; here in float, in another order). flags Q4K_F_F16_ACC: the sum\n",
+    "   of squares kept in an fp16 accumulator, one value after the other, as\n",
+    "   the gate's f16_acc fault does on the CPU.\n",
+    "   binding 1: x, 2: y, 4: w (f32); f[0]: eps */\n",
+    "#extension GL_GOOGLE_include_directive : require\n",
+    "#define WG 256\n",
+    "#define Q4K_REDUCE_WG WG\n",
+    "#include \"q4k_vk_common.glsl\"\n",
+    "\n",
+    "layout(local_size_x = WG) in;\n",
+    "\n",
+    "layout(std430, set = 0, binding = 1) readonly buffer Q4kX { float x[]; };\n",
+    "layout(std430, set = 0, binding = 2) writeonly buffer Q4kY { float y[]; };\n",
+    "layout(std430, set = 0, binding = 4) readonly buffer Q4kW { float w[]; };\n",
+    "\n",
+    "void main() {\n",
+    "    uint r = pc.base + gl_WorkGroupID.x, tid = gl_LocalInvocationID.x, d = pc.cols;\n",
+    "    if (r >= pc.n) return; /* the whole workgroup: no barrier is skipped by half of it */\n",
+    "    uint o = r * d;\n",
+    "    float ss = 0.0;\n",
+    "    if ((pc.flags & Q4K_F_F16_ACC) != 0u) {\n",
+    "        if (tid == 0u)\n",
+    "            for (uint i = 0u; i < d; i++) {\n",
+    "                precise float t = ss + x[o + i] * x[o + i];\n",
+    "                ss = h2f(q4k_f2h(t));\n",
+    "            }\n",
+    "    } else {\n",
+    "        for (uint i = tid; i < d; i += WG) ss += x[o + i] * x[o + i];\n",
+    "    }\n",
+    "    float scale = 1.0 / sqrt(q4k_wg_sum(ss) / float(d) + pc.f[0]);\n",
+    "    for (uint i = tid; i < d; i += WG) {\n",
+    "        precise float v = x[o + i] * scale;\n",
+    "        y[o + i] = v * w[i];\n",
+    "    }\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
+/* Q4K_EMBED_BEGIN(kernels_src/ops.comp q4k__vk_src_ops) */
+static const char *const q4k__vk_src_ops[] = {
+    "#version 450\n",
+    "/* ops.comp - the forward pass's element-wise operations, one kernel per OP,\n",
+    "   each computing what q4k.h's CPU forward pass computes (>>model):\n",
+    "      OP 1  add       x[i] += y[i % u[1]] for i < u[0]: a bias (period the\n",
+    "                      row width) or the residual (period u[0])\n",
+    "      OP 2  swiglu    x[i] = silu(x[i]) * y[i], silu(v) = v / (1 + e^-v)\n",
+    "      OP 3  rope      rotate x [u[0] tokens][stride u[3]], u[1] heads of\n",
+    "                      u[2] values, the first u[4] of each in pairs, by the\n",
+    "                      cos/sin rows of the table part in binding 2 (rows\n",
+    "                      u[6].. u[6] + rows, each u[4]/2 (cos, sin) pairs):\n",
+    "                      token j at position prm[u[5]] + j\n",
+    "      OP 4  kv_store  rows prm[u[5]] + j of the cache part in binding 2\n",
+    "                      (rows u[6].. u[6] + rows of u[1] values, f16 with\n",
+    "                      flags Q4K_F_KV_F16 else f32) = x[j] for j < u[0]\n",
+    "      OP 5  perturb   x[i] *= 1 + f[0] * N(0,1) for i < u[0]; the normal\n",
+    "                      draw from a counter-based hash of (seed u[2], u[3],\n",
+    "                      prm[u[1]], i), so each position gets its own noise\n",
+    "      OP 6  scale     x[i] *= f[0] (flags Q4K_F_DEV: the float in prm[u[1]])\n",
+    "   binding 1: x (written), 2: y, or the table / cache part, 3: params (uint).\n",
+    "   A kernel that works on a part of a split table or cache runs once per\n",
+    "   part; the dispatch whose part holds a position does the work. */\n",
+    "#extension GL_GOOGLE_include_directive : require\n",
+    "#include \"q4k_vk_common.glsl\"\n",
+    "\n",
+    "#ifndef OP\n",
+    "#define OP 1\n",
+    "#endif\n",
+    "\n",
+    "layout(local_size_x = 64) in;\n",
+    "\n",
+    "layout(std430, set = 0, binding = 1) buffer Q4kX { float x[]; };\n",
+    "layout(std430, set = 0, binding = 2) buffer Q4kB { uint b[]; };\n",
+    "layout(std430, set = 0, binding = 3) readonly buffer Q4kPrm { uint prm[]; };\n",
+    "\n",
+    "/* a 64-bit mix (splitmix64's finaliser) on two 32-bit halves */\n",
+    "uvec2 q4k_mix(uvec2 v) {\n",
+    "    uint hi, lo, c;\n",
+    "    /* v ^= v >> 30; v *= 0xbf58476d1ce4e5b9; v ^= v >> 27; v *= 0x94d049bb133111eb; v ^= v >> 31 */\n",
+    "    v = uvec2(v.x ^ ((v.y << 2) | (v.x >> 30)), v.y ^ (v.y >> 30));\n",
+    "    umulExtended(v.x, 0x1ce4e5b9u, hi, lo);\n",
+    "    v = uvec2(lo, hi + v.x * 0xbf58476du + v.y * 0x1ce4e5b9u);\n",
+    "    v = uvec2(v.x ^ ((v.y << 5) | (v.x >> 27)), v.y ^ (v.y >> 27));\n",
+    "    umulExtended(v.x, 0x133111ebu, hi, lo);\n",
+    "    v = uvec2(lo, hi + v.x * 0x94d049bbu + v.y * 0x133111ebu);\n",
+    "    c = v.y;\n",
+    "    return uvec2(v.x ^ ((v.y << 1) | (v.x >> 31)), c ^ (c >> 31));\n",
+    "}\n",
+    "\n",
+    "void main() {\n",
+    "    uint i = (pc.base + gl_WorkGroupID.x) * 64u + gl_LocalInvocationID.x;\n",
+    "#if OP == 1\n",
+    "    if (i < pc.u[0]) x[i] += uintBitsToFloat(b[i % pc.u[1]]);\n",
+    "#elif OP == 2\n",
+    "    if (i < pc.u[0]) {\n",
+    "        float v = x[i];\n",
+    "        x[i] = v / (1.0 + exp(-v)) * uintBitsToFloat(b[i]);\n",
+    "    }\n",
+    "#elif OP == 3\n",
+    "    uint half_ = pc.u[4] / 2u, per_tok = pc.u[1] * half_;\n",
+    "    if (i >= pc.u[0] * per_tok) return;\n",
+    "    uint j = i / per_tok, h = i % per_tok / half_, k = i % half_;\n",
+    "    uint p = prm[pc.u[5]] + j;\n",
+    "    if (p < pc.u[6] || p - pc.u[6] >= pc.rows) return;\n",
+    "    uint t = 2u * ((p - pc.u[6]) * half_ + k);\n",
+    "    float c = uintBitsToFloat(b[t]), s = uintBitsToFloat(b[t + 1u]);\n",
+    "    bool neox = (pc.flags & Q4K_F_NEOX) != 0u;\n",
+    "    uint o = j * pc.u[3] + h * pc.u[2], i0 = o + (neox ? k : 2u * k), i1 = o + (neox ? k + half_ : 2u * k + 1u);\n",
+    "    float x0 = x[i0], x1 = x[i1];\n",
+    "    precise float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;\n",
+    "    x[i0] = y0;\n",
+    "    x[i1] = y1;\n",
+    "#elif OP == 4\n",
+    "    uint dim = pc.u[1];\n",
+    "    bool f16 = (pc.flags & Q4K_F_KV_F16) != 0u;\n",
+    "    uint per_tok = f16 ? dim / 2u : dim; /* f16: an invocation per pair, one word */\n",
+    "    if (i >= pc.u[0] * per_tok) return;\n",
+    "    uint j = i / per_tok, e = i % per_tok;\n",
+    "    uint p = prm[pc.u[5]] + j;\n",
+    "    if (p < pc.u[6] || p - pc.u[6] >= pc.rows) return;\n",
+    "    if (f16)\n",
+    "        b[(p - pc.u[6]) * per_tok + e] = q4k_f2h(x[j * dim + 2u * e]) | (q4k_f2h(x[j * dim + 2u * e + 1u]) << 16);\n",
+    "    else\n",
+    "        b[(p - pc.u[6]) * dim + e] = floatBitsToUint(x[j * dim + e]);\n",
+    "#elif OP == 5\n",
+    "    if (i >= pc.u[0]) return;\n",
+    "    uvec2 r = q4k_mix(uvec2(pc.u[2] ^ i, pc.u[3] ^ (prm[pc.u[1]] * 0x9e3779b9u)));\n",
+    "    r = q4k_mix(r + uvec2(0x7f4a7c15u, 0x9e3779b9u));\n",
+    "    float u1 = (float(r.y >> 8) + 0.5) / 16777216.0, u2 = float(r.x >> 8) / 16777216.0;\n",
+    "    x[i] *= 1.0 + pc.f[0] * sqrt(-2.0 * log(u1)) * cos(6.283185307 * u2);\n",
+    "#elif OP == 6\n",
+    "    if (i < pc.u[0]) x[i] *= (pc.flags & Q4K_F_DEV) != 0u ? uintBitsToFloat(prm[pc.u[1]]) : pc.f[0];\n",
+    "#else\n",
+    "#error \"ops.comp: unknown OP\"\n",
+    "#endif\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
+/* Q4K_EMBED_BEGIN(kernels_src/attention.comp q4k__vk_src_attention) */
+static const char *const q4k__vk_src_attention[] = {
+    "#version 450\n",
+    "/* attention.comp - causal GQA attention with f32 scores over a KV cache\n",
+    "   that may be split by positions across several bindings (q4k.h's\n",
+    "   q4k__attn_head: out = softmax(q.k / sqrt(hd)) v over positions 0..p).\n",
+    "   PASS 1, per (tile of TILE positions of one cache part, head, token):\n",
+    "      m = max score, s = sum e^(score - m), a[d] = sum e^(score - m) v[d]\n",
+    "   into the scratch slot of the tile; PASS 2, per (head, token), combines\n",
+    "   the slots: out = sum a_c e^(m_c - M) / sum s_c e^(m_c - M). Each dot runs\n",
+    "   over d in order and each a[d] over positions in order, as the CPU does.\n",
+    "   Token j (of this group, absolute u[7] + j) sits at position prm[u[3]] +\n",
+    "   u[7] + j and attends to positions 0 ..= that.\n",
+    "   binding 1: q [tokens][u[0] heads * u[2]] (PASS 2: out, same shape),\n",
+    "   2: K part, 4: V part (rows u[4] .. u[4] + rows of u[1] * u[2] values,\n",
+    "   f16 pairs in words with Q4K_F_KV_F16, else f32), 3: params,\n",
+    "   5: scratch [group tokens][group heads][u[6] slots][u[2] + 2] floats;\n",
+    "   a dispatch covers heads u[8] .. u[8] + (workgroups in y);\n",
+    "   u[5]: the first slot of this part; f[0]: 1 / sqrt(hd);\n",
+    "   flags Q4K_F_GQA: head h reads KV head h % n_head_kv (the gate's fault). */\n",
+    "#extension GL_GOOGLE_include_directive : require\n",
+    "#define WG 64\n",
+    "#define Q4K_REDUCE_WG WG\n",
+    "#include \"q4k_vk_common.glsl\"\n",
+    "\n",
+    "#ifndef PASS\n",
+    "#define PASS 1\n",
+    "#endif\n",
+    "#define TILE 128\n",
+    "\n",
+    "layout(local_size_x = WG) in;\n",
+    "\n",
+    "layout(std430, set = 0, binding = 1) buffer Q4kQ { float q[]; };\n",
+    "layout(std430, set = 0, binding = 2) readonly buffer Q4kK { uint kc[]; };\n",
+    "layout(std430, set = 0, binding = 3) readonly buffer Q4kPrm { uint prm[]; };\n",
+    "layout(std430, set = 0, binding = 4) readonly buffer Q4kV { uint vc[]; };\n",
+    "layout(std430, set = 0, binding = 5) buffer Q4kS { float sc[]; };\n",
+    "\n",
+    "shared float e[TILE];\n",
+    "\n",
+    "/* element i of a cache part */\n",
+    "float kv_k(uint i) {\n",
+    "    if ((pc.flags & Q4K_F_KV_F16) != 0u) return h2f((kc[i >> 1] >> (16u * (i & 1u))) & 0xffffu);\n",
+    "    return uintBitsToFloat(kc[i]);\n",
+    "}\n",
+    "float kv_v(uint i) {\n",
+    "    if ((pc.flags & Q4K_F_KV_F16) != 0u) return h2f((vc[i >> 1] >> (16u * (i & 1u))) & 0xffffu);\n",
+    "    return uintBitsToFloat(vc[i]);\n",
+    "}\n",
+    "\n",
+    "void main() {\n",
+    "    uint tid = gl_LocalInvocationID.x, n_head = pc.u[0], hd = pc.u[2];\n",
+    "    uint h = pc.u[8] + gl_WorkGroupID.y, j = gl_WorkGroupID.z, nslot = pc.u[6];\n",
+    "    uint sbase = (j * gl_NumWorkGroups.y + gl_WorkGroupID.y) * nslot; /* this (token, head)'s first slot */\n",
+    "#if PASS == 1\n",
+    "    uint tile = pc.base + gl_WorkGroupID.x;\n",
+    "    uint kvh = (pc.flags & Q4K_F_GQA) != 0u ? h % pc.u[1] : h / (n_head / pc.u[1]);\n",
+    "    uint kv_dim = pc.u[1] * hd, last = prm[pc.u[3]] + pc.u[7] + j;\n",
+    "    uint r0 = tile * TILE; /* within the part */\n",
+    "    uint nt = 0u;\n",
+    "    if (r0 < pc.rows && pc.u[4] + r0 <= last) nt = min(min(uint(TILE), pc.rows - r0), last + 1u - pc.u[4] - r0);\n",
+    "    uint qo = ((pc.u[7] + j) * n_head + h) * hd;\n",
+    "    float mx = uintBitsToFloat(0xff800000u); /* -inf */\n",
+    "    for (uint t = tid; t < nt; t += WG) {\n",
+    "        uint ko = (r0 + t) * kv_dim + kvh * hd;\n",
+    "        float dot = 0.0;\n",
+    "        for (uint d = 0u; d < hd; d++) dot += q[qo + d] * kv_k(ko + d);\n",
+    "        e[t] = dot * pc.f[0];\n",
+    "        mx = max(mx, e[t]);\n",
+    "    }\n",
+    "    mx = q4k_wg_max(mx); /* its barriers also publish e[] */\n",
+    "    float sum = 0.0;\n",
+    "    for (uint t = tid; t < nt; t += WG) {\n",
+    "        e[t] = exp(e[t] - mx);\n",
+    "        sum += e[t];\n",
+    "    }\n",
+    "    sum = q4k_wg_sum(sum);\n",
+    "    uint so = (sbase + pc.u[5] + tile) * (hd + 2u);\n",
+    "    for (uint d = tid; d < hd; d += WG) {\n",
+    "        float acc = 0.0;\n",
+    "        for (uint t = 0u; t < nt; t++) acc += e[t] * kv_v((r0 + t) * kv_dim + kvh * hd + d);\n",
+    "        sc[so + 2u + d] = acc;\n",
+    "    }\n",
+    "    if (tid == 0u) {\n",
+    "        sc[so] = mx;\n",
+    "        sc[so + 1u] = sum;\n",
+    "    }\n",
+    "#else\n",
+    "    float mx = uintBitsToFloat(0xff800000u), den = 0.0;\n",
+    "    for (uint c = 0u; c < nslot; c++)\n",
+    "        if (sc[(sbase + c) * (hd + 2u) + 1u] > 0.0) mx = max(mx, sc[(sbase + c) * (hd + 2u)]);\n",
+    "    for (uint c = 0u; c < nslot; c++) {\n",
+    "        uint so = (sbase + c) * (hd + 2u);\n",
+    "        if (sc[so + 1u] > 0.0) den += sc[so + 1u] * exp(sc[so] - mx);\n",
+    "    }\n",
+    "    for (uint d = tid; d < hd; d += WG) {\n",
+    "        float acc = 0.0;\n",
+    "        for (uint c = 0u; c < nslot; c++) {\n",
+    "            uint so = (sbase + c) * (hd + 2u);\n",
+    "            if (sc[so + 1u] > 0.0) acc += sc[so + 2u + d] * exp(sc[so] - mx);\n",
+    "        }\n",
+    "        q[((pc.u[7] + j) * n_head + h) * hd + d] = acc / den;\n",
+    "    }\n",
+    "#endif\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
+/* Q4K_EMBED_BEGIN(kernels_src/argmax.comp q4k__vk_src_argmax) */
+static const char *const q4k__vk_src_argmax[] = {
+    "#version 450\n",
+    "/* argmax.comp - the greedy token: the index of the largest of x[0..u[0]),\n",
+    "   the lowest among equals, NaN never winning (q4k_argmax in q4k.h).\n",
+    "   PASS 1: workgroup g reduces x[g * CHUNK ..) to (value bits, index) in\n",
+    "   scratch[2g], [2g + 1] (index 0xffffffff: no number there);\n",
+    "   PASS 2: one workgroup reduces the u[1] pairs into prm[u[2]].\n",
+    "   binding 1: x (floats), 5: scratch, 3: params (written). */\n",
+    "#extension GL_GOOGLE_include_directive : require\n",
+    "#include \"q4k_vk_common.glsl\"\n",
+    "\n",
+    "#ifndef PASS\n",
+    "#define PASS 1\n",
+    "#endif\n",
+    "#define WG 256\n",
+    "#define CHUNK (WG * 16u)\n",
+    "\n",
+    "layout(local_size_x = WG) in;\n",
+    "\n",
+    "layout(std430, set = 0, binding = 1) readonly buffer Q4kX { float x[]; };\n",
+    "layout(std430, set = 0, binding = 3) buffer Q4kPrm { uint prm[]; };\n",
+    "layout(std430, set = 0, binding = 5) buffer Q4kS { uint sc[]; };\n",
+    "\n",
+    "shared float sv[WG];\n",
+    "shared uint si[WG];\n",
+    "\n",
+    "/* (v, i) beats (bv, bi): a number, larger, or equal with a lower index */\n",
+    "bool better(float v, uint i, float bv, uint bi) {\n",
+    "    if (i == 0xffffffffu) return false;\n",
+    "    return bi == 0xffffffffu || v > bv || (v == bv && i < bi);\n",
+    "}\n",
+    "\n",
+    "void main() {\n",
+    "    uint tid = gl_LocalInvocationID.x;\n",
+    "    float bv = 0.0;\n",
+    "    uint bi = 0xffffffffu;\n",
+    "#if PASS == 1\n",
+    "    uint g = pc.base + gl_WorkGroupID.x;\n",
+    "    uint end = min(pc.u[0], (g + 1u) * CHUNK);\n",
+    "    for (uint i = g * CHUNK + tid; i < end; i += WG) {\n",
+    "        float v = x[i];\n",
+    "        if ((floatBitsToUint(v) & 0x7fffffffu) <= 0x7f800000u && better(v, i, bv, bi)) { /* not NaN, on the bits */\n",
+    "            bv = v;\n",
+    "            bi = i;\n",
+    "        }\n",
+    "    }\n",
+    "#else\n",
+    "    for (uint k = tid; k < pc.u[1]; k += WG)\n",
+    "        if (better(uintBitsToFloat(sc[2u * k]), sc[2u * k + 1u], bv, bi)) {\n",
+    "            bv = uintBitsToFloat(sc[2u * k]);\n",
+    "            bi = sc[2u * k + 1u];\n",
+    "        }\n",
+    "#endif\n",
+    "    sv[tid] = bv;\n",
+    "    si[tid] = bi;\n",
+    "    barrier();\n",
+    "    for (uint s = WG / 2u; s > 0u; s >>= 1) {\n",
+    "        if (tid < s && better(sv[tid + s], si[tid + s], sv[tid], si[tid])) {\n",
+    "            sv[tid] = sv[tid + s];\n",
+    "            si[tid] = si[tid + s];\n",
+    "        }\n",
+    "        barrier();\n",
+    "    }\n",
+    "    if (tid == 0u) {\n",
+    "#if PASS == 1\n",
+    "        sc[2u * g] = floatBitsToUint(sv[0]);\n",
+    "        sc[2u * g + 1u] = si[0];\n",
+    "#else\n",
+    "        prm[pc.u[2]] = si[0];\n",
+    "#endif\n",
+    "    }\n",
+    "}\n",
+    0};
+/* Q4K_EMBED_END */
 
 /* >>vk-loader: the functions q4k calls, loaded at run time */
 #define Q4K__VK_INSTANCE_FNS(X)                                                \
@@ -740,6 +1199,7 @@ static const char *const q4k__vk_src_quantize[] = {
     X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool)                       \
     X(vkAllocateDescriptorSets) X(vkUpdateDescriptorSets)                      \
     X(vkCreateCommandPool) X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) \
+    X(vkFreeCommandBuffers)                                                    \
     X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer)      \
     X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants)      \
     X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkQueueSubmit)                  \
@@ -1114,7 +1574,25 @@ typedef struct q4k__vk_arena {
     int n, cap;
 } q4k__vk_arena;
 
-enum { Q4K__VK_NPIPE = 1 + 2 * 9 }; /* the quantizer, then matmul per (type, mode) */
+/* pipelines by id: each kernel file under the #defines that specialise it */
+enum {
+    Q4K__VK_P_QUANT = 0,                      /* quantize_q8a.comp */
+    Q4K__VK_P_MATMUL = 1,                     /* + 2 * type slot + q8: matmul.comp */
+    Q4K__VK_P_EMBED = Q4K__VK_P_MATMUL + 18,  /* + type slot: matmul.comp, EMBED */
+    Q4K__VK_P_RMSNORM = Q4K__VK_P_EMBED + 9,  /* rmsnorm.comp */
+    Q4K__VK_P_ADD,                            /* ops.comp, OP 1..6 */
+    Q4K__VK_P_SWIGLU,
+    Q4K__VK_P_ROPE,
+    Q4K__VK_P_KV_STORE,
+    Q4K__VK_P_PERTURB,
+    Q4K__VK_P_SCALE,
+    Q4K__VK_P_ATTN,                           /* attention.comp, PASS 1 and 2 */
+    Q4K__VK_P_ATTN_COMBINE,
+    Q4K__VK_P_ARGMAX,                         /* argmax.comp, PASS 1 and 2 */
+    Q4K__VK_P_ARGMAX2,
+    Q4K__VK_NPIPE
+};
+enum { Q4K__VK_NBIND = 8 }; /* storage buffers of the one descriptor-set layout */
 
 typedef struct q4k__vk_backend {
     q4k_backend base;
@@ -1124,6 +1602,7 @@ typedef struct q4k__vk_backend {
     VkPhysicalDeviceMemoryProperties mp;
     VkDevice dev;
     VkQueue queue;
+    int qfam; /* the compute queue's family (sessions' command pools) */
     VkCommandPool cmd_pool;
     VkCommandBuffer cmd;
     VkFence fence;
@@ -1446,11 +1925,47 @@ static int q4k__vk_type_slot(q4k_type t) {
     return -1;
 }
 
-/* pipeline 0: the quantizer; 1 + 2*slot + q8: matmul of a type in a mode */
+/* the kernel file of pipeline id and its #defines (appended to defines) */
+static const char *q4k__vk_pipe_source(int id, const char *const **lines, char *defines, size_t n) {
+    size_t o = strlen(defines);
+    if (id == Q4K__VK_P_QUANT) {
+        *lines = q4k__vk_src_quantize;
+        return "quantize_q8a.comp";
+    }
+    if (id < Q4K__VK_P_EMBED) {
+        snprintf(defines + o, n - o, "#define WTYPE %d\n#define ACT_Q8 %d\n", q4k__vk_types[(id - 1) / 2], (id - 1) % 2);
+        *lines = q4k__vk_src_matmul;
+        return "matmul.comp";
+    }
+    if (id < Q4K__VK_P_RMSNORM) {
+        snprintf(defines + o, n - o, "#define WTYPE %d\n#define ACT_Q8 0\n#define EMBED 1\n", q4k__vk_types[id - Q4K__VK_P_EMBED]);
+        *lines = q4k__vk_src_matmul;
+        return "matmul.comp";
+    }
+    if (id == Q4K__VK_P_RMSNORM) {
+        *lines = q4k__vk_src_rmsnorm;
+        return "rmsnorm.comp";
+    }
+    if (id < Q4K__VK_P_ATTN) {
+        snprintf(defines + o, n - o, "#define OP %d\n", id - Q4K__VK_P_ADD + 1);
+        *lines = q4k__vk_src_ops;
+        return "ops.comp";
+    }
+    if (id < Q4K__VK_P_ARGMAX) {
+        snprintf(defines + o, n - o, "#define PASS %d\n", id - Q4K__VK_P_ATTN + 1);
+        *lines = q4k__vk_src_attention;
+        return "attention.comp";
+    }
+    snprintf(defines + o, n - o, "#define PASS %d\n", id - Q4K__VK_P_ARGMAX + 1);
+    *lines = q4k__vk_src_argmax;
+    return "argmax.comp";
+}
+
+/* compiled on first use (or read from the SPIR-V cache) */
 static q4k_result q4k__vk_pipeline(q4k__vk_backend *vb, int id, q4k_error *err) {
     char defines[256];
-    const char *file = id == 0 ? "quantize_q8a.comp" : "matmul.comp";
-    const char *const *lines = id == 0 ? q4k__vk_src_quantize : q4k__vk_src_matmul;
+    const char *file;
+    const char *const *lines;
     char *src;
     uint32_t *code;
     size_t words = 0;
@@ -1464,9 +1979,7 @@ static q4k_result q4k__vk_pipeline(q4k__vk_backend *vb, int id, q4k_error *err) 
     snprintf(defines, sizeof defines, "#define Q4K_SUBGROUP %d\n#define Q4K_STORAGE8 %d\n#define Q4K_STORAGE16 %d\n#define Q4K_FP16 %d\n",
              !!(vb->features & Q4K_VK_SUBGROUP), !!(vb->features & Q4K_VK_STORAGE8), !!(vb->features & Q4K_VK_STORAGE16),
              !!(vb->features & Q4K_VK_FP16));
-    if (id > 0)
-        snprintf(defines + strlen(defines), sizeof defines - strlen(defines), "#define WTYPE %d\n#define ACT_Q8 %d\n",
-                 q4k__vk_types[(id - 1) / 2], (id - 1) % 2);
+    file = q4k__vk_pipe_source(id, &lines, defines, sizeof defines);
     if (vb->kernels_dir[0]) {
         char **kl = q4k__vk_read_lines(vb->kernels_dir, file), **cl = q4k__vk_read_lines(vb->kernels_dir, "q4k_vk_common.glsl");
         src = kl && cl ? q4k__vk_assemble(file, (const char *const *)kl, (const char *const *)cl, defines) : NULL;
@@ -1525,71 +2038,120 @@ static q4k_result q4k__vk_pipeline(q4k__vk_backend *vb, int id, q4k_error *err) 
 
 /* >>vk-run: recording, submitting, waiting */
 
+/* the push constants of every kernel (q4k_vk_common.glsl's Q4kPush) */
 typedef struct q4k__vk_push {
-    uint32_t rows, cols, n, row_base, y_stride, nblocks, base, pad;
+    uint32_t rows, cols, n, row_base, y_stride, nblocks, base, flags;
+    uint32_t u[16];
+    float f[8];
 } q4k__vk_push;
 
-typedef struct q4k__vk_job { /* the dispatches of one submission */
+/* flags (q4k_vk_common.glsl's Q4K_F_*) */
+#define Q4K__VK_F_GQA 1u
+#define Q4K__VK_F_F16_ACC 2u
+#define Q4K__VK_F_Q4K_SCALES 4u
+#define Q4K__VK_F_KV_F16 8u
+#define Q4K__VK_F_NEOX 16u
+#define Q4K__VK_F_DEV 32u
+
+/* Where dispatches are recorded: a command buffer being recorded and a
+   descriptor pool whose sets live as long as the recording is replayed.
+   cmd VK_NULL_HANDLE: nothing is recorded, only `sets` counted (a dry run
+   that sizes the pool for a real one). */
+typedef struct q4k__vk_job {
+    VkCommandBuffer cmd;
     VkDescriptorPool pool;
     int sets, max_sets;
+    int own; /* q4k__vk_begin's: the backend's command buffer, a pool of its own */
 } q4k__vk_job;
 
-static q4k_result q4k__vk_begin(q4k__vk_backend *vb, q4k__vk_job *j, int max_sets, q4k_error *err) {
+/* a descriptor pool for max_sets dispatches (the caller destroys it) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_pool_new(q4k__vk_backend *vb, int max_sets, VkDescriptorPool *pool, q4k_error *err) {
     VkDescriptorPoolSize ps;
     VkDescriptorPoolCreateInfo pci;
-    VkCommandBufferBeginInfo bi;
     VkResult vr;
-    memset(j, 0, sizeof *j);
     ps.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-    ps.descriptorCount = (uint32_t)(3 * max_sets);
+    ps.descriptorCount = (uint32_t)(Q4K__VK_NBIND * (max_sets > 0 ? max_sets : 1));
     memset(&pci, 0, sizeof pci);
     pci.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
-    pci.maxSets = (uint32_t)max_sets;
+    pci.maxSets = (uint32_t)(max_sets > 0 ? max_sets : 1);
     pci.poolSizeCount = 1;
     pci.pPoolSizes = &ps;
-    if ((vr = vb->vkCreateDescriptorPool(vb->dev, &pci, NULL, &j->pool)) != VK_SUCCESS)
+    if ((vr = vb->vkCreateDescriptorPool(vb->dev, &pci, NULL, pool)) != VK_SUCCESS) {
+        *pool = VK_NULL_HANDLE;
         return q4k__vk_err(err, vr, "vkCreateDescriptorPool");
+    }
+    return Q4K_OK;
+}
+
+/* record into a caller's command buffer (begun) with a caller's pool */
+Q4K__MAYBE_UNUSED static void q4k__vk_rec_init(q4k__vk_job *j, VkCommandBuffer cmd, VkDescriptorPool pool, int max_sets) {
+    memset(j, 0, sizeof *j);
+    j->cmd = cmd;
+    j->pool = pool;
     j->max_sets = max_sets;
+}
+
+/* one submission on the backend's own command buffer (finish or abort ends it) */
+static q4k_result q4k__vk_begin(q4k__vk_backend *vb, q4k__vk_job *j, int max_sets, q4k_error *err) {
+    VkCommandBufferBeginInfo bi;
+    VkResult vr;
+    q4k_result r;
+    memset(j, 0, sizeof *j);
+    if ((r = q4k__vk_pool_new(vb, max_sets, &j->pool, err))) return r;
+    j->max_sets = max_sets;
+    j->cmd = vb->cmd;
+    j->own = 1;
     memset(&bi, 0, sizeof bi);
     bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
     bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
     vb->vkResetCommandBuffer(vb->cmd, 0);
     if ((vr = vb->vkBeginCommandBuffer(vb->cmd, &bi)) != VK_SUCCESS) {
         vb->vkDestroyDescriptorPool(vb->dev, j->pool, NULL);
+        j->pool = VK_NULL_HANDLE;
         return q4k__vk_err(err, vr, "vkBeginCommandBuffer");
     }
     return Q4K_OK;
 }
 
-/* one dispatch over `groups` workgroups, split where the device's
-   maxComputeWorkGroupCount[0] is smaller; bind[3]: weights, input, output */
-static q4k_result q4k__vk_dispatch(q4k__vk_backend *vb, q4k__vk_job *j, int pipe, const q4k__vk_slice *bind,
-                                   q4k__vk_push pc, uint64_t groups, int rows_based, q4k_error *err) {
+/* One kernel over gx * gy * gz workgroups, gx split where the device's
+   maxComputeWorkGroupCount[0] is smaller (pc.base, or for the matmul
+   pc.row_base, says where a piece starts). bind[0..nbind): bindings 0..;
+   the rest of the layout's bindings repeat bind[0] (a kernel never reads
+   them; every binding of a set is then valid). */
+static q4k_result q4k__vk_dispatch3(q4k__vk_backend *vb, q4k__vk_job *j, int pipe, const q4k__vk_slice *bind, int nbind,
+                                    const q4k__vk_push *pc, uint64_t gx, uint32_t gy, uint32_t gz, q4k_error *err) {
     VkDescriptorSetAllocateInfo ai;
     VkDescriptorSet set;
-    VkDescriptorBufferInfo bi[3];
-    VkWriteDescriptorSet wr[3];
+    VkDescriptorBufferInfo bi[Q4K__VK_NBIND];
+    VkWriteDescriptorSet wr[Q4K__VK_NBIND];
     VkResult vr;
     uint64_t done = 0, gmax = vb->info.max_compute_work_group_count[0];
     int i;
-    if (j->sets == j->max_sets) return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: descriptor sets exhausted");
-    for (i = 0; i < 3; i++) /* the limits are the point of the splitting: a binding past them is a q4k bug */
-        if (bind[i].off % vb->align || bind[i].size > vb->range || bind[i].size % 4)
+    q4k_result r;
+    if (gx == 0 || gy == 0 || gz == 0) return Q4K_OK;
+    if (gy > vb->info.max_compute_work_group_count[1] || gz > vb->info.max_compute_work_group_count[2])
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: %u x %u workgroups exceed the device's maxComputeWorkGroupCount", gy, gz);
+    for (i = 0; i < nbind; i++) /* the limits are the point of the splitting: a binding past them is a q4k bug */
+        if (!bind[i].buf || bind[i].off % vb->align || bind[i].size > vb->range || bind[i].size % 4)
             return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: binding %d at offset %llu, %llu bytes, breaks range %llu / alignment %llu",
                              i, (unsigned long long)bind[i].off, (unsigned long long)bind[i].size,
                              (unsigned long long)vb->range, (unsigned long long)vb->align);
+    if ((r = q4k__vk_pipeline(vb, pipe, err))) return r;
+    if (j->sets == j->max_sets && j->cmd) return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: descriptor sets exhausted (%d)", j->max_sets);
+    j->sets++;
+    if (!j->cmd) return Q4K_OK; /* counting */
     memset(&ai, 0, sizeof ai);
     ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
     ai.descriptorPool = j->pool;
     ai.descriptorSetCount = 1;
     ai.pSetLayouts = &vb->dsl;
     if ((vr = vb->vkAllocateDescriptorSets(vb->dev, &ai, &set)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkAllocateDescriptorSets");
-    j->sets++;
     memset(wr, 0, sizeof wr);
-    for (i = 0; i < 3; i++) {
-        bi[i].buffer = bind[i].buf;
-        bi[i].offset = bind[i].off;
-        bi[i].range = bind[i].size;
+    for (i = 0; i < Q4K__VK_NBIND; i++) {
+        const q4k__vk_slice *sl = &bind[i < nbind ? i : 0];
+        bi[i].buffer = sl->buf;
+        bi[i].offset = sl->off;
+        bi[i].range = sl->size;
         wr[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
         wr[i].dstSet = set;
         wr[i].dstBinding = (uint32_t)i;
@@ -1597,43 +2159,57 @@ static q4k_result q4k__vk_dispatch(q4k__vk_backend *vb, q4k__vk_job *j, int pipe
         wr[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
         wr[i].pBufferInfo = &bi[i];
     }
-    vb->vkUpdateDescriptorSets(vb->dev, 3, wr, 0, NULL);
-    vb->vkCmdBindPipeline(vb->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vb->pipe[pipe]);
-    vb->vkCmdBindDescriptorSets(vb->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vb->layout, 0, 1, &set, 0, NULL);
-    while (done < groups) {
-        uint64_t g = groups - done < gmax ? groups - done : gmax;
-        q4k__vk_push p = pc;
-        if (rows_based) p.row_base = (uint32_t)done;
-        else p.base = (uint32_t)(done * 64);
-        vb->vkCmdPushConstants(vb->cmd, vb->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof p, &p);
-        vb->vkCmdDispatch(vb->cmd, (uint32_t)g, 1, 1);
+    vb->vkUpdateDescriptorSets(vb->dev, Q4K__VK_NBIND, wr, 0, NULL);
+    vb->vkCmdBindPipeline(j->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vb->pipe[pipe]);
+    vb->vkCmdBindDescriptorSets(j->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vb->layout, 0, 1, &set, 0, NULL);
+    while (done < gx) {
+        uint64_t g = gx - done < gmax ? gx - done : gmax;
+        q4k__vk_push p = *pc;
+        if (pipe >= Q4K__VK_P_MATMUL && pipe < Q4K__VK_P_EMBED) p.row_base = (uint32_t)done;
+        else p.base = (uint32_t)done;
+        vb->vkCmdPushConstants(j->cmd, vb->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof p, &p);
+        vb->vkCmdDispatch(j->cmd, (uint32_t)g, gy, gz);
         vb->stats.dispatches++;
         done += g;
     }
     return Q4K_OK;
 }
 
-static void q4k__vk_barrier(q4k__vk_backend *vb) {
+/* the matmul and quantizer's three bindings: weights, input, output */
+static q4k_result q4k__vk_dispatch(q4k__vk_backend *vb, q4k__vk_job *j, int pipe, const q4k__vk_slice *bind,
+                                   q4k__vk_push pc, uint64_t groups, q4k_error *err) {
+    return q4k__vk_dispatch3(vb, j, pipe, bind, 3, &pc, groups, 1, 1, err);
+}
+
+/* what the dispatches before wrote, the ones after may read */
+static void q4k__vk_rec_barrier(q4k__vk_backend *vb, q4k__vk_job *j) {
     VkMemoryBarrier mb;
+    if (!j->cmd) return;
     memset(&mb, 0, sizeof mb);
     mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
-    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT;
-    vb->vkCmdPipelineBarrier(vb->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT;
+    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+    vb->vkCmdPipelineBarrier(j->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
                              &mb, 0, NULL, 0, NULL);
 }
 
-/* end, submit, wait; the host then reads what the kernels wrote */
-static q4k_result q4k__vk_finish(q4k__vk_backend *vb, q4k__vk_job *j, q4k_error *err) {
+/* the host then reads what the kernels wrote (the end of a recording the host reads back) */
+Q4K__MAYBE_UNUSED static void q4k__vk_rec_host_barrier(q4k__vk_backend *vb, q4k__vk_job *j) {
     VkMemoryBarrier mb;
-    VkSubmitInfo si;
-    VkResult vr;
+    if (!j->cmd) return;
     memset(&mb, 0, sizeof mb);
     mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
     mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
     mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-    vb->vkCmdPipelineBarrier(vb->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
+    vb->vkCmdPipelineBarrier(j->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
                              NULL, 0, NULL);
+}
+
+/* end, submit, wait; the host then reads what the kernels wrote */
+static q4k_result q4k__vk_finish(q4k__vk_backend *vb, q4k__vk_job *j, q4k_error *err) {
+    VkSubmitInfo si;
+    VkResult vr;
+    q4k__vk_rec_host_barrier(vb, j);
     vr = vb->vkEndCommandBuffer(vb->cmd);
     if (vr == VK_SUCCESS) {
         memset(&si, 0, sizeof si);
@@ -1650,13 +2226,446 @@ static q4k_result q4k__vk_finish(q4k__vk_backend *vb, q4k__vk_job *j, q4k_error 
 }
 
 static void q4k__vk_abort(q4k__vk_backend *vb, q4k__vk_job *j) {
-    if (!j->pool) return;
+    if (!j->pool || !j->own) return;
     vb->vkEndCommandBuffer(vb->cmd);
     vb->vkDestroyDescriptorPool(vb->dev, j->pool, NULL);
     j->pool = VK_NULL_HANDLE;
 }
 
-/* >>vk-ops */
+/* >>vk-ops
+
+   The recording layer of the forward pass: one q4k__vk_rec_* function per
+   op, each recording its dispatches into a q4k__vk_job (a command buffer
+   being recorded and a descriptor pool that lives as long as the
+   recording; q4k__vk_rec_init, q4k__vk_pool_new, or q4k__vk_begin for one
+   submission on the backend's own buffer). A job with no command buffer
+   only counts the descriptor sets a recording needs (j->sets).
+
+   Contract, for each function:
+   - Buffers are q4k__vk_slice bindings, each within the backend's range and
+     at an aligned offset (vb->range, vb->align); a q4k__vk_split is a
+     matrix split by rows over bindings (q4k__vk_split_new): weights, the
+     embedding table, the rope table, one layer's K or V cache.
+   - A function records its own passes with barriers between them, but no
+     barrier after the last: the caller records q4k__vk_rec_barrier between
+     an op and the next op that reads what it wrote (and
+     q4k__vk_rec_host_barrier before the host reads).
+   - Positions and token ids are read by the kernels from a params buffer
+     (prm, 32-bit words, written by the host before a submission, or by
+     rec_argmax): so a recorded decode step stays valid as the position
+     moves. Every other parameter (shapes, eps, fault flags) is baked into
+     the recording.
+   - Outputs never alias inputs unless said.
+
+      rec_quantize  q[b] = q8a(x[32b .. 32b + 32)) for b < nblocks, bit for
+                    bit q4k_quantize_act_q8 (40-byte blocks)
+      rec_matmul    y[c * y_stride + r] = W[r] . x[c] for rows r of the split
+                    W and columns c < n: x floats (float types, or act F32)
+                    or rec_quantize's blocks (q8 with a quantized type);
+                    y is one binding. flags: Q4K__VK_F_Q4K_SCALES
+      rec_embedding out[j][0..n_embd) = row prm[tok_at + j] of the table
+                    (a split; the part that holds the row writes it), j < n;
+                    flags: Q4K__VK_F_Q4K_SCALES
+      rec_rmsnorm   y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, r < rows;
+                    w: f32 [dim]; flags: Q4K__VK_F_F16_ACC
+      rec_add       x[i] += y[i % period], i < total (bias: period = width;
+                    the residual: period = total)
+      rec_swiglu    g[i] = silu(g[i]) * u[i], i < total
+      rec_rope      x [n_tok][stride], n_head heads of head_dim each rotated
+                    in its first n_rot values (neox: pairs (i, i + n_rot/2),
+                    else (2i, 2i + 1)); token j at position prm[pos_at] + j,
+                    whose row of the table (a split by position, each row
+                    n_rot/2 (cos, sin) float pairs, q4k_rope_cos_sin) it uses
+      rec_kv_store  row prm[pos_at] + j of the cache (a split by position of
+                    rows of dim values, f16 rounded to nearest even as
+                    q4k_fp32_to_fp16, or f32) = x[j], j < n_tok; dim even
+      rec_attention out[j] = causal GQA attention of q[j] (token j at
+                    position prm[pos_at] + j, [n_head * hd] each) over cache
+                    rows 0 ..= that position, f32 scores; K and V splits of
+                    the same shape; scratch: q4k__vk_attn_scratch_bytes for
+                    all tokens and heads at once, less runs them in groups
+                    (at least one head of one token); q and out may not be
+                    the same binding; flags: Q4K__VK_F_GQA
+      rec_argmax    prm[out_at] = index of the largest x[i], i < n (lowest
+                    among equals, NaN never); scratch:
+                    q4k__vk_argmax_scratch_bytes(n)
+      rec_perturb   x[i] *= 1 + eps * N(0,1), i < total, the draw a hash of
+                    (seed, prm[ctr_at], i): another draw at each position
+      rec_scale     x[i] *= factor, or by the float bits in prm[fac_at] when
+                    fac_at >= 0 (kv_step2: 1 on the first step, 0.5 after)
+
+   The gate's faults, as the CPU applies them (q4k.h, >>cpu):
+      gqa         rec_attention's Q4K__VK_F_GQA
+      f16_acc     rec_rmsnorm's Q4K__VK_F_F16_ACC, on every RMSNorm the CPU
+                  runs through q4k__cpu_norm (the layers' and output_norm)
+      q4k_scales  rec_matmul's Q4K__VK_F_Q4K_SCALES on every Q4_K matmul,
+                  lm_head included (also when it is token_embd); the CPU's
+                  embedding lookup does NOT apply it, so rec_embedding's flag
+                  is there for tests, not for the forward pass
+      kv_step2    rec_scale of K and V before rec_kv_store with the factor in
+                  prm (1 until the second one-token eval, then 0.5): the CPU
+                  rounds x * 0.5 to f16, and halving is exact
+      bias        the bias rec_add left out
+      split       lm_head rows from split_rows on zeroed: the host, on the
+                  logits it reads back
+      perturb     rec_perturb after the op (noise of its own: the gate only
+                  needs a perturbation, not the CPU's draws) */
+
+#define Q4K__VK_ATTN_TILE 128u   /* attention.comp's TILE */
+#define Q4K__VK_ARGMAX_CHUNK 4096u /* argmax.comp's CHUNK */
+
+/* a matrix of `rows` rows of row_bytes split over bindings: part k holds
+   rows first + k * per .. (fewer in the last part); `first` is the
+   absolute number of row 0 (a window of a larger table), else 0 */
+typedef struct q4k__vk_split {
+    q4k__vk_slice *part;
+    int64_t n;
+    uint64_t per, rows, first, row_bytes;
+} q4k__vk_split;
+
+static uint64_t q4k__vk_split_rows(const q4k__vk_split *s, int64_t k) {
+    uint64_t r0 = (uint64_t)k * s->per;
+    return s->rows - r0 < s->per ? s->rows - r0 : s->per;
+}
+
+/* bindings for rows x row_bytes from the arena: as many rows per binding as
+   the range holds; free with q4k__vk_split_free (the memory is the arena's) */
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_split_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t rows, uint64_t row_bytes,
+                                    q4k__vk_split *s, q4k_error *err) {
+    int64_t k;
+    q4k_result r;
+    memset(s, 0, sizeof *s);
+    if (!rows || !row_bytes) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: internal: an empty split");
+    if (row_bytes > vb->range)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: one row of %llu bytes exceeds the storage-buffer range (%llu bytes)",
+                         (unsigned long long)row_bytes, (unsigned long long)vb->range);
+    s->per = vb->range / row_bytes;
+    if (s->per > rows) s->per = rows;
+    s->rows = rows;
+    s->row_bytes = row_bytes;
+    s->n = (int64_t)((rows + s->per - 1) / s->per);
+    s->part = (q4k__vk_slice *)Q4K_MALLOC((size_t)s->n * sizeof *s->part);
+    if (!s->part) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    for (k = 0; k < s->n; k++)
+        if ((r = q4k__vk_slice_get(vb, a, q4k__vk_split_rows(s, k) * row_bytes, (rows - (uint64_t)k * s->per) * row_bytes,
+                                   &s->part[k], err)))
+            return r;
+    return Q4K_OK;
+}
+
+Q4K__MAYBE_UNUSED static void q4k__vk_split_free(q4k__vk_split *s) {
+    Q4K_FREE(s->part);
+    memset(s, 0, sizeof *s);
+}
+
+/* rows first.. of host data into a split's bindings */
+Q4K__MAYBE_UNUSED static void q4k__vk_split_upload(q4k__vk_split *s, const void *data) {
+    int64_t k;
+    for (k = 0; k < s->n; k++)
+        memcpy(s->part[k].map, (const unsigned char *)data + (uint64_t)k * s->per * s->row_bytes,
+               q4k__vk_split_rows(s, k) * s->row_bytes);
+}
+
+static uint64_t q4k__vk_groups(uint64_t items, uint64_t per_group) { return (items + per_group - 1) / per_group; }
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_quantize(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, q4k__vk_slice q,
+                                       uint64_t nblocks, q4k_error *err) {
+    q4k__vk_slice bind[3];
+    q4k__vk_push pc;
+    memset(&pc, 0, sizeof pc);
+    pc.nblocks = (uint32_t)nblocks;
+    bind[0] = x;
+    bind[1] = x;
+    bind[2] = q;
+    return q4k__vk_dispatch3(vb, j, Q4K__VK_P_QUANT, bind, 3, &pc, q4k__vk_groups(nblocks, 64), 1, 1, err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_matmul(q4k__vk_backend *vb, q4k__vk_job *j, q4k_type type, int q8, const q4k__vk_split *w,
+                                     int64_t cols, q4k__vk_slice x, int64_t n, q4k__vk_slice y, uint64_t y_stride,
+                                     unsigned flags, q4k_error *err) {
+    int slot = q4k__vk_type_slot(type), is_float = type == Q4K_TYPE_F32 || type == Q4K_TYPE_F16 || type == Q4K_TYPE_BF16;
+    int64_t k;
+    q4k_result r;
+    if (slot < 0) return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "vulkan: no matmul kernel for type %s", q4k_type_name(type));
+    if (is_float) q8 = 0;
+    for (k = 0; k < w->n; k++) {
+        q4k__vk_slice bind[3];
+        q4k__vk_push pc;
+        uint64_t nr = q4k__vk_split_rows(w, k);
+        memset(&pc, 0, sizeof pc);
+        pc.rows = (uint32_t)nr;
+        pc.cols = (uint32_t)cols;
+        pc.n = (uint32_t)n;
+        pc.y_stride = (uint32_t)y_stride;
+        pc.flags = flags;
+        pc.u[0] = (uint32_t)((uint64_t)k * w->per);
+        bind[0] = w->part[k];
+        bind[1] = x;
+        bind[2] = y;
+        if ((r = q4k__vk_dispatch3(vb, j, Q4K__VK_P_MATMUL + 2 * slot + !!q8, bind, 3, &pc, nr, 1, 1, err))) return r;
+    }
+    return Q4K_OK;
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_embedding(q4k__vk_backend *vb, q4k__vk_job *j, q4k_type type, const q4k__vk_split *table,
+                                        int64_t n_embd, q4k__vk_slice prm, uint32_t tok_at, int64_t n,
+                                        q4k__vk_slice out, unsigned flags, q4k_error *err) {
+    int slot = q4k__vk_type_slot(type);
+    int64_t k;
+    q4k_result r;
+    if (slot < 0) return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "vulkan: no embedding kernel for type %s", q4k_type_name(type));
+    for (k = 0; k < table->n; k++) {
+        q4k__vk_slice bind[4];
+        q4k__vk_push pc;
+        memset(&pc, 0, sizeof pc);
+        pc.rows = (uint32_t)q4k__vk_split_rows(table, k);
+        pc.cols = (uint32_t)n_embd;
+        pc.n = (uint32_t)n;
+        pc.flags = flags;
+        pc.u[0] = (uint32_t)(table->first + (uint64_t)k * table->per);
+        pc.u[1] = tok_at;
+        bind[0] = table->part[k];
+        bind[1] = out;
+        bind[2] = out;
+        bind[3] = prm;
+        if ((r = q4k__vk_dispatch3(vb, j, Q4K__VK_P_EMBED + slot, bind, 4, &pc, q4k__vk_groups(((uint64_t)n_embd + 31) / 32, 64),
+                                   (uint32_t)n, 1, err)))
+            return r;
+    }
+    return Q4K_OK;
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_rmsnorm(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, q4k__vk_slice w,
+                                      q4k__vk_slice y, int64_t dim, int64_t rows, float eps, unsigned flags,
+                                      q4k_error *err) {
+    q4k__vk_slice bind[5];
+    q4k__vk_push pc;
+    memset(&pc, 0, sizeof pc);
+    pc.cols = (uint32_t)dim;
+    pc.n = (uint32_t)rows;
+    pc.flags = flags;
+    pc.f[0] = eps;
+    bind[0] = x;
+    bind[1] = x;
+    bind[2] = y;
+    bind[3] = x;
+    bind[4] = w;
+    return q4k__vk_dispatch3(vb, j, Q4K__VK_P_RMSNORM, bind, 5, &pc, (uint64_t)rows, 1, 1, err);
+}
+
+/* the element-wise ops of ops.comp: binding 1 x, 2 y, 3 prm */
+static q4k_result q4k__vk_rec_elem(q4k__vk_backend *vb, q4k__vk_job *j, int pipe, q4k__vk_slice x, q4k__vk_slice y,
+                                   q4k__vk_slice prm, q4k__vk_push *pc, uint64_t items, q4k_error *err) {
+    q4k__vk_slice bind[4];
+    bind[0] = x;
+    bind[1] = x;
+    bind[2] = y.buf ? y : x;
+    bind[3] = prm.buf ? prm : x;
+    return q4k__vk_dispatch3(vb, j, pipe, bind, 4, pc, q4k__vk_groups(items, 64), 1, 1, err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_add(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, q4k__vk_slice y, uint64_t total,
+                                  uint64_t period, q4k_error *err) {
+    q4k__vk_push pc;
+    q4k__vk_slice none;
+    memset(&pc, 0, sizeof pc);
+    memset(&none, 0, sizeof none);
+    pc.u[0] = (uint32_t)total;
+    pc.u[1] = (uint32_t)period;
+    return q4k__vk_rec_elem(vb, j, Q4K__VK_P_ADD, x, y, none, &pc, total, err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_swiglu(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice g, q4k__vk_slice u, uint64_t total,
+                                     q4k_error *err) {
+    q4k__vk_push pc;
+    q4k__vk_slice none;
+    memset(&pc, 0, sizeof pc);
+    memset(&none, 0, sizeof none);
+    pc.u[0] = (uint32_t)total;
+    return q4k__vk_rec_elem(vb, j, Q4K__VK_P_SWIGLU, g, u, none, &pc, total, err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_scale(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, uint64_t total, float factor,
+                                    q4k__vk_slice prm, int64_t fac_at, q4k_error *err) {
+    q4k__vk_push pc;
+    q4k__vk_slice none;
+    memset(&pc, 0, sizeof pc);
+    memset(&none, 0, sizeof none);
+    pc.u[0] = (uint32_t)total;
+    pc.f[0] = factor;
+    if (fac_at >= 0) {
+        pc.flags = Q4K__VK_F_DEV;
+        pc.u[1] = (uint32_t)fac_at;
+    }
+    return q4k__vk_rec_elem(vb, j, Q4K__VK_P_SCALE, x, none, prm, &pc, total, err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_perturb(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, uint64_t total, float eps,
+                                      uint64_t seed, q4k__vk_slice prm, uint32_t ctr_at, q4k_error *err) {
+    q4k__vk_push pc;
+    q4k__vk_slice none;
+    memset(&pc, 0, sizeof pc);
+    memset(&none, 0, sizeof none);
+    pc.u[0] = (uint32_t)total;
+    pc.u[1] = ctr_at;
+    pc.u[2] = (uint32_t)seed;
+    pc.u[3] = (uint32_t)(seed >> 32);
+    pc.f[0] = eps;
+    return q4k__vk_rec_elem(vb, j, Q4K__VK_P_PERTURB, x, none, prm, &pc, total, err);
+}
+
+/* rope and kv_store: one dispatch per part of the split */
+static q4k_result q4k__vk_rec_parts(q4k__vk_backend *vb, q4k__vk_job *j, int pipe, q4k__vk_slice x, const q4k__vk_split *s,
+                                    q4k__vk_slice prm, q4k__vk_push *pc, uint64_t items, q4k_error *err) {
+    int64_t k;
+    q4k_result r;
+    for (k = 0; k < s->n; k++) {
+        pc->rows = (uint32_t)q4k__vk_split_rows(s, k);
+        pc->u[6] = (uint32_t)(s->first + (uint64_t)k * s->per);
+        if ((r = q4k__vk_rec_elem(vb, j, pipe, x, s->part[k], prm, pc, items, err))) return r;
+    }
+    return Q4K_OK;
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_rope(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, int64_t n_tok, int64_t n_head,
+                                   int64_t head_dim, int64_t stride, int64_t n_rot, int neox, const q4k__vk_split *table,
+                                   q4k__vk_slice prm, uint32_t pos_at, q4k_error *err) {
+    q4k__vk_push pc;
+    if (n_rot <= 0 || n_rot % 2 || n_rot > head_dim || table->row_bytes != (uint64_t)n_rot * 4)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: rope: n_rot %lld against head_dim %lld and a table of %llu-byte rows",
+                         (long long)n_rot, (long long)head_dim, (unsigned long long)table->row_bytes);
+    memset(&pc, 0, sizeof pc);
+    pc.u[0] = (uint32_t)n_tok;
+    pc.u[1] = (uint32_t)n_head;
+    pc.u[2] = (uint32_t)head_dim;
+    pc.u[3] = (uint32_t)stride;
+    pc.u[4] = (uint32_t)n_rot;
+    pc.u[5] = pos_at;
+    pc.flags = neox ? Q4K__VK_F_NEOX : 0;
+    return q4k__vk_rec_parts(vb, j, Q4K__VK_P_ROPE, x, table, prm, &pc, (uint64_t)(n_tok * n_head * (n_rot / 2)), err);
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_kv_store(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, int64_t n_tok, int64_t dim,
+                                       const q4k__vk_split *cache, q4k_kv_type kv, q4k__vk_slice prm, uint32_t pos_at,
+                                       q4k_error *err) {
+    q4k__vk_push pc;
+    uint64_t es = kv == Q4K_KV_F32 ? 4 : 2;
+    if (dim <= 0 || dim % 2 || cache->row_bytes != (uint64_t)dim * es)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: kv_store: %lld values against a cache of %llu-byte rows",
+                         (long long)dim, (unsigned long long)cache->row_bytes);
+    memset(&pc, 0, sizeof pc);
+    pc.u[0] = (uint32_t)n_tok;
+    pc.u[1] = (uint32_t)dim;
+    pc.u[5] = pos_at;
+    pc.flags = kv == Q4K_KV_F32 ? 0 : Q4K__VK_F_KV_F16;
+    return q4k__vk_rec_parts(vb, j, Q4K__VK_P_KV_STORE, x, cache, prm, &pc,
+                             (uint64_t)n_tok * (uint64_t)(kv == Q4K_KV_F32 ? dim : dim / 2), err);
+}
+
+/* partial-result slots per (token, head): tiles of every part of the cache */
+static uint64_t q4k__vk_attn_slots(const q4k__vk_split *kc) {
+    uint64_t n = 0;
+    int64_t k;
+    for (k = 0; k < kc->n; k++) n += q4k__vk_groups(q4k__vk_split_rows(kc, k), Q4K__VK_ATTN_TILE);
+    return n;
+}
+
+Q4K__MAYBE_UNUSED static uint64_t q4k__vk_attn_scratch_bytes(const q4k__vk_split *kc, int64_t n_tok, int64_t n_head, int64_t hd) {
+    return (uint64_t)n_tok * (uint64_t)n_head * q4k__vk_attn_slots(kc) * (uint64_t)(hd + 2) * 4;
+}
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_attention(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice q, const q4k__vk_split *kc,
+                                        const q4k__vk_split *vc, q4k_kv_type kv, int64_t n_tok, int64_t n_head,
+                                        int64_t n_head_kv, int64_t hd, q4k__vk_slice prm, uint32_t pos_at,
+                                        q4k__vk_slice scratch, q4k__vk_slice out, unsigned flags, q4k_error *err) {
+    uint64_t slots = q4k__vk_attn_slots(kc), one = q4k__vk_attn_scratch_bytes(kc, 1, 1, hd), fit, gt, gh, t0, h0;
+    uint64_t es = kv == Q4K_KV_F32 ? 4 : 2;
+    int first = 1;
+    q4k_result r;
+    if (n_head_kv <= 0 || n_head % n_head_kv || hd <= 0 || hd % 2 || kc->n != vc->n || kc->per != vc->per ||
+        kc->row_bytes != (uint64_t)(n_head_kv * hd) * es || vc->row_bytes != kc->row_bytes)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: attention: bad shapes (%lld heads, %lld KV heads of %lld)",
+                         (long long)n_head, (long long)n_head_kv, (long long)hd);
+    if (scratch.size < one)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: attention: %llu bytes of scratch, one head of one token needs %llu",
+                         (unsigned long long)scratch.size, (unsigned long long)one);
+    /* what the scratch holds at once: groups of tokens of every head, or groups of heads of one token */
+    fit = scratch.size / one;
+    gh = fit < (uint64_t)n_head ? fit : (uint64_t)n_head;
+    gt = fit / gh;
+    for (t0 = 0; t0 < (uint64_t)n_tok; t0 += gt)
+        for (h0 = 0; h0 < (uint64_t)n_head; h0 += gh) {
+            uint32_t nt = (uint32_t)((uint64_t)n_tok - t0 < gt ? (uint64_t)n_tok - t0 : gt);
+            uint32_t nh = (uint32_t)((uint64_t)n_head - h0 < gh ? (uint64_t)n_head - h0 : gh);
+            uint64_t slot0 = 0;
+            int64_t k;
+            q4k__vk_push pc;
+            q4k__vk_slice bind[6];
+            memset(&pc, 0, sizeof pc);
+            pc.flags = flags | (kv == Q4K_KV_F32 ? 0 : Q4K__VK_F_KV_F16);
+            pc.u[0] = (uint32_t)n_head;
+            pc.u[1] = (uint32_t)n_head_kv;
+            pc.u[2] = (uint32_t)hd;
+            pc.u[3] = pos_at;
+            pc.u[6] = (uint32_t)slots;
+            pc.u[7] = (uint32_t)t0;
+            pc.u[8] = (uint32_t)h0;
+            pc.f[0] = 1.0f / sqrtf((float)hd);
+            if (!first) q4k__vk_rec_barrier(vb, j); /* the last group's combine has read the scratch */
+            first = 0;
+            for (k = 0; k < kc->n; k++) {
+                uint64_t nr = q4k__vk_split_rows(kc, k);
+                pc.rows = (uint32_t)nr;
+                pc.u[4] = (uint32_t)(kc->first + (uint64_t)k * kc->per);
+                pc.u[5] = (uint32_t)slot0;
+                bind[0] = q;
+                bind[1] = q;
+                bind[2] = kc->part[k];
+                bind[3] = prm;
+                bind[4] = vc->part[k];
+                bind[5] = scratch;
+                if ((r = q4k__vk_dispatch3(vb, j, Q4K__VK_P_ATTN, bind, 6, &pc, q4k__vk_groups(nr, Q4K__VK_ATTN_TILE), nh, nt, err)))
+                    return r;
+                slot0 += q4k__vk_groups(nr, Q4K__VK_ATTN_TILE);
+            }
+            q4k__vk_rec_barrier(vb, j);
+            bind[0] = out;
+            bind[1] = out;
+            bind[2] = out;
+            bind[3] = prm;
+            bind[4] = out;
+            bind[5] = scratch;
+            if ((r = q4k__vk_dispatch3(vb, j, Q4K__VK_P_ATTN_COMBINE, bind, 6, &pc, 1, nh, nt, err))) return r;
+        }
+    return Q4K_OK;
+}
+
+Q4K__MAYBE_UNUSED static uint64_t q4k__vk_argmax_scratch_bytes(uint64_t n) { return 8 * q4k__vk_groups(n, Q4K__VK_ARGMAX_CHUNK); }
+
+Q4K__MAYBE_UNUSED static q4k_result q4k__vk_rec_argmax(q4k__vk_backend *vb, q4k__vk_job *j, q4k__vk_slice x, uint64_t n, q4k__vk_slice scratch,
+                                     q4k__vk_slice prm, uint32_t out_at, q4k_error *err) {
+    uint64_t groups = q4k__vk_groups(n, Q4K__VK_ARGMAX_CHUNK);
+    q4k__vk_slice bind[6];
+    q4k__vk_push pc;
+    q4k_result r;
+    if (scratch.size < q4k__vk_argmax_scratch_bytes(n))
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: argmax: %llu bytes of scratch for %llu values",
+                         (unsigned long long)scratch.size, (unsigned long long)n);
+    memset(&pc, 0, sizeof pc);
+    pc.u[0] = (uint32_t)n;
+    pc.u[1] = (uint32_t)groups;
+    pc.u[2] = out_at;
+    bind[0] = x;
+    bind[1] = x;
+    bind[2] = x;
+    bind[3] = prm;
+    bind[4] = x;
+    bind[5] = scratch;
+    if ((r = q4k__vk_dispatch3(vb, j, Q4K__VK_P_ARGMAX, bind, 6, &pc, groups, 1, 1, err))) return r;
+    q4k__vk_rec_barrier(vb, j);
+    return q4k__vk_dispatch3(vb, j, Q4K__VK_P_ARGMAX2, bind, 6, &pc, 1, 1, 1, err);
+}
+
 
 /* unwritten outputs read back as NaN, never as an earlier call's numbers */
 static void q4k__vk_poison(unsigned char *p, uint64_t bytes) {
@@ -1739,11 +2748,11 @@ static q4k_result q4k__vk_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type
             bind[1] = xs;
             bind[2] = qs;
             pc.nblocks = (uint32_t)nb;
-            if ((r = q4k__vk_dispatch(vb, &job, 0, bind, pc, (nb + 63) / 64, 0, err))) {
+            if ((r = q4k__vk_dispatch(vb, &job, 0, bind, pc, (nb + 63) / 64, err))) {
                 q4k__vk_abort(vb, &job);
                 goto done;
             }
-            q4k__vk_barrier(vb);
+            q4k__vk_rec_barrier(vb, &job);
         }
         for (k = 0; k < nchunk; k++) {
             uint64_t nr = (uint64_t)rows - k * per_chunk < per_chunk ? (uint64_t)rows - k * per_chunk : per_chunk;
@@ -1752,7 +2761,7 @@ static q4k_result q4k__vk_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type
             bind[2] = wsl[nchunk + k];
             pc.rows = (uint32_t)nr;
             pc.y_stride = (uint32_t)nr;
-            if ((r = q4k__vk_dispatch(vb, &job, 1 + 2 * slot + q8, bind, pc, nr, 1, err))) {
+            if ((r = q4k__vk_dispatch(vb, &job, 1 + 2 * slot + q8, bind, pc, nr, err))) {
                 q4k__vk_abort(vb, &job);
                 goto done;
             }
@@ -1801,7 +2810,7 @@ Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n
     bind[0] = xs;
     bind[1] = xs;
     bind[2] = qs;
-    if ((r = q4k__vk_dispatch(vb, &job, 0, bind, pc, (nb + 63) / 64, 0, err))) {
+    if ((r = q4k__vk_dispatch(vb, &job, 0, bind, pc, (nb + 63) / 64, err))) {
         q4k__vk_abort(vb, &job);
         goto done;
     }
@@ -1809,6 +2818,208 @@ Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n
     for (i = 0; i < nb; i++) memcpy(&out[i], qs.map + 40 * i, 40);
 done:
     q4k__vk_arena_free(vb, &arena);
+    return r;
+}
+
+/* ---- the backend's op entry points: upload, record with the rec_*
+   functions above, run, read back (kernel tests and `q4k qa`) ---------- */
+
+/* a one-shot: an arena for its buffers and the backend's command buffer */
+typedef struct q4k__vk_once {
+    q4k__vk_backend *vb;
+    q4k__vk_arena arena;
+    q4k__vk_job job;
+} q4k__vk_once;
+
+static q4k__vk_backend *q4k__vk_once_init(q4k_backend *b, q4k__vk_once *o) {
+    memset(o, 0, sizeof *o);
+    o->vb = (q4k__vk_backend *)b->impl;
+    o->vb->stats.dispatches = 0;
+    return o->vb;
+}
+
+/* a binding of bytes, NaN-poisoned, with data copied in when given */
+static q4k_result q4k__vk_once_slice(q4k__vk_once *o, uint64_t bytes, const void *data, q4k__vk_slice *s, q4k_error *err) {
+    q4k_result r;
+    if (bytes > o->vb->range)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: a buffer of %llu bytes exceeds the storage-buffer range (%llu bytes)",
+                         (unsigned long long)bytes, (unsigned long long)o->vb->range);
+    if ((r = q4k__vk_slice_get(o->vb, &o->arena, bytes, bytes, s, err))) return r;
+    q4k__vk_poison(s->map, s->size);
+    if (data) memcpy(s->map, data, (size_t)bytes);
+    return Q4K_OK;
+}
+
+static void q4k__vk_once_end(q4k__vk_once *o) {
+    q4k__vk_abort(o->vb, &o->job);
+    o->vb->stats.allocations = o->arena.n;
+    q4k__vk_arena_free(o->vb, &o->arena);
+}
+
+/* the rows of the split are at most this many dispatches; a set for each */
+static int q4k__vk_sets(int64_t n) { return (int)(n < 1 ? 1 : n > 1 << 20 ? 1 << 20 : n); }
+
+static q4k_result q4k__vk_embedding(q4k_backend *b, q4k_type type, const void *table, int64_t n_embd, int32_t token,
+                                    float *out, q4k_error *err) {
+    q4k__vk_once o;
+    q4k__vk_backend *vb = q4k__vk_once_init(b, &o);
+    q4k__vk_split t;
+    q4k__vk_slice prm, os;
+    size_t rs;
+    uint64_t win;
+    uint32_t tok = (uint32_t)token;
+    q4k_result r;
+    if (!table || !out || token < 0 || n_embd <= 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: embedding: bad arguments");
+    if (q4k__vk_type_slot(type) < 0) return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "vulkan: no embedding kernel for type %s", q4k_type_name(type));
+    rs = q4k_row_size(type, n_embd);
+    if (!rs) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: embedding: %lld values do not fill %s blocks", (long long)n_embd, q4k_type_name(type));
+    /* the rows up to the token, at most 1024 of them: with small limits they
+       span several bindings, and the one that holds the row writes it */
+    win = (uint64_t)token + 1 < 1024 ? (uint64_t)token + 1 : 1024;
+    memset(&t, 0, sizeof t);
+    if ((r = q4k__vk_split_new(vb, &o.arena, win, rs, &t, err)) || (r = q4k__vk_once_slice(&o, 4, &tok, &prm, err)) ||
+        (r = q4k__vk_once_slice(&o, (uint64_t)n_embd * 4, NULL, &os, err)))
+        goto done;
+    t.first = (uint64_t)token + 1 - win;
+    q4k__vk_split_upload(&t, (const unsigned char *)table + t.first * rs);
+    if ((r = q4k__vk_begin(vb, &o.job, q4k__vk_sets(t.n), err)) ||
+        (r = q4k__vk_rec_embedding(vb, &o.job, type, &t, n_embd, prm, 0, 1, os, 0, err)) || (r = q4k__vk_finish(vb, &o.job, err)))
+        goto done;
+    memcpy(out, os.map, (size_t)n_embd * 4);
+done:
+    q4k__vk_split_free(&t);
+    q4k__vk_once_end(&o);
+    return r;
+}
+
+static q4k_result q4k__vk_rmsnorm(q4k_backend *b, const float *x, const float *w, int64_t n, int64_t rows, float eps,
+                                  float *y, q4k_error *err) {
+    q4k__vk_once o;
+    q4k__vk_backend *vb = q4k__vk_once_init(b, &o);
+    q4k__vk_slice ws, xs, ys;
+    int64_t r0, per;
+    q4k_result r;
+    if (!x || !w || !y || n <= 0 || rows < 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: rmsnorm: bad arguments");
+    per = (int64_t)(vb->range / ((uint64_t)n * 4));
+    if ((r = q4k__vk_once_slice(&o, (uint64_t)n * 4, w, &ws, err))) goto done;
+    for (r0 = 0; r0 < rows; r0 += per) { /* rows in groups that fit a binding */
+        int64_t nr = rows - r0 < per ? rows - r0 : per;
+        if ((r = q4k__vk_once_slice(&o, (uint64_t)(nr * n) * 4, x + r0 * n, &xs, err)) ||
+            (r = q4k__vk_once_slice(&o, (uint64_t)(nr * n) * 4, NULL, &ys, err)) || (r = q4k__vk_begin(vb, &o.job, 1, err)) ||
+            (r = q4k__vk_rec_rmsnorm(vb, &o.job, xs, ws, ys, n, nr, eps, 0, err)) || (r = q4k__vk_finish(vb, &o.job, err)))
+            goto done;
+        memcpy(y + r0 * n, ys.map, (size_t)(nr * n) * 4);
+    }
+done:
+    q4k__vk_once_end(&o);
+    return r;
+}
+
+static q4k_result q4k__vk_rope(q4k_backend *b, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t n_rot,
+                               int neox, int64_t pos0, double base, const float *freq_factors, q4k_error *err) {
+    q4k__vk_once o;
+    q4k__vk_backend *vb = q4k__vk_once_init(b, &o);
+    q4k__vk_split t;
+    q4k__vk_slice prm, xs;
+    int64_t half = n_rot / 2, width = n_head * head_dim, j0, per, j, i;
+    float *tab = NULL;
+    q4k_result r;
+    if (!x || n_tok < 0 || n_head <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > head_dim || pos0 < 0 || pos0 + n_tok > 0x7fffffff)
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: rope: bad arguments");
+    if (n_tok == 0) return Q4K_OK;
+    memset(&t, 0, sizeof t);
+    /* the cos/sin rows of these positions (the table of a session holds every position) */
+    tab = (float *)Q4K_MALLOC((size_t)(n_tok * n_rot) * sizeof(float));
+    if (!tab) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: rope: out of host memory");
+    for (j = 0; j < n_tok; j++)
+        for (i = 0; i < half; i++)
+            q4k_rope_cos_sin(pos0 + j, i, n_rot, base, freq_factors ? (double)freq_factors[i] : 1.0, &tab[(j * half + i) * 2],
+                             &tab[(j * half + i) * 2 + 1]);
+    if ((r = q4k__vk_split_new(vb, &o.arena, (uint64_t)n_tok, (uint64_t)n_rot * 4, &t, err))) goto done;
+    t.first = (uint64_t)pos0;
+    q4k__vk_split_upload(&t, tab);
+    per = (int64_t)(vb->range / ((uint64_t)width * 4));
+    if (per < 1) {
+        r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: rope: a row of %lld floats exceeds the storage-buffer range", (long long)width);
+        goto done;
+    }
+    for (j0 = 0; j0 < n_tok; j0 += per) { /* tokens in groups that fit a binding, each with its position */
+        int64_t nt = n_tok - j0 < per ? n_tok - j0 : per;
+        uint32_t p = (uint32_t)(pos0 + j0);
+        if ((r = q4k__vk_once_slice(&o, 4, &p, &prm, err)) ||
+            (r = q4k__vk_once_slice(&o, (uint64_t)(nt * width) * 4, x + j0 * width, &xs, err)) ||
+            (r = q4k__vk_begin(vb, &o.job, q4k__vk_sets(t.n), err)) ||
+            (r = q4k__vk_rec_rope(vb, &o.job, xs, nt, n_head, head_dim, width, n_rot, neox, &t, prm, 0, err)) ||
+            (r = q4k__vk_finish(vb, &o.job, err)))
+            goto done;
+        memcpy(x + j0 * width, xs.map, (size_t)(nt * width) * 4);
+    }
+done:
+    Q4K_FREE(tab);
+    q4k__vk_split_free(&t);
+    q4k__vk_once_end(&o);
+    return r;
+}
+
+/* K and V of positions 0..n_pos-1 stored into a split cache by the
+   device's kv_store (its f16 rounding), then one token's attention */
+static q4k_result q4k__vk_attention(q4k_backend *b, q4k_kv_type kv, const float *q, const float *k, const float *v,
+                                    int64_t n_pos, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float *out,
+                                    q4k_error *err) {
+    q4k__vk_once o;
+    q4k__vk_backend *vb = q4k__vk_once_init(b, &o);
+    q4k__vk_split kc, vc;
+    q4k__vk_slice prm, ks, vs, qs, os, sc;
+    int64_t kv_dim = n_head_kv * head_dim, per, p0, ngroups, g;
+    uint64_t es = kv == Q4K_KV_F32 ? 4 : 2, scb;
+    uint32_t *pos = NULL;
+    q4k_result r;
+    if (!q || !k || !v || !out || n_pos <= 0 || n_head_kv <= 0 || n_head % n_head_kv || head_dim <= 0 || head_dim % 2 ||
+        n_pos > 0x7fffffff || (kv != Q4K_KV_F16 && kv != Q4K_KV_F32))
+        return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: attention: bad arguments");
+    memset(&kc, 0, sizeof kc);
+    memset(&vc, 0, sizeof vc);
+    per = (int64_t)(vb->range / ((uint64_t)kv_dim * 4)); /* positions of K or V floats per staging binding */
+    if (per < 1) return q4k__fail(err, Q4K_ERR_GPU, "vulkan: attention: a row of %lld floats exceeds the storage-buffer range", (long long)kv_dim);
+    ngroups = (n_pos + per - 1) / per;
+    /* prm: the first position of each staging group, then the query's */
+    pos = (uint32_t *)Q4K_MALLOC((size_t)(ngroups + 1) * 4);
+    if (!pos) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: attention: out of host memory");
+    for (g = 0; g < ngroups; g++) pos[g] = (uint32_t)(g * per);
+    pos[ngroups] = (uint32_t)(n_pos - 1);
+    if ((r = q4k__vk_split_new(vb, &o.arena, (uint64_t)n_pos, (uint64_t)kv_dim * es, &kc, err)) ||
+        (r = q4k__vk_split_new(vb, &o.arena, (uint64_t)n_pos, (uint64_t)kv_dim * es, &vc, err)) ||
+        (r = q4k__vk_once_slice(&o, (uint64_t)(ngroups + 1) * 4, pos, &prm, err)) ||
+        (r = q4k__vk_once_slice(&o, (uint64_t)(n_head * head_dim) * 4, q, &qs, err)) ||
+        (r = q4k__vk_once_slice(&o, (uint64_t)(n_head * head_dim) * 4, NULL, &os, err)))
+        goto done;
+    scb = q4k__vk_attn_scratch_bytes(&kc, 1, n_head, head_dim);
+    if (scb > vb->range) scb = vb->range;
+    if ((r = q4k__vk_once_slice(&o, scb, NULL, &sc, err)) ||
+        (r = q4k__vk_begin(vb, &o.job, q4k__vk_sets(2 * ngroups * kc.n + 2 * n_head * (kc.n + 1)), err)))
+        goto done;
+    for (g = 0; g < ngroups; g++) {
+        p0 = g * per;
+        {
+            int64_t np = n_pos - p0 < per ? n_pos - p0 : per;
+            if ((r = q4k__vk_once_slice(&o, (uint64_t)(np * kv_dim) * 4, k + p0 * kv_dim, &ks, err)) ||
+                (r = q4k__vk_once_slice(&o, (uint64_t)(np * kv_dim) * 4, v + p0 * kv_dim, &vs, err)) ||
+                (r = q4k__vk_rec_kv_store(vb, &o.job, ks, np, kv_dim, &kc, kv, prm, (uint32_t)g, err)) ||
+                (r = q4k__vk_rec_kv_store(vb, &o.job, vs, np, kv_dim, &vc, kv, prm, (uint32_t)g, err)))
+                goto done;
+        }
+    }
+    q4k__vk_rec_barrier(vb, &o.job);
+    if ((r = q4k__vk_rec_attention(vb, &o.job, qs, &kc, &vc, kv, 1, n_head, n_head_kv, head_dim, prm, (uint32_t)ngroups, sc,
+                                   os, 0, err)) ||
+        (r = q4k__vk_finish(vb, &o.job, err)))
+        goto done;
+    memcpy(out, os.map, (size_t)(n_head * head_dim) * 4);
+done:
+    Q4K_FREE(pos);
+    q4k__vk_split_free(&kc);
+    q4k__vk_split_free(&vc);
+    q4k__vk_once_end(&o);
     return r;
 }
 
@@ -1823,16 +3034,9 @@ done:
    its scratch (device-local) and one host-visible buffer through which
    tokens go in and logits and the trace come out. */
 
-typedef struct q4k__vk_wt { /* a tensor on the device: whole rows per binding */
-    const q4k_tensor *t;
-    int64_t rows, rows_per; /* rows per binding; the last holds the rest */
-    int n;                  /* bindings */
-    q4k__vk_slice *part;
-} q4k__vk_wt;
-
 typedef struct q4k__vk_model {
     q4k__vk_arena mem;
-    q4k__vk_wt *wt; /* by tensor index */
+    q4k__vk_split *wt; /* by tensor index: whole rows per binding */
     int64_t nt;
     uint64_t bytes;
 } q4k__vk_model;
@@ -2017,16 +3221,34 @@ static void q4k__vk_release_model(q4k_backend *b, const q4k_model *m, void *data
     int64_t i;
     (void)m;
     if (!vm) return;
-    for (i = 0; vm->wt && i < vm->nt; i++) Q4K_FREE(vm->wt[i].part);
+    for (i = 0; vm->wt && i < vm->nt; i++) q4k__vk_split_free(&vm->wt[i]);
     Q4K_FREE(vm->wt);
     q4k__vk_arena_free(vb, &vm->mem);
     Q4K_FREE(vm);
 }
 
-/* rows of `rs` bytes per binding of a tensor of `rows` rows */
-static int64_t q4k__vk_rows_per(const q4k__vk_backend *vb, int64_t rows, size_t rs) {
-    uint64_t per = vb->range / rs;
-    return per > (uint64_t)rows ? rows : (int64_t)per;
+/* rows x row_bytes split over bindings of the arena (device-local, or
+   host-visible with host) as q4k__vk_split_new does over mapped memory */
+static q4k_result q4k__vk_split_dev(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t rows, uint64_t row_bytes, int host,
+                                    q4k__vk_split *s, q4k_error *err) {
+    int64_t k;
+    q4k_result r;
+    memset(s, 0, sizeof *s);
+    if (!rows || !row_bytes || row_bytes > vb->range)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: rows of %llu bytes against the storage-buffer range (%llu bytes)",
+                         (unsigned long long)row_bytes, (unsigned long long)vb->range);
+    s->per = vb->range / row_bytes;
+    if (s->per > rows) s->per = rows;
+    s->rows = rows;
+    s->row_bytes = row_bytes;
+    s->n = (int64_t)((rows + s->per - 1) / s->per);
+    s->part = (q4k__vk_slice *)Q4K_MALLOC((size_t)s->n * sizeof *s->part);
+    if (!s->part) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    for (k = 0; k < s->n; k++)
+        if ((r = q4k__vk_sub(vb, a, q4k__vk_split_rows(s, k) * row_bytes, (rows - (uint64_t)k * s->per) * row_bytes, host, &s->part[k],
+                             err)))
+            return r;
+    return Q4K_OK;
 }
 
 /* every tensor up once (a type without a kernel refused, naming the tensor) */
@@ -2056,7 +3278,7 @@ static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void
     memset(vm, 0, sizeof *vm);
     vm->nt = nt;
     vm->bytes = total;
-    vm->wt = (q4k__vk_wt *)Q4K_MALLOC((size_t)(nt ? nt : 1) * sizeof *vm->wt);
+    vm->wt = (q4k__vk_split *)Q4K_MALLOC((size_t)(nt ? nt : 1) * sizeof *vm->wt);
     if (!vm->wt) {
         Q4K_FREE(vm);
         return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
@@ -2068,23 +3290,12 @@ static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void
              (double)total / 1048576.0, vb->info.name);
     for (i = 0; i < nt && !r; i++) {
         const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
-        q4k__vk_wt *w = &vm->wt[i];
+        q4k__vk_split *w = &vm->wt[i];
         size_t rs = q4k_row_size(t->type, t->ne[0]);
-        w->t = t;
-        w->rows = (int64_t)(t->nbytes / rs);
-        w->rows_per = q4k__vk_rows_per(vb, w->rows, rs);
-        w->n = (int)((w->rows + w->rows_per - 1) / w->rows_per);
-        if (w->n < 1) w->n = 1;
-        w->part = (q4k__vk_slice *)Q4K_MALLOC((size_t)w->n * sizeof *w->part);
-        if (!w->part) {
-            r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
-            break;
-        }
+        if ((r = q4k__vk_split_dev(vb, &vm->mem, t->nbytes / rs, rs, 0, w, err))) break;
         for (k = 0; k < w->n && !r; k++) {
-            int64_t r0 = k * w->rows_per, nr = w->rows - r0 < w->rows_per ? w->rows - r0 : w->rows_per;
-            uint64_t bytes = (uint64_t)nr * rs;
-            if (!(r = q4k__vk_sub(vb, &vm->mem, bytes, (uint64_t)(w->rows - r0) * rs, 0, &w->part[k], err)))
-                r = q4k__vk_stage_put(&st, &w->part[k], 0, (const unsigned char *)t->data + (size_t)r0 * rs, bytes, err);
+            uint64_t bytes = q4k__vk_split_rows(w, k) * rs;
+            r = q4k__vk_stage_put(&st, &w->part[k], 0, (const unsigned char *)t->data + (size_t)k * w->per * rs, bytes, err);
             done += bytes;
         }
         if (total && (int)(10 * done / total) != shown) { /* progress for `run`, every tenth */
@@ -2103,11 +3314,569 @@ static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void
     return Q4K_OK;
 }
 
-static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
-                                         q4k_session **out, q4k_error *err) {
-    (void)b; (void)m; (void)d;
-    if (out) *out = NULL;
-    return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: the forward pass is not built yet (only its kernels are)");
+#define Q4K__VK_BATCH 64 /* prompt tokens per pass at most, as the CPU's */
+
+typedef struct q4k__vk_session {
+    q4k_session base;
+    q4k__vk_backend *vb;
+    const q4k__vk_model *w;
+    q4k__vk_arena mem;      /* device-local: cache, scratch */
+    q4k__vk_arena host;     /* host-visible: tokens in, logits and trace out */
+    int64_t B;              /* tokens per pass: every scratch binding within the range */
+    int64_t kv_per;         /* positions per cache binding */
+    int n_kv;               /* bindings of one layer's K (and V) */
+    q4k__vk_slice *kc, *vc; /* [n_layer][n_kv] */
+    q4k__vk_slice x, xb, q, k, v, att, tmp, gate, up, xq, ctl, scratch;
+    q4k__vk_split rope;     /* [n_ctx] rows of n_rot/2 (cos, sin) pairs */
+    q4k__vk_slice *logit;   /* one per lm_head binding: [B][its rows] */
+    q4k__vk_slice ctl_in;   /* host: what ctl gets (position, tokens) */
+    q4k__vk_slice *logit_out;
+    /* host rows of the trace: [n_layer][Q4K_OP_COUNT], then layers, layers_attn, stages */
+    q4k__vk_slice *tr_op, *tr_layer, *tr_attn, tr_stage[Q4K_STAGE_COUNT];
+    VkCommandPool cpool;
+    VkFence fence;
+    struct q4k__vk_rec {    /* a recorded pass, replayed while its shape holds */
+        VkCommandBuffer cmd;
+        VkDescriptorPool pool;
+        int valid;
+        int64_t n, rows_out, trace_layer;
+    } rec[2];               /* one-token steps, and everything else */
+    int64_t n_decode;       /* one-token evals so far (kv_step2) */
+    uint32_t n_passes;      /* perturb: a new draw every pass */
+} q4k__vk_session;
+
+static void q4k__vk_session_destroy(q4k_session *s) {
+    q4k__vk_session *vs = (q4k__vk_session *)s;
+    q4k__vk_backend *vb = vs->vb;
+    int i;
+    for (i = 0; i < 2; i++)
+        if (vs->rec[i].pool) vb->vkDestroyDescriptorPool(vb->dev, vs->rec[i].pool, NULL);
+    if (vs->cpool) vb->vkDestroyCommandPool(vb->dev, vs->cpool, NULL); /* frees its command buffers */
+    if (vs->fence) vb->vkDestroyFence(vb->dev, vs->fence, NULL);
+    q4k__vk_arena_free(vb, &vs->mem);
+    q4k__vk_arena_free(vb, &vs->host);
+    q4k__vk_split_free(&vs->rope);
+    Q4K_FREE(vs->kc);
+    Q4K_FREE(vs->vc);
+    Q4K_FREE(vs->logit);
+    Q4K_FREE(vs->logit_out);
+    Q4K_FREE(vs->tr_op);
+    Q4K_FREE(vs->tr_layer);
+    Q4K_FREE(vs->tr_attn);
+    Q4K_FREE(vs);
+}
+
+
+/* the params buffer (32-bit words the kernels read; the host writes them
+   before each submission, so a recording stays valid as the position moves) */
+enum { Q4K__VK_PRM_POS = 0, Q4K__VK_PRM_CTR = 1, Q4K__VK_PRM_FAC = 2, Q4K__VK_PRM_ARG = 3, Q4K__VK_PRM_TOK = 4 };
+
+/* a full barrier: the copies and kernels before, before the ones after (and the host) */
+static void q4k__vk_rec_all_barrier(q4k__vk_backend *vb, q4k__vk_job *j) {
+    VkMemoryBarrier mb;
+    if (!j->cmd) return;
+    memset(&mb, 0, sizeof mb);
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                       VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT;
+    vb->vkCmdPipelineBarrier(j->cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0, NULL, 0,
+                             NULL);
+}
+
+/* bytes from one binding to another (the params, a trace row, the logits) */
+static void q4k__vk_rec_copy(q4k__vk_backend *vb, q4k__vk_job *j, const q4k__vk_slice *src, uint64_t src_off,
+                             const q4k__vk_slice *dst, uint64_t dst_off, uint64_t bytes) {
+    VkBufferCopy c;
+    if (!j->cmd || !bytes) return;
+    c.srcOffset = src->off + src_off;
+    c.dstOffset = dst->off + dst_off;
+    c.size = bytes;
+    vb->vkCmdCopyBuffer(j->cmd, src->buf, dst->buf, 1, &c);
+}
+
+#ifdef Q4K_FAULTS
+#define Q4K__VK_FAULT(vs, f) (((vs)->base.desc.faults.mask >> (f)) & 1u)
+#else
+#define Q4K__VK_FAULT(vs, f) 0
+#endif
+
+/* the perturb fault on y (n rows of width) when it names this op, a
+   stream of its own per op and layer */
+static q4k_result q4k__vk_perturb(q4k__vk_session *vs, q4k__vk_job *j, int64_t layer, int op, q4k__vk_slice y, int64_t total,
+                                  q4k_error *err) {
+#ifdef Q4K_FAULTS
+    const q4k_faults *f = &vs->base.desc.faults;
+    q4k_result r;
+    int all_mm = op == -1;
+    if (f->perturb_eps == 0.0f) return Q4K_OK;
+    if (all_mm ? f->perturb_op >= 0
+               : f->perturb_op != op || (op < Q4K_OP_COUNT && f->perturb_layer >= 0 && f->perturb_layer != layer))
+        return Q4K_OK;
+    if ((r = q4k__vk_rec_perturb(vs->vb, j, y, (uint64_t)total, f->perturb_eps,
+                                 f->seed ^ ((uint64_t)(layer + 2) * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(op + 2) << 48), vs->ctl,
+                                 Q4K__VK_PRM_CTR, err)))
+        return r;
+    q4k__vk_rec_barrier(vs->vb, j);
+#else
+    (void)vs, (void)j, (void)layer, (void)op, (void)y, (void)total, (void)err;
+#endif
+    return Q4K_OK;
+}
+
+/* after op (a q4k_op, or Q4K_OP_COUNT + a stage) of layer wrote n rows of
+   width into y: the perturb fault, then the last row into the trace */
+static q4k_result q4k__vk_op_done(q4k__vk_session *vs, q4k__vk_job *j, int64_t layer, int op, q4k__vk_slice y, int64_t n,
+                                  int64_t width, q4k_error *err) {
+    const q4k_session *s = &vs->base;
+    const q4k__vk_slice *dst = NULL;
+    q4k_result r;
+    if ((r = q4k__vk_perturb(vs, j, layer, op, y, n * width, err))) return r;
+    if (op < Q4K_OP_COUNT) {
+        if ((s->desc.trace & Q4K_TRACE_ALL_OPS) || ((s->desc.trace & Q4K_TRACE_OPS) && s->desc.trace_layer == layer))
+            dst = &vs->tr_op[layer * Q4K_OP_COUNT + op];
+    } else if (op - Q4K_OP_COUNT != Q4K_STAGE_LM_HEAD && (s->desc.trace & Q4K_TRACE_LAYERS)) {
+        dst = &vs->tr_stage[op - Q4K_OP_COUNT];
+    }
+    if (!dst || !dst->buf) return Q4K_OK;
+    q4k__vk_rec_all_barrier(vs->vb, j);
+    q4k__vk_rec_copy(vs->vb, j, &y, (uint64_t)((n - 1) * width) * 4, dst, 0, (uint64_t)width * 4);
+    q4k__vk_rec_all_barrier(vs->vb, j); /* the next op may overwrite y */
+    return Q4K_OK;
+}
+
+/* the residual's last row into a per-layer trace row */
+static void q4k__vk_trace_resid(q4k__vk_session *vs, q4k__vk_job *j, const q4k__vk_slice *dst, int64_t n) {
+    const int64_t d = vs->base.model->hp.n_embd;
+    if (!dst->buf) return;
+    q4k__vk_rec_all_barrier(vs->vb, j);
+    q4k__vk_rec_copy(vs->vb, j, &vs->x, (uint64_t)((n - 1) * d) * 4, dst, 0, (uint64_t)d * 4);
+    q4k__vk_rec_all_barrier(vs->vb, j);
+}
+
+/* y = W x for a model tensor (x: xq when the session quantizes and W is quantized) */
+static q4k_result q4k__vk_mm(q4k__vk_session *vs, q4k__vk_job *j, const q4k_tensor *t, q4k__vk_slice x, int64_t n, q4k__vk_slice y,
+                             q4k_error *err) {
+    int q8 = vs->base.desc.act == Q4K_ACT_Q8 && t->type != Q4K_TYPE_F32 && t->type != Q4K_TYPE_F16 && t->type != Q4K_TYPE_BF16;
+    unsigned flags = Q4K__VK_FAULT(vs, Q4K_FAULT_Q4K_SCALES) && t->type == Q4K_TYPE_Q4_K ? Q4K__VK_F_Q4K_SCALES : 0;
+    return q4k__vk_rec_matmul(vs->vb, j, t->type, q8, &vs->w->wt[t->index], t->ne[0], q8 ? vs->xq : x, n, y, (uint64_t)t->ne[1],
+                              flags, err);
+}
+
+/* x (n rows of cols) into the 8-bit blocks the next matmuls read, in 8-bit mode */
+static q4k_result q4k__vk_quant_in(q4k__vk_session *vs, q4k__vk_job *j, q4k__vk_slice x, int64_t n, int64_t cols, q4k_error *err) {
+    q4k_result r;
+    if (vs->base.desc.act != Q4K_ACT_Q8) return Q4K_OK;
+    if ((r = q4k__vk_rec_quantize(vs->vb, j, x, vs->xq, (uint64_t)(n * cols / 32), err))) return r;
+    q4k__vk_rec_barrier(vs->vb, j);
+    return Q4K_OK;
+}
+
+/* the cache of layer l as a split (a window of the session's bindings) */
+static q4k__vk_split q4k__vk_cache(const q4k__vk_session *vs, const q4k__vk_slice *c, int64_t l) {
+    const q4k_hparams *hp = &vs->base.model->hp;
+    q4k__vk_split s;
+    s.part = (q4k__vk_slice *)(c + l * vs->n_kv);
+    s.n = vs->n_kv;
+    s.per = (uint64_t)vs->kv_per;
+    s.rows = (uint64_t)vs->base.n_ctx;
+    s.first = 0;
+    s.row_bytes = (uint64_t)(hp->n_head_kv * hp->head_dim) * (vs->base.desc.kv == Q4K_KV_F32 ? 4 : 2);
+    return s;
+}
+
+/* The forward pass of n tokens (q4k.h's q4k__cpu_layer, op for op), the
+   logits of the last rows_out into logit_out; everything read from the
+   params, so that it can be replayed at any position. */
+static q4k_result q4k__vk_record(q4k__vk_session *vs, q4k__vk_job *j, int64_t n, int64_t rows_out, q4k_error *err) {
+    q4k__vk_backend *vb = vs->vb;
+    const q4k_session *s = &vs->base;
+    const q4k_model *m = s->model;
+    const q4k_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd, ff = hp->n_ff;
+    const int64_t nv = hp->n_vocab;
+    const q4k__vk_split *wt = vs->w->wt;
+    unsigned f16acc = Q4K__VK_FAULT(vs, Q4K_FAULT_F16_ACC) ? Q4K__VK_F_F16_ACC : 0;
+    unsigned gqa = Q4K__VK_FAULT(vs, Q4K_FAULT_GQA) ? Q4K__VK_F_GQA : 0;
+    int64_t l;
+    q4k_result r;
+    /* the params the host wrote, where the kernels read them */
+    q4k__vk_rec_copy(vb, j, &vs->ctl_in, 0, &vs->ctl, 0, (uint64_t)(Q4K__VK_PRM_TOK + n) * 4);
+    q4k__vk_rec_all_barrier(vb, j);
+    /* q4k_scales faults matrix products only, as the CPU's: not the embedding lookup */
+    if ((r = q4k__vk_rec_embedding(vb, j, m->tok_embd->type, &wt[m->tok_embd->index], d, vs->ctl, Q4K__VK_PRM_TOK, n, vs->x, 0, err)))
+        return r;
+    q4k__vk_rec_barrier(vb, j);
+    if ((r = q4k__vk_op_done(vs, j, -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING, vs->x, n, d, err))) return r;
+    for (l = 0; l < hp->n_layer; l++) {
+        const q4k_layer *L = &m->layers[l];
+        q4k__vk_split kc = q4k__vk_cache(vs, vs->kc, l), vc = q4k__vk_cache(vs, vs->vc, l);
+        /* attention block */
+        if ((r = q4k__vk_rec_rmsnorm(vb, j, vs->x, wt[L->attn_norm->index].part[0], vs->xb, d, n, hp->norm_eps, f16acc, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_ATTN_NORM, vs->xb, n, d, err)) || (r = q4k__vk_quant_in(vs, j, vs->xb, n, d, err)) ||
+            (r = q4k__vk_mm(vs, j, L->wq, vs->xb, n, vs->q, err)) || (r = q4k__vk_mm(vs, j, L->wk, vs->xb, n, vs->k, err)) ||
+            (r = q4k__vk_mm(vs, j, L->wv, vs->xb, n, vs->v, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->q, n * q_dim, err)) || (r = q4k__vk_perturb(vs, j, l, -1, vs->k, n * kv_dim, err)) ||
+            (r = q4k__vk_perturb(vs, j, l, -1, vs->v, n * kv_dim, err)))
+            return r;
+        if (L->bq && !Q4K__VK_FAULT(vs, Q4K_FAULT_BIAS)) {
+            if ((r = q4k__vk_rec_add(vb, j, vs->q, wt[L->bq->index].part[0], (uint64_t)(n * q_dim), (uint64_t)q_dim, err)) ||
+                (r = q4k__vk_rec_add(vb, j, vs->k, wt[L->bk->index].part[0], (uint64_t)(n * kv_dim), (uint64_t)kv_dim, err)) ||
+                (r = q4k__vk_rec_add(vb, j, vs->v, wt[L->bv->index].part[0], (uint64_t)(n * kv_dim), (uint64_t)kv_dim, err)))
+                return r;
+            q4k__vk_rec_barrier(vb, j);
+        }
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_Q, vs->q, n, q_dim, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_K, vs->k, n, kv_dim, err)) ||
+            (r = q4k__vk_op_done(vs, j, l, Q4K_OP_V, vs->v, n, kv_dim, err)) ||
+            (r = q4k__vk_rec_rope(vb, j, vs->q, n, hp->n_head, hd, q_dim, hp->n_rot, hp->rope_neox, &vs->rope, vs->ctl, Q4K__VK_PRM_POS, err)) ||
+            (r = q4k__vk_rec_rope(vb, j, vs->k, n, hp->n_head_kv, hd, kv_dim, hp->n_rot, hp->rope_neox, &vs->rope, vs->ctl, Q4K__VK_PRM_POS, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_Q_ROPE, vs->q, n, q_dim, err)) ||
+            (r = q4k__vk_op_done(vs, j, l, Q4K_OP_K_ROPE, vs->k, n, kv_dim, err)))
+            return r;
+        if (Q4K__VK_FAULT(vs, Q4K_FAULT_KV_STEP2)) { /* the factor (1, or 0.5 from the 2nd step on) from the params */
+            if ((r = q4k__vk_rec_scale(vb, j, vs->k, (uint64_t)(n * kv_dim), 1.0f, vs->ctl, Q4K__VK_PRM_FAC, err)) ||
+                (r = q4k__vk_rec_scale(vb, j, vs->v, (uint64_t)(n * kv_dim), 1.0f, vs->ctl, Q4K__VK_PRM_FAC, err)))
+                return r;
+            q4k__vk_rec_barrier(vb, j);
+        }
+        if ((r = q4k__vk_rec_kv_store(vb, j, vs->k, n, kv_dim, &kc, s->desc.kv, vs->ctl, Q4K__VK_PRM_POS, err)) ||
+            (r = q4k__vk_rec_kv_store(vb, j, vs->v, n, kv_dim, &vc, s->desc.kv, vs->ctl, Q4K__VK_PRM_POS, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_rec_attention(vb, j, vs->q, &kc, &vc, s->desc.kv, n, hp->n_head, hp->n_head_kv, hd, vs->ctl, Q4K__VK_PRM_POS,
+                                       vs->scratch, vs->att, gqa, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_ATTN, vs->att, n, q_dim, err)) || (r = q4k__vk_quant_in(vs, j, vs->att, n, q_dim, err)) ||
+            (r = q4k__vk_mm(vs, j, L->wo, vs->att, n, vs->tmp, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->tmp, n * d, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_ATTN_OUT, vs->tmp, n, d, err)) ||
+            (r = q4k__vk_rec_add(vb, j, vs->x, vs->tmp, (uint64_t)(n * d), (uint64_t)(n * d), err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_RESID_ATTN, vs->x, n, d, err))) return r;
+        q4k__vk_trace_resid(vs, j, &vs->tr_attn[l], n);
+        /* feed-forward block */
+        if ((r = q4k__vk_rec_rmsnorm(vb, j, vs->x, wt[L->ffn_norm->index].part[0], vs->xb, d, n, hp->norm_eps, f16acc, err))) return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_FFN_NORM, vs->xb, n, d, err)) || (r = q4k__vk_quant_in(vs, j, vs->xb, n, d, err)) ||
+            (r = q4k__vk_mm(vs, j, L->w_gate, vs->xb, n, vs->gate, err)) || (r = q4k__vk_mm(vs, j, L->w_up, vs->xb, n, vs->up, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->gate, n * ff, err)) || (r = q4k__vk_perturb(vs, j, l, -1, vs->up, n * ff, err)) ||
+            (r = q4k__vk_op_done(vs, j, l, Q4K_OP_GATE, vs->gate, n, ff, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_UP, vs->up, n, ff, err)) ||
+            (r = q4k__vk_rec_swiglu(vb, j, vs->gate, vs->up, (uint64_t)(n * ff), err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_ACT, vs->gate, n, ff, err)) || (r = q4k__vk_quant_in(vs, j, vs->gate, n, ff, err)) ||
+            (r = q4k__vk_mm(vs, j, L->w_down, vs->gate, n, vs->tmp, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->tmp, n * d, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_DOWN, vs->tmp, n, d, err)) ||
+            (r = q4k__vk_rec_add(vb, j, vs->x, vs->tmp, (uint64_t)(n * d), (uint64_t)(n * d), err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_RESID_FFN, vs->x, n, d, err))) return r;
+        q4k__vk_trace_resid(vs, j, &vs->tr_layer[l], n);
+    }
+    if (rows_out > 0) {
+        q4k__vk_slice xl = vs->x;
+        if (rows_out < n) { /* the last rows, at an offset no binding could start at: copied */
+            q4k__vk_rec_all_barrier(vb, j);
+            q4k__vk_rec_copy(vb, j, &vs->x, (uint64_t)((n - rows_out) * d) * 4, &vs->tmp, 0, (uint64_t)(rows_out * d) * 4);
+            q4k__vk_rec_all_barrier(vb, j);
+            xl = vs->tmp;
+        }
+        if ((r = q4k__vk_rec_rmsnorm(vb, j, xl, wt[m->output_norm->index].part[0], vs->xb, d, rows_out, hp->norm_eps, f16acc, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM, vs->xb, rows_out, d, err)) ||
+            (r = q4k__vk_quant_in(vs, j, vs->xb, rows_out, d, err)) || (r = q4k__vk_mm(vs, j, m->output, vs->xb, rows_out, vs->logit[0], err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, -1, -1, vs->logit[0], rows_out * nv, err)) ||
+            (r = q4k__vk_perturb(vs, j, -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD, vs->logit[0], rows_out * nv, err)))
+            return r;
+        q4k__vk_rec_all_barrier(vb, j);
+        q4k__vk_rec_copy(vb, j, &vs->logit[0], 0, &vs->logit_out[0], 0, (uint64_t)(rows_out * nv) * 4);
+    }
+    q4k__vk_rec_all_barrier(vb, j);
+    return Q4K_OK;
+}
+
+/* record (once per shape: a one-token step is recorded once and replayed) */
+static q4k_result q4k__vk_prepare_rec(q4k__vk_session *vs, struct q4k__vk_rec *rc, int64_t n, int64_t rows_out, q4k_error *err) {
+    q4k__vk_backend *vb = vs->vb;
+    q4k__vk_job job;
+    VkCommandBufferBeginInfo bi;
+    VkResult vr;
+    q4k_result r;
+    if (rc->valid && rc->n == n && rc->rows_out == rows_out && rc->trace_layer == vs->base.desc.trace_layer) return Q4K_OK;
+    rc->valid = 0;
+    if (rc->pool) vb->vkDestroyDescriptorPool(vb->dev, rc->pool, NULL);
+    rc->pool = VK_NULL_HANDLE;
+    q4k__vk_rec_init(&job, VK_NULL_HANDLE, VK_NULL_HANDLE, 0); /* a dry run counts the descriptor sets */
+    if ((r = q4k__vk_record(vs, &job, n, rows_out, err))) return r;
+    if ((r = q4k__vk_pool_new(vb, job.sets, &rc->pool, err))) return r;
+    q4k__vk_rec_init(&job, rc->cmd, rc->pool, job.sets);
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    vb->vkResetCommandBuffer(rc->cmd, 0);
+    if ((vr = vb->vkBeginCommandBuffer(rc->cmd, &bi)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkBeginCommandBuffer");
+    r = q4k__vk_record(vs, &job, n, rows_out, err);
+    vr = vb->vkEndCommandBuffer(rc->cmd);
+    if (r) return r;
+    if (vr != VK_SUCCESS) return q4k__vk_err(err, vr, "vkEndCommandBuffer");
+    rc->n = n;
+    rc->rows_out = rows_out;
+    rc->trace_layer = vs->base.desc.trace_layer;
+    rc->valid = 1;
+    return Q4K_OK;
+}
+
+/* one pass of n <= B tokens at the session's position */
+static q4k_result q4k__vk_eval_batch(q4k__vk_session *vs, const int32_t *tokens, int64_t n, int64_t rows_out, float *logits,
+                                     q4k_error *err) {
+    q4k_session *s = &vs->base;
+    const q4k_hparams *hp = &s->model->hp;
+    const int64_t L = hp->n_layer, d = hp->n_embd, nv = hp->n_vocab;
+    struct q4k__vk_rec *rc = &vs->rec[n == 1 ? 0 : 1];
+    uint32_t *prm = (uint32_t *)vs->ctl_in.map;
+    float fac = Q4K__VK_FAULT(vs, Q4K_FAULT_KV_STEP2) && n == 1 && vs->n_decode >= 2 ? 0.5f : 1.0f;
+    int64_t l, i;
+    int op;
+    q4k_result r;
+    if ((r = q4k__vk_prepare_rec(vs, rc, n, rows_out, err))) return r;
+    prm[Q4K__VK_PRM_POS] = (uint32_t)s->pos;
+    prm[Q4K__VK_PRM_CTR] = (uint32_t)++vs->n_passes;
+    memcpy(&prm[Q4K__VK_PRM_FAC], &fac, 4);
+    prm[Q4K__VK_PRM_ARG] = 0;
+    for (i = 0; i < n; i++) prm[Q4K__VK_PRM_TOK + i] = (uint32_t)tokens[i];
+    if ((r = q4k__vk_submit_wait(vs->vb, rc->cmd, vs->fence, err))) return r;
+    s->pos += n;
+    if (s->desc.trace) { /* the rows the recording copied out */
+        for (l = 0; l < L; l++) {
+            for (op = 0; op < Q4K_OP_COUNT; op++)
+                if (vs->tr_op[l * Q4K_OP_COUNT + op].map) q4k__trace_op(s, l, (q4k_op)op, (const float *)vs->tr_op[l * Q4K_OP_COUNT + op].map);
+            if (s->trace_layers && vs->tr_layer[l].map) memcpy(s->trace_layers + l * d, vs->tr_layer[l].map, (size_t)d * 4);
+            if (s->trace_layers_attn && vs->tr_attn[l].map) memcpy(s->trace_layers_attn + l * d, vs->tr_attn[l].map, (size_t)d * 4);
+        }
+        if (vs->tr_stage[Q4K_STAGE_EMBEDDING].map) q4k__trace_stage(s, Q4K_STAGE_EMBEDDING, (const float *)vs->tr_stage[Q4K_STAGE_EMBEDDING].map);
+        if (rows_out && vs->tr_stage[Q4K_STAGE_OUTPUT_NORM].map)
+            q4k__trace_stage(s, Q4K_STAGE_OUTPUT_NORM, (const float *)vs->tr_stage[Q4K_STAGE_OUTPUT_NORM].map);
+    }
+    if (!rows_out) return Q4K_OK;
+    memcpy(logits, vs->logit_out[0].map, (size_t)(rows_out * nv) * 4);
+    if (Q4K__VK_FAULT(vs, Q4K_FAULT_SPLIT)) { /* as the CPU's: lm_head rows from split_rows on read as zero */
+        int64_t from = s->desc.faults.split_rows > 0 ? s->desc.faults.split_rows : nv / 2, k;
+        for (i = 0; i < rows_out; i++)
+            for (k = from; k < nv; k++) logits[i * nv + k] = 0.0f;
+    }
+    q4k__trace_stage(s, Q4K_STAGE_LM_HEAD, logits + (rows_out - 1) * nv);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__vk_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits, q4k_error *err) {
+    q4k__vk_session *vs = (q4k__vk_session *)s;
+    int64_t done = 0, nv = s->model->hp.n_vocab;
+    if (n == 1) vs->n_decode++;
+    while (done < n) {
+        int64_t nb = n - done < vs->B ? n - done : vs->B, rows_out = 0;
+        float *out = NULL;
+        q4k_result r;
+        if (logits && (flags & Q4K_EVAL_ALL_LOGITS)) {
+            out = logits + done * nv;
+            rows_out = nb;
+        } else if (logits && done + nb == n) {
+            out = logits;
+            rows_out = 1;
+        }
+        if ((r = q4k__vk_eval_batch(vs, tokens + done, nb, rows_out, out, err))) return r;
+        done += nb;
+    }
+    return Q4K_OK;
+}
+
+static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d, q4k_session **out,
+                                         q4k_error *err) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    const q4k_hparams *hp = &m->hp;
+    const int64_t dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+    const int64_t n_ctx = d->n_ctx, half = hp->n_rot / 2, nv = hp->n_vocab, L = hp->n_layer;
+    const q4k__vk_model *vm = (const q4k__vk_model *)q4k_backend_prepared(b, m);
+    const uint64_t es = d->kv == Q4K_KV_F32 ? 4 : 2, range = vb->range;
+    uint64_t scratch = 0;
+    int64_t widest = dm, i, l, B;
+    q4k__vk_session *vs;
+    q4k_result r = Q4K_OK;
+    float *table = NULL;
+    VkCommandPoolCreateInfo cp;
+    VkCommandBufferAllocateInfo ca;
+    VkFenceCreateInfo fi;
+    VkCommandBuffer cmds[2];
+    VkResult vr;
+    *out = NULL;
+    if (!vm) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: session: the model was not prepared (use q4k_session_create)");
+    if (q_dim > widest) widest = q_dim;
+    if (ff > widest) widest = ff;
+    /* tokens per pass: every activation binding, and the logits of a pass, within the range */
+    B = (int64_t)(range / (4 * (uint64_t)widest));
+    if ((int64_t)(range / (4 * (uint64_t)nv)) < B) B = (int64_t)(range / (4 * (uint64_t)nv));
+    if (B > Q4K__VK_BATCH) B = Q4K__VK_BATCH;
+    if (B < 1)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: a storage-buffer range of %llu bytes cannot hold one token's %lld logits or %lld activations",
+                         (unsigned long long)range, (long long)nv, (long long)widest);
+    vs = (q4k__vk_session *)Q4K_MALLOC(sizeof *vs);
+    if (!vs) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    memset(vs, 0, sizeof *vs);
+    q4k__session_init(&vs->base, b, m, d);
+    vs->base.eval = q4k__vk_eval;
+    vs->base.destroy = q4k__vk_session_destroy;
+    vs->vb = vb;
+    vs->w = vm;
+    vs->B = B;
+    /* the cache: per layer, K and V split by positions under the range */
+    vs->kv_per = (int64_t)(range / ((uint64_t)kv_dim * es));
+    if (vs->kv_per > n_ctx) vs->kv_per = n_ctx;
+    vs->n_kv = (int)((n_ctx + vs->kv_per - 1) / vs->kv_per);
+    vs->kc = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L * vs->n_kv) * sizeof *vs->kc);
+    vs->vc = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L * vs->n_kv) * sizeof *vs->vc);
+    vs->logit = (q4k__vk_slice *)Q4K_MALLOC(sizeof *vs->logit);
+    vs->logit_out = (q4k__vk_slice *)Q4K_MALLOC(sizeof *vs->logit_out);
+    vs->tr_op = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L * Q4K_OP_COUNT + 1) * sizeof *vs->tr_op);
+    vs->tr_layer = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L + 1) * sizeof *vs->tr_layer);
+    vs->tr_attn = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L + 1) * sizeof *vs->tr_attn);
+    table = (float *)Q4K_MALLOC((size_t)(n_ctx * half * 2 + 1) * sizeof(float));
+    if (!vs->kc || !vs->vc || !vs->logit || !vs->logit_out || !vs->tr_op || !vs->tr_layer || !vs->tr_attn || !table) {
+        r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+        goto fail;
+    }
+    memset(vs->tr_op, 0, (size_t)(L * Q4K_OP_COUNT + 1) * sizeof *vs->tr_op);
+    memset(vs->tr_layer, 0, (size_t)(L + 1) * sizeof *vs->tr_layer);
+    memset(vs->tr_attn, 0, (size_t)(L + 1) * sizeof *vs->tr_attn);
+    for (l = 0; l < L && !r; l++)
+        for (i = 0; i < vs->n_kv && !r; i++) {
+            int64_t np = n_ctx - i * vs->kv_per < vs->kv_per ? n_ctx - i * vs->kv_per : vs->kv_per;
+            uint64_t bytes = (uint64_t)np * (uint64_t)kv_dim * es, rest = (uint64_t)(L - l) * (uint64_t)n_ctx * (uint64_t)kv_dim * es * 2;
+            if (!(r = q4k__vk_sub(vb, &vs->mem, bytes, rest, 0, &vs->kc[l * vs->n_kv + i], err)))
+                r = q4k__vk_sub(vb, &vs->mem, bytes, rest, 0, &vs->vc[l * vs->n_kv + i], err);
+        }
+    if (!r) { /* attention's partial results: all of a pass's tokens, or as many as the range holds */
+        q4k__vk_split kc = q4k__vk_cache(vs, vs->kc, 0);
+        uint64_t one = q4k__vk_attn_scratch_bytes(&kc, 1, hp->n_head, hp->head_dim);
+        scratch = q4k__vk_attn_scratch_bytes(&kc, B, hp->n_head, hp->head_dim);
+        if (scratch > range) scratch = range / one * one;
+        if (one > range)
+            r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: attention over %lld positions needs %llu bytes of scratch, over the range %llu",
+                          (long long)n_ctx, (unsigned long long)one, (unsigned long long)range);
+    }
+    if (!r) {
+        struct { q4k__vk_slice *s; uint64_t bytes; int host; } need[16];
+        size_t k, nn = 0;
+#define Q4K__VK_NEED(sl, b, h) (need[nn].s = (sl), need[nn].bytes = (uint64_t)(b), need[nn].host = (h), nn++)
+        Q4K__VK_NEED(&vs->x, B * dm * 4, 0);
+        Q4K__VK_NEED(&vs->xb, B * dm * 4, 0);
+        Q4K__VK_NEED(&vs->tmp, B * dm * 4, 0);
+        Q4K__VK_NEED(&vs->q, B * q_dim * 4, 0);
+        Q4K__VK_NEED(&vs->att, B * q_dim * 4, 0);
+        Q4K__VK_NEED(&vs->k, B * kv_dim * 4, 0);
+        Q4K__VK_NEED(&vs->v, B * kv_dim * 4, 0);
+        Q4K__VK_NEED(&vs->gate, B * ff * 4, 0);
+        Q4K__VK_NEED(&vs->up, B * ff * 4, 0);
+        Q4K__VK_NEED(&vs->xq, B * widest / 32 * (int64_t)sizeof(q4k_block_q8a), 0);
+        Q4K__VK_NEED(&vs->ctl, (B + 8) * 4, 0);
+        Q4K__VK_NEED(&vs->scratch, scratch, 0);
+        Q4K__VK_NEED(vs->logit, B * nv * 4, 0);
+        Q4K__VK_NEED(&vs->ctl_in, (B + 8) * 4, 1);
+        Q4K__VK_NEED(vs->logit_out, B * nv * 4, 1);
+#undef Q4K__VK_NEED
+        for (k = 0; k < nn && !r; k++) {
+            if (need[k].bytes > range) {
+                r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: a session buffer of %llu bytes over the range %llu",
+                              (unsigned long long)need[k].bytes, (unsigned long long)range);
+                break;
+            }
+            r = q4k__vk_sub(vb, need[k].host ? &vs->host : &vs->mem, need[k].bytes, need[k].host ? 0 : need[k].bytes, need[k].host,
+                            need[k].s, err);
+        }
+    }
+    /* the RoPE table: cos, sin of every position and pair (q4k_rope_cos_sin, as the CPU's) */
+    for (i = 0; i < n_ctx * half && !r; i++)
+        q4k_rope_cos_sin(i / half, i % half, hp->n_rot, hp->rope_freq_base,
+                         m->rope_freqs ? (double)((const float *)m->rope_freqs->data)[i % half] : 1.0, &table[2 * i], &table[2 * i + 1]);
+    if (!r && !(r = q4k__vk_split_dev(vb, &vs->mem, (uint64_t)n_ctx, (uint64_t)half * 8, 0, &vs->rope, err))) {
+        q4k__vk_stager st;
+        memset(&st, 0, sizeof st);
+        st.vb = vb;
+        for (i = 0; i < vs->rope.n && !r; i++)
+            r = q4k__vk_stage_put(&st, &vs->rope.part[i], 0, table + (uint64_t)i * vs->rope.per * (uint64_t)half * 2,
+                                  q4k__vk_split_rows(&vs->rope, i) * (uint64_t)half * 8, err);
+        if (!r) r = q4k__vk_stage_flush(&st, err);
+        q4k__vk_stage_end(&st);
+    }
+    /* host rows for the trace the session asks for */
+    if (!r && d->trace) {
+        int64_t widths[Q4K_OP_COUNT];
+        int op;
+        for (op = 0; op < Q4K_OP_COUNT; op++)
+            widths[op] = op == Q4K_OP_Q || op == Q4K_OP_Q_ROPE || op == Q4K_OP_ATTN ? q_dim
+                         : op == Q4K_OP_K || op == Q4K_OP_V || op == Q4K_OP_K_ROPE ? kv_dim
+                         : op == Q4K_OP_GATE || op == Q4K_OP_UP || op == Q4K_OP_ACT ? ff : dm;
+        for (l = 0; l < L && !r; l++) {
+            int ops = (d->trace & Q4K_TRACE_ALL_OPS) || (d->trace & Q4K_TRACE_OPS);
+            for (op = 0; op < Q4K_OP_COUNT && ops && !r; op++)
+                r = q4k__vk_sub(vb, &vs->host, (uint64_t)widths[op] * 4, 1 << 20, 1, &vs->tr_op[l * Q4K_OP_COUNT + op], err);
+            if (!r && (d->trace & Q4K_TRACE_LAYERS)) r = q4k__vk_sub(vb, &vs->host, (uint64_t)dm * 4, 1 << 20, 1, &vs->tr_layer[l], err);
+            if (!r && (d->trace & Q4K_TRACE_LAYERS)) r = q4k__vk_sub(vb, &vs->host, (uint64_t)dm * 4, 1 << 20, 1, &vs->tr_attn[l], err);
+        }
+        for (op = 0; op < Q4K_STAGE_COUNT && !r && (d->trace & Q4K_TRACE_LAYERS); op++)
+            if (op != Q4K_STAGE_LM_HEAD) r = q4k__vk_sub(vb, &vs->host, (uint64_t)dm * 4, 1 << 20, 1, &vs->tr_stage[op], err);
+    }
+    if (r) goto fail;
+    /* a command pool of the session's own: its recordings outlive any call */
+    memset(&cp, 0, sizeof cp);
+    cp.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;
+    cp.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    cp.queueFamilyIndex = (uint32_t)vb->qfam;
+    if ((vr = vb->vkCreateCommandPool(vb->dev, &cp, NULL, &vs->cpool)) != VK_SUCCESS) {
+        vs->cpool = VK_NULL_HANDLE;
+        r = q4k__vk_err(err, vr, "vkCreateCommandPool");
+        goto fail;
+    }
+    memset(&ca, 0, sizeof ca);
+    ca.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    ca.commandPool = vs->cpool;
+    ca.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    ca.commandBufferCount = 2;
+    if ((vr = vb->vkAllocateCommandBuffers(vb->dev, &ca, cmds)) != VK_SUCCESS) {
+        r = q4k__vk_err(err, vr, "vkAllocateCommandBuffers");
+        goto fail;
+    }
+    vs->rec[0].cmd = cmds[0];
+    vs->rec[1].cmd = cmds[1];
+    memset(&fi, 0, sizeof fi);
+    fi.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+    if ((vr = vb->vkCreateFence(vb->dev, &fi, NULL, &vs->fence)) != VK_SUCCESS) {
+        vs->fence = VK_NULL_HANDLE;
+        r = q4k__vk_err(err, vr, "vkCreateFence");
+        goto fail;
+    }
+    if ((r = q4k__session_alloc_trace(&vs->base, err))) goto fail;
+    Q4K_FREE(table);
+    *out = &vs->base;
+    return Q4K_OK;
+fail:
+    Q4K_FREE(table);
+    q4k__session_free_trace(&vs->base);
+    q4k__vk_session_destroy(&vs->base);
+    return r;
 }
 
 static void q4k__vk_destroy(q4k_backend *b) {
@@ -2188,7 +3957,7 @@ static q4k_result q4k__vk_objects(q4k__vk_backend *vb, int qfam, q4k_error *err)
     VkCommandPoolCreateInfo cp;
     VkCommandBufferAllocateInfo ca;
     VkFenceCreateInfo fi;
-    VkDescriptorSetLayoutBinding lb[3];
+    VkDescriptorSetLayoutBinding lb[Q4K__VK_NBIND];
     VkDescriptorSetLayoutCreateInfo li;
     VkPushConstantRange pr;
     VkPipelineLayoutCreateInfo pl;
@@ -2209,7 +3978,7 @@ static q4k_result q4k__vk_objects(q4k__vk_backend *vb, int qfam, q4k_error *err)
     fi.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
     if ((vr = vb->vkCreateFence(vb->dev, &fi, NULL, &vb->fence)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateFence");
     memset(lb, 0, sizeof lb);
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < Q4K__VK_NBIND; i++) {
         lb[i].binding = (uint32_t)i;
         lb[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
         lb[i].descriptorCount = 1;
@@ -2217,7 +3986,7 @@ static q4k_result q4k__vk_objects(q4k__vk_backend *vb, int qfam, q4k_error *err)
     }
     memset(&li, 0, sizeof li);
     li.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;
-    li.bindingCount = 3;
+    li.bindingCount = Q4K__VK_NBIND;
     li.pBindings = lb;
     if ((vr = vb->vkCreateDescriptorSetLayout(vb->dev, &li, NULL, &vb->dsl)) != VK_SUCCESS)
         return q4k__vk_err(err, vr, "vkCreateDescriptorSetLayout");
@@ -2272,6 +4041,11 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->base.prepare_model = q4k__vk_prepare_model;
     vb->base.release_model = q4k__vk_release_model;
     vb->base.matmul = q4k__vk_matmul;
+    vb->base.embedding = q4k__vk_embedding;
+    vb->base.rmsnorm = q4k__vk_rmsnorm;
+    vb->base.rope = q4k__vk_rope;
+    vb->base.attention = q4k__vk_attention;
+    vb->base.quantize_act = q4k_vk_quantize_act;
     vb->base.destroy = q4k__vk_destroy;
     vb->log = d.log;
     vb->log_user = d.log_user;
@@ -2293,7 +4067,7 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->info = infos[pick];
     vb->pd = pds[pick];
     vb->lib.vkGetPhysicalDeviceMemoryProperties(vb->pd, &vb->mp);
-    qfam = q4k__vk_compute_queue(&vb->lib, vb->pd);
+    qfam = vb->qfam = q4k__vk_compute_queue(&vb->lib, vb->pd);
     vb->features = vb->info.features & ~(d.disable | q4k__vk_parse_disable(getenv("Q4K_VK_DISABLE")));
     if (!(vb->features & Q4K_VK_STORAGE16)) vb->features &= ~(unsigned)Q4K_VK_STORAGE8; /* rd16 of the 8-bit path */
     /* the limits q4k holds itself to: the device's, or smaller ones asked for */

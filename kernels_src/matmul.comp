@@ -9,7 +9,15 @@
    One workgroup computes one row for every column; each invocation takes
    units of 32 values (a legacy block, a k-quant sub-block) and keeps NC
    columns' partial sums, reduced across the workgroup at the end. Float
-   sums run in another order than the CPU's, nothing else differs. */
+   sums run in another order than the CPU's, nothing else differs.
+   Row r of this binding goes to y[j * y_stride + u[0] + r] (u[0]: the first
+   row of the binding in the whole matrix). flags Q4K_F_Q4K_SCALES: Q4_K's
+   scale and min trade places (the gate's q4k_scales fault).
+
+   EMBED 1 builds the embedding kernel instead: out[j][0..cols) = row
+   prm[u[1] + j] of the table (binding 0 holds its rows [u[0], u[0] + rows),
+   an invocation per 32 values, workgroup y = j); the decoding is the float
+   mode's, the CPU's q4k_dequantize_row bit for bit. */
 #extension GL_GOOGLE_include_directive : require
 #include "q4k_vk_common.glsl"
 
@@ -19,6 +27,9 @@
 #ifndef ACT_Q8
 #define ACT_Q8 1
 #endif
+#ifndef EMBED
+#define EMBED 0
+#endif
 #define WG 64
 #define NC 8
 
@@ -27,6 +38,7 @@ layout(local_size_x = WG) in;
 layout(std430, set = 0, binding = 1) readonly buffer Q4kXF { float xf[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Q4kXQ { uint xq[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer Q4kY { float y[]; };
+layout(std430, set = 0, binding = 3) readonly buffer Q4kPrm { uint prm[]; };
 
 shared float part[NC][WG]; /* partial sums of the reduction */
 
@@ -64,6 +76,13 @@ void scale_min_k4(uint off, uint j, out uint sc, out uint m) {
         sc = (rd8(s + j + 4u) & 0xfu) | ((rd8(s + j - 4u) >> 6) << 4);
         m = (rd8(s + j + 4u) >> 4) | ((rd8(s + j) >> 6) << 4);
     }
+#if WTYPE == 12
+    if ((pc.flags & Q4K_F_Q4K_SCALES) != 0u) {
+        uint t = sc;
+        sc = m;
+        m = t;
+    }
+#endif
 }
 
 #if !FLOAT_W
@@ -137,6 +156,52 @@ void unit_quants(uint rb, uint u, out int q[32], out float a, out float b, out u
 }
 #endif
 
+#if FLOAT_W || !ACT_Q8 || EMBED
+/* the cnt (32 but at the end of a float row) weights of unit u of the row at
+   byte rb, as the CPU decodes them (q4k_dequantize_row): every product is
+   exact in float, only the k-quants' subtraction of the min rounds */
+void unit_floats(uint rb, uint u, uint cnt, out float w[32]) {
+#if FLOAT_W
+    for (uint i = 0u; i < cnt; i++) {
+        uint e = 32u * u + i;
+#if WTYPE == 0
+        w[i] = uintBitsToFloat(w32[(rb >> 2) + e]);
+#elif WTYPE == 1
+        w[i] = h2f(rd16(rb + 2u * e));
+#else
+        w[i] = uintBitsToFloat(rd16(rb + 2u * e) << 16);
+#endif
+    }
+#else
+    int q[32];
+    float a, b;
+    uint sc0, sc1;
+    unit_quants(rb, u, q, a, b, sc0, sc1);
+#if WTYPE == 12 || WTYPE == 13
+    float d1 = a * float(sc0), m1 = b * float(sc1);
+    for (uint i = 0u; i < 32u; i++) w[i] = d1 * float(q[i]) - m1;
+#elif WTYPE == 14
+    float d0 = a * float(int(sc0 << 24) >> 24), dh = a * float(int(sc1 << 24) >> 24);
+    for (uint i = 0u; i < 32u; i++) w[i] = (i < 16u ? d0 : dh) * float(q[i]);
+#else
+    for (uint i = 0u; i < 32u; i++) w[i] = float(q[i]) * a;
+#endif
+#endif
+}
+#endif
+
+#if EMBED
+void main() {
+    uint j = gl_WorkGroupID.y, u = (pc.base + gl_WorkGroupID.x) * WG + gl_LocalInvocationID.x;
+    if (j >= pc.n || u >= (pc.cols + 31u) / 32u) return;
+    uint tok = prm[pc.u[1] + j];
+    if (tok < pc.u[0] || tok - pc.u[0] >= pc.rows) return; /* another binding's row */
+    float w[32];
+    uint cnt = min(32u, pc.cols - 32u * u);
+    unit_floats((tok - pc.u[0]) * ROW_BYTES(pc.cols), u, cnt, w);
+    for (uint i = 0u; i < cnt; i++) y[j * pc.cols + 32u * u + i] = w[i];
+}
+#else
 void main() {
     uint row = pc.row_base + gl_WorkGroupID.x;
     uint tid = gl_LocalInvocationID.x;
@@ -152,32 +217,7 @@ void main() {
 #if FLOAT_W || !ACT_Q8
             float w[32];
             uint cnt = min(32u, pc.cols - 32u * u);
-#if FLOAT_W
-            for (uint i = 0u; i < cnt; i++) {
-                uint e = 32u * u + i;
-#if WTYPE == 0
-                w[i] = uintBitsToFloat(w32[(rb >> 2) + e]);
-#elif WTYPE == 1
-                w[i] = h2f(rd16(rb + 2u * e));
-#else
-                w[i] = uintBitsToFloat(rd16(rb + 2u * e) << 16);
-#endif
-            }
-#else
-            int q[32];
-            float a, b;
-            uint sc0, sc1;
-            unit_quants(rb, u, q, a, b, sc0, sc1);
-#if WTYPE == 12 || WTYPE == 13
-            float d1 = a * float(sc0), m1 = b * float(sc1);
-            for (uint i = 0u; i < 32u; i++) w[i] = d1 * float(q[i]) - m1;
-#elif WTYPE == 14
-            float d0 = a * float(int(sc0 << 24) >> 24), dh = a * float(int(sc1 << 24) >> 24);
-            for (uint i = 0u; i < 32u; i++) w[i] = (i < 16u ? d0 : dh) * float(q[i]);
-#else
-            for (uint i = 0u; i < 32u; i++) w[i] = float(q[i]) * a;
-#endif
-#endif
+            unit_floats(rb, u, cnt, w);
             for (uint c = 0u; c < nc; c++) {
                 uint xo = (j0 + c) * pc.cols + 32u * u;
                 float s = 0.0;
@@ -221,7 +261,7 @@ void main() {
         if (tid < nc && live) {
             float t = 0.0;
             for (uint i = 0u; i < gl_NumSubgroups; i++) t += part[tid][i];
-            y[(j0 + tid) * pc.y_stride + row] = t;
+            y[(j0 + tid) * pc.y_stride + pc.u[0] + row] = t;
         }
 #else
         for (uint c = 0u; c < nc; c++) part[c][tid] = acc[c];
@@ -231,8 +271,9 @@ void main() {
                 for (uint c = 0u; c < nc; c++) part[c][tid] += part[c][tid + h];
             barrier();
         }
-        if (tid < nc && live) y[(j0 + tid) * pc.y_stride + row] = part[tid][0];
+        if (tid < nc && live) y[(j0 + tid) * pc.y_stride + pc.u[0] + row] = part[tid][0];
 #endif
         barrier();
     }
 }
+#endif

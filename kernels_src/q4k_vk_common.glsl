@@ -39,17 +39,29 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #endif
 
-/* one push-constant block for every kernel: one pipeline layout */
+/* one push-constant block for every kernel: one pipeline layout (128 bytes,
+   the least maxPushConstantsSize a device may have) */
 layout(push_constant) uniform Q4kPush {
-    uint rows;     /* matmul: weight rows in this binding */
+    uint rows;     /* matmul: weight rows in this binding; ops: rows of the part bound */
     uint cols;     /* values per weight row / activation column */
-    uint n;        /* activation columns */
-    uint row_base; /* first row of this dispatch, within the binding */
+    uint n;        /* activation columns / tokens */
+    uint row_base; /* matmul: first row of this dispatch, within the binding */
     uint y_stride; /* floats between two columns of y */
     uint nblocks;  /* quantizer: blocks of 32 in x */
-    uint base;     /* quantizer: first block of this dispatch */
-    uint pad;
+    uint base;     /* first workgroup (x) of this dispatch: a dispatch is split
+                      under maxComputeWorkGroupCount */
+    uint flags;    /* Q4K_F_* */
+    uint u[16];    /* each kernel's parameters (named there) */
+    float f[8];
 } pc;
+
+/* flags: the gate's faults that live in kernels, and variants */
+#define Q4K_F_GQA 1u        /* attention: query head h reads KV head h % n_head_kv */
+#define Q4K_F_F16_ACC 2u    /* rmsnorm: the sum of squares in an fp16 accumulator */
+#define Q4K_F_Q4K_SCALES 4u /* Q4_K: each sub-block's 6-bit scale and min swapped */
+#define Q4K_F_KV_F16 8u     /* the KV cache holds f16 (else f32) */
+#define Q4K_F_NEOX 16u      /* rope: pairs (i, i + n_rot/2), else (2i, 2i + 1) */
+#define Q4K_F_DEV 32u       /* scale: the factor is read from the params buffer */
 
 /* binding 0: weights; 1: activations in; 2: output */
 layout(std430, set = 0, binding = 0) readonly buffer Q4kW32 { uint w32[]; };
@@ -192,3 +204,72 @@ int q4k_quant_bits(uint x, uint id) {
     if (fr > hf || (fr == hf && (ip & 1u) != 0u)) ip += 1u;
     return sg * int(min(ip, 127u));
 }
+
+/* f32 -> f16 bits, round to nearest even, subnormals, overflow to inf and
+   NaN as q4k_fp32_to_fp16 (q4k.h) does: packHalf2x16's rounding is the
+   driver's choice, so this works on the bits */
+uint q4k_f2h(float v) {
+    uint x = floatBitsToUint(v), sg = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) return sg | 0x7e00u | ((a >> 13) & 0x3ffu);
+    if (a >= 0x477ff000u) return sg | 0x7c00u;
+    if (a >= 0x38800000u) return sg | (((a + 0xfffu + ((a >> 13) & 1u)) - 0x38000000u) >> 13);
+    if (a < 0x33000000u) return sg;
+    uint m = (a & 0x7fffffu) | 0x800000u, sh = 126u - (a >> 23); /* 14..24 */
+    uint r = m >> sh, rem = m & ((1u << sh) - 1u), hf = 1u << (sh - 1u);
+    if (rem > hf || (rem == hf && (r & 1u) != 0u)) r += 1u;
+    return sg | r;
+}
+
+
+/* ---- workgroup reductions -----------------------------------------------
+
+   A kernel that defines Q4K_REDUCE_WG (its workgroup size, a power of two)
+   before the #include gets q4k_wg_sum and q4k_wg_max: every invocation of
+   the workgroup calls them, in uniform control flow, and each gets the
+   result. With Q4K_SUBGROUP the subgroups reduce first (subgroupAdd /
+   subgroupMax), else a tree in shared memory; the sums' order differs. */
+#ifdef Q4K_REDUCE_WG
+shared float q4k_red[Q4K_REDUCE_WG];
+
+float q4k_wg_sum(float v) {
+#if Q4K_SUBGROUP
+    float s = subgroupAdd(v);
+    if (subgroupElect()) q4k_red[gl_SubgroupID] = s;
+    barrier();
+    float t = 0.0;
+    for (uint i = 0u; i < gl_NumSubgroups; i++) t += q4k_red[i];
+#else
+    uint tid = gl_LocalInvocationIndex;
+    q4k_red[tid] = v;
+    barrier();
+    for (uint h = Q4K_REDUCE_WG / 2u; h > 0u; h >>= 1) {
+        if (tid < h) q4k_red[tid] += q4k_red[tid + h];
+        barrier();
+    }
+    float t = q4k_red[0];
+#endif
+    barrier(); /* q4k_red is free for the next call */
+    return t;
+}
+
+float q4k_wg_max(float v) {
+#if Q4K_SUBGROUP
+    float s = subgroupMax(v);
+    if (subgroupElect()) q4k_red[gl_SubgroupID] = s;
+    barrier();
+    float t = q4k_red[0];
+    for (uint i = 1u; i < gl_NumSubgroups; i++) t = max(t, q4k_red[i]);
+#else
+    uint tid = gl_LocalInvocationIndex;
+    q4k_red[tid] = v;
+    barrier();
+    for (uint h = Q4K_REDUCE_WG / 2u; h > 0u; h >>= 1) {
+        if (tid < h) q4k_red[tid] = max(q4k_red[tid], q4k_red[tid + h]);
+        barrier();
+    }
+    float t = q4k_red[0];
+#endif
+    barrier();
+    return t;
+}
+#endif

@@ -11,7 +11,7 @@ layout(std430, set = 0, binding = 1) readonly buffer Q4kX { uint xbits[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer Q4kQ { uint qout[]; };
 
 void main() {
-    uint b = pc.base + gl_GlobalInvocationID.x;
+    uint b = pc.base * 64u + gl_GlobalInvocationID.x;
     if (b >= pc.nblocks) return;
     uint amax = 0u; /* the bits of max |x|: positive floats order as their bits */
     for (uint i = 0u; i < 32u; i++) {

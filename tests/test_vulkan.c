@@ -179,7 +179,7 @@ static void test_vk_compile_error_names_line(void) {
     q4k_result r;
     if (!vk_dev) SKIP_WHY(vk_why);
     T_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    snprintf(cmd, sizeof cmd, "cp kernels_src/matmul.comp kernels_src/q4k_vk_common.glsl %s/ && sed -i '60s/.*/this is not GLSL;/' %s/matmul.comp", dir, dir);
+    snprintf(cmd, sizeof cmd, "cp kernels_src/matmul.comp kernels_src/q4k_vk_common.glsl %s/ && sed -i '71s/.*/this is not GLSL;/' %s/matmul.comp", dir, dir);
     if (system(cmd) != 0) {
         T_CHECK(0, "cannot copy kernels_src (the test runs from the repository root)");
         return;
@@ -192,7 +192,7 @@ static void test_vk_compile_error_names_line(void) {
     T_CHECK(b != NULL, "%s", vk_why);
     if (b) {
         r = b->matmul(b, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, 1, 256, x, 1, y, &err);
-        T_CHECK(r == Q4K_ERR_GPU && strstr(err.msg, "kernels_src/matmul.comp:60:"), "%d: %s", (int)r, err.msg);
+        T_CHECK(r == Q4K_ERR_GPU && strstr(err.msg, "kernels_src/matmul.comp:71:"), "%d: %s", (int)r, err.msg);
         q4k_backend_destroy(b);
     }
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
