@@ -3343,6 +3343,7 @@ typedef struct q4k__vk_session {
     } rec[2];               /* one-token steps, and everything else */
     int64_t n_decode;       /* one-token evals so far (kv_step2) */
     uint32_t n_passes;      /* perturb: a new draw every pass */
+    int64_t n_recorded;     /* recordings so far (a decode step is recorded once) */
 } q4k__vk_session;
 
 static void q4k__vk_session_destroy(q4k_session *s) {
@@ -3638,6 +3639,7 @@ static q4k_result q4k__vk_prepare_rec(q4k__vk_session *vs, struct q4k__vk_rec *r
     rc->rows_out = rows_out;
     rc->trace_layer = vs->base.desc.trace_layer;
     rc->valid = 1;
+    vs->n_recorded++;
     return Q4K_OK;
 }
 
