@@ -3293,6 +3293,9 @@ static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void
         q4k__vk_split *w = &vm->wt[i];
         size_t rs = q4k_row_size(t->type, t->ne[0]);
         if ((r = q4k__vk_split_dev(vb, &vm->mem, t->nbytes / rs, rs, 0, w, err))) break;
+        if (w->n > 1)
+            q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: %s: %llu rows in %lld bindings of at most %llu rows (range %llu bytes)",
+                     t->name, (unsigned long long)w->rows, (long long)w->n, (unsigned long long)w->per, (unsigned long long)vb->range);
         for (k = 0; k < w->n && !r; k++) {
             uint64_t bytes = q4k__vk_split_rows(w, k) * rs;
             r = q4k__vk_stage_put(&st, &w->part[k], 0, (const unsigned char *)t->data + (size_t)k * w->per * rs, bytes, err);
