@@ -3319,6 +3319,13 @@ static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void
 
 #define Q4K__VK_BATCH 64 /* prompt tokens per pass at most, as the CPU's */
 
+typedef struct q4k__vk_rec { /* a recorded pass, replayed while its shape holds */
+    VkCommandBuffer cmd;
+    VkDescriptorPool pool;
+    int valid;
+    int64_t n, rows_out, trace_layer;
+} q4k__vk_rec;
+
 typedef struct q4k__vk_session {
     q4k_session base;
     q4k__vk_backend *vb;
@@ -3338,12 +3345,7 @@ typedef struct q4k__vk_session {
     q4k__vk_slice *tr_op, *tr_layer, *tr_attn, tr_stage[Q4K_STAGE_COUNT];
     VkCommandPool cpool;
     VkFence fence;
-    struct q4k__vk_rec {    /* a recorded pass, replayed while its shape holds */
-        VkCommandBuffer cmd;
-        VkDescriptorPool pool;
-        int valid;
-        int64_t n, rows_out, trace_layer;
-    } rec[2];               /* one-token steps, and everything else */
+    q4k__vk_rec rec[2];     /* one-token steps, and everything else */
     int64_t n_decode;       /* one-token evals so far (kv_step2) */
     uint32_t n_passes;      /* perturb: a new draw every pass */
     int64_t n_recorded;     /* recordings so far (a decode step is recorded once) */
@@ -3616,7 +3618,7 @@ static q4k_result q4k__vk_record(q4k__vk_session *vs, q4k__vk_job *j, int64_t n,
 }
 
 /* record (once per shape: a one-token step is recorded once and replayed) */
-static q4k_result q4k__vk_prepare_rec(q4k__vk_session *vs, struct q4k__vk_rec *rc, int64_t n, int64_t rows_out, q4k_error *err) {
+static q4k_result q4k__vk_prepare_rec(q4k__vk_session *vs, q4k__vk_rec *rc, int64_t n, int64_t rows_out, q4k_error *err) {
     q4k__vk_backend *vb = vs->vb;
     q4k__vk_job job;
     VkCommandBufferBeginInfo bi;
@@ -3652,7 +3654,7 @@ static q4k_result q4k__vk_eval_batch(q4k__vk_session *vs, const int32_t *tokens,
     q4k_session *s = &vs->base;
     const q4k_hparams *hp = &s->model->hp;
     const int64_t L = hp->n_layer, d = hp->n_embd, nv = hp->n_vocab;
-    struct q4k__vk_rec *rc = &vs->rec[n == 1 ? 0 : 1];
+    q4k__vk_rec *rc = &vs->rec[n == 1 ? 0 : 1];
     uint32_t *prm = (uint32_t *)vs->ctl_in.map;
     float fac = Q4K__VK_FAULT(vs, Q4K_FAULT_KV_STEP2) && n == 1 && vs->n_decode >= 2 ? 0.5f : 1.0f;
     int64_t l, i;
