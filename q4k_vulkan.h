@@ -3714,13 +3714,10 @@ static q4k_result q4k__vk_eval(q4k_session *s, const int32_t *tokens, int64_t n,
 static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d, q4k_session **out,
                                          q4k_error *err) {
     q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
-    const q4k_hparams *hp = &m->hp;
-    const int64_t dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
-    const int64_t n_ctx = d->n_ctx, half = hp->n_rot / 2, nv = hp->n_vocab, L = hp->n_layer;
-    const q4k__vk_model *vm = (const q4k__vk_model *)q4k_backend_prepared(b, m);
-    const uint64_t es = d->kv == Q4K_KV_F32 ? 4 : 2, range = vb->range;
-    uint64_t scratch = 0;
-    int64_t widest = dm, i, l, B;
+    const q4k_hparams *hp;
+    const q4k__vk_model *vm = m && d ? (const q4k__vk_model *)q4k_backend_prepared(b, m) : NULL;
+    int64_t dm, q_dim, kv_dim, ff, n_ctx, half, nv, L, widest, i, l, B;
+    uint64_t es, range = vb->range, scratch = 0;
     q4k__vk_session *vs;
     q4k_result r = Q4K_OK;
     float *table = NULL;
@@ -3731,6 +3728,10 @@ static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, con
     VkResult vr;
     *out = NULL;
     if (!vm) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: session: the model was not prepared (use q4k_session_create)");
+    hp = &m->hp;
+    dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+    n_ctx = d->n_ctx, half = hp->n_rot / 2, nv = hp->n_vocab, L = hp->n_layer, widest = dm;
+    es = d->kv == Q4K_KV_F32 ? 4 : 2;
     if (q_dim > widest) widest = q_dim;
     if (ff > widest) widest = ff;
     /* tokens per pass: every activation binding, and the logits of a pass, within the range */
