@@ -3,7 +3,7 @@
    r < n of cols values, a workgroup per row (the CPU sums the squares in
    double; here in float, in another order). flags Q4K_F_F16_ACC: the sum
    of squares kept in an fp16 accumulator, one value after the other, as
-   the gate's f16_acc fault does on the CPU.
+   the gate's fp16-accumulator fault does on the CPU.
    binding 1: x, 2: y, 4: w (f32); f[0]: eps */
 #extension GL_GOOGLE_include_directive : require
 #define WG 256
