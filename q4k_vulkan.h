@@ -548,7 +548,7 @@ static const char *const q4k__vk_src_matmul[] = {
     "   sums run in another order than the CPU's, nothing else differs.\n",
     "   Row r of this binding goes to y[j * y_stride + u[0] + r] (u[0]: the first\n",
     "   row of the binding in the whole matrix). flags Q4K_F_Q4K_SCALES: Q4_K's\n",
-    "   scale and min trade places (the gate's Q4_K-scales fault).\n",
+    "   scale and min trade places (the gate's fault of swapped Q4_K scales).\n",
     "\n",
     "   EMBED 1 builds the embedding kernel instead: out[j][0..cols) = row\n",
     "   prm[u[1] + j] of the table (binding 0 holds its rows [u[0], u[0] + rows),\n",
