@@ -25,8 +25,12 @@
    activation quantizer (bit for bit the CPU's) and the forward pass's other
    ops (embedding rows, RMSNorm, RoPE, the KV store, GQA attention, SwiGLU,
    adds, argmax), with the op entry points of q4k_backend (embedding,
-   rmsnorm, rope, attention, quantize_act); the whole forward pass
-   (session_create) is not built yet and says so.
+   rmsnorm, rope, attention, quantize_act); the whole forward pass on the
+   device (q4k_session_create): weights uploaded once per model in their
+   GGUF blocks and shared by its sessions, a KV cache of the session's type
+   (f16 or f32), every binding within the device's limits (tensors and
+   caches split by rows), a one-token step recorded once and replayed, the
+   trace and every gate fault of a -DQ4K_FAULTS build.
 
    Usage:
       q4k_vk_backend_desc d = {0};     (all defaults: the first discrete GPU)
@@ -36,6 +40,8 @@
           fprintf(stderr, "%s\n", err.msg); return 1; }
       b->matmul(b, Q4K_ACT_Q8, Q4K_TYPE_Q4_K, w, rows, cols, x, n, y, &err);
       q4k_backend_destroy(b);
+      (or a whole model: q4k_session_create(b, model, &sd, &s, &err), then
+       q4k_session_eval as on every backend)
 
    Config macros:
       Q4K_VULKAN_IMPLEMENTATION  compile this backend's implementation only
@@ -118,9 +124,8 @@ typedef struct q4k_vk_backend_desc {
     void *log_user;
 } q4k_vk_backend_desc;
 
-/* The Vulkan backend on the chosen device. Its matmul runs the kernels;
-   session_create answers Q4K_ERR_BACKEND_UNAVAILABLE (the forward pass is
-   not built yet). */
+/* The Vulkan backend on the chosen device: its op entry points run the
+   kernels, its sessions the whole forward pass. */
 Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *d, q4k_backend **out, q4k_error *err);
 
 /* What a Vulkan backend runs with, and what its last calls did. */
@@ -1198,7 +1203,8 @@ static const char *const q4k__vk_src_argmax[] = {
     X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer)      \
     X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants)      \
     X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkQueueSubmit)                  \
-    X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences)
+    X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences)    \
+    X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkResetDescriptorPool)
 
 #define Q4K__VK_PFN(f) PFN_##f f;
 
@@ -1601,6 +1607,7 @@ typedef struct q4k__vk_backend {
     VkPhysicalDeviceMemoryProperties mp;
     VkDevice dev;
     VkQueue queue;
+    int qfam; /* the compute queue's family (sessions' command pools) */
     VkCommandPool cmd_pool;
     VkCommandBuffer cmd;
     VkFence fence;
@@ -3021,11 +3028,868 @@ done:
     return r;
 }
 
-static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
-                                         q4k_session **out, q4k_error *err) {
-    (void)b; (void)m; (void)d;
-    if (out) *out = NULL;
-    return q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "vulkan: the forward pass is not built yet (only its kernels are)");
+/* >>vk-session: a model's weights on the device, sessions, the forward pass
+
+   Memory. A prepared model holds every tensor in its GGUF blocks in
+   device-local memory (staged through a host-visible buffer when the device
+   has memory the host cannot map), bound whole rows at a time: a tensor
+   larger than the storage-buffer range is split by rows across bindings,
+   the bindings packed into allocations of at most the allocation limit. A
+   session holds its KV cache (per layer, split by positions the same way),
+   its scratch (device-local) and one host-visible buffer through which
+   tokens go in and logits and the trace come out. */
+
+typedef struct q4k__vk_model {
+    q4k__vk_arena mem;
+    q4k__vk_split *wt; /* by tensor index: whole rows per binding */
+    int64_t nt;
+    uint64_t bytes;
+} q4k__vk_model;
+
+/* one allocation with one buffer over it, for copies too: device-local
+   memory first (host-visible or not), else any; mapped when host-visible.
+   host: host-visible memory only (what the host writes or reads). */
+static q4k_result q4k__vk_mem_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t size, int host, q4k_error *err) {
+    q4k__vk_block b;
+    VkBufferCreateInfo bi;
+    VkMemoryRequirements req;
+    VkMemoryAllocateInfo ai;
+    VkResult vr = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    void *map = NULL;
+    int pass;
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 8;
+        q4k__vk_block *nb = (q4k__vk_block *)Q4K_REALLOC(a->blk, (size_t)cap * sizeof *nb);
+        if (!nb) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+        a->blk = nb;
+        a->cap = cap;
+    }
+    memset(&b, 0, sizeof b);
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+    bi.size = size;
+    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    if ((vr = vb->vkCreateBuffer(vb->dev, &bi, NULL, &b.buf)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateBuffer");
+    vb->vkGetBufferMemoryRequirements(vb->dev, b.buf, &req);
+    /* host: host-visible (device-local first); else device-local, then anything */
+    for (pass = host ? 1 : 0; pass < 4 && !b.mem; pass++) {
+        uint32_t i;
+        for (i = 0; i < vb->mp.memoryTypeCount && !b.mem; i++) {
+            VkMemoryPropertyFlags f = vb->mp.memoryTypes[i].propertyFlags;
+            const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+            int dl = (f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) != 0, hvis = (f & hv) == hv;
+            if (!(req.memoryTypeBits & (1u << i))) continue;
+            /* pass 0: device-local the host cannot see (the fast kind where BAR is small);
+               1: device-local host-visible; 2: host-visible; 3: anything (device only) */
+            if ((pass == 0 && !(dl && !hvis)) || (pass == 1 && !(dl && hvis)) || (pass == 2 && !hvis) || (pass == 3 && host))
+                continue;
+            memset(&ai, 0, sizeof ai);
+            ai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+            ai.allocationSize = req.size;
+            ai.memoryTypeIndex = i;
+            if ((vr = vb->vkAllocateMemory(vb->dev, &ai, NULL, &b.mem)) != VK_SUCCESS) b.mem = VK_NULL_HANDLE;
+            else if (hvis) b.map = (unsigned char *)1; /* mapped below */
+        }
+    }
+    if (!b.mem) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: cannot allocate %llu bytes of %s memory (VkResult %d)",
+                         (unsigned long long)req.size, host ? "host-visible" : "device", (int)vr);
+    }
+    if ((vr = vb->vkBindBufferMemory(vb->dev, b.buf, b.mem, 0)) != VK_SUCCESS ||
+        (b.map && (vr = vb->vkMapMemory(vb->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &map)) != VK_SUCCESS)) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        vb->vkFreeMemory(vb->dev, b.mem, NULL);
+        return q4k__vk_err(err, vr, "binding or mapping device memory");
+    }
+    b.map = (unsigned char *)map;
+    b.size = size;
+    a->blk[a->n++] = b;
+    return Q4K_OK;
+}
+
+/* a binding of `bytes` (at most the range) at an aligned offset of the
+   arena's last allocation, or of a new one of min(alloc, max(bytes, hint)) */
+static q4k_result q4k__vk_sub(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t bytes, uint64_t hint, int host, q4k__vk_slice *s,
+                              q4k_error *err) {
+    q4k__vk_block *b = a->n ? &a->blk[a->n - 1] : NULL;
+    uint64_t off = b ? (b->used + vb->align - 1) / vb->align * vb->align : 0;
+    q4k_result r;
+    bytes = bytes ? (bytes + 3) / 4 * 4 : 4;
+    if (bytes > vb->range)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: a binding of %llu bytes over the range %llu", (unsigned long long)bytes,
+                         (unsigned long long)vb->range);
+    if (!b || off + bytes > b->size) {
+        uint64_t size = hint > bytes ? hint : bytes;
+        if (size > vb->alloc) size = vb->alloc;
+        if ((r = q4k__vk_mem_new(vb, a, size, host, err))) return r;
+        b = &a->blk[a->n - 1];
+        off = 0;
+    }
+    b->used = off + bytes;
+    s->buf = b->buf;
+    s->off = off;
+    s->size = bytes;
+    s->map = b->map ? b->map + off : NULL;
+    return Q4K_OK;
+}
+
+/* run what vb->cmd recorded (copies) and wait */
+static q4k_result q4k__vk_submit_wait(q4k__vk_backend *vb, VkCommandBuffer cmd, VkFence fence, q4k_error *err) {
+    VkSubmitInfo si;
+    VkResult vr;
+    memset(&si, 0, sizeof si);
+    si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &cmd;
+    vb->vkResetFences(vb->dev, 1, &fence);
+    vr = vb->vkQueueSubmit(vb->queue, 1, &si, fence);
+    if (vr == VK_SUCCESS) vr = vb->vkWaitForFences(vb->dev, 1, &fence, VK_TRUE, UINT64_MAX);
+    return vr == VK_SUCCESS ? Q4K_OK : q4k__vk_err(err, vr, "running a command buffer");
+}
+
+/* host bytes into device memory: a plain copy where the host can see the
+   memory, else through the staging buffer (flushed when full) */
+typedef struct q4k__vk_stager {
+    q4k__vk_backend *vb;
+    q4k__vk_arena stage;
+    uint64_t used;
+    int open;
+} q4k__vk_stager;
+
+static q4k_result q4k__vk_stage_flush(q4k__vk_stager *st, q4k_error *err) {
+    q4k__vk_backend *vb = st->vb;
+    VkResult vr;
+    if (!st->open) return Q4K_OK;
+    st->open = 0;
+    st->used = 0;
+    if ((vr = vb->vkEndCommandBuffer(vb->cmd)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkEndCommandBuffer");
+    return q4k__vk_submit_wait(vb, vb->cmd, vb->fence, err);
+}
+
+static q4k_result q4k__vk_stage_put(q4k__vk_stager *st, const q4k__vk_slice *dst, uint64_t dst_off, const void *src, uint64_t n,
+                                    q4k_error *err) {
+    q4k__vk_backend *vb = st->vb;
+    q4k_result r;
+    if (dst->map) {
+        memcpy(dst->map + dst_off, src, (size_t)n);
+        return Q4K_OK;
+    }
+    if (!st->stage.n) {
+        uint64_t size = vb->alloc < ((uint64_t)64 << 20) ? vb->alloc : ((uint64_t)64 << 20);
+        if ((r = q4k__vk_mem_new(vb, &st->stage, size, 1, err))) return r;
+    }
+    while (n) {
+        q4k__vk_block *sb = &st->stage.blk[0];
+        uint64_t k = sb->size - st->used < n ? sb->size - st->used : n;
+        VkBufferCopy c;
+        if (!k) {
+            if ((r = q4k__vk_stage_flush(st, err))) return r;
+            continue;
+        }
+        if (!st->open) {
+            VkCommandBufferBeginInfo bi;
+            VkResult vr;
+            memset(&bi, 0, sizeof bi);
+            bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+            bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+            vb->vkResetCommandBuffer(vb->cmd, 0);
+            if ((vr = vb->vkBeginCommandBuffer(vb->cmd, &bi)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkBeginCommandBuffer");
+            st->open = 1;
+        }
+        memcpy(sb->map + st->used, src, (size_t)k);
+        c.srcOffset = st->used;
+        c.dstOffset = dst->off + dst_off;
+        c.size = k;
+        vb->vkCmdCopyBuffer(vb->cmd, sb->buf, dst->buf, 1, &c);
+        st->used += (k + 15) / 16 * 16;
+        if (st->used > sb->size) st->used = sb->size;
+        src = (const unsigned char *)src + k;
+        dst_off += k;
+        n -= k;
+    }
+    return Q4K_OK;
+}
+
+static void q4k__vk_stage_end(q4k__vk_stager *st) {
+    if (st->open) {
+        st->vb->vkEndCommandBuffer(st->vb->cmd);
+        st->open = 0;
+    }
+    q4k__vk_arena_free(st->vb, &st->stage);
+}
+
+static void q4k__vk_release_model(q4k_backend *b, const q4k_model *m, void *data) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    q4k__vk_model *vm = (q4k__vk_model *)data;
+    int64_t i;
+    (void)m;
+    if (!vm) return;
+    for (i = 0; vm->wt && i < vm->nt; i++) q4k__vk_split_free(&vm->wt[i]);
+    Q4K_FREE(vm->wt);
+    q4k__vk_arena_free(vb, &vm->mem);
+    Q4K_FREE(vm);
+}
+
+/* rows x row_bytes split over bindings of the arena (device-local, or
+   host-visible with host) as q4k__vk_split_new does over mapped memory */
+static q4k_result q4k__vk_split_dev(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t rows, uint64_t row_bytes, int host,
+                                    q4k__vk_split *s, q4k_error *err) {
+    int64_t k;
+    q4k_result r;
+    memset(s, 0, sizeof *s);
+    if (!rows || !row_bytes || row_bytes > vb->range)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: rows of %llu bytes against the storage-buffer range (%llu bytes)",
+                         (unsigned long long)row_bytes, (unsigned long long)vb->range);
+    s->per = vb->range / row_bytes;
+    if (s->per > rows) s->per = rows;
+    s->rows = rows;
+    s->row_bytes = row_bytes;
+    s->n = (int64_t)((rows + s->per - 1) / s->per);
+    s->part = (q4k__vk_slice *)Q4K_MALLOC((size_t)s->n * sizeof *s->part);
+    if (!s->part) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    for (k = 0; k < s->n; k++)
+        if ((r = q4k__vk_sub(vb, a, q4k__vk_split_rows(s, k) * row_bytes, (rows - (uint64_t)k * s->per) * row_bytes, host, &s->part[k],
+                             err)))
+            return r;
+    return Q4K_OK;
+}
+
+/* every tensor up once (a type without a kernel refused, naming the tensor) */
+static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void **data, q4k_error *err) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    const int64_t nt = q4k_gguf_tensor_count(m->gguf);
+    q4k__vk_model *vm;
+    q4k__vk_stager st;
+    uint64_t total = 0, done = 0;
+    int64_t i, k;
+    int shown = -1;
+    q4k_result r = Q4K_OK;
+    *data = NULL;
+    for (i = 0; i < nt; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        size_t rs = q4k_row_size(t->type, t->ne[0]);
+        if (q4k__vk_type_slot(t->type) < 0)
+            return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "vulkan: tensor '%s' has type %s, which has no Vulkan kernel", t->name,
+                             q4k_type_name(t->type));
+        if (!rs || rs > vb->range)
+            return q4k__fail(err, Q4K_ERR_GPU, "vulkan: one row of tensor '%s' (%zu bytes) exceeds the storage-buffer range (%llu bytes)",
+                             t->name, rs, (unsigned long long)vb->range);
+        total += t->nbytes;
+    }
+    vm = (q4k__vk_model *)Q4K_MALLOC(sizeof *vm);
+    if (!vm) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    memset(vm, 0, sizeof *vm);
+    vm->nt = nt;
+    vm->bytes = total;
+    vm->wt = (q4k__vk_split *)Q4K_MALLOC((size_t)(nt ? nt : 1) * sizeof *vm->wt);
+    if (!vm->wt) {
+        Q4K_FREE(vm);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    }
+    memset(vm->wt, 0, (size_t)(nt ? nt : 1) * sizeof *vm->wt);
+    memset(&st, 0, sizeof st);
+    st.vb = vb;
+    q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: uploading %lld tensors, %.1f MiB, to %s", (long long)nt,
+             (double)total / 1048576.0, vb->info.name);
+    for (i = 0; i < nt && !r; i++) {
+        const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
+        q4k__vk_split *w = &vm->wt[i];
+        size_t rs = q4k_row_size(t->type, t->ne[0]);
+        if ((r = q4k__vk_split_dev(vb, &vm->mem, t->nbytes / rs, rs, 0, w, err))) break;
+        if (w->n > 1)
+            q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: %s: %llu rows in %lld bindings of at most %llu rows (range %llu bytes)",
+                     t->name, (unsigned long long)w->rows, (long long)w->n, (unsigned long long)w->per, (unsigned long long)vb->range);
+        for (k = 0; k < w->n && !r; k++) {
+            uint64_t bytes = q4k__vk_split_rows(w, k) * rs;
+            r = q4k__vk_stage_put(&st, &w->part[k], 0, (const unsigned char *)t->data + (size_t)k * w->per * rs, bytes, err);
+            done += bytes;
+        }
+        if (total && (int)(10 * done / total) != shown) { /* progress for `run`, every tenth */
+            shown = (int)(10 * done / total);
+            q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: weights %3d%% (%.0f of %.0f MiB)", 10 * shown,
+                     (double)done / 1048576.0, (double)total / 1048576.0);
+        }
+    }
+    if (!r) r = q4k__vk_stage_flush(&st, err);
+    q4k__vk_stage_end(&st);
+    if (r) {
+        q4k__vk_release_model(b, m, vm);
+        return r;
+    }
+    *data = vm;
+    return Q4K_OK;
+}
+
+#define Q4K__VK_BATCH 64 /* prompt tokens per pass at most, as the CPU's */
+
+typedef struct q4k__vk_rec { /* a recorded pass, replayed while its shape holds */
+    VkCommandBuffer cmd;
+    VkDescriptorPool pool;
+    int valid;
+    int64_t n, rows_out, trace_layer;
+} q4k__vk_rec;
+
+typedef struct q4k__vk_session {
+    q4k_session base;
+    q4k__vk_backend *vb;
+    const q4k__vk_model *w;
+    q4k__vk_arena mem;      /* device-local: cache, scratch */
+    q4k__vk_arena host;     /* host-visible: tokens in, logits and trace out */
+    int64_t B;              /* tokens per pass: every scratch binding within the range */
+    int64_t kv_per;         /* positions per cache binding */
+    int n_kv;               /* bindings of one layer's K (and V) */
+    q4k__vk_slice *kc, *vc; /* [n_layer][n_kv] */
+    q4k__vk_slice x, xb, q, k, v, att, tmp, gate, up, xq, ctl, scratch;
+    q4k__vk_split rope;     /* [n_ctx] rows of n_rot/2 (cos, sin) pairs */
+    q4k__vk_slice *logit;   /* one per lm_head binding: [B][its rows] */
+    q4k__vk_slice ctl_in;   /* host: what ctl gets (position, tokens) */
+    q4k__vk_slice *logit_out;
+    /* host rows of the trace: [n_layer][Q4K_OP_COUNT], then layers, layers_attn, stages */
+    q4k__vk_slice *tr_op, *tr_layer, *tr_attn, tr_stage[Q4K_STAGE_COUNT];
+    VkCommandPool cpool;
+    VkFence fence;
+    q4k__vk_rec rec[2];     /* one-token steps, and everything else */
+    int64_t n_decode;       /* one-token evals so far (kv_step2) */
+    uint32_t n_passes;      /* perturb: a new draw every pass */
+    int64_t n_recorded;     /* recordings so far (a decode step is recorded once) */
+} q4k__vk_session;
+
+static void q4k__vk_session_destroy(q4k_session *s) {
+    q4k__vk_session *vs = (q4k__vk_session *)s;
+    q4k__vk_backend *vb = vs->vb;
+    int i;
+    for (i = 0; i < 2; i++)
+        if (vs->rec[i].pool) vb->vkDestroyDescriptorPool(vb->dev, vs->rec[i].pool, NULL);
+    if (vs->cpool) vb->vkDestroyCommandPool(vb->dev, vs->cpool, NULL); /* frees its command buffers */
+    if (vs->fence) vb->vkDestroyFence(vb->dev, vs->fence, NULL);
+    q4k__vk_arena_free(vb, &vs->mem);
+    q4k__vk_arena_free(vb, &vs->host);
+    q4k__vk_split_free(&vs->rope);
+    Q4K_FREE(vs->kc);
+    Q4K_FREE(vs->vc);
+    Q4K_FREE(vs->logit);
+    Q4K_FREE(vs->logit_out);
+    Q4K_FREE(vs->tr_op);
+    Q4K_FREE(vs->tr_layer);
+    Q4K_FREE(vs->tr_attn);
+    Q4K_FREE(vs);
+}
+
+
+/* the params buffer (32-bit words the kernels read; the host writes them
+   before each submission, so a recording stays valid as the position moves) */
+enum { Q4K__VK_PRM_POS = 0, Q4K__VK_PRM_CTR = 1, Q4K__VK_PRM_FAC = 2, Q4K__VK_PRM_ARG = 3, Q4K__VK_PRM_TOK = 4 };
+
+/* a full barrier: the copies and kernels before, before the ones after (and the host) */
+static void q4k__vk_rec_all_barrier(q4k__vk_backend *vb, q4k__vk_job *j) {
+    VkMemoryBarrier mb;
+    if (!j->cmd) return;
+    memset(&mb, 0, sizeof mb);
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                       VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT;
+    vb->vkCmdPipelineBarrier(j->cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 1, &mb, 0, NULL, 0,
+                             NULL);
+}
+
+/* bytes from one binding to another (the params, a trace row, the logits) */
+static void q4k__vk_rec_copy(q4k__vk_backend *vb, q4k__vk_job *j, const q4k__vk_slice *src, uint64_t src_off,
+                             const q4k__vk_slice *dst, uint64_t dst_off, uint64_t bytes) {
+    VkBufferCopy c;
+    if (!j->cmd || !bytes) return;
+    c.srcOffset = src->off + src_off;
+    c.dstOffset = dst->off + dst_off;
+    c.size = bytes;
+    vb->vkCmdCopyBuffer(j->cmd, src->buf, dst->buf, 1, &c);
+}
+
+#ifdef Q4K_FAULTS
+#define Q4K__VK_FAULT(vs, f) (((vs)->base.desc.faults.mask >> (f)) & 1u)
+#else
+#define Q4K__VK_FAULT(vs, f) 0
+#endif
+
+/* the perturb fault on y (n rows of width) when it names this op, a
+   stream of its own per op and layer */
+static q4k_result q4k__vk_perturb(q4k__vk_session *vs, q4k__vk_job *j, int64_t layer, int op, q4k__vk_slice y, int64_t total,
+                                  q4k_error *err) {
+#ifdef Q4K_FAULTS
+    const q4k_faults *f = &vs->base.desc.faults;
+    q4k_result r;
+    int all_mm = op == -1;
+    if (f->perturb_eps == 0.0f) return Q4K_OK;
+    if (all_mm ? f->perturb_op >= 0
+               : f->perturb_op != op || (op < Q4K_OP_COUNT && f->perturb_layer >= 0 && f->perturb_layer != layer))
+        return Q4K_OK;
+    if ((r = q4k__vk_rec_perturb(vs->vb, j, y, (uint64_t)total, f->perturb_eps,
+                                 f->seed ^ ((uint64_t)(layer + 2) * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(op + 2) << 48), vs->ctl,
+                                 Q4K__VK_PRM_CTR, err)))
+        return r;
+    q4k__vk_rec_barrier(vs->vb, j);
+#else
+    (void)vs, (void)j, (void)layer, (void)op, (void)y, (void)total, (void)err;
+#endif
+    return Q4K_OK;
+}
+
+/* after op (a q4k_op, or Q4K_OP_COUNT + a stage) of layer wrote n rows of
+   width into y: the perturb fault, then the last row into the trace */
+static q4k_result q4k__vk_op_done(q4k__vk_session *vs, q4k__vk_job *j, int64_t layer, int op, q4k__vk_slice y, int64_t n,
+                                  int64_t width, q4k_error *err) {
+    const q4k_session *s = &vs->base;
+    const q4k__vk_slice *dst = NULL;
+    q4k_result r;
+    if ((r = q4k__vk_perturb(vs, j, layer, op, y, n * width, err))) return r;
+    if (op < Q4K_OP_COUNT) {
+        if ((s->desc.trace & Q4K_TRACE_ALL_OPS) || ((s->desc.trace & Q4K_TRACE_OPS) && s->desc.trace_layer == layer))
+            dst = &vs->tr_op[layer * Q4K_OP_COUNT + op];
+    } else if (op - Q4K_OP_COUNT != Q4K_STAGE_LM_HEAD && (s->desc.trace & Q4K_TRACE_LAYERS)) {
+        dst = &vs->tr_stage[op - Q4K_OP_COUNT];
+    }
+    if (!dst || !dst->buf) return Q4K_OK;
+    q4k__vk_rec_all_barrier(vs->vb, j);
+    q4k__vk_rec_copy(vs->vb, j, &y, (uint64_t)((n - 1) * width) * 4, dst, 0, (uint64_t)width * 4);
+    q4k__vk_rec_all_barrier(vs->vb, j); /* the next op may overwrite y */
+    return Q4K_OK;
+}
+
+/* the residual's last row into a per-layer trace row */
+static void q4k__vk_trace_resid(q4k__vk_session *vs, q4k__vk_job *j, const q4k__vk_slice *dst, int64_t n) {
+    const int64_t d = vs->base.model->hp.n_embd;
+    if (!dst->buf) return;
+    q4k__vk_rec_all_barrier(vs->vb, j);
+    q4k__vk_rec_copy(vs->vb, j, &vs->x, (uint64_t)((n - 1) * d) * 4, dst, 0, (uint64_t)d * 4);
+    q4k__vk_rec_all_barrier(vs->vb, j);
+}
+
+/* y = W x for a model tensor (x: xq when the session quantizes and W is quantized) */
+static q4k_result q4k__vk_mm(q4k__vk_session *vs, q4k__vk_job *j, const q4k_tensor *t, q4k__vk_slice x, int64_t n, q4k__vk_slice y,
+                             q4k_error *err) {
+    int q8 = vs->base.desc.act == Q4K_ACT_Q8 && t->type != Q4K_TYPE_F32 && t->type != Q4K_TYPE_F16 && t->type != Q4K_TYPE_BF16;
+    unsigned flags = Q4K__VK_FAULT(vs, Q4K_FAULT_Q4K_SCALES) && t->type == Q4K_TYPE_Q4_K ? Q4K__VK_F_Q4K_SCALES : 0;
+    return q4k__vk_rec_matmul(vs->vb, j, t->type, q8, &vs->w->wt[t->index], t->ne[0], q8 ? vs->xq : x, n, y, (uint64_t)t->ne[1],
+                              flags, err);
+}
+
+/* x (n rows of cols) into the 8-bit blocks the next matmuls read, in 8-bit mode */
+static q4k_result q4k__vk_quant_in(q4k__vk_session *vs, q4k__vk_job *j, q4k__vk_slice x, int64_t n, int64_t cols, q4k_error *err) {
+    q4k_result r;
+    if (vs->base.desc.act != Q4K_ACT_Q8) return Q4K_OK;
+    if ((r = q4k__vk_rec_quantize(vs->vb, j, x, vs->xq, (uint64_t)(n * cols / 32), err))) return r;
+    q4k__vk_rec_barrier(vs->vb, j);
+    return Q4K_OK;
+}
+
+/* the cache of layer l as a split (a window of the session's bindings) */
+static q4k__vk_split q4k__vk_cache(const q4k__vk_session *vs, const q4k__vk_slice *c, int64_t l) {
+    const q4k_hparams *hp = &vs->base.model->hp;
+    q4k__vk_split s;
+    s.part = (q4k__vk_slice *)(c + l * vs->n_kv);
+    s.n = vs->n_kv;
+    s.per = (uint64_t)vs->kv_per;
+    s.rows = (uint64_t)vs->base.n_ctx;
+    s.first = 0;
+    s.row_bytes = (uint64_t)(hp->n_head_kv * hp->head_dim) * (vs->base.desc.kv == Q4K_KV_F32 ? 4 : 2);
+    return s;
+}
+
+/* The forward pass of n tokens (q4k.h's q4k__cpu_layer, op for op), the
+   logits of the last rows_out into logit_out; everything read from the
+   params, so that it can be replayed at any position. */
+static q4k_result q4k__vk_record(q4k__vk_session *vs, q4k__vk_job *j, int64_t n, int64_t rows_out, q4k_error *err) {
+    q4k__vk_backend *vb = vs->vb;
+    const q4k_session *s = &vs->base;
+    const q4k_model *m = s->model;
+    const q4k_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd, ff = hp->n_ff;
+    const int64_t nv = hp->n_vocab;
+    const q4k__vk_split *wt = vs->w->wt;
+    unsigned f16acc = Q4K__VK_FAULT(vs, Q4K_FAULT_F16_ACC) ? Q4K__VK_F_F16_ACC : 0;
+    unsigned gqa = Q4K__VK_FAULT(vs, Q4K_FAULT_GQA) ? Q4K__VK_F_GQA : 0;
+    int64_t l;
+    q4k_result r;
+    /* the params the host wrote, where the kernels read them */
+    q4k__vk_rec_copy(vb, j, &vs->ctl_in, 0, &vs->ctl, 0, (uint64_t)(Q4K__VK_PRM_TOK + n) * 4);
+    q4k__vk_rec_all_barrier(vb, j);
+    /* q4k_scales faults matrix products only, as the CPU's: not the embedding lookup */
+    if ((r = q4k__vk_rec_embedding(vb, j, m->tok_embd->type, &wt[m->tok_embd->index], d, vs->ctl, Q4K__VK_PRM_TOK, n, vs->x, 0, err)))
+        return r;
+    q4k__vk_rec_barrier(vb, j);
+    if ((r = q4k__vk_op_done(vs, j, -1, Q4K_OP_COUNT + Q4K_STAGE_EMBEDDING, vs->x, n, d, err))) return r;
+    for (l = 0; l < hp->n_layer; l++) {
+        const q4k_layer *L = &m->layers[l];
+        q4k__vk_split kc = q4k__vk_cache(vs, vs->kc, l), vc = q4k__vk_cache(vs, vs->vc, l);
+        /* attention block */
+        if ((r = q4k__vk_rec_rmsnorm(vb, j, vs->x, wt[L->attn_norm->index].part[0], vs->xb, d, n, hp->norm_eps, f16acc, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_ATTN_NORM, vs->xb, n, d, err)) || (r = q4k__vk_quant_in(vs, j, vs->xb, n, d, err)) ||
+            (r = q4k__vk_mm(vs, j, L->wq, vs->xb, n, vs->q, err)) || (r = q4k__vk_mm(vs, j, L->wk, vs->xb, n, vs->k, err)) ||
+            (r = q4k__vk_mm(vs, j, L->wv, vs->xb, n, vs->v, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->q, n * q_dim, err)) || (r = q4k__vk_perturb(vs, j, l, -1, vs->k, n * kv_dim, err)) ||
+            (r = q4k__vk_perturb(vs, j, l, -1, vs->v, n * kv_dim, err)))
+            return r;
+        if (L->bq && !Q4K__VK_FAULT(vs, Q4K_FAULT_BIAS)) {
+            if ((r = q4k__vk_rec_add(vb, j, vs->q, wt[L->bq->index].part[0], (uint64_t)(n * q_dim), (uint64_t)q_dim, err)) ||
+                (r = q4k__vk_rec_add(vb, j, vs->k, wt[L->bk->index].part[0], (uint64_t)(n * kv_dim), (uint64_t)kv_dim, err)) ||
+                (r = q4k__vk_rec_add(vb, j, vs->v, wt[L->bv->index].part[0], (uint64_t)(n * kv_dim), (uint64_t)kv_dim, err)))
+                return r;
+            q4k__vk_rec_barrier(vb, j);
+        }
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_Q, vs->q, n, q_dim, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_K, vs->k, n, kv_dim, err)) ||
+            (r = q4k__vk_op_done(vs, j, l, Q4K_OP_V, vs->v, n, kv_dim, err)) ||
+            (r = q4k__vk_rec_rope(vb, j, vs->q, n, hp->n_head, hd, q_dim, hp->n_rot, hp->rope_neox, &vs->rope, vs->ctl, Q4K__VK_PRM_POS, err)) ||
+            (r = q4k__vk_rec_rope(vb, j, vs->k, n, hp->n_head_kv, hd, kv_dim, hp->n_rot, hp->rope_neox, &vs->rope, vs->ctl, Q4K__VK_PRM_POS, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_Q_ROPE, vs->q, n, q_dim, err)) ||
+            (r = q4k__vk_op_done(vs, j, l, Q4K_OP_K_ROPE, vs->k, n, kv_dim, err)))
+            return r;
+        if (Q4K__VK_FAULT(vs, Q4K_FAULT_KV_STEP2)) { /* the factor (1, or 0.5 from the 2nd step on) from the params */
+            if ((r = q4k__vk_rec_scale(vb, j, vs->k, (uint64_t)(n * kv_dim), 1.0f, vs->ctl, Q4K__VK_PRM_FAC, err)) ||
+                (r = q4k__vk_rec_scale(vb, j, vs->v, (uint64_t)(n * kv_dim), 1.0f, vs->ctl, Q4K__VK_PRM_FAC, err)))
+                return r;
+            q4k__vk_rec_barrier(vb, j);
+        }
+        if ((r = q4k__vk_rec_kv_store(vb, j, vs->k, n, kv_dim, &kc, s->desc.kv, vs->ctl, Q4K__VK_PRM_POS, err)) ||
+            (r = q4k__vk_rec_kv_store(vb, j, vs->v, n, kv_dim, &vc, s->desc.kv, vs->ctl, Q4K__VK_PRM_POS, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_rec_attention(vb, j, vs->q, &kc, &vc, s->desc.kv, n, hp->n_head, hp->n_head_kv, hd, vs->ctl, Q4K__VK_PRM_POS,
+                                       vs->scratch, vs->att, gqa, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_ATTN, vs->att, n, q_dim, err)) || (r = q4k__vk_quant_in(vs, j, vs->att, n, q_dim, err)) ||
+            (r = q4k__vk_mm(vs, j, L->wo, vs->att, n, vs->tmp, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->tmp, n * d, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_ATTN_OUT, vs->tmp, n, d, err)) ||
+            (r = q4k__vk_rec_add(vb, j, vs->x, vs->tmp, (uint64_t)(n * d), (uint64_t)(n * d), err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_RESID_ATTN, vs->x, n, d, err))) return r;
+        q4k__vk_trace_resid(vs, j, &vs->tr_attn[l], n);
+        /* feed-forward block */
+        if ((r = q4k__vk_rec_rmsnorm(vb, j, vs->x, wt[L->ffn_norm->index].part[0], vs->xb, d, n, hp->norm_eps, f16acc, err))) return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_FFN_NORM, vs->xb, n, d, err)) || (r = q4k__vk_quant_in(vs, j, vs->xb, n, d, err)) ||
+            (r = q4k__vk_mm(vs, j, L->w_gate, vs->xb, n, vs->gate, err)) || (r = q4k__vk_mm(vs, j, L->w_up, vs->xb, n, vs->up, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->gate, n * ff, err)) || (r = q4k__vk_perturb(vs, j, l, -1, vs->up, n * ff, err)) ||
+            (r = q4k__vk_op_done(vs, j, l, Q4K_OP_GATE, vs->gate, n, ff, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_UP, vs->up, n, ff, err)) ||
+            (r = q4k__vk_rec_swiglu(vb, j, vs->gate, vs->up, (uint64_t)(n * ff), err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_ACT, vs->gate, n, ff, err)) || (r = q4k__vk_quant_in(vs, j, vs->gate, n, ff, err)) ||
+            (r = q4k__vk_mm(vs, j, L->w_down, vs->gate, n, vs->tmp, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, l, -1, vs->tmp, n * d, err)) || (r = q4k__vk_op_done(vs, j, l, Q4K_OP_DOWN, vs->tmp, n, d, err)) ||
+            (r = q4k__vk_rec_add(vb, j, vs->x, vs->tmp, (uint64_t)(n * d), (uint64_t)(n * d), err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, l, Q4K_OP_RESID_FFN, vs->x, n, d, err))) return r;
+        q4k__vk_trace_resid(vs, j, &vs->tr_layer[l], n);
+    }
+    if (rows_out > 0) {
+        q4k__vk_slice xl = vs->x;
+        if (rows_out < n) { /* the last rows, at an offset no binding could start at: copied */
+            q4k__vk_rec_all_barrier(vb, j);
+            q4k__vk_rec_copy(vb, j, &vs->x, (uint64_t)((n - rows_out) * d) * 4, &vs->tmp, 0, (uint64_t)(rows_out * d) * 4);
+            q4k__vk_rec_all_barrier(vb, j);
+            xl = vs->tmp;
+        }
+        if ((r = q4k__vk_rec_rmsnorm(vb, j, xl, wt[m->output_norm->index].part[0], vs->xb, d, rows_out, hp->norm_eps, f16acc, err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_op_done(vs, j, -1, Q4K_OP_COUNT + Q4K_STAGE_OUTPUT_NORM, vs->xb, rows_out, d, err)) ||
+            (r = q4k__vk_quant_in(vs, j, vs->xb, rows_out, d, err)) || (r = q4k__vk_mm(vs, j, m->output, vs->xb, rows_out, vs->logit[0], err)))
+            return r;
+        q4k__vk_rec_barrier(vb, j);
+        if ((r = q4k__vk_perturb(vs, j, -1, -1, vs->logit[0], rows_out * nv, err)) ||
+            (r = q4k__vk_perturb(vs, j, -1, Q4K_OP_COUNT + Q4K_STAGE_LM_HEAD, vs->logit[0], rows_out * nv, err)))
+            return r;
+        q4k__vk_rec_all_barrier(vb, j);
+        q4k__vk_rec_copy(vb, j, &vs->logit[0], 0, &vs->logit_out[0], 0, (uint64_t)(rows_out * nv) * 4);
+    }
+    q4k__vk_rec_all_barrier(vb, j);
+    return Q4K_OK;
+}
+
+/* record (once per shape: a one-token step is recorded once and replayed) */
+static q4k_result q4k__vk_prepare_rec(q4k__vk_session *vs, q4k__vk_rec *rc, int64_t n, int64_t rows_out, q4k_error *err) {
+    q4k__vk_backend *vb = vs->vb;
+    q4k__vk_job job;
+    VkCommandBufferBeginInfo bi;
+    VkResult vr;
+    q4k_result r;
+    if (rc->valid && rc->n == n && rc->rows_out == rows_out && rc->trace_layer == vs->base.desc.trace_layer) return Q4K_OK;
+    rc->valid = 0;
+    if (rc->pool) vb->vkDestroyDescriptorPool(vb->dev, rc->pool, NULL);
+    rc->pool = VK_NULL_HANDLE;
+    q4k__vk_rec_init(&job, VK_NULL_HANDLE, VK_NULL_HANDLE, 0); /* a dry run counts the descriptor sets */
+    if ((r = q4k__vk_record(vs, &job, n, rows_out, err))) return r;
+    if ((r = q4k__vk_pool_new(vb, job.sets, &rc->pool, err))) return r;
+    q4k__vk_rec_init(&job, rc->cmd, rc->pool, job.sets);
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    vb->vkResetCommandBuffer(rc->cmd, 0);
+    if ((vr = vb->vkBeginCommandBuffer(rc->cmd, &bi)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkBeginCommandBuffer");
+    r = q4k__vk_record(vs, &job, n, rows_out, err);
+    vr = vb->vkEndCommandBuffer(rc->cmd);
+    if (r) return r;
+    if (vr != VK_SUCCESS) return q4k__vk_err(err, vr, "vkEndCommandBuffer");
+    rc->n = n;
+    rc->rows_out = rows_out;
+    rc->trace_layer = vs->base.desc.trace_layer;
+    rc->valid = 1;
+    vs->n_recorded++;
+    return Q4K_OK;
+}
+
+/* one pass of n <= B tokens at the session's position */
+static q4k_result q4k__vk_eval_batch(q4k__vk_session *vs, const int32_t *tokens, int64_t n, int64_t rows_out, float *logits,
+                                     q4k_error *err) {
+    q4k_session *s = &vs->base;
+    const q4k_hparams *hp = &s->model->hp;
+    const int64_t L = hp->n_layer, d = hp->n_embd, nv = hp->n_vocab;
+    q4k__vk_rec *rc = &vs->rec[n == 1 ? 0 : 1];
+    uint32_t *prm = (uint32_t *)vs->ctl_in.map;
+    float fac = Q4K__VK_FAULT(vs, Q4K_FAULT_KV_STEP2) && n == 1 && vs->n_decode >= 2 ? 0.5f : 1.0f;
+    int64_t l, i;
+    int op;
+    q4k_result r;
+    if ((r = q4k__vk_prepare_rec(vs, rc, n, rows_out, err))) return r;
+    prm[Q4K__VK_PRM_POS] = (uint32_t)s->pos;
+    prm[Q4K__VK_PRM_CTR] = (uint32_t)++vs->n_passes;
+    memcpy(&prm[Q4K__VK_PRM_FAC], &fac, 4);
+    prm[Q4K__VK_PRM_ARG] = 0;
+    for (i = 0; i < n; i++) prm[Q4K__VK_PRM_TOK + i] = (uint32_t)tokens[i];
+    if ((r = q4k__vk_submit_wait(vs->vb, rc->cmd, vs->fence, err))) return r;
+    s->pos += n;
+    if (s->desc.trace) { /* the rows the recording copied out */
+        for (l = 0; l < L; l++) {
+            for (op = 0; op < Q4K_OP_COUNT; op++)
+                if (vs->tr_op[l * Q4K_OP_COUNT + op].map) q4k__trace_op(s, l, (q4k_op)op, (const float *)vs->tr_op[l * Q4K_OP_COUNT + op].map);
+            if (s->trace_layers && vs->tr_layer[l].map) memcpy(s->trace_layers + l * d, vs->tr_layer[l].map, (size_t)d * 4);
+            if (s->trace_layers_attn && vs->tr_attn[l].map) memcpy(s->trace_layers_attn + l * d, vs->tr_attn[l].map, (size_t)d * 4);
+        }
+        if (vs->tr_stage[Q4K_STAGE_EMBEDDING].map) q4k__trace_stage(s, Q4K_STAGE_EMBEDDING, (const float *)vs->tr_stage[Q4K_STAGE_EMBEDDING].map);
+        if (rows_out && vs->tr_stage[Q4K_STAGE_OUTPUT_NORM].map)
+            q4k__trace_stage(s, Q4K_STAGE_OUTPUT_NORM, (const float *)vs->tr_stage[Q4K_STAGE_OUTPUT_NORM].map);
+    }
+    if (!rows_out) return Q4K_OK;
+    memcpy(logits, vs->logit_out[0].map, (size_t)(rows_out * nv) * 4);
+    if (Q4K__VK_FAULT(vs, Q4K_FAULT_SPLIT)) { /* as the CPU's: lm_head rows from split_rows on read as zero */
+        int64_t from = s->desc.faults.split_rows > 0 ? s->desc.faults.split_rows : nv / 2, k;
+        for (i = 0; i < rows_out; i++)
+            for (k = from; k < nv; k++) logits[i * nv + k] = 0.0f;
+    }
+    q4k__trace_stage(s, Q4K_STAGE_LM_HEAD, logits + (rows_out - 1) * nv);
+    return Q4K_OK;
+}
+
+static q4k_result q4k__vk_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits, q4k_error *err) {
+    q4k__vk_session *vs = (q4k__vk_session *)s;
+    int64_t done = 0, nv = s->model->hp.n_vocab;
+    if (n == 1) vs->n_decode++;
+    while (done < n) {
+        int64_t nb = n - done < vs->B ? n - done : vs->B, rows_out = 0;
+        float *out = NULL;
+        q4k_result r;
+        if (logits && (flags & Q4K_EVAL_ALL_LOGITS)) {
+            out = logits + done * nv;
+            rows_out = nb;
+        } else if (logits && done + nb == n) {
+            out = logits;
+            rows_out = 1;
+        }
+        if ((r = q4k__vk_eval_batch(vs, tokens + done, nb, rows_out, out, err))) return r;
+        done += nb;
+    }
+    return Q4K_OK;
+}
+
+static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d, q4k_session **out,
+                                         q4k_error *err) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    const q4k_hparams *hp;
+    const q4k__vk_model *vm = m && d ? (const q4k__vk_model *)q4k_backend_prepared(b, m) : NULL;
+    int64_t dm, q_dim, kv_dim, ff, n_ctx, half, nv, L, widest, i, l, B;
+    uint64_t es, range = vb->range, scratch = 0;
+    q4k__vk_session *vs;
+    q4k_result r = Q4K_OK;
+    float *table = NULL;
+    VkCommandPoolCreateInfo cp;
+    VkCommandBufferAllocateInfo ca;
+    VkFenceCreateInfo fi;
+    VkCommandBuffer cmds[2];
+    VkResult vr;
+    *out = NULL;
+    if (!vm) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: session: the model was not prepared (use q4k_session_create)");
+    hp = &m->hp;
+    dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+    n_ctx = d->n_ctx, half = hp->n_rot / 2, nv = hp->n_vocab, L = hp->n_layer, widest = dm;
+    es = d->kv == Q4K_KV_F32 ? 4 : 2;
+    if (q_dim > widest) widest = q_dim;
+    if (ff > widest) widest = ff;
+    /* tokens per pass: every activation binding, and the logits of a pass, within the range */
+    B = (int64_t)(range / (4 * (uint64_t)widest));
+    if ((int64_t)(range / (4 * (uint64_t)nv)) < B) B = (int64_t)(range / (4 * (uint64_t)nv));
+    if (B > Q4K__VK_BATCH) B = Q4K__VK_BATCH;
+    if (B < 1)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: a storage-buffer range of %llu bytes cannot hold one token's %lld logits or %lld activations",
+                         (unsigned long long)range, (long long)nv, (long long)widest);
+    vs = (q4k__vk_session *)Q4K_MALLOC(sizeof *vs);
+    if (!vs) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    memset(vs, 0, sizeof *vs);
+    q4k__session_init(&vs->base, b, m, d);
+    vs->base.eval = q4k__vk_eval;
+    vs->base.destroy = q4k__vk_session_destroy;
+    vs->vb = vb;
+    vs->w = vm;
+    vs->B = B;
+    /* the cache: per layer, K and V split by positions under the range */
+    vs->kv_per = (int64_t)(range / ((uint64_t)kv_dim * es));
+    if (vs->kv_per > n_ctx) vs->kv_per = n_ctx;
+    vs->n_kv = (int)((n_ctx + vs->kv_per - 1) / vs->kv_per);
+    vs->kc = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L * vs->n_kv) * sizeof *vs->kc);
+    vs->vc = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L * vs->n_kv) * sizeof *vs->vc);
+    vs->logit = (q4k__vk_slice *)Q4K_MALLOC(sizeof *vs->logit);
+    vs->logit_out = (q4k__vk_slice *)Q4K_MALLOC(sizeof *vs->logit_out);
+    vs->tr_op = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L * Q4K_OP_COUNT + 1) * sizeof *vs->tr_op);
+    vs->tr_layer = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L + 1) * sizeof *vs->tr_layer);
+    vs->tr_attn = (q4k__vk_slice *)Q4K_MALLOC((size_t)(L + 1) * sizeof *vs->tr_attn);
+    table = (float *)Q4K_MALLOC((size_t)(n_ctx * half * 2 + 1) * sizeof(float));
+    if (!vs->kc || !vs->vc || !vs->logit || !vs->logit_out || !vs->tr_op || !vs->tr_layer || !vs->tr_attn || !table) {
+        r = q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
+        goto fail;
+    }
+    memset(vs->tr_op, 0, (size_t)(L * Q4K_OP_COUNT + 1) * sizeof *vs->tr_op);
+    memset(vs->tr_layer, 0, (size_t)(L + 1) * sizeof *vs->tr_layer);
+    memset(vs->tr_attn, 0, (size_t)(L + 1) * sizeof *vs->tr_attn);
+    for (l = 0; l < L && !r; l++)
+        for (i = 0; i < vs->n_kv && !r; i++) {
+            int64_t np = n_ctx - i * vs->kv_per < vs->kv_per ? n_ctx - i * vs->kv_per : vs->kv_per;
+            uint64_t bytes = (uint64_t)np * (uint64_t)kv_dim * es, rest = (uint64_t)(L - l) * (uint64_t)n_ctx * (uint64_t)kv_dim * es * 2;
+            if (!(r = q4k__vk_sub(vb, &vs->mem, bytes, rest, 0, &vs->kc[l * vs->n_kv + i], err)))
+                r = q4k__vk_sub(vb, &vs->mem, bytes, rest, 0, &vs->vc[l * vs->n_kv + i], err);
+        }
+    if (!r) { /* attention's partial results: all of a pass's tokens, or as many as the range holds */
+        q4k__vk_split kc = q4k__vk_cache(vs, vs->kc, 0);
+        uint64_t one = q4k__vk_attn_scratch_bytes(&kc, 1, hp->n_head, hp->head_dim);
+        scratch = q4k__vk_attn_scratch_bytes(&kc, B, hp->n_head, hp->head_dim);
+        if (scratch > range) scratch = range / one * one;
+        if (one > range)
+            r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: attention over %lld positions needs %llu bytes of scratch, over the range %llu",
+                          (long long)n_ctx, (unsigned long long)one, (unsigned long long)range);
+    }
+    if (!r) {
+        struct { q4k__vk_slice *s; uint64_t bytes; int host; } need[16];
+        size_t k, nn = 0;
+#define Q4K__VK_NEED(sl, b, h) (need[nn].s = (sl), need[nn].bytes = (uint64_t)(b), need[nn].host = (h), nn++)
+        Q4K__VK_NEED(&vs->x, B * dm * 4, 0);
+        Q4K__VK_NEED(&vs->xb, B * dm * 4, 0);
+        Q4K__VK_NEED(&vs->tmp, B * dm * 4, 0);
+        Q4K__VK_NEED(&vs->q, B * q_dim * 4, 0);
+        Q4K__VK_NEED(&vs->att, B * q_dim * 4, 0);
+        Q4K__VK_NEED(&vs->k, B * kv_dim * 4, 0);
+        Q4K__VK_NEED(&vs->v, B * kv_dim * 4, 0);
+        Q4K__VK_NEED(&vs->gate, B * ff * 4, 0);
+        Q4K__VK_NEED(&vs->up, B * ff * 4, 0);
+        Q4K__VK_NEED(&vs->xq, B * widest / 32 * (int64_t)sizeof(q4k_block_q8a), 0);
+        Q4K__VK_NEED(&vs->ctl, (B + 8) * 4, 0);
+        Q4K__VK_NEED(&vs->scratch, scratch, 0);
+        Q4K__VK_NEED(vs->logit, B * nv * 4, 0);
+        Q4K__VK_NEED(&vs->ctl_in, (B + 8) * 4, 1);
+        Q4K__VK_NEED(vs->logit_out, B * nv * 4, 1);
+#undef Q4K__VK_NEED
+        for (k = 0; k < nn && !r; k++) {
+            if (need[k].bytes > range) {
+                r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: internal: a session buffer of %llu bytes over the range %llu",
+                              (unsigned long long)need[k].bytes, (unsigned long long)range);
+                break;
+            }
+            r = q4k__vk_sub(vb, need[k].host ? &vs->host : &vs->mem, need[k].bytes, need[k].host ? 0 : need[k].bytes, need[k].host,
+                            need[k].s, err);
+        }
+    }
+    /* the RoPE table: cos, sin of every position and pair (q4k_rope_cos_sin, as the CPU's) */
+    for (i = 0; i < n_ctx * half && !r; i++)
+        q4k_rope_cos_sin(i / half, i % half, hp->n_rot, hp->rope_freq_base,
+                         m->rope_freqs ? (double)((const float *)m->rope_freqs->data)[i % half] : 1.0, &table[2 * i], &table[2 * i + 1]);
+    if (!r && !(r = q4k__vk_split_dev(vb, &vs->mem, (uint64_t)n_ctx, (uint64_t)half * 8, 0, &vs->rope, err))) {
+        q4k__vk_stager st;
+        memset(&st, 0, sizeof st);
+        st.vb = vb;
+        for (i = 0; i < vs->rope.n && !r; i++)
+            r = q4k__vk_stage_put(&st, &vs->rope.part[i], 0, table + (uint64_t)i * vs->rope.per * (uint64_t)half * 2,
+                                  q4k__vk_split_rows(&vs->rope, i) * (uint64_t)half * 8, err);
+        if (!r) r = q4k__vk_stage_flush(&st, err);
+        q4k__vk_stage_end(&st);
+    }
+    /* host rows for the trace the session asks for */
+    if (!r && d->trace) {
+        int64_t widths[Q4K_OP_COUNT];
+        int op;
+        for (op = 0; op < Q4K_OP_COUNT; op++)
+            widths[op] = op == Q4K_OP_Q || op == Q4K_OP_Q_ROPE || op == Q4K_OP_ATTN ? q_dim
+                         : op == Q4K_OP_K || op == Q4K_OP_V || op == Q4K_OP_K_ROPE ? kv_dim
+                         : op == Q4K_OP_GATE || op == Q4K_OP_UP || op == Q4K_OP_ACT ? ff : dm;
+        for (l = 0; l < L && !r; l++) {
+            int ops = (d->trace & Q4K_TRACE_ALL_OPS) || (d->trace & Q4K_TRACE_OPS);
+            for (op = 0; op < Q4K_OP_COUNT && ops && !r; op++)
+                r = q4k__vk_sub(vb, &vs->host, (uint64_t)widths[op] * 4, 1 << 20, 1, &vs->tr_op[l * Q4K_OP_COUNT + op], err);
+            if (!r && (d->trace & Q4K_TRACE_LAYERS)) r = q4k__vk_sub(vb, &vs->host, (uint64_t)dm * 4, 1 << 20, 1, &vs->tr_layer[l], err);
+            if (!r && (d->trace & Q4K_TRACE_LAYERS)) r = q4k__vk_sub(vb, &vs->host, (uint64_t)dm * 4, 1 << 20, 1, &vs->tr_attn[l], err);
+        }
+        for (op = 0; op < Q4K_STAGE_COUNT && !r && (d->trace & Q4K_TRACE_LAYERS); op++)
+            if (op != Q4K_STAGE_LM_HEAD) r = q4k__vk_sub(vb, &vs->host, (uint64_t)dm * 4, 1 << 20, 1, &vs->tr_stage[op], err);
+    }
+    if (r) goto fail;
+    /* a command pool of the session's own: its recordings outlive any call */
+    memset(&cp, 0, sizeof cp);
+    cp.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;
+    cp.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    cp.queueFamilyIndex = (uint32_t)vb->qfam;
+    if ((vr = vb->vkCreateCommandPool(vb->dev, &cp, NULL, &vs->cpool)) != VK_SUCCESS) {
+        vs->cpool = VK_NULL_HANDLE;
+        r = q4k__vk_err(err, vr, "vkCreateCommandPool");
+        goto fail;
+    }
+    memset(&ca, 0, sizeof ca);
+    ca.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    ca.commandPool = vs->cpool;
+    ca.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    ca.commandBufferCount = 2;
+    if ((vr = vb->vkAllocateCommandBuffers(vb->dev, &ca, cmds)) != VK_SUCCESS) {
+        r = q4k__vk_err(err, vr, "vkAllocateCommandBuffers");
+        goto fail;
+    }
+    vs->rec[0].cmd = cmds[0];
+    vs->rec[1].cmd = cmds[1];
+    memset(&fi, 0, sizeof fi);
+    fi.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+    if ((vr = vb->vkCreateFence(vb->dev, &fi, NULL, &vs->fence)) != VK_SUCCESS) {
+        vs->fence = VK_NULL_HANDLE;
+        r = q4k__vk_err(err, vr, "vkCreateFence");
+        goto fail;
+    }
+    if ((r = q4k__session_alloc_trace(&vs->base, err))) goto fail;
+    Q4K_FREE(table);
+    *out = &vs->base;
+    return Q4K_OK;
+fail:
+    Q4K_FREE(table);
+    q4k__session_free_trace(&vs->base);
+    q4k__vk_session_destroy(&vs->base);
+    return r;
 }
 
 static void q4k__vk_destroy(q4k_backend *b) {
@@ -3187,6 +4051,8 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->base.name = "vulkan";
     vb->base.impl = vb;
     vb->base.session_create = q4k__vk_session_create;
+    vb->base.prepare_model = q4k__vk_prepare_model;
+    vb->base.release_model = q4k__vk_release_model;
     vb->base.matmul = q4k__vk_matmul;
     vb->base.embedding = q4k__vk_embedding;
     vb->base.rmsnorm = q4k__vk_rmsnorm;
@@ -3214,7 +4080,7 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->info = infos[pick];
     vb->pd = pds[pick];
     vb->lib.vkGetPhysicalDeviceMemoryProperties(vb->pd, &vb->mp);
-    qfam = q4k__vk_compute_queue(&vb->lib, vb->pd);
+    qfam = vb->qfam = q4k__vk_compute_queue(&vb->lib, vb->pd);
     vb->features = vb->info.features & ~(d.disable | q4k__vk_parse_disable(getenv("Q4K_VK_DISABLE")));
     if (!(vb->features & Q4K_VK_STORAGE16)) vb->features &= ~(unsigned)Q4K_VK_STORAGE8; /* rd16 of the 8-bit path */
     /* the limits q4k holds itself to: the device's, or smaller ones asked for */

@@ -20,6 +20,14 @@
 #                        layer and op), an injected asynchronous fault under
 #                        run (exit 1, the error printed, the answer stopped)
 #                        and a -c that cannot fit under Q4K_DEVICE_MEM_LIMIT
+#   tests/gpu.sh vulkan  the Vulkan backend on the NVIDIA driver (the loader
+#                        and glvnd debs unpacked first: see the device
+#                        README); ./q4k and build/q4k-faults built on the
+#                        CI-like machine beforehand (no glslang there):
+#                        q4k devices, qa --backend vulkan on the full
+#                        synthetic 7B and an --outliers 7B (32 steps, both
+#                        modes), 8-bit qa at --pos 4100, bench decode tok/s,
+#                        run --backend vulkan (~5 minutes)
 #   tests/gpu.sh study   CPU only, on the 16 cores: the gate's false-alarm
 #                        study (200 runs on tiny, 0.5b, 7b1 and tinyo; 40
 #                        in float mode; 20 runs in 8-bit mode on the full
@@ -130,6 +138,35 @@ CASES
   Q4K_DEVICE_MEM_LIMIT=268435456 ./q4k run $d/tiny.gguf "Hello" --backend cuda --gate-steps 0 -c 1000000 -n 4 > /dev/null 2> "$out/run_memlimit.err"; q=$?
   grep -E '^q4k' "$out/run_memlimit.err"; echo "run: exit $q"
   [ $q -eq 1 ] && grep -q 'bytes of device memory' "$out/run_memlimit.err" || rc=1
+  rm -rf "$d"
+  exit $rc
+fi
+if [ "$stage" = vulkan ]; then
+  for b in ./q4k build/q4k-faults; do [ -x $b ] || { echo "missing $b: build it where glslang is (make q4k build/q4k-faults)"; exit 1; }; done
+  ./q4k devices 2>&1 | tee "$out/devices.txt"
+  ./q4k --version >> "$out/devices.txt"
+  dev=${Q4K_VK_DEVICE:-NVIDIA}
+  rc=0
+  d=$(mktemp -d)
+  ./q4k synth $d/7b.gguf --preset 7b --fast --seed 5 -t 16 > /dev/null 2>&1 || { echo "synth 7b failed"; exit 1; }
+  ./q4k synth $d/7bo.gguf --preset 7b --fast --outliers --seed 6 -t 16 > /dev/null 2>&1 || { echo "synth 7b --outliers failed"; exit 1; }
+  ./q4k synth $d/l1.gguf --preset 7b --layers 1 --fast --seed 7 -t 16 > /dev/null 2>&1
+  echo "== bench decode, 28-layer 7b (Q4_K_M), device $dev"
+  ./q4k bench $d/7b.gguf --backend vulkan --device "$dev" -p 64 -n 32 --mode both --bw 4800 2>&1 | tee "$out/bench_vulkan_7b.log"
+  for m in 7b 7bo; do
+    echo "== qa --backend vulkan on $m, 32 steps, both modes"
+    t0=$(date +%s)
+    timeout 120 ./q4k qa $d/$m.gguf --backend vulkan --device "$dev" --mode both --steps 32 > "$out/qa_vulkan_$m.log" 2>&1; q=$?
+    grep -E '^model: |^summary|FAIL' "$out/qa_vulkan_$m.log" | head -12; echo "qa $m: exit $q, $(( $(date +%s) - t0 ))s"; [ $q -eq 0 ] || rc=1
+  done
+  echo "== qa --backend vulkan, 8-bit, positions past 4096 (1-layer 7B shapes, full vocabulary)"
+  t0=$(date +%s)
+  timeout 100 ./q4k qa $d/l1.gguf --backend vulkan --device "$dev" --mode q8 --pos 4100 --steps 3 > "$out/qa_vulkan_pos4100.log" 2>&1; q=$?
+  grep -E '^model: |^summary|FAIL' "$out/qa_vulkan_pos4100.log"; echo "qa --pos 4100: exit $q, $(( $(date +%s) - t0 ))s"; [ $q -eq 0 ] || rc=1
+  echo "== run --backend vulkan on the 7b"
+  ./q4k run $d/7b.gguf "Once upon a time" --backend vulkan --device "$dev" -n 32 --temp 0 --ignore-eos > "$out/run_vulkan.txt" 2> "$out/run_vulkan.err"; q=$?
+  grep -E 'parity|backend|eval time' "$out/run_vulkan.err"; echo "run --backend vulkan: exit $q, $(wc -c < "$out/run_vulkan.txt") bytes of text"
+  [ $q -eq 0 ] && grep -q 'parity: vulkan passed the gate' "$out/run_vulkan.err" && [ -s "$out/run_vulkan.txt" ] || rc=1
   rm -rf "$d"
   exit $rc
 fi

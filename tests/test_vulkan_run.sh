@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The whole model on Vulkan through the q4k command (lavapipe in CI):
+# `q4k qa --backend vulkan` passes on a tiny `synth --quant mixed` model
+# (every weight type; both modes, 8 steps; with the device's limits and
+# with Q4K_VK_LIMITS=range=64K,alloc=256K) and on a 1-layer model with 7B
+# shapes and the full 152064 vocabulary, whose embedding and lm_head exceed
+# lavapipe's 128 MiB binding range (split into bindings, said by run -v);
+# `q4k run --backend vulkan` prints text after "parity: vulkan passed the
+# gate"; --device picks a device or says why not; gate faults of the test
+# build exit 3 naming the layer and op. The 7B-shaped model costs lavapipe
+# ~15-20 s per evaluated step (its 447 MB lm_head): CI runs 8 steps in 8-bit
+# mode and 2 in float mode; Q4K_TEST_VK_BIG=full runs 8 in both (15 minutes
+# on a loaded 2-core machine), Q4K_TEST_VK_BIG=0 leaves the model out.
+set -u
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+Q=./q4k
+F=build/q4k-faults
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; }
+check() { # name, condition command...
+    local name=$1; shift
+    if "$@"; then ok "$name"; else fail "$name" "$*"; fi
+}
+if [ ! -x $Q ] || [ ! -x $F ]; then echo "FAIL vk_run_build: $Q or $F missing (make q4k $F)"; exit 1; fi
+if ! $Q devices 2>/dev/null | grep -q '^      usable'; then
+    echo "skip vk_run: no usable Vulkan device ($($Q devices 2>&1 | grep -m1 '^vulkan'))"
+    exit 0
+fi
+
+$Q synth "$tmp/mixed.gguf" --preset tiny --quant mixed --seed 3 >/dev/null 2>&1
+M=$tmp/mixed.gguf
+
+# qa: the kernel table and the gate, both modes, 8 steps
+$Q qa $M --backend vulkan --mode both --steps 8 >"$tmp/qa" 2>&1; rc=$?
+check qa_vulkan_tiny_mixed bash -c "test $rc -eq 0 && grep -Eq '^summary: ([0-9]+)/\1 passed$' $tmp/qa"
+check qa_vulkan_both_modes bash -c "grep -q '^model: vulkan, q8, f16 cache, 20 prompt tokens then 8 steps' $tmp/qa && grep -q '^model: vulkan, f32, f16 cache' $tmp/qa"
+check qa_vulkan_every_type bash -c "for t in F32 F16 BF16 Q8_0 Q4_0 Q5_0 Q4_K Q5_K Q6_K; do grep -q \"matmul \$t .* pass\" $tmp/qa || exit 1; done"
+Q4K_VK_LIMITS=range=64K,alloc=256K $Q qa $M --backend vulkan --mode both --steps 8 --kv f32 >"$tmp/qa" 2>&1; rc=$?
+check qa_vulkan_small_limits bash -c "test $rc -eq 0 && grep -Eq '^summary: ([0-9]+)/\1 passed$' $tmp/qa"
+Q4K_VK_LIMITS=range=64K,alloc=256K $Q run $M "Hello" --backend vulkan -v -n 1 --gate-steps 0 >/dev/null 2>"$tmp/e"
+check run_small_limits_split grep -q 'vulkan: output.weight: 2048 rows in [0-9]* bindings' "$tmp/e"
+
+# run: the gate, then text
+$Q run $M "Once upon a time" --backend vulkan -n 8 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check run_vulkan_exit0 test $rc -eq 0
+check run_vulkan_passed_gate grep -q '^parity: vulkan passed the gate (.*3 steps)' "$tmp/e"
+check run_vulkan_text test -s "$tmp/o"
+$Q run $M "Once upon a time" --device 0 -n 2 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check run_device_0 bash -c "test $rc -eq 0 && grep -q '^parity: vulkan passed the gate' $tmp/e && test -s $tmp/o"
+$Q run $M "x" --device no-such-gpu -n 2 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check run_device_unknown bash -c "test $rc -eq 1 && grep -q \"no device 'no-such-gpu'\" $tmp/e && ! test -s $tmp/o"
+$Q run $M "x" --backend cpu --device 0 >/dev/null 2>&1
+check run_device_cpu_exit2 test $? -eq 2
+$Q devices --device 0 >"$tmp/o" 2>&1
+check devices_device_0 grep -q '^vulkan: --device 0: device 0, ' "$tmp/o"
+$Q bench $M --backend vulkan -p 8 -n 4 --mode q8 >"$tmp/o" 2>&1; rc=$?
+check bench_vulkan bash -c "test $rc -eq 0 && grep -q '^backend: vulkan, device' $tmp/o && grep -q 'decode: 4 tokens' $tmp/o"
+
+# faults of the test build: qa and run --strict exit 3, naming where
+$Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 --fast >/dev/null 2>&1
+while IFS='|' read -r fault step where; do
+    name=$(echo "$fault" | tr ':.' '__')
+    Q4K_FAULT=$fault $F qa "$tmp/tiny.gguf" --backend vulkan --steps 3 >"$tmp/qa" 2>&1; rc=$?
+    check "qa_vulkan_fault_exit3_$name" test $rc -eq 3
+    check "qa_vulkan_fault_names_$name" grep -Eq "first divergence at step $step: $where " "$tmp/qa"
+    Q4K_FAULT=$fault $F run "$tmp/tiny.gguf" "Hello there" --backend vulkan --gate-steps 3 --strict -n 8 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+    check "run_vulkan_fault_exit3_$name" bash -c "test $rc -eq 3 && ! test -s $tmp/o"
+    check "run_vulkan_refusal_$name" grep -Eq "^q4k: parity: vulkan rejected at step $step/3: .* \(first divergence: $where\)\$" "$tmp/e"
+done <<'CASES'
+gqa|0|layer 0, attn
+kv_step2|2|layer 0, attn
+q4k_scales|0|layer 0, q
+split|0|lm_head
+perturb:3:q_rope:0.05|0|layer 3, q_rope
+CASES
+
+# 7B shapes, one layer, the full vocabulary: embedding (306 MB) and lm_head (447 MB) over the 128 MiB range
+if [ "${Q4K_TEST_VK_BIG:-1}" != 0 ]; then
+    $Q synth "$tmp/l1.gguf" --preset 7b --layers 1 --fast --seed 5 >/dev/null 2>&1
+    t0=$(date +%s)
+    f32_steps=2; [ "${Q4K_TEST_VK_BIG:-}" = full ] && f32_steps=8
+    $Q qa "$tmp/l1.gguf" --backend vulkan --mode q8 --steps 8 >"$tmp/qa" 2>&1; rc=$?
+    $Q qa "$tmp/l1.gguf" --backend vulkan --mode f32 --steps $f32_steps >"$tmp/qa2" 2>&1; rc2=$?
+    grep -hE '^model: |^summary' "$tmp/qa" "$tmp/qa2" | sed 's/^/  /'; echo "  (qa on the 7B-shaped layer: $(( $(date +%s) - t0 ))s)"
+    check qa_vulkan_7b_layer_full_vocab_q8 bash -c "test $rc -eq 0 && grep -Eq '^summary: ([0-9]+)/\1 passed$' $tmp/qa"
+    check qa_vulkan_7b_layer_full_vocab_f32 bash -c "test $rc2 -eq 0 && grep -Eq '^summary: ([0-9]+)/\1 passed$' $tmp/qa2"
+    check qa_vulkan_7b_layer_steps bash -c "grep -q '^model: vulkan, q8, f16 cache, 20 prompt tokens then 8 steps' $tmp/qa && grep -q \"^model: vulkan, f32, f16 cache, 20 prompt tokens then $f32_steps steps\" $tmp/qa2"
+    $Q run "$tmp/l1.gguf" "Hi" --raw --backend vulkan -v -n 1 --gate-steps 0 --temp 0 >/dev/null 2>"$tmp/e"
+    check run_7b_layer_lm_head_split grep -q 'vulkan: output.weight: 152064 rows in [2-9] bindings' "$tmp/e"
+    check run_7b_layer_embd_split grep -q 'vulkan: token_embd.weight: 152064 rows in [2-9] bindings' "$tmp/e"
+else
+    echo "skip qa_vulkan_7b_layer_full_vocab: Q4K_TEST_VK_BIG=0"
+fi
