@@ -50,7 +50,7 @@ static const char *usage_text =
     "             Q4K_LIBVULKAN the Vulkan loader; Q4K_HOST_MEM_LIMIT=BYTES caps the\n"
     "             host memory q4k counts on (default: MemAvailable);\n"
     "             Q4K_CUDA_GRAPH=0 turns the CUDA decode graph off;\n"
-    "             Q4K_DEVICE_MEM_LIMIT=BYTES caps the CUDA backend's device memory\n";
+    "             Q4K_DEVICE_MEM_LIMIT=BYTES caps a GPU backend's device memory\n";
 
 
 /* Messages quote file content (names, keys, paths): control bytes are shown

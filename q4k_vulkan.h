@@ -1566,6 +1566,7 @@ typedef struct q4k__vk_block { /* one allocation, one buffer over all of it, map
     VkDeviceMemory mem;
     unsigned char *map;
     uint64_t size, used;
+    uint64_t mem_bytes; /* what the allocation takes of the device (>= size) */
 } q4k__vk_block;
 
 typedef struct q4k__vk_slice { /* one binding: a range of a block */
@@ -1616,6 +1617,8 @@ typedef struct q4k__vk_backend {
     VkPipeline pipe[Q4K__VK_NPIPE];
     unsigned features;
     uint64_t range, alloc, align;
+    uint64_t mem_limit; /* $Q4K_DEVICE_MEM_LIMIT: allocations beyond it fail as out of memory (0: none) */
+    uint64_t allocated; /* device memory held by this backend's allocations */
     char cache_dir[512];
     char kernels_dir[512]; /* Q4K_VK_KERNELS_DIR, "" for the embedded kernels */
     q4k_log_fn log;
@@ -1635,12 +1638,16 @@ static void q4k__vk_arena_free(q4k__vk_backend *vb, q4k__vk_arena *a) {
     for (i = 0; i < a->n; i++) {
         vb->vkDestroyBuffer(vb->dev, a->blk[i].buf, NULL);
         vb->vkFreeMemory(vb->dev, a->blk[i].mem, NULL); /* unmaps it */
+        vb->allocated -= a->blk[i].mem_bytes;
     }
     Q4K_FREE(a->blk);
     memset(a, 0, sizeof *a);
 }
 
-static q4k_result q4k__vk_block_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t size, q4k_error *err) {
+/* one allocation with one buffer over it, for copies too: device-local
+   memory first (host-visible or not), else any; mapped when host-visible.
+   host: host-visible memory only (what the host writes or reads). */
+static q4k_result q4k__vk_mem_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t size, int host, q4k_error *err) {
     q4k__vk_block b;
     VkBufferCreateInfo bi;
     VkMemoryRequirements req;
@@ -1659,7 +1666,7 @@ static q4k_result q4k__vk_block_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint6
     memset(&bi, 0, sizeof bi);
     bi.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
     bi.size = size;
-    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
+    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
     bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
     if ((vr = vb->vkCreateBuffer(vb->dev, &bi, NULL, &b.buf)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateBuffer");
     vb->vkGetBufferMemoryRequirements(vb->dev, b.buf, &req);
@@ -1669,35 +1676,55 @@ static q4k_result q4k__vk_block_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint6
                          (unsigned long long)size, (unsigned long long)req.size,
                          (unsigned long long)vb->info.max_memory_allocation_size);
     }
-    /* device-local and host-visible when the device has room there (resizable BAR), else host memory */
-    for (pass = 0; pass < 2 && !b.mem; pass++) {
-        uint32_t bits = req.memoryTypeBits;
-        int t;
-        while ((t = q4k__vk_memory_type(&vb->mp, bits, pass == 0)) >= 0) {
+    if (vb->mem_limit && vb->allocated + req.size > vb->mem_limit) {
+        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY,
+                         "vulkan: out of device memory: %llu bytes needed, %llu free (Q4K_DEVICE_MEM_LIMIT=%llu)",
+                         (unsigned long long)req.size, (unsigned long long)(vb->mem_limit - vb->allocated),
+                         (unsigned long long)vb->mem_limit);
+    }
+    /* host: host-visible (device-local first); else device-local, then anything */
+    for (pass = host ? 1 : 0; pass < 4 && !b.mem; pass++) {
+        uint32_t i;
+        for (i = 0; i < vb->mp.memoryTypeCount && !b.mem; i++) {
+            VkMemoryPropertyFlags f = vb->mp.memoryTypes[i].propertyFlags;
+            const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+            int dl = (f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) != 0, hvis = (f & hv) == hv;
+            if (!(req.memoryTypeBits & (1u << i))) continue;
+            /* pass 0: device-local the host cannot see (the fast kind where BAR is small);
+               1: device-local host-visible; 2: host-visible; 3: anything (device only) */
+            if ((pass == 0 && !(dl && !hvis)) || (pass == 1 && !(dl && hvis)) || (pass == 2 && !hvis) || (pass == 3 && host))
+                continue;
             memset(&ai, 0, sizeof ai);
             ai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
             ai.allocationSize = req.size;
-            ai.memoryTypeIndex = (uint32_t)t;
-            if ((vr = vb->vkAllocateMemory(vb->dev, &ai, NULL, &b.mem)) == VK_SUCCESS) break;
-            b.mem = VK_NULL_HANDLE;
-            bits &= ~(1u << t);
+            ai.memoryTypeIndex = i;
+            if ((vr = vb->vkAllocateMemory(vb->dev, &ai, NULL, &b.mem)) != VK_SUCCESS) b.mem = VK_NULL_HANDLE;
+            else if (hvis) b.map = (unsigned char *)1; /* mapped below */
         }
     }
     if (!b.mem) {
         vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
-        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: cannot allocate %llu bytes of host-visible device memory (VkResult %d)",
-                         (unsigned long long)req.size, (int)vr);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: cannot allocate %llu bytes of %s memory (VkResult %d)",
+                         (unsigned long long)req.size, host ? "host-visible" : "device", (int)vr);
     }
     if ((vr = vb->vkBindBufferMemory(vb->dev, b.buf, b.mem, 0)) != VK_SUCCESS ||
-        (vr = vb->vkMapMemory(vb->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &map)) != VK_SUCCESS) {
+        (b.map && (vr = vb->vkMapMemory(vb->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &map)) != VK_SUCCESS)) {
         vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
         vb->vkFreeMemory(vb->dev, b.mem, NULL);
         return q4k__vk_err(err, vr, "binding or mapping device memory");
     }
     b.map = (unsigned char *)map;
     b.size = size;
+    b.mem_bytes = req.size;
+    vb->allocated += req.size;
     a->blk[a->n++] = b;
     return Q4K_OK;
+}
+
+/* a host-visible allocation (what the op entry points write and read) */
+static q4k_result q4k__vk_block_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t size, q4k_error *err) {
+    return q4k__vk_mem_new(vb, a, size, 1, err);
 }
 
 /* a binding of `bytes` (<= vb->range) at an aligned offset; a new
@@ -3046,69 +3073,6 @@ typedef struct q4k__vk_model {
     uint64_t bytes;
 } q4k__vk_model;
 
-/* one allocation with one buffer over it, for copies too: device-local
-   memory first (host-visible or not), else any; mapped when host-visible.
-   host: host-visible memory only (what the host writes or reads). */
-static q4k_result q4k__vk_mem_new(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t size, int host, q4k_error *err) {
-    q4k__vk_block b;
-    VkBufferCreateInfo bi;
-    VkMemoryRequirements req;
-    VkMemoryAllocateInfo ai;
-    VkResult vr = VK_ERROR_OUT_OF_DEVICE_MEMORY;
-    void *map = NULL;
-    int pass;
-    if (a->n == a->cap) {
-        int cap = a->cap ? 2 * a->cap : 8;
-        q4k__vk_block *nb = (q4k__vk_block *)Q4K_REALLOC(a->blk, (size_t)cap * sizeof *nb);
-        if (!nb) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of host memory");
-        a->blk = nb;
-        a->cap = cap;
-    }
-    memset(&b, 0, sizeof b);
-    memset(&bi, 0, sizeof bi);
-    bi.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
-    bi.size = size;
-    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
-    bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
-    if ((vr = vb->vkCreateBuffer(vb->dev, &bi, NULL, &b.buf)) != VK_SUCCESS) return q4k__vk_err(err, vr, "vkCreateBuffer");
-    vb->vkGetBufferMemoryRequirements(vb->dev, b.buf, &req);
-    /* host: host-visible (device-local first); else device-local, then anything */
-    for (pass = host ? 1 : 0; pass < 4 && !b.mem; pass++) {
-        uint32_t i;
-        for (i = 0; i < vb->mp.memoryTypeCount && !b.mem; i++) {
-            VkMemoryPropertyFlags f = vb->mp.memoryTypes[i].propertyFlags;
-            const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-            int dl = (f & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) != 0, hvis = (f & hv) == hv;
-            if (!(req.memoryTypeBits & (1u << i))) continue;
-            /* pass 0: device-local the host cannot see (the fast kind where BAR is small);
-               1: device-local host-visible; 2: host-visible; 3: anything (device only) */
-            if ((pass == 0 && !(dl && !hvis)) || (pass == 1 && !(dl && hvis)) || (pass == 2 && !hvis) || (pass == 3 && host))
-                continue;
-            memset(&ai, 0, sizeof ai);
-            ai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
-            ai.allocationSize = req.size;
-            ai.memoryTypeIndex = i;
-            if ((vr = vb->vkAllocateMemory(vb->dev, &ai, NULL, &b.mem)) != VK_SUCCESS) b.mem = VK_NULL_HANDLE;
-            else if (hvis) b.map = (unsigned char *)1; /* mapped below */
-        }
-    }
-    if (!b.mem) {
-        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
-        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: cannot allocate %llu bytes of %s memory (VkResult %d)",
-                         (unsigned long long)req.size, host ? "host-visible" : "device", (int)vr);
-    }
-    if ((vr = vb->vkBindBufferMemory(vb->dev, b.buf, b.mem, 0)) != VK_SUCCESS ||
-        (b.map && (vr = vb->vkMapMemory(vb->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &map)) != VK_SUCCESS)) {
-        vb->vkDestroyBuffer(vb->dev, b.buf, NULL);
-        vb->vkFreeMemory(vb->dev, b.mem, NULL);
-        return q4k__vk_err(err, vr, "binding or mapping device memory");
-    }
-    b.map = (unsigned char *)map;
-    b.size = size;
-    a->blk[a->n++] = b;
-    return Q4K_OK;
-}
-
 /* a binding of `bytes` (at most the range) at an aligned offset of the
    arena's last allocation, or of a new one of min(alloc, max(bytes, hint)) */
 static q4k_result q4k__vk_sub(q4k__vk_backend *vb, q4k__vk_arena *a, uint64_t bytes, uint64_t hint, int host, q4k__vk_slice *s,
@@ -3892,6 +3856,23 @@ fail:
     return r;
 }
 
+/* the hook q4k_session_check_memory asks before any upload: Vulkan tells no
+   free memory (without VK_EXT_memory_budget), so the largest device-local
+   heap less what this backend holds, under $Q4K_DEVICE_MEM_LIMIT */
+static q4k_result q4k__vk_mem_info(q4k_backend *b, uint64_t *free_bytes, uint64_t *total_bytes, q4k_error *err) {
+    q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
+    uint64_t total = 0;
+    uint32_t i;
+    (void)err;
+    for (i = 0; i < vb->mp.memoryHeapCount; i++)
+        if ((vb->mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && vb->mp.memoryHeaps[i].size > total)
+            total = vb->mp.memoryHeaps[i].size;
+    if (vb->mem_limit && vb->mem_limit < total) total = vb->mem_limit;
+    *total_bytes = total;
+    *free_bytes = total > vb->allocated ? total - vb->allocated : 0;
+    return Q4K_OK;
+}
+
 static void q4k__vk_destroy(q4k_backend *b) {
     q4k__vk_backend *vb;
     int i;
@@ -4054,6 +4035,7 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->base.prepare_model = q4k__vk_prepare_model;
     vb->base.release_model = q4k__vk_release_model;
     vb->base.matmul = q4k__vk_matmul;
+    vb->base.mem_info = q4k__vk_mem_info;
     vb->base.embedding = q4k__vk_embedding;
     vb->base.rmsnorm = q4k__vk_rmsnorm;
     vb->base.rope = q4k__vk_rope;
@@ -4081,6 +4063,13 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->pd = pds[pick];
     vb->lib.vkGetPhysicalDeviceMemoryProperties(vb->pd, &vb->mp);
     qfam = vb->qfam = q4k__vk_compute_queue(&vb->lib, vb->pd);
+    {
+        const char *lim = getenv("Q4K_DEVICE_MEM_LIMIT"), *end = NULL;
+        if (lim && *lim && (!q4k__vk_parse_size(lim, &end, &vb->mem_limit) || *end)) {
+            r = q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: Q4K_DEVICE_MEM_LIMIT='%s' is not a number of bytes", lim);
+            goto fail;
+        }
+    }
     vb->features = vb->info.features & ~(d.disable | q4k__vk_parse_disable(getenv("Q4K_VK_DISABLE")));
     if (!(vb->features & Q4K_VK_STORAGE16)) vb->features &= ~(unsigned)Q4K_VK_STORAGE8; /* rd16 of the 8-bit path */
     /* the limits q4k holds itself to: the device's, or smaller ones asked for */

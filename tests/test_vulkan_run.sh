@@ -58,6 +58,21 @@ $Q bench $M --backend vulkan -p 8 -n 4 --mode q8 >"$tmp/o" 2>&1; rc=$?
 check bench_vulkan bash -c "test $rc -eq 0 && grep -q '^backend: vulkan, device' $tmp/o && grep -q 'decode: 4 tokens' $tmp/o"
 
 # faults of the test build: qa and run --strict exit 3, naming where
+
+# device memory under Q4K_DEVICE_MEM_LIMIT: a session that cannot fit is refused
+# before any upload with the bytes needed and free; one that fits the check but
+# not the allocations fails naming them; enough memory runs
+Q4K_DEVICE_MEM_LIMIT=2M $Q run $M "Hello" --backend vulkan -n 2 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check memlimit_refused_before_upload bash -c "test $rc -eq 1 && grep -q '^q4k: backend vulkan could not start: session: .* needs [0-9]* bytes .* the device has 2097152 bytes' $tmp/e && ! grep -q 'uploading\|parity' $tmp/e && ! test -s $tmp/o"
+Q4K_DEVICE_MEM_LIMIT=64M $Q run $M "Hello" --backend vulkan -n 2 -c 1000000 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check memlimit_ctx_names_fit bash -c "test $rc -eq 1 && grep -q 'at most [0-9]* tokens fit' $tmp/e"
+Q4K_DEVICE_MEM_LIMIT=11M $Q run $M "Hello" --backend vulkan -n 2 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check memlimit_allocation_oom bash -c "test $rc -eq 1 && grep -q 'vulkan: out of device memory: [0-9]* bytes needed, [0-9]* free (Q4K_DEVICE_MEM_LIMIT=11534336)' $tmp/e && ! test -s $tmp/o"
+Q4K_DEVICE_MEM_LIMIT=64M $Q run $M "Hello" --backend vulkan -n 2 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check memlimit_enough_runs bash -c "test $rc -eq 0 && grep -q '^parity: vulkan passed the gate' $tmp/e && test -s $tmp/o"
+Q4K_DEVICE_MEM_LIMIT=lots $Q run $M "Hello" --backend vulkan -n 2 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check memlimit_bad_value bash -c "test $rc -eq 1 && grep -q \"Q4K_DEVICE_MEM_LIMIT='lots' is not a number of bytes\" $tmp/e"
+
 $Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 --fast >/dev/null 2>&1
 while IFS='|' read -r fault step where; do
     name=$(echo "$fault" | tr ':.' '__')
