@@ -44,10 +44,11 @@ q4k-asan: demo.c $(HEADERS)
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -o $@ demo.c $(LDLIBS) $(VK_LIBS)
 
 # the test build: faults from Q4K_FAULT=NAME[,NAME...] and the CUDA backend's
-# injected failures (Q4K_CUDA_TEST_FAULT_EVAL, Q4K_CUDA_TEST_BREAK); never in ./q4k
+# injected failures (Q4K_CUDA_TEST_FAULT_EVAL, Q4K_CUDA_TEST_BREAK) and Vulkan's lost device
+# (Q4K_VK_TEST_FAULT_EVAL); never in ./q4k
 build/q4k-faults: demo.c $(HEADERS)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -DQ4K_FAULTS -DQ4K_CUDA_TEST_FAULT -o $@ demo.c $(LDLIBS) $(VK_LIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VK_CFLAGS) -DQ4K_FAULTS -DQ4K_CUDA_TEST_FAULT -DQ4K_VK_TEST_FAULT -o $@ demo.c $(LDLIBS) $(VK_LIBS)
 
 # The implementation is compiled once per flavour and linked into every test
 # program and tool; a source that defines Q4K_IMPLEMENTATION itself (it reaches

@@ -1619,6 +1619,9 @@ typedef struct q4k__vk_backend {
     uint64_t range, alloc, align;
     uint64_t mem_limit; /* $Q4K_DEVICE_MEM_LIMIT: allocations beyond it fail as out of memory (0: none) */
     uint64_t allocated; /* device memory held by this backend's allocations */
+    char lost[160];     /* set once the device is lost: every later call says so */
+    int64_t test_fault_eval; /* Q4K_VK_TEST_FAULT builds: $Q4K_VK_TEST_FAULT_EVAL, the eval that loses the device */
+    int64_t n_evals;    /* session evals on this backend (for the above) */
     char cache_dir[512];
     char kernels_dir[512]; /* Q4K_VK_KERNELS_DIR, "" for the embedded kernels */
     q4k_log_fn log;
@@ -1631,6 +1634,19 @@ typedef struct q4k__vk_backend {
 static q4k_result q4k__vk_err(q4k_error *err, VkResult vr, const char *what) {
     return q4k__fail(err, vr == VK_ERROR_OUT_OF_DEVICE_MEMORY || vr == VK_ERROR_OUT_OF_HOST_MEMORY ? Q4K_ERR_OUT_OF_MEMORY : Q4K_ERR_GPU,
                      "vulkan: %s failed (VkResult %d)", what, (int)vr);
+}
+
+/* A lost device (VK_ERROR_DEVICE_LOST: a fault during a step, a reset) ends
+   the backend: it is marked, and every later call says so instead of
+   submitting to a device whose memory may hold anything. */
+static q4k_result q4k__vk_lost_check(q4k__vk_backend *vb, VkResult vr, const char *what, q4k_error *err) {
+    if (vr != VK_ERROR_DEVICE_LOST) return q4k__vk_err(err, vr, what);
+    snprintf(vb->lost, sizeof vb->lost, "%s failed: the device was lost (VkResult %d)", what, (int)vr);
+    return q4k__fail(err, Q4K_ERR_GPU, "vulkan: %s; the backend and its sessions are dead", vb->lost);
+}
+
+static q4k_result q4k__vk_dead(q4k__vk_backend *vb, q4k_error *err) {
+    return q4k__fail(err, Q4K_ERR_GPU, "vulkan: the backend is dead: earlier, %s", vb->lost);
 }
 
 static void q4k__vk_arena_free(q4k__vk_backend *vb, q4k__vk_arena *a) {
@@ -2254,7 +2270,7 @@ static q4k_result q4k__vk_finish(q4k__vk_backend *vb, q4k__vk_job *j, q4k_error 
     }
     vb->vkDestroyDescriptorPool(vb->dev, j->pool, NULL);
     j->pool = VK_NULL_HANDLE;
-    return vr == VK_SUCCESS ? Q4K_OK : q4k__vk_err(err, vr, "running the kernels");
+    return vr == VK_SUCCESS ? Q4K_OK : q4k__vk_lost_check(vb, vr, "running the kernels", err);
 }
 
 static void q4k__vk_abort(q4k__vk_backend *vb, q4k__vk_job *j) {
@@ -3110,7 +3126,7 @@ static q4k_result q4k__vk_submit_wait(q4k__vk_backend *vb, VkCommandBuffer cmd, 
     vb->vkResetFences(vb->dev, 1, &fence);
     vr = vb->vkQueueSubmit(vb->queue, 1, &si, fence);
     if (vr == VK_SUCCESS) vr = vb->vkWaitForFences(vb->dev, 1, &fence, VK_TRUE, UINT64_MAX);
-    return vr == VK_SUCCESS ? Q4K_OK : q4k__vk_err(err, vr, "running a command buffer");
+    return vr == VK_SUCCESS ? Q4K_OK : q4k__vk_lost_check(vb, vr, "running a command buffer", err);
 }
 
 /* host bytes into device memory: a plain copy where the host can see the
@@ -3662,6 +3678,12 @@ static q4k_result q4k__vk_eval_batch(q4k__vk_session *vs, const int32_t *tokens,
 static q4k_result q4k__vk_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits, q4k_error *err) {
     q4k__vk_session *vs = (q4k__vk_session *)s;
     int64_t done = 0, nv = s->model->hp.n_vocab;
+    if (vs->vb->lost[0]) return q4k__vk_dead(vs->vb, err);
+#ifdef Q4K_VK_TEST_FAULT
+    /* the test build's lost device: this eval fails as a device loss would */
+    if (++vs->vb->n_evals == vs->vb->test_fault_eval)
+        return q4k__vk_lost_check(vs->vb, VK_ERROR_DEVICE_LOST, "running a command buffer (Q4K_VK_TEST_FAULT_EVAL)", err);
+#endif
     if (n == 1) vs->n_decode++;
     while (done < n) {
         int64_t nb = n - done < vs->B ? n - done : vs->B, rows_out = 0;
@@ -3696,6 +3718,7 @@ static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, con
     VkCommandBuffer cmds[2];
     VkResult vr;
     *out = NULL;
+    if (vb->lost[0]) return q4k__vk_dead(vb, err);
     if (!vm) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "vulkan: session: the model was not prepared (use q4k_session_create)");
     hp = &m->hp;
     dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
@@ -4063,6 +4086,9 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->pd = pds[pick];
     vb->lib.vkGetPhysicalDeviceMemoryProperties(vb->pd, &vb->mp);
     qfam = vb->qfam = q4k__vk_compute_queue(&vb->lib, vb->pd);
+#ifdef Q4K_VK_TEST_FAULT
+    if (getenv("Q4K_VK_TEST_FAULT_EVAL")) vb->test_fault_eval = atoll(getenv("Q4K_VK_TEST_FAULT_EVAL"));
+#endif
     {
         const char *lim = getenv("Q4K_DEVICE_MEM_LIMIT"), *end = NULL;
         if (lim && *lim && (!q4k__vk_parse_size(lim, &end, &vb->mem_limit) || *end)) {

@@ -17,6 +17,7 @@
    the first, lavapipe in CI); Q4K_TEST_QUICK=1 (ASan) runs the default
    limits only, two of the four mode and cache pairs, every third fault. */
 #define Q4K_FAULTS
+#define Q4K_VK_TEST_FAULT
 #define Q4K_IMPLEMENTATION
 #include "q4k.h"
 #include "q4k_vulkan.h"
@@ -357,6 +358,52 @@ static void test_refusals(void) {
     q4k_model_free(m);
 }
 
+/* a device lost during a step (the test build's Q4K_VK_TEST_FAULT_EVAL): that
+   eval fails saying so, every later call of the session and of new sessions
+   says the backend is dead, nothing is submitted again */
+static void test_device_lost(void) {
+    char path[256];
+    q4k_model *m;
+    q4k_session *s = NULL, *s2 = NULL;
+    q4k_session_desc sd;
+    q4k_error err;
+    q4k_backend *b;
+    float *logits;
+    int32_t tok = 1;
+    int i;
+    q4k_result r[4];
+    NEED_VK();
+    if (!(m = synth_model("mixed", "--preset tiny --quant mixed --seed 3", path, sizeof path))) return;
+    setenv("Q4K_VK_TEST_FAULT_EVAL", "3", 1);
+    b = make_backend(0, 0, vk_why);
+    unsetenv("Q4K_VK_TEST_FAULT_EVAL");
+    if (!b) {
+        T_CHECK(0, "backend: %s", vk_why);
+        q4k_model_free(m);
+        return;
+    }
+    logits = (float *)malloc((size_t)m->hp.n_vocab * sizeof *logits);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 16;
+    T_CHECK(q4k_session_create(b, m, &sd, &s, &err) == Q4K_OK, "session: %s", err.msg);
+    if (s && logits) {
+        for (i = 0; i < 4; i++) {
+            r[i] = q4k_session_eval(s, &tok, 1, 0, logits, &err);
+            if (i == 2) T_CHECK(r[i] == Q4K_ERR_GPU && strstr(err.msg, "the device was lost") && strstr(err.msg, "dead"),
+                                "eval 3: %s", err.msg);
+            if (i == 3) T_CHECK(r[i] == Q4K_ERR_GPU && strstr(err.msg, "the backend is dead"), "eval 4: %s", err.msg);
+        }
+        T_CHECK(r[0] == Q4K_OK && r[1] == Q4K_OK, "evals 1 and 2 ran (%d %d)", (int)r[0], (int)r[1]);
+        T_CHECK(q4k_session_create(b, m, &sd, &s2, &err) != Q4K_OK && strstr(err.msg, "dead") && !s2,
+                "a new session on a dead backend: %s", s2 ? "accepted" : err.msg);
+    }
+    q4k_session_free(s2);
+    q4k_session_free(s);
+    free(logits);
+    q4k_backend_destroy(b);
+    q4k_model_free(m);
+}
+
 int main(void) {
     q4k_cpu_backend_desc cd;
     q4k_error err;
@@ -379,6 +426,7 @@ int main(void) {
     T_RUN(test_replay);
     T_RUN(test_faults);
     T_RUN(test_refusals);
+    T_RUN(test_device_lost);
     q4k_backend_destroy(vk_small);
     q4k_backend_destroy(vk);
     q4k_backend_destroy(cpu);

@@ -73,6 +73,14 @@ check memlimit_enough_runs bash -c "test $rc -eq 0 && grep -q '^parity: vulkan p
 Q4K_DEVICE_MEM_LIMIT=lots $Q run $M "Hello" --backend vulkan -n 2 >"$tmp/o" 2>"$tmp/e"; rc=$?
 check memlimit_bad_value bash -c "test $rc -eq 1 && grep -q \"Q4K_DEVICE_MEM_LIMIT='lots' is not a number of bytes\" $tmp/e"
 
+# a device lost during a step (the test build's injected loss at the 6th eval):
+# the answer stops there, the error is printed once, exit 1, no other backend
+Q4K_VK_TEST_FAULT_EVAL=6 build/q4k-faults run $M "Once upon a time" --backend vulkan --gate-steps 0 -n 32 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check device_lost_run_exit1 bash -c "test $rc -eq 1 && test \$(grep -c 'the device was lost' $tmp/e) -eq 1 && ! grep -qi 'cpu' $tmp/e"
+check device_lost_answer_stopped bash -c "test -s $tmp/o && test \$(wc -c < $tmp/o) -lt 60"
+Q4K_VK_TEST_FAULT_EVAL=6 $Q run $M "Once upon a time" --backend vulkan --gate-steps 0 -n 8 --temp 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+check device_lost_release_has_no_injection test $rc -eq 0
+
 $Q synth "$tmp/tiny.gguf" --preset tiny --seed 3 --fast >/dev/null 2>&1
 while IFS='|' read -r fault step where; do
     name=$(echo "$fault" | tr ':.' '__')
