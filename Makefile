@@ -66,10 +66,10 @@ $(ASAN_IMPL): tests/q4k_impl.c $(HEADERS)
 	@mkdir -p build/asan
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -I. -c -o $@ $<
 
-build/test_%: tests/test_%.c tests/t.h tests/t_cuda.h $(HEADERS) $(IMPL)
+build/test_%: tests/test_%.c tests/t.h tests/t_cuda.h tests/t_vk.h $(HEADERS) $(IMPL)
 	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
-build/asan/test_%: tests/test_%.c tests/t.h tests/t_cuda.h $(HEADERS) $(ASAN_IMPL)
+build/asan/test_%: tests/test_%.c tests/t.h tests/t_cuda.h tests/t_vk.h $(HEADERS) $(ASAN_IMPL)
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -Itests -I. -o $@ $< $(call link_impl,$<,$(ASAN_IMPL)) $(LDLIBS) $(VK_LIBS)
 
 # ThreadSanitizer: the thread rules (tests/tsan_threads.c), run by tests/test_tsan.sh

@@ -19,6 +19,7 @@
 #include <string.h>
 #include "q4k_vulkan.h"
 #include "t.h"
+#include "t_vk.h"
 #include <time.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
@@ -42,20 +43,7 @@ static int quick, full;
     } while (0)
 
 static q4k_backend *make_backend(uint64_t range, uint64_t alloc, unsigned disable, char *why) {
-    q4k_vk_backend_desc d;
-    q4k_backend *b = NULL;
-    q4k_error err;
-    memset(&d, 0, sizeof d);
-    d.device = getenv("Q4K_TEST_VK_DEVICE");
-    d.allow_cpu = 1;
-    d.max_range = range;
-    d.max_alloc = alloc;
-    d.disable = disable;
-    if (q4k_vk_backend_create(&d, &b, &err) != Q4K_OK) {
-        snprintf(why, 600, "%s", err.msg);
-        return NULL;
-    }
-    return b;
+    return t_vk_backend(range, alloc, disable, why, 600);
 }
 
 static void test_vk_devices(void) {

@@ -22,6 +22,7 @@
 #include "q4k.h"
 #include "q4k_vulkan.h"
 #include "t.h"
+#include "t_vk.h"
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -32,19 +33,7 @@ static char vk_why[600];
 static char tmpdir[64];
 
 static q4k_backend *make_backend(uint64_t range, uint64_t alloc, char *why) {
-    q4k_vk_backend_desc d;
-    q4k_backend *b = NULL;
-    q4k_error err;
-    memset(&d, 0, sizeof d);
-    d.device = getenv("Q4K_TEST_VK_DEVICE");
-    d.allow_cpu = 1;
-    d.max_range = range;
-    d.max_alloc = alloc;
-    if (q4k_vk_backend_create(&d, &b, &err) != Q4K_OK) {
-        snprintf(why, 600, "%s", err.msg);
-        return NULL;
-    }
-    return b;
+    return t_vk_backend(range, alloc, 0, why, 600);
 }
 
 #define NEED_VK()                                                              \

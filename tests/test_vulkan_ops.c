@@ -12,6 +12,7 @@
 #include "q4k.h"
 #include "q4k_vulkan.h"
 #include "t.h"
+#include "t_vk.h"
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -27,20 +28,7 @@ static char vk_why[600];
     } while (0)
 
 static q4k_backend *make_backend(uint64_t range, uint64_t alloc, unsigned disable) {
-    q4k_vk_backend_desc d;
-    q4k_backend *b = NULL;
-    q4k_error err;
-    memset(&d, 0, sizeof d);
-    d.device = getenv("Q4K_TEST_VK_DEVICE");
-    d.allow_cpu = 1;
-    d.max_range = range;
-    d.max_alloc = alloc;
-    d.disable = disable;
-    if (q4k_vk_backend_create(&d, &b, &err) != Q4K_OK) {
-        snprintf(vk_why, sizeof vk_why, "%s", err.msg);
-        return NULL;
-    }
-    return b;
+    return t_vk_backend(range, alloc, disable, vk_why, sizeof vk_why);
 }
 
 typedef struct named { q4k_backend *b; const char *name; } named;
