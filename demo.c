@@ -48,7 +48,8 @@ static const char *usage_text =
     "environment: Q4K_CPU=scalar|avx2|avx512|neon forces a CPU kernel path;\n"
     "             Q4K_LIBCUDA, Q4K_NVRTC name the CUDA driver and NVRTC libraries,\n"
     "             Q4K_LIBVULKAN the Vulkan loader; Q4K_HOST_MEM_LIMIT=BYTES caps the\n"
-    "             host memory q4k counts on (default: MemAvailable);\n"
+    "             host memory q4k counts on (default: MemAvailable, lowered by\n"
+    "             the memory cgroup's limit; `q4k devices` shows it);\n"
     "             Q4K_CUDA_GRAPH=0 turns the CUDA decode graph off;\n"
     "             Q4K_DEVICE_MEM_LIMIT=BYTES caps a GPU backend's device memory\n";
 
@@ -293,6 +294,17 @@ static int cmd_version(void) {
 }
 
 /* the CUDA part of `q4k devices`: the same probe as --version, in full */
+/* the memory the CPU backend's sessions may take: MemAvailable, lowered by
+   the process's memory cgroup (a container's limit) or Q4K_HOST_MEM_LIMIT */
+static void devices_cpu(void) {
+    const char *source;
+    uint64_t avail = q4k_host_memory_available(&source);
+    if (avail == UINT64_MAX)
+        printf("cpu:\n  host memory available: unknown (no /proc/meminfo, sysconf or cgroup limit)\n");
+    else
+        printf("cpu:\n  host memory available: %.1f MiB (%s)\n", (double)avail / (1024.0 * 1024.0), source);
+}
+
 static void devices_cuda(void) {
     q4k_cuda_info info;
     int i;
@@ -352,8 +364,10 @@ static q4k_result gpu_backend(const char *name, const char *device, int allow_cp
 static int cmd_devices(int argc, char **argv) {
     const char *device = NULL;
     if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
-        printf("usage: q4k devices [--device N|NAME]\n  lists every GPU backend and device (memory, compute capability, driver and\n"
-               "  compiler versions) or why it cannot run; exits 0 after listing.\n"
+        printf("usage: q4k devices [--device N|NAME]\n  lists the host memory the CPU backend may use (its source: MemAvailable, a\n"
+               "  memory cgroup's limit or Q4K_HOST_MEM_LIMIT) and every GPU backend and device\n"
+               "  (memory, compute capability, driver and compiler versions) or why it cannot\n"
+               "  run; exits 0 after listing.\n"
                "  --device N|NAME: also say which Vulkan device that choice starts on, or why none\n");
         return EXIT_OK;
     }
@@ -363,6 +377,7 @@ static int cmd_devices(int argc, char **argv) {
         fprintf(stderr, "q4k devices: unexpected argument '%s'\n(see q4k devices --help)\n", argv[0]);
         return EXIT_USAGE;
     }
+    devices_cpu();
     devices_cuda();
     devices_vulkan();
     if (device) {

@@ -59,7 +59,7 @@
    tsan` runs the same under ThreadSanitizer, also with Vulkan backends).
 
    Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path;
-   Q4K_HOST_MEM_LIMIT=BYTES replaces MemAvailable in the memory checks
+   Q4K_HOST_MEM_LIMIT=BYTES replaces MemAvailable (and cgroup limits) in the memory checks
    (q4k_host_memory_available).
 */
 #ifndef Q4K_H
@@ -1052,7 +1052,11 @@ Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, 
 /* Host memory q4k may still allocate, in bytes: $Q4K_HOST_MEM_LIMIT when
    set (a byte count with an optional K, M, G or T suffix, powers of 1024;
    tests force small limits with it), else MemAvailable of /proc/meminfo,
-   else sysconf's available pages; UINT64_MAX when none can be read.
+   else sysconf's available pages; UINT64_MAX when none can be read. On
+   Linux the memory cgroup of the process (v1 or v2, every level up to the
+   hierarchy's mount) lowers it: a limit less the usage, the inactive page
+   cache counted as free, as the kernel reclaims it before it kills (a
+   container's limit is what the OOM killer enforces, not MemAvailable).
    *source (may be NULL) names where the number came from. */
 Q4K_API uint64_t q4k_host_memory_available(const char **source);
 
@@ -1093,6 +1097,12 @@ Q4K_API void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char
 Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *m, const q4k_session_desc *d);
 /* allocate the trace buffers the session's desc asks for */
 Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err);
+/* q4k_host_memory_available's cgroup part with every path under root
+   ("" for the real system; tests give a directory that imitates /proc and
+   /sys): what the process's memory cgroups still allow, UINT64_MAX when no
+   level has a limit; *source (may be NULL) names the file of the binding
+   limit: "memory.max" (v2) or "memory.limit_in_bytes" (v1). */
+Q4K_API uint64_t q4k__cgroup_memory_available(const char *root, const char **source);
 /* free them (a session_create that fails after allocating them) */
 Q4K_API void q4k__session_free_trace(q4k_session *s);
 /* copy the last token's row of an op / stage into the trace when traced */
@@ -8487,9 +8497,154 @@ static int q4k__parse_bytes(const char *s, uint64_t *out) {
     return 1;
 }
 
+/* the first number of a file (a cgroup limit or usage), or of its line
+   that starts with key (memory.stat); "max" reads as UINT64_MAX */
+static int q4k__read_u64_file(const char *path, const char *key, uint64_t *out) {
+    FILE *f = fopen(path, "r");
+    char line[256];
+    int ok = 0;
+    if (!f) return 0;
+    while (!ok && fgets(line, sizeof line, f)) {
+        const char *p = line;
+        unsigned long long v;
+        if (key) {
+            size_t kl = strlen(key);
+            if (strncmp(line, key, kl) != 0 || line[kl] != ' ') continue;
+            p = line + kl + 1;
+        }
+        if (strncmp(p, "max", 3) == 0 && (p[3] == '\n' || p[3] == 0)) {
+            *out = UINT64_MAX;
+            ok = 1;
+        } else if (sscanf(p, "%llu", &v) == 1) {
+            *out = (uint64_t)v;
+            ok = 1;
+        }
+        if (!key) break;
+    }
+    fclose(f);
+    return ok;
+}
+
+/* whether the comma-separated list s (up to end) holds word */
+static int q4k__csv_has(const char *s, const char *end, const char *word) {
+    size_t wl = strlen(word);
+    while (s < end) {
+        const char *c = s;
+        while (c < end && *c != ',') c++;
+        if ((size_t)(c - s) == wl && strncmp(s, word, wl) == 0) return 1;
+        s = c + 1;
+    }
+    return 0;
+}
+
+/* what one memory cgroup hierarchy (v2: memory.max; v1: memory.limit_in_bytes)
+   still allows the process: from its cgroup's directory up to the mount
+   point, the least of limit - (usage - inactive file cache) */
+static uint64_t q4k__cgroup_level_walk(char *dir, size_t mount_len, int v2) {
+    uint64_t best = UINT64_MAX;
+    char path[4200];
+    for (;;) {
+        uint64_t lim, use, inactive = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+        /* v1 writes "no limit" as the largest page-aligned signed 64-bit value */
+        if (q4k__read_u64_file(path, NULL, &lim) && lim < (v2 ? UINT64_MAX : (1ull << 62))) {
+            snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
+            if (!q4k__read_u64_file(path, NULL, &use)) use = 0;
+            snprintf(path, sizeof path, "%s/memory.stat", dir);
+            if (!q4k__read_u64_file(path, v2 ? "inactive_file" : "total_inactive_file", &inactive) &&
+                !q4k__read_u64_file(path, "inactive_file", &inactive))
+                inactive = 0;
+            if (inactive > use) inactive = use;
+            use -= inactive;
+            if ((use < lim ? lim - use : 0) < best) best = use < lim ? lim - use : 0;
+        }
+        if (strlen(dir) <= mount_len) break;
+        {
+            char *slash = strrchr(dir + mount_len, '/');
+            if (!slash) break;
+            *slash = 0;
+        }
+    }
+    return best;
+}
+
+Q4K_API uint64_t q4k__cgroup_memory_available(const char *root, const char **source) {
+    uint64_t best = UINT64_MAX;
+    const char *dummy;
+    if (!source) source = &dummy;
+    *source = NULL;
+#if defined(__linux__)
+    {
+        /* the process's cgroup in each hierarchy: "0::/path" (v2), "N:a,memory,b:/path" (v1) */
+        char path[4200], line[4200], cg1[4096] = "", cg2[4096] = "";
+        int have1 = 0, have2 = 0;
+        FILE *f;
+        snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
+        if (!(f = fopen(path, "r"))) return UINT64_MAX;
+        while (fgets(line, sizeof line, f)) {
+            char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL, *nl;
+            if (!c2) continue;
+            if ((nl = strchr(c2, '\n')) != NULL) *nl = 0;
+            if (strlen(c2 + 1) >= sizeof cg1) continue;
+            if (strncmp(line, "0::", 3) == 0) {
+                strcpy(cg2, c2 + 1);
+                have2 = 1;
+            } else if (q4k__csv_has(c1 + 1, c2, "memory")) {
+                strcpy(cg1, c2 + 1);
+                have1 = 1;
+            }
+        }
+        fclose(f);
+        /* where each hierarchy is mounted, and which of its directories the
+           mount shows ("ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - TYPE SOURCE SUPEROPTS") */
+        snprintf(path, sizeof path, "%s/proc/self/mountinfo", root);
+        if (!(f = fopen(path, "r"))) return UINT64_MAX;
+        while ((have1 || have2) && fgets(line, sizeof line, f)) {
+            char mroot[4096], mpoint[4096], fstype[64], super[1024], dir[4096];
+            const char *dash = strstr(line, " - "), *cg, *rel;
+            int v2;
+            size_t rl;
+            uint64_t got;
+            if (!dash || sscanf(line, "%*s %*s %*s %4095s %4095s", mroot, mpoint) != 2 ||
+                sscanf(dash + 3, "%63s %*s %1023s", fstype, super) != 2)
+                continue;
+            if (have2 && strcmp(fstype, "cgroup2") == 0) v2 = 1;
+            else if (have1 && strcmp(fstype, "cgroup") == 0 && q4k__csv_has(super, super + strlen(super), "memory")) v2 = 0;
+            else continue;
+            cg = v2 ? cg2 : cg1;
+            /* the mount shows the subtree at mroot: strip it from the cgroup's path
+               (a container's own cgroup mounted as its root leaves nothing) */
+            rl = strcmp(mroot, "/") == 0 ? 0 : strlen(mroot);
+            rel = strncmp(cg, mroot, rl) == 0 && (cg[rl] == 0 || cg[rl] == '/') ? cg + rl : "";
+            if (strcmp(rel, "/") == 0) rel = "";
+            {
+                size_t a = strlen(root), b = strlen(mpoint), c = strlen(rel);
+                if (a + b + c >= sizeof dir) continue;
+                memcpy(dir, root, a);
+                memcpy(dir + a, mpoint, b);
+                memcpy(dir + a + b, rel, c + 1);
+                rl = a + b;
+            }
+            got = q4k__cgroup_level_walk(dir, rl, v2);
+            if (got < best) {
+                best = got;
+                *source = v2 ? "memory.max" : "memory.limit_in_bytes";
+            }
+            if (v2) have2 = 0;
+            else have1 = 0;
+        }
+        fclose(f);
+    }
+#else
+    (void)root;
+#endif
+    return best;
+}
+
 Q4K_API uint64_t q4k_host_memory_available(const char **source) {
-    const char *env = getenv("Q4K_HOST_MEM_LIMIT"), *dummy;
-    uint64_t v = 0;
+    const char *env = getenv("Q4K_HOST_MEM_LIMIT"), *dummy, *cg_source;
+    uint64_t cg, v = 0;
+    int have = 0;
     if (!source) source = &dummy;
     if (env && *env) {
         if (q4k__parse_bytes(env, &v)) {
@@ -8507,25 +8662,37 @@ Q4K_API uint64_t q4k_host_memory_available(const char **source) {
         while (f && fgets(line, sizeof line, f)) {
             unsigned long long kb;
             if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
-                fclose(f);
                 *source = "MemAvailable in /proc/meminfo";
-                return (uint64_t)kb * 1024u;
+                v = (uint64_t)kb * 1024u;
+                have = 1;
+                break;
             }
         }
         if (f) fclose(f);
     }
 #endif
 #if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
-    {
+    if (!have) {
         long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
         if (pages > 0 && page > 0) {
             *source = "sysconf(_SC_AVPHYS_PAGES)";
-            return (uint64_t)pages * (uint64_t)page;
+            v = (uint64_t)pages * (uint64_t)page;
+            have = 1;
         }
     }
 #endif
-    *source = "unknown";
-    return UINT64_MAX;
+    if (!have) {
+        *source = "unknown";
+        v = UINT64_MAX;
+    }
+    cg = q4k__cgroup_memory_available("", &cg_source);
+    if (cg < v) {
+        *source = strcmp(cg_source, "memory.max") == 0
+                      ? "the memory cgroup's memory.max less its usage"
+                      : "the memory cgroup's memory.limit_in_bytes less its usage";
+        v = cg;
+    }
+    return v;
 }
 
 /* The memory of a session of n_ctx tokens: its KV cache (per token) and

@@ -1266,7 +1266,7 @@ Q4K_API q4k_result q4k_cuda_list_devices(const q4k_cuda_desc *desc, q4k_cuda_inf
         size_t mem = 0;
         d->ordinal = i;
         if ((cr = lib.cuDeviceGet(&dev, i)) != 0) {
-            snprintf(d->why, sizeof d->why, "cuDeviceGet failed: %s", q4k__cuda_errstr(&lib, cr, buf, sizeof buf));
+            snprintf(d->why, sizeof d->why, "cuDeviceGet failed: %.200s", q4k__cuda_errstr(&lib, cr, buf, sizeof buf));
             continue;
         }
         if (lib.cuDeviceGetName(d->name, (int)sizeof d->name, dev) != 0) snprintf(d->name, sizeof d->name, "?");

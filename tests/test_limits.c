@@ -328,7 +328,105 @@ static void test_device_memory(void) {
     q4k_session_free(s1);
 }
 
+/* ---- memory cgroups, on imitated /proc and /sys trees (the real one is
+   tests/test_cgroup.sh) */
+static char cg_root[256];
+
+static void cg_write(const char *rel, const char *text) {
+    char path[512], cmd[600];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s", cg_root, rel);
+    snprintf(cmd, sizeof cmd, "mkdir -p \"$(dirname '%s')\"", path);
+    if (system(cmd) != 0) return;
+    if ((f = fopen(path, "w")) != NULL) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void cg_reset(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cg_root);
+    if (system(cmd) != 0) return;
+}
+
+static void test_cgroup_v2(void) {
+    const char *src = "x";
+    uint64_t v;
+    snprintf(cg_root, sizeof cg_root, "%s/q4k_cg_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    cg_reset();
+    cg_write("proc/self/cgroup", "0::/user.slice/app.scope\n");
+    cg_write("proc/self/mountinfo",
+             "22 1 0:21 / /proc rw,nosuid - proc proc rw\n"
+             "31 23 0:27 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate\n");
+    /* the process's cgroup: 1000 MB limit, 300 MB used of which 100 MB inactive page cache */
+    cg_write("sys/fs/cgroup/user.slice/app.scope/memory.max", "1000000000\n");
+    cg_write("sys/fs/cgroup/user.slice/app.scope/memory.current", "300000000\n");
+    cg_write("sys/fs/cgroup/user.slice/app.scope/memory.stat",
+             "anon 150000000\nfile 150000000\nactive_file 50000000\ninactive_file 100000000\n");
+    cg_write("sys/fs/cgroup/user.slice/memory.max", "max\n");
+    cg_write("sys/fs/cgroup/user.slice/memory.current", "400000000\n");
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == 800000000ull, "v2 leaf limit: %llu, want 1000 MB - (300 - 100) MB", (unsigned long long)v);
+    T_CHECK(src && !strcmp(src, "memory.max"), "source %s", src ? src : "(null)");
+    /* a tighter parent binds: 500 MB limit, 450 MB used, no stat file */
+    cg_write("sys/fs/cgroup/user.slice/memory.max", "500000000\n");
+    cg_write("sys/fs/cgroup/user.slice/memory.current", "450000000\n");
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == 50000000ull, "v2 parent limit: %llu, want 50 MB", (unsigned long long)v);
+    /* usage past the limit: nothing is left, not a wrapped-around huge number */
+    cg_write("sys/fs/cgroup/user.slice/memory.current", "600000000\n");
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == 0, "usage over the limit: %llu", (unsigned long long)v);
+    /* no limit anywhere */
+    cg_write("sys/fs/cgroup/user.slice/memory.max", "max\n");
+    cg_write("sys/fs/cgroup/user.slice/app.scope/memory.max", "max\n");
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == UINT64_MAX && src == NULL, "no limit: %llu", (unsigned long long)v);
+    /* a cgroup file that is not there: no limit, no crash */
+    cg_reset();
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == UINT64_MAX, "no /proc: %llu", (unsigned long long)v);
+    cg_reset();
+}
+
+static void test_cgroup_v1(void) {
+    const char *src = "x";
+    uint64_t v;
+    cg_reset();
+    /* a container on a v1 host (as Docker mounts it): the memory hierarchy's
+       root shown is the container's own cgroup; an empty unified v2 mount beside it */
+    cg_write("proc/self/cgroup", "9:name=systemd:/docker/abc\n5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/\n");
+    cg_write("proc/self/mountinfo",
+             "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+             "32 31 0:29 /docker/abc /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+             "35 31 0:32 /docker/abc /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+             "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n");
+    cg_write("sys/fs/cgroup/memory/memory.limit_in_bytes", "268435456\n");
+    cg_write("sys/fs/cgroup/memory/memory.usage_in_bytes", "100000000\n");
+    cg_write("sys/fs/cgroup/memory/memory.stat", "cache 30000000\ninactive_file 1\ntotal_inactive_file 20000000\n");
+    cg_write("sys/fs/cgroup/cpu,cpuacct/memory.limit_in_bytes", "1000\n"); /* not the memory hierarchy */
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == 268435456ull - 80000000ull, "v1 container: %llu", (unsigned long long)v);
+    T_CHECK(src && !strcmp(src, "memory.limit_in_bytes"), "source %s", src ? src : "(null)");
+    /* v1's "no limit" (the largest page-aligned int64) */
+    cg_write("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == UINT64_MAX, "v1 unlimited: %llu", (unsigned long long)v);
+    /* a host process in a nested v1 cgroup: the walk stops at the mount point */
+    cg_write("proc/self/cgroup", "4:memory:/a/b\n");
+    cg_write("proc/self/mountinfo", "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+    cg_write("sys/fs/cgroup/memory/a/b/memory.limit_in_bytes", "9223372036854771712\n");
+    cg_write("sys/fs/cgroup/memory/a/memory.limit_in_bytes", "104857600\n");
+    cg_write("sys/fs/cgroup/memory/a/memory.usage_in_bytes", "4857600\n");
+    v = q4k__cgroup_memory_available(cg_root, &src);
+    T_CHECK(v == 100000000ull, "v1 parent: %llu", (unsigned long long)v);
+    cg_reset();
+}
+
 int main(void) {
+    T_RUN(test_cgroup_v2);
+    T_RUN(test_cgroup_v1);
     T_RUN(test_host_memory_env);
     T_RUN(test_session_host_limit);
     T_RUN(test_loader_context);
