@@ -43,8 +43,10 @@
    (found when the stream is synchronised) loses the context: the backend
    and its sessions are dead, and every later call says so.
 
-   Threads: a backend owns its CUDA context and one stream; use it from one
-   thread at a time. Two backends may live in one process.
+   Threads: a backend owns its CUDA context and one stream, and may be
+   shared by threads (q4k.h "Threads": each call holds the backend's lock
+   and makes the context current in the calling thread first); a session is
+   used by one thread at a time. Two backends may live in one process.
 
    The parity gate: sessions trace what q4k_gate_run reads (every op of
    every layer, the residuals, the stages) and keep the KV cache in the

@@ -63,7 +63,9 @@
    Errors: a missing loader, shader compiler or device, or a device without
    what the kernels need, is Q4K_ERR_BACKEND_UNAVAILABLE with the reason; a
    shader that does not compile gives glslang's log, naming the kernels_src/
-   file and line. Threads: a backend is used by one thread at a time.
+   file and line. Threads: a backend may be shared by threads (q4k.h
+   "Threads": each call holds the backend's lock, which also guards the
+   queue); a session is used by one thread at a time.
 */
 #ifndef Q4K_VULKAN_H
 #define Q4K_VULKAN_H
