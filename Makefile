@@ -66,10 +66,10 @@ $(ASAN_IMPL): tests/q4k_impl.c $(HEADERS)
 	@mkdir -p build/asan
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -I. -c -o $@ $<
 
-build/test_%: tests/test_%.c tests/t.h tests/t_cuda.h tests/t_vk.h $(HEADERS) $(IMPL)
+build/test_%: tests/test_%.c tests/t.h tests/t_cuda.h tests/t_vk.h tests/t_share.h $(HEADERS) $(IMPL)
 	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
-build/asan/test_%: tests/test_%.c tests/t.h tests/t_cuda.h tests/t_vk.h $(HEADERS) $(ASAN_IMPL)
+build/asan/test_%: tests/test_%.c tests/t.h tests/t_cuda.h tests/t_vk.h tests/t_share.h $(HEADERS) $(ASAN_IMPL)
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(SANITIZE) -Itests -I. -o $@ $< $(call link_impl,$<,$(ASAN_IMPL)) $(LDLIBS) $(VK_LIBS)
 
 # ThreadSanitizer: the thread rules (tests/tsan_threads.c), run by tests/test_tsan.sh
@@ -77,16 +77,24 @@ build/tsan/q4k_impl.o: tests/q4k_impl.c $(HEADERS)
 	@mkdir -p build/tsan
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(TSAN) -I. -c -o $@ $<
 
-build/tsan/tsan_threads: tests/tsan_threads.c tests/t.h $(HEADERS) build/tsan/q4k_impl.o
+build/tsan/tsan_threads: tests/tsan_threads.c tests/t.h tests/t_share.h tests/t_vk.h $(HEADERS) build/tsan/q4k_impl.o
 	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(TSAN) -Itests -I. -o $@ $< build/tsan/q4k_impl.o $(LDLIBS) $(VK_LIBS)
 
-tsan: q4k build/tsan/tsan_threads
+# the same with the backends' lock compiled out: a shared backend must be reported
+build/tsan/q4k_impl_nolock.o: tests/q4k_impl.c $(HEADERS)
+	@mkdir -p build/tsan
+	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(TSAN) -DQ4K_TEST_NO_BACKEND_LOCK -I. -c -o $@ $<
+
+build/tsan/tsan_threads_nolock: tests/tsan_threads.c tests/t.h tests/t_share.h tests/t_vk.h $(HEADERS) build/tsan/q4k_impl_nolock.o
+	$(CC) -O1 -g $(WARN) $(VK_CFLAGS) $(TSAN) -Itests -I. -o $@ $< build/tsan/q4k_impl_nolock.o $(LDLIBS) $(VK_LIBS)
+
+tsan: q4k build/tsan/tsan_threads build/tsan/tsan_threads_nolock
 	bash tests/test_tsan.sh
 
 build/tool_%: tests/tool_%.c $(HEADERS) $(IMPL)
 	$(CC) -O2 -g $(WARN) $(VK_CFLAGS) -Itests -I. -o $@ $< $(call link_impl,$<,$(IMPL)) $(LDLIBS) $(VK_LIBS)
 
-test-bins: q4k q4k-asan build/q4k-faults build/fuzz_seeds build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS) build/tsan/tsan_threads
+test-bins: q4k q4k-asan build/q4k-faults build/fuzz_seeds build/embed $(TEST_BINS) $(ASAN_BINS) $(TOOL_BINS) build/tsan/tsan_threads build/tsan/tsan_threads_nolock
 
 test: test-bins check-embed
 	bash tests/run.sh

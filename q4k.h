@@ -49,14 +49,22 @@
    q4k_pool runs one job at a time; the CPU kernels use it to split rows.
      model (q4k_model): read-only after load; share it freely between
        threads, backends and sessions.
-     backend (q4k_backend): one thread at a time, its sessions included
-       (they share its thread pool and its prepared models); give each
-       thread its own backend. Sessions of one model on one backend share
-       one preparation of the model (q4k_backend.prepare_model).
-     session (q4k_session): one thread at a time.
-   Two threads, each with its own backend and session on one model, give
-   the tokens that sequential runs give (tests/test_model.c checks it; `make
-   tsan` runs the same under ThreadSanitizer, also with Vulkan backends).
+     backend (q4k_backend): may be shared by threads. Every call that
+       reaches it (session create, free, eval, eval_layer, rewind,
+       q4k_session_check_memory, q4k_backend_prepared, the op entry points
+       of its table, the GPU headers' own calls on a backend) holds a lock
+       of the backend for the call: the calls of two threads run one after
+       the other, not at once (a device or a thread pool runs one pass at a
+       time anyway), and sessions of one model on one backend share one
+       preparation of the model (on a GPU, one upload of the weights).
+       Destroy it only when no thread uses it any more, after its sessions.
+       Sharing needs pthreads: with Q4K_NO_THREADS (or without unix) there
+       is no lock, and a backend is used by one thread at a time.
+     session (q4k_session): one thread at a time (a thread per session).
+   Two threads with a session each, on one shared backend or on a backend
+   each, give the tokens and logits that sequential runs give
+   (tests/test_model.c checks it; `make tsan` runs the same under
+   ThreadSanitizer, also with Vulkan backends).
 
    Environment: Q4K_CPU=scalar|avx2|avx512 forces a CPU kernel path;
    Q4K_HOST_MEM_LIMIT=BYTES replaces MemAvailable (and cgroup limits) in the memory checks
@@ -929,7 +937,8 @@ typedef struct q4k_prepared {
 
 /* A backend is a table of functions; the CPU backend is the reference the
    GPU backends are checked against. A backend fills everything but the
-   bookkeeping (prepared, n_prepare). */
+   bookkeeping (prepared, n_prepare, lock); its create calls
+   q4k__backend_lock_init last, so that threads may share it. */
 struct q4k_backend {
     const char *name;
     void *impl;
@@ -973,6 +982,9 @@ struct q4k_backend {
     /* bookkeeping of the common code */
     q4k_prepared prepared[Q4K_MAX_PREPARED];
     int64_t n_prepare; /* prepare_model calls so far */
+    /* what threads sharing the backend hold for each call
+       (q4k__backend_lock_init); NULL: the backend runs unlocked */
+    struct q4k__backend_lock *lock;
 };
 
 /* Everything a session holds that is common to the backends. */
@@ -1093,6 +1105,23 @@ Q4K_API void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char
     __attribute__((format(printf, 4, 5)))
 #endif
     ;
+/* Threads: make b shareable, last in a backend's create (its table
+   filled): b->lock is a mutex, and the table's op entry points (matmul,
+   embedding, rmsnorm, rope, attention, quantize_act) become ones that hold
+   it for the call; q4k_backend_destroy frees it. A no-op without pthreads,
+   or in a test build with -DQ4K_TEST_NO_BACKEND_LOCK (the proof that the
+   lock is what keeps ThreadSanitizer quiet; never in ./q4k). The lock does
+   not nest: the backend's own functions run under it (session_create,
+   prepare/release_model, mem_info, a session's eval and destroy) and must
+   not call the locking calls on b: q4k__backend_find_prepared, not
+   q4k_backend_prepared. */
+Q4K_API q4k_result q4k__backend_lock_init(q4k_backend *b, q4k_error *err);
+/* hold and release b's lock (nothing for a backend without one), around a
+   backend header's own public calls on b (q4k_vk_quantize_act, ...) */
+Q4K_API void q4k__backend_lock(const q4k_backend *b);
+Q4K_API void q4k__backend_unlock(const q4k_backend *b);
+/* q4k_backend_prepared for code that holds the lock */
+Q4K_API void *q4k__backend_find_prepared(const q4k_backend *b, const q4k_model *m);
 /* the common fields of a new session (desc already defaulted by q4k_session_create) */
 Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *m, const q4k_session_desc *d);
 /* allocate the trace buffers the session's desc asks for */
@@ -8703,6 +8732,7 @@ static uint64_t q4k__kv_bytes_per_token(const q4k_hparams *hp, q4k_kv_type kv) {
 }
 #define Q4K__SCORES_PER_TOKEN (64ull * 4ull)
 static uint64_t q4k__scratch_bytes(const q4k_hparams *hp, int64_t n_batch);
+static q4k_result q4k__check_memory(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d, q4k_error *err);
 
 /* Whether a session of n_ctx fits (see q4k_session_check_memory): on the
    device of b when it tells its memory, else in host memory; `weights` are
@@ -8947,12 +8977,141 @@ Q4K_API const char *q4k_kv_type_name(q4k_kv_type t) {
     return t == Q4K_KV_F16 ? "f16" : t == Q4K_KV_F32 ? "f32" : "unknown";
 }
 
-Q4K_API void *q4k_backend_prepared(const q4k_backend *b, const q4k_model *m) {
+/* ---- one backend, several threads ----------------------------------------
+
+   One coarse lock per backend, held for a whole public call: a session's
+   eval occupies the device (or the thread pool) anyway, so finer locks
+   would buy nothing, and one lock also keeps the bookkeeping (prepared,
+   the memory check before an upload) and each backend's shared state (the
+   CUDA stream and op buffers, the Vulkan queue and its one-shot command
+   buffer, pipelines compiled on first use) consistent. It does not nest:
+   strict C99 cannot ask for a recursive mutex, so every public call takes
+   it once, and what runs under it calls only unlocked internals. */
+
+#if Q4K__THREADS && !defined(Q4K_TEST_NO_BACKEND_LOCK)
+#define Q4K__BACKEND_LOCK 1
+struct q4k__backend_lock {
+    pthread_mutex_t mu;
+    q4k_backend own; /* the table as the backend filled it: what the locked op entry points call */
+};
+#else
+#define Q4K__BACKEND_LOCK 0
+#endif
+
+Q4K_API void q4k__backend_lock(const q4k_backend *b) {
+#if Q4K__BACKEND_LOCK
+    if (b && b->lock) pthread_mutex_lock(&b->lock->mu);
+#else
+    (void)b;
+#endif
+}
+
+Q4K_API void q4k__backend_unlock(const q4k_backend *b) {
+#if Q4K__BACKEND_LOCK
+    if (b && b->lock) pthread_mutex_unlock(&b->lock->mu);
+#else
+    (void)b;
+#endif
+}
+
+#if Q4K__BACKEND_LOCK
+static q4k_result q4k__locked_matmul(q4k_backend *b, q4k_act_mode act, q4k_type type, const void *w, int64_t rows,
+                                     int64_t cols, const float *x, int64_t n, float *y, q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = b->lock->own.matmul(b, act, type, w, rows, cols, x, n, y, err);
+    q4k__backend_unlock(b);
+    return r;
+}
+
+static q4k_result q4k__locked_embedding(q4k_backend *b, q4k_type type, const void *table, int64_t n_embd, int32_t token,
+                                        float *out, q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = b->lock->own.embedding(b, type, table, n_embd, token, out, err);
+    q4k__backend_unlock(b);
+    return r;
+}
+
+static q4k_result q4k__locked_rmsnorm(q4k_backend *b, const float *x, const float *w, int64_t n, int64_t rows, float eps,
+                                      float *y, q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = b->lock->own.rmsnorm(b, x, w, n, rows, eps, y, err);
+    q4k__backend_unlock(b);
+    return r;
+}
+
+static q4k_result q4k__locked_rope(q4k_backend *b, float *x, int64_t n_tok, int64_t n_head, int64_t head_dim,
+                                   int64_t n_rot, int neox, int64_t pos0, double base, const float *freq_factors,
+                                   q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = b->lock->own.rope(b, x, n_tok, n_head, head_dim, n_rot, neox, pos0, base, freq_factors, err);
+    q4k__backend_unlock(b);
+    return r;
+}
+
+static q4k_result q4k__locked_attention(q4k_backend *b, q4k_kv_type kv, const float *q, const float *k, const float *v,
+                                        int64_t n_pos, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float *out,
+                                        q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = b->lock->own.attention(b, kv, q, k, v, n_pos, n_head, n_head_kv, head_dim, out, err);
+    q4k__backend_unlock(b);
+    return r;
+}
+
+static q4k_result q4k__locked_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out,
+                                           q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = b->lock->own.quantize_act(b, x, n, out, err);
+    q4k__backend_unlock(b);
+    return r;
+}
+#endif
+
+Q4K_API q4k_result q4k__backend_lock_init(q4k_backend *b, q4k_error *err) {
+#if Q4K__BACKEND_LOCK
+    struct q4k__backend_lock *lk;
+    if (!b || b->lock) return Q4K_OK;
+    lk = (struct q4k__backend_lock *)Q4K_MALLOC(sizeof *lk);
+    if (!lk) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "%s: out of memory for the backend's lock", b->name);
+    if (pthread_mutex_init(&lk->mu, NULL) != 0) {
+        Q4K_FREE(lk);
+        return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "%s: pthread_mutex_init failed for the backend's lock", b->name);
+    }
+    lk->own = *b;
+    b->lock = lk;
+    /* a backend without an op entry point keeps it NULL (`q4k qa` asks) */
+    if (b->matmul) b->matmul = q4k__locked_matmul;
+    if (b->embedding) b->embedding = q4k__locked_embedding;
+    if (b->rmsnorm) b->rmsnorm = q4k__locked_rmsnorm;
+    if (b->rope) b->rope = q4k__locked_rope;
+    if (b->attention) b->attention = q4k__locked_attention;
+    if (b->quantize_act) b->quantize_act = q4k__locked_quantize_act;
+#else
+    (void)b;
+    (void)err;
+#endif
+    return Q4K_OK;
+}
+
+Q4K_API void *q4k__backend_find_prepared(const q4k_backend *b, const q4k_model *m) {
     int i;
     if (!b) return NULL;
     for (i = 0; i < Q4K_MAX_PREPARED; i++)
         if (b->prepared[i].refs > 0 && b->prepared[i].model == m) return b->prepared[i].data;
     return NULL;
+}
+
+Q4K_API void *q4k_backend_prepared(const q4k_backend *b, const q4k_model *m) {
+    void *p;
+    q4k__backend_lock(b);
+    p = q4k__backend_find_prepared(b, m);
+    q4k__backend_unlock(b);
+    return p;
 }
 
 /* The backend's prepared model, prepared now for the model's first session. */
@@ -8995,7 +9154,7 @@ static void q4k__backend_release(q4k_backend *b, const q4k_model *m) {
 Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *m, const q4k_session_desc *d) {
     s->backend = b;
     s->model = m;
-    s->prepared = q4k_backend_prepared(b, m);
+    s->prepared = q4k__backend_find_prepared(b, m);
     s->desc = *d;
     s->n_ctx = d->n_ctx;
     s->pos = 0;
@@ -9038,13 +9197,14 @@ Q4K_API q4k_result q4k_session_create(q4k_backend *b, const q4k_model *m, const 
     if (dd.faults.mask || dd.faults.perturb_eps != 0.0f)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "session: fault injection is compiled into test builds only");
 #endif
-    if ((r = q4k_session_check_memory(b, m, &dd, err))) return r;
-    if ((r = q4k__backend_acquire(b, m, err))) return r;
-    if ((r = b->session_create(b, m, &dd, out, err))) {
+    /* under one hold: two threads creating sessions at once cannot both
+       pass the memory check and then overcommit the device */
+    q4k__backend_lock(b);
+    if (!(r = q4k__check_memory(b, m, &dd, err)) && !(r = q4k__backend_acquire(b, m, err)) &&
+        (r = b->session_create(b, m, &dd, out, err)))
         q4k__backend_release(b, m);
-        return r;
-    }
-    return Q4K_OK;
+    q4k__backend_unlock(b);
+    return r;
 }
 
 Q4K_API void q4k_session_free(q4k_session *s) {
@@ -9054,8 +9214,10 @@ Q4K_API void q4k_session_free(q4k_session *s) {
     b = s->backend;
     m = s->model;
     q4k__session_free_trace(s);
+    q4k__backend_lock(b);
     s->destroy(s);
     q4k__backend_release(b, m);
+    q4k__backend_unlock(b);
 }
 
 Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags,
@@ -9076,7 +9238,9 @@ Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64
         int64_t rows = (flags & Q4K_EVAL_ALL_LOGITS) ? n : 1, nv = s->model->hp.n_vocab, k;
         for (k = 0; k < Q4K_STAGE_COUNT; k++) s->trace_stage_set[k] = 0;
         s->n_evals++;
+        q4k__backend_lock(s->backend);
         r = s->eval(s, tokens, n, flags, logits, err);
+        q4k__backend_unlock(s->backend);
         if (r != Q4K_OK || !logits) return r;
         for (i = 0; i < rows; i++)
             for (k = 0; k < nv; k++) {
@@ -9093,7 +9257,9 @@ Q4K_API q4k_result q4k_session_eval(q4k_session *s, const int32_t *tokens, int64
 
 Q4K_API q4k_result q4k_session_rewind(q4k_session *s, int64_t pos) {
     if (!s || pos < 0 || pos > s->pos) return Q4K_ERR_INVALID_ARG;
+    q4k__backend_lock(s->backend);
     s->pos = pos;
+    q4k__backend_unlock(s->backend);
     return Q4K_OK;
 }
 
@@ -9135,13 +9301,17 @@ Q4K_API q4k_result q4k_session_set_trace_layer(q4k_session *s, int64_t layer) {
 
 Q4K_API q4k_result q4k_session_eval_layer(q4k_session *s, int64_t layer, const float *x_in, float *x_attn,
                                           float *x_out, q4k_error *err) {
+    q4k_result r;
     if (!s || !x_in || !x_out) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval_layer: no session or buffer");
     if (!s->eval_layer)
         return q4k__fail(err, Q4K_ERR_UNSUPPORTED, "eval_layer: the %s backend cannot recompute one layer", s->backend->name);
     if (layer < 0 || layer >= s->model->hp.n_layer || s->pos < 1)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "eval_layer: layer %lld at position %lld: out of range",
                          (long long)layer, (long long)s->pos - 1);
-    return s->eval_layer(s, layer, x_in, x_attn, x_out, err);
+    q4k__backend_lock(s->backend);
+    r = s->eval_layer(s, layer, x_in, x_attn, x_out, err);
+    q4k__backend_unlock(s->backend);
+    return r;
 }
 
 Q4K_API q4k_result q4k__session_alloc_trace(q4k_session *s, q4k_error *err) {
@@ -9625,8 +9795,7 @@ Q4K_API uint64_t q4k_session_memory_estimate(const q4k_model *m, int64_t n_ctx, 
            q4k__scratch_bytes(&m->hp, n_batch > 0 ? n_batch : 1) + Q4K__SCORES_PER_TOKEN * (uint64_t)n_ctx;
 }
 
-Q4K_API q4k_result q4k_session_check_memory(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
-                                            q4k_error *err) {
+static q4k_result q4k__check_memory(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d, q4k_error *err) {
     int64_t n_ctx = d ? d->n_ctx : 0;
     q4k_kv_type kv = d ? d->kv : Q4K_KV_F16;
     uint64_t weights = 0;
@@ -9637,6 +9806,15 @@ Q4K_API q4k_result q4k_session_check_memory(q4k_backend *b, const q4k_model *m, 
         if (b->prepared[i].refs > 0 && b->prepared[i].model == m) prepared = 1;
     if (b && b->mem_info && !prepared) weights = q4k_model_weight_bytes(m);
     return q4k__check_fit(b, &m->hp, weights, n_ctx, kv, "session", err);
+}
+
+Q4K_API q4k_result q4k_session_check_memory(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
+                                            q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = q4k__check_memory(b, m, d, err);
+    q4k__backend_unlock(b);
+    return r;
 }
 
 static q4k_result q4k__cpu_session_create(q4k_backend *b, const q4k_model *m, const q4k_session_desc *d,
@@ -9859,12 +10037,27 @@ Q4K_API q4k_result q4k_cpu_backend_create(const q4k_cpu_backend_desc *d, q4k_bac
     cb->base.attention = q4k__cpu_backend_attention;
     cb->base.quantize_act = q4k__cpu_backend_quantize_act;
     cb->base.destroy = q4k__cpu_backend_destroy;
+    if ((r = q4k__backend_lock_init(&cb->base, err))) {
+        q4k__cpu_backend_destroy(&cb->base);
+        return r;
+    }
     *out = &cb->base;
     return Q4K_OK;
 }
 
 Q4K_API void q4k_backend_destroy(q4k_backend *b) {
-    if (b) b->destroy(b);
+    struct q4k__backend_lock *lk;
+    if (!b) return;
+    lk = b->lock;
+    b->destroy(b);
+#if Q4K__BACKEND_LOCK
+    if (lk) {
+        pthread_mutex_destroy(&lk->mu);
+        Q4K_FREE(lk);
+    }
+#else
+    (void)lk;
+#endif
 }
 
 

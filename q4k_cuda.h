@@ -43,8 +43,10 @@
    (found when the stream is synchronised) loses the context: the backend
    and its sessions are dead, and every later call says so.
 
-   Threads: a backend owns its CUDA context and one stream; use it from one
-   thread at a time. Two backends may live in one process.
+   Threads: a backend owns its CUDA context and one stream, and may be
+   shared by threads (q4k.h "Threads": each call holds the backend's lock
+   and makes the context current in the calling thread first); a session is
+   used by one thread at a time. Two backends may live in one process.
 
    The parity gate: sessions trace what q4k_gate_run reads (every op of
    every layer, the residuals, the stages) and keep the KV cache in the
@@ -1663,6 +1665,14 @@ static q4k_result q4k__cuda_check(q4k__cuda_backend *cb, q4k__CUresult cr, const
     return q4k__fail(err, Q4K_ERR_GPU, "cuda: %s failed: %s", what, buf);
 }
 
+/* The context is current only in the thread that made it so, and threads
+   may share a backend (under its lock, q4k.h "Threads"): every entry point
+   another thread may call makes it current in the caller first (a per-
+   thread setting, cheap to repeat). */
+static q4k_result q4k__cuda_bind(q4k__cuda_backend *cb, q4k_error *err) {
+    return q4k__cuda_check(cb, cb->lib.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent", 0, err);
+}
+
 /* device memory free for this backend: the driver's free memory, less
    under $Q4K_DEVICE_MEM_LIMIT */
 static uint64_t q4k__cuda_mem_free(q4k__cuda_backend *cb) {
@@ -1929,6 +1939,7 @@ static q4k_result q4k__cuda_matmul(q4k_backend *b, q4k_act_mode act, q4k_type ty
     q4k_result r;
     long long lrows = rows, lcols = cols, ln = n;
     if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
+    if ((r = q4k__cuda_bind(cb, err))) return r;
     if (!w || !x || !y || rows < 0 || cols <= 0 || n < 0 || (act != Q4K_ACT_Q8 && act != Q4K_ACT_F32))
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: matmul: invalid arguments");
     if (!q4k__cuda_type_suffix(type)) return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no kernel for type %s", q4k_type_name((int)type));
@@ -1966,9 +1977,11 @@ static q4k_result q4k__cuda_opget(q4k__cuda_backend *cb, int i, void *dst, size_
     return q4k__cuda_get(cb, dst, cb->opb[i].p, bytes, err);
 }
 
-#define Q4K__CUDA_ALIVE(cb)                                                                                                   \
+/* an op entry point's start: the backend alive, its context current */
+#define Q4K__CUDA_ENTER(cb)                                                                                                   \
     do {                                                                                                                     \
         if ((cb)->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", (cb)->dead_why); \
+        if ((r = q4k__cuda_bind((cb), err))) return r;                                                                        \
     } while (0)
 
 static q4k_result q4k__cuda_op_embedding(q4k_backend *b, q4k_type type, const void *table, int64_t n_embd, int32_t token, float *out,
@@ -1977,7 +1990,7 @@ static q4k_result q4k__cuda_op_embedding(q4k_backend *b, q4k_type type, const vo
     const size_t row = q4k_row_size(type, n_embd);
     const int32_t zero = 0;
     q4k_result r;
-    Q4K__CUDA_ALIVE(cb);
+    Q4K__CUDA_ENTER(cb);
     if (!table || !out || token < 0 || n_embd <= 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: embedding: bad arguments");
     if (!q4k__cuda_type_suffix(type) || !row)
         return q4k__fail(err, Q4K_ERR_UNSUPPORTED_TYPE, "cuda: no embedding kernel for %s rows of %lld", q4k_type_name((int)type),
@@ -1995,7 +2008,7 @@ static q4k_result q4k__cuda_op_rmsnorm(q4k_backend *b, const float *x, const flo
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     const size_t bytes = (size_t)(n * rows) * 4;
     q4k_result r;
-    Q4K__CUDA_ALIVE(cb);
+    Q4K__CUDA_ENTER(cb);
     if (!x || !w || !y || n <= 0 || rows < 0) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: rmsnorm: bad arguments");
     if (rows == 0) return Q4K_OK;
     if ((r = q4k__cuda_opbuf(cb, 0, x, bytes, err)) || (r = q4k__cuda_opbuf(cb, 1, w, (size_t)n * 4, err)) ||
@@ -2014,7 +2027,7 @@ static q4k_result q4k__cuda_op_rope(q4k_backend *b, float *x, int64_t n_tok, int
     float *table;
     int64_t i;
     q4k_result r;
-    Q4K__CUDA_ALIVE(cb);
+    Q4K__CUDA_ENTER(cb);
     if (!x || n_tok < 0 || n_head <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > head_dim || pos0 < 0)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: rope: bad arguments");
     if (n_tok == 0) return Q4K_OK;
@@ -2043,7 +2056,7 @@ static q4k_result q4k__cuda_op_attention(q4k_backend *b, q4k_kv_type kv, const f
     const size_t kvb = (size_t)(n_pos * kv_dim) * 4;
     int32_t pos[2];
     q4k_result r;
-    Q4K__CUDA_ALIVE(cb);
+    Q4K__CUDA_ENTER(cb);
     if (!q || !k || !v || !out || n_pos <= 0 || n_pos > 2147483647LL || n_head_kv <= 0 || n_head % n_head_kv || head_dim <= 0 ||
         (kv != Q4K_KV_F16 && kv != Q4K_KV_F32))
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: attention: bad arguments");
@@ -2065,7 +2078,7 @@ static q4k_result q4k__cuda_op_quantize_act(q4k_backend *b, const float *x, int6
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     const size_t qb = sizeof(q4k_block_q8a) * (size_t)(n / 32);
     q4k_result r;
-    Q4K__CUDA_ALIVE(cb);
+    Q4K__CUDA_ENTER(cb);
     if (!x || !out || n < 0 || n % 32) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: quantize_act: n %lld is not a multiple of 32", (long long)n);
     if (n == 0) return Q4K_OK;
     if ((r = q4k__cuda_opbuf(cb, 0, x, (size_t)n * 4, err)) || (r = q4k__cuda_opbuf(cb, 1, NULL, qb, err)) ||
@@ -2073,7 +2086,7 @@ static q4k_result q4k__cuda_op_quantize_act(q4k_backend *b, const float *x, int6
         return r;
     return q4k__cuda_opget(cb, 1, out, qb, err);
 }
-#undef Q4K__CUDA_ALIVE
+#undef Q4K__CUDA_ENTER
 
 /* >>cuda-session: the forward pass on the GPU (q4k.h's `>>model` op for op) */
 
@@ -2121,6 +2134,7 @@ static void q4k__cuda_release_model(q4k_backend *b, const q4k_model *m, void *da
     q4k__cuda_model *cm = (q4k__cuda_model *)data;
     (void)m;
     if (!cm) return;
+    if (cm->weights.p) q4k__cuda_bind((q4k__cuda_backend *)b, NULL);
     q4k__cuda_free((q4k__cuda_backend *)b, &cm->weights);
     Q4K_FREE(cm->offs);
     Q4K_FREE(cm->layers);
@@ -2212,6 +2226,7 @@ static void q4k__cuda_session_destroy(q4k_session *s) {
     q4k__cuda_buf *bufs[] = {&cs->kc, &cs->vc, &cs->x, &cs->xb, &cs->q, &cs->k, &cs->v, &cs->att, &cs->tmp, &cs->gate,
                              &cs->up, &cs->xq, &cs->tok, &cs->pos, &cs->table, &cs->scores, &cs->logits, &cs->fault_w};
     size_t i;
+    q4k__cuda_bind(cs->cb, NULL);
     if (cs->graph) cs->cb->lib.cuGraphExecDestroy(cs->graph);
     for (i = 0; i < sizeof bufs / sizeof bufs[0]; i++) q4k__cuda_free(cs->cb, bufs[i]);
     Q4K_FREE(cs->fw.layers);
@@ -2448,12 +2463,13 @@ static q4k_result q4k__cuda_eval_batch(q4k__cuda_session *cs, const int32_t *tok
 static q4k_result q4k__cuda_eval(q4k_session *s, const int32_t *tokens, int64_t n, unsigned flags, float *logits, q4k_error *err) {
     q4k__cuda_session *cs = (q4k__cuda_session *)s;
     int64_t done = 0, n_vocab = s->model->hp.n_vocab;
+    q4k_result r;
     if (cs->cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the session is dead after an earlier fault (%s)", cs->cb->dead_why);
+    if ((r = q4k__cuda_bind(cs->cb, err))) return r;
     if (n == 1) cs->n_decode++;
     while (done < n) {
         int64_t nb = n - done < Q4K__CUDA_BATCH ? n - done : Q4K__CUDA_BATCH;
         float *out = NULL;
-        q4k_result r;
         if (logits && (flags & Q4K_EVAL_ALL_LOGITS)) out = logits + done * n_vocab;
         else if (logits && done + nb == n) out = logits;
         if ((r = q4k__cuda_eval_batch(cs, tokens + done, nb, flags, out, err))) return r;
@@ -2519,7 +2535,7 @@ static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, c
     const q4k_hparams *hp = &m->hp;
     const int64_t B = Q4K__CUDA_BATCH, dm = hp->n_embd, q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
     const int64_t ff = hp->n_ff, half = hp->n_rot / 2, n_ctx = d->n_ctx;
-    q4k__cuda_model *cm = (q4k__cuda_model *)q4k_backend_prepared(b, m);
+    q4k__cuda_model *cm = (q4k__cuda_model *)q4k__backend_find_prepared(b, m);
     int64_t i, widest = dm > q_dim ? dm : q_dim;
     float *table;
     q4k__cuda_session *cs;
@@ -2532,6 +2548,7 @@ static q4k_result q4k__cuda_session_create(q4k_backend *b, const q4k_model *m, c
     *out = NULL;
     if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
     if (!cm) return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: session: the model was not prepared (use q4k_session_create)");
+    if ((r = q4k__cuda_bind(cb, err))) return r;
     if (widest < ff) widest = ff;
     cs = (q4k__cuda_session *)Q4K_MALLOC(sizeof *cs);
     if (!cs) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "cuda: out of memory for a session");
@@ -2605,15 +2622,23 @@ Q4K_API q4k_result q4k_cuda_memory_info(q4k_backend *b, q4k_cuda_memory *out, q4
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     size_t fr = 0, total = 0;
     q4k__CUresult cr;
+    q4k_result r;
     memset(out, 0, sizeof *out);
     if (!b || !b->name || strcmp(b->name, "cuda") || b->impl != (void *)b)
         return q4k__fail(err, Q4K_ERR_INVALID_ARG, "cuda: memory info: not a CUDA backend");
-    if ((cr = cb->lib.cuMemGetInfo(&fr, &total)) != 0) return q4k__cuda_check(cb, cr, "cuMemGetInfo", 0, err);
-    out->total = (uint64_t)total;
-    out->used = (uint64_t)(total - fr);
-    out->context = cb->mem_ctx;
-    out->allocated = cb->allocated;
-    return Q4K_OK;
+    q4k__backend_lock(b);
+    if (!(r = q4k__cuda_bind(cb, err))) {
+        if ((cr = cb->lib.cuMemGetInfo(&fr, &total)) != 0) {
+            r = q4k__cuda_check(cb, cr, "cuMemGetInfo", 0, err);
+        } else {
+            out->total = (uint64_t)total;
+            out->used = (uint64_t)(total - fr);
+            out->context = cb->mem_ctx;
+            out->allocated = cb->allocated;
+        }
+    }
+    q4k__backend_unlock(b);
+    return r;
 }
 
 /* the hook q4k_session_check_memory asks before any upload: what this
@@ -2623,8 +2648,9 @@ static q4k_result q4k__cuda_mem_info(q4k_backend *b, uint64_t *free_bytes, uint6
     q4k__cuda_backend *cb = (q4k__cuda_backend *)b;
     size_t fr = 0, total = 0;
     q4k__CUresult cr;
-    if ((cr = cb->lib.cuCtxSetCurrent(cb->ctx)) != 0 || (cr = cb->lib.cuMemGetInfo(&fr, &total)) != 0)
-        return q4k__cuda_check(cb, cr, "cuMemGetInfo", 0, err);
+    q4k_result r;
+    if ((r = q4k__cuda_bind(cb, err))) return r;
+    if ((cr = cb->lib.cuMemGetInfo(&fr, &total)) != 0) return q4k__cuda_check(cb, cr, "cuMemGetInfo", 0, err);
     *free_bytes = q4k__cuda_mem_free(cb);
     *total_bytes = cb->mem_limit && cb->mem_limit < (uint64_t)total ? cb->mem_limit : (uint64_t)total;
     return Q4K_OK;
@@ -2780,6 +2806,7 @@ Q4K_API q4k_result q4k_cuda_backend_create(const q4k_cuda_desc *desc, q4k_backen
                  cb->ptx ? "from PTX (NVRTC does not know this SM)" : "as CUBIN");
         cb->desc.log(Q4K_LOG_INFO, line, cb->desc.log_user);
     }
+    if ((r = q4k__backend_lock_init(&cb->base, err))) goto fail;
     *out = &cb->base;
     return Q4K_OK;
 fail:

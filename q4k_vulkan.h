@@ -63,7 +63,9 @@
    Errors: a missing loader, shader compiler or device, or a device without
    what the kernels need, is Q4K_ERR_BACKEND_UNAVAILABLE with the reason; a
    shader that does not compile gives glslang's log, naming the kernels_src/
-   file and line. Threads: a backend is used by one thread at a time.
+   file and line. Threads: a backend may be shared by threads (q4k.h
+   "Threads": each call holds the backend's lock, which also guards the
+   queue); a session is used by one thread at a time.
 */
 #ifndef Q4K_VULKAN_H
 #define Q4K_VULKAN_H
@@ -2829,7 +2831,7 @@ done:
     return r;
 }
 
-Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err) {
+static q4k_result q4k__vk_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err) {
     q4k__vk_backend *vb;
     q4k__vk_arena arena;
     q4k__vk_slice xs, qs, bind[3];
@@ -2866,6 +2868,15 @@ Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n
     for (i = 0; i < nb; i++) memcpy(&out[i], qs.map + 40 * i, 40);
 done:
     q4k__vk_arena_free(vb, &arena);
+    return r;
+}
+
+/* the table's quantize_act holds the lock by itself (q4k__backend_lock_init) */
+Q4K_API q4k_result q4k_vk_quantize_act(q4k_backend *b, const float *x, int64_t n, q4k_block_q8a *out, q4k_error *err) {
+    q4k_result r;
+    q4k__backend_lock(b);
+    r = q4k__vk_quantize_act(b, x, n, out, err);
+    q4k__backend_unlock(b);
     return r;
 }
 
@@ -3706,7 +3717,7 @@ static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, con
                                          q4k_error *err) {
     q4k__vk_backend *vb = (q4k__vk_backend *)b->impl;
     const q4k_hparams *hp;
-    const q4k__vk_model *vm = m && d ? (const q4k__vk_model *)q4k_backend_prepared(b, m) : NULL;
+    const q4k__vk_model *vm = m && d ? (const q4k__vk_model *)q4k__backend_find_prepared(b, m) : NULL;
     int64_t dm, q_dim, kv_dim, ff, n_ctx, half, nv, L, widest, i, l, B;
     uint64_t es, range = vb->range, scratch = 0;
     q4k__vk_session *vs;
@@ -4063,7 +4074,7 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->base.rmsnorm = q4k__vk_rmsnorm;
     vb->base.rope = q4k__vk_rope;
     vb->base.attention = q4k__vk_attention;
-    vb->base.quantize_act = q4k_vk_quantize_act;
+    vb->base.quantize_act = q4k__vk_quantize_act;
     vb->base.destroy = q4k__vk_destroy;
     vb->log = d.log;
     vb->log_user = d.log_user;
@@ -4126,6 +4137,7 @@ Q4K_API q4k_result q4k_vk_backend_create(const q4k_vk_backend_desc *dp, q4k_back
     vb->stats.device = vb->info;
     q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: device %d, %s (%s), range %llu, alloc %llu", vb->info.index,
              vb->info.name, vb->info.type, (unsigned long long)vb->range, (unsigned long long)vb->alloc);
+    if ((r = q4k__backend_lock_init(&vb->base, err))) goto fail;
     Q4K_FREE(infos);
     Q4K_FREE(pds);
     *out = &vb->base;
@@ -4141,7 +4153,9 @@ Q4K_API q4k_result q4k_vk_backend_info_get(q4k_backend *b, q4k_vk_backend_info *
     q4k__vk_backend *vb;
     if (!b || !out || !b->name || strcmp(b->name, "vulkan")) return Q4K_ERR_INVALID_ARG;
     vb = (q4k__vk_backend *)b->impl;
+    q4k__backend_lock(b); /* the stats of another thread's calls */
     *out = vb->stats;
+    q4k__backend_unlock(b);
     out->device = vb->info;
     out->features = vb->features;
     out->range = vb->range;

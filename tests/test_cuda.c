@@ -22,8 +22,10 @@
 #include "q4k.h"
 #include "q4k_cuda.h"
 #include "t.h"
+#include <pthread.h>
 
 #include "t_cuda.h"
+#include "t_share.h"
 
 /* a driver that is missing, or a library that is not the driver, is
    refused with Q4K_ERR_BACKEND_UNAVAILABLE naming it */
@@ -780,6 +782,31 @@ static void test_prepared_shared(void) {
     remove(path);
 }
 
+/* One CUDA backend shared by two threads, which it has never run on (its
+   context is made current in each caller): two sessions each, a prompt and
+   8 decode steps (replayed graphs) at the same time, in both arithmetic
+   modes; tokens and logits bit-identical to the same work done one thread
+   after the other on the backend (tests/t_share.h). */
+static void test_shared_threads(void) {
+    char path[256];
+    q4k_model *m;
+    q4k_session_desc sd;
+    int mode;
+    NEED_GPU();
+    if (!(m = synth_model("tiny", "", path, sizeof path))) return;
+    for (mode = 0; mode < 2; mode++) {
+        int before = t__failed_now;
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = 64;
+        sd.act = mode ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+        t_share_check(gpu, m, &sd, mode == 0, mode ? "cuda, f32 activations" : "cuda, q8 activations");
+        printf("  shared backend, 2 threads x 2 sessions, %s activations: prompt 8 + %d steps, tokens and logits %s\n",
+               mode ? "f32" : "q8", T_SHARE_STEPS, t__failed_now == before ? "as one thread after the other" : "DIFFER");
+    }
+    q4k_model_free(m);
+    remove(path);
+}
+
 /* The parity gate with the CPU as reference and CUDA under test: prompt
    then 4 greedy steps must pass, every step traced (all ops of every layer,
    the stages), in both arithmetic modes and with both KV cache types. */
@@ -1043,6 +1070,7 @@ int main(void) {
     T_RUN(test_session_7b_layer);
     T_RUN(test_op_entry_points);
     T_RUN(test_prepared_shared);
+    T_RUN(test_shared_threads);
     T_RUN(test_cpu_counter);
     T_RUN(test_no_cpu_kernels);
     T_RUN(test_graph_identical);

@@ -6,6 +6,7 @@
 #include "t.h"
 #include <pthread.h>
 #include <unistd.h>
+#include "t_share.h"
 
 /* ---- a small random model written with our GGUF writer ------------------ */
 
@@ -706,7 +707,8 @@ static void test_backend_ops(void) {
 
 /* Sessions of one model on one backend share one preparation; two threads,
    each with its own backend and session on one model, produce the tokens of
-   sequential runs. */
+   sequential runs; and so do two threads sharing one backend (a pool of 2),
+   two sessions each, tokens and logits bit for bit (tests/t_share.h). */
 typedef struct share_job {
     q4k_session *s;
     int32_t first;
@@ -785,6 +787,9 @@ static void test_backend_sharing_threads(void) {
     T_CHECK(b1->n_prepare == 2, "a model released and used again is prepared again (%lld)", (long long)b1->n_prepare);
     q4k_session_free(s1);
     q4k_session_free(s2);
+    sd.n_ctx = 32;
+    t_share_check(b1, m, &sd, 0, "cpu, one backend shared");
+    T_CHECK(b1->n_prepare >= 5 && b1->n_prepare <= 6, "%lld preparations for 8 more sessions", (long long)b1->n_prepare);
     q4k_backend_destroy(b1);
     q4k_backend_destroy(b2);
     q4k_model_free(m);

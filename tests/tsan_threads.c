@@ -1,17 +1,16 @@
 /* The thread rules of q4k.h ("Threads") under ThreadSanitizer: `make tsan`,
    and tests/test_tsan.sh in `make test`, which fails on any report.
 
-   What the rules allow, and nothing more: a model is shared by every thread;
-   a backend, with its sessions, belongs to one thread at a time (so each
-   thread here has its own); a session to one thread.
-   - CPU: one model, two threads, each with its own CPU backend (a pool of 2
-     threads, so the pool's hand-offs are checked too) and two sessions on
-     it, evaluating a prompt and greedy steps at the same time; the tokens
-     must be those of the same runs one after the other.
-   - Vulkan (lavapipe in CI): each thread its own backend on the same device,
-     matrix products of one shared Q4_K weight at the same time, checked
-     against the CPU's. The forward pass is not on Vulkan yet; its sessions
-     come under the same rule (one backend per thread).
+   What the rules allow: a model is shared by every thread; a backend too
+   (each call holds its lock); a session belongs to one thread at a time.
+   Each case runs two threads with two sessions each, a prompt and greedy
+   steps at the same time (tests/t_share.h), and requires the tokens and
+   logits of the same work done one thread after the other:
+   - CPU: a backend per thread (a pool of 2 threads, so the pool's hand-offs
+     are checked too), then one backend (a pool of 2) shared by both.
+   - Vulkan (lavapipe in CI): a backend per thread on the same device, matrix
+     products of one shared Q4_K weight checked against the CPU's; then one
+     backend shared by both threads, whole-model sessions.
    The model is the tiny synthetic one (./q4k synth). */
 #if !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
@@ -21,75 +20,38 @@
 #include "t.h"
 #include <pthread.h>
 #include <unistd.h>
-
-#define N_STEPS 6
+#include "t_share.h"
+#include "t_vk.h"
 
 static q4k_model *model;
-static q4k_backend *shared_backend; /* --share-backend: the rule broken on purpose */
 
-typedef struct cpu_job {
-    int32_t first;
-    int32_t out[2][N_STEPS];
-    q4k_result r;
-    char why[512];
-} cpu_job;
+/* one model, two threads, each with its own CPU backend (a pool of 2
+   threads, so the pool's hand-offs are checked too) */
+static void test_cpu_two_threads(void) {
+    q4k_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 64;
+    t_share_check(NULL, model, &sd, 0, "cpu, a backend per thread");
+}
 
-/* a prompt from `first`, then greedy steps, on two sessions of one backend
-   in turn (they share its preparation of the model) */
-static void *cpu_run(void *p) {
-    cpu_job *j = (cpu_job *)p;
-    q4k_backend *b = NULL;
-    q4k_session *s[2] = {NULL, NULL};
+/* one model, one CPU backend (a pool of 2) shared by two threads */
+static void test_cpu_shared_backend(void) {
     q4k_cpu_backend_desc bd;
     q4k_session_desc sd;
+    q4k_backend *b = NULL;
     q4k_error err;
-    int64_t nv = model->hp.n_vocab, k, i;
-    float *lg = (float *)malloc((size_t)nv * sizeof(float));
-    int32_t prompt[8], tok[2];
     memset(&bd, 0, sizeof bd);
     bd.n_threads = 2;
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 64;
-    err.msg[0] = 0;
-    j->r = shared_backend ? (b = shared_backend, Q4K_OK) : q4k_cpu_backend_create(&bd, &b, &err);
-    for (k = 0; k < 2 && j->r == Q4K_OK; k++) j->r = q4k_session_create(b, model, &sd, &s[k], &err);
-    for (i = 0; i < 8; i++) prompt[i] = (int32_t)((j->first + 37 * i) % nv);
-    for (k = 0; k < 2 && j->r == Q4K_OK; k++) {
-        prompt[0] = (int32_t)((j->first + k) % nv);
-        if ((j->r = q4k_session_eval(s[k], prompt, 8, 0, lg, &err)) == Q4K_OK) tok[k] = (int32_t)q4k_argmax(lg, nv);
-    }
-    for (i = 0; i < N_STEPS && j->r == Q4K_OK; i++)
-        for (k = 0; k < 2 && j->r == Q4K_OK; k++) {
-            j->out[k][i] = tok[k];
-            if ((j->r = q4k_session_eval(s[k], &tok[k], 1, 0, lg, &err)) == Q4K_OK) tok[k] = (int32_t)q4k_argmax(lg, nv);
-        }
-    if (j->r != Q4K_OK) snprintf(j->why, sizeof j->why, "%s", err.msg);
-    q4k_session_free(s[0]);
-    q4k_session_free(s[1]);
-    if (b != shared_backend) q4k_backend_destroy(b);
-    free(lg);
-    return NULL;
-}
-
-static void test_cpu_two_threads(void) {
-    cpu_job seq[2], par[2];
-    pthread_t t[2];
-    int k;
-    memset(seq, 0, sizeof seq);
-    seq[0].first = 11;
-    seq[1].first = 500;
-    cpu_run(&seq[0]);
-    cpu_run(&seq[1]);
-    T_CHECK(seq[0].r == Q4K_OK && seq[1].r == Q4K_OK, "sequential: %s %s", seq[0].why, seq[1].why);
-    T_CHECK(memcmp(seq[0].out, seq[1].out, sizeof seq[0].out) != 0, "both prompts give the same tokens: a weak test");
-    memcpy(par, seq, sizeof par);
-    for (k = 0; k < 2; k++) memset(par[k].out, 0, sizeof par[k].out);
-    for (k = 0; k < 2; k++) pthread_create(&t[k], NULL, cpu_run, &par[k]);
-    for (k = 0; k < 2; k++) pthread_join(t[k], NULL);
-    for (k = 0; k < 2; k++) {
-        T_CHECK(par[k].r == Q4K_OK, "thread %d: %s", k, par[k].why);
-        T_CHECK(!memcmp(par[k].out, seq[k].out, sizeof seq[k].out), "thread %d: other tokens than alone", k);
-    }
+    T_CHECK(q4k_cpu_backend_create(&bd, &b, &err) == Q4K_OK, "cpu: %s", err.msg);
+    if (!b) return;
+    t_share_check(b, model, &sd, 0, "cpu, one backend");
+    /* once per job alone, and once or twice for the two at once (as the
+       threads overlap): sessions of one backend share its preparation */
+    T_CHECK(b->n_prepare >= 3 && b->n_prepare <= 4, "the model was prepared %lld times for 8 sessions",
+            (long long)b->n_prepare);
+    q4k_backend_destroy(b);
 }
 
 #define VK_ROWS 96
@@ -168,9 +130,32 @@ static void test_vulkan_two_threads(void) {
     free(wf);
 }
 
-/* `tsan_threads --share-backend` breaks the rule (one CPU backend, its
-   sessions in two threads at once), so that tests/test_tsan.sh can see that
-   ThreadSanitizer reports it: the clean run means something. */
+/* one model, one Vulkan backend shared by two threads: whole-model
+   sessions (each its own command buffers and descriptor pools) submitting
+   to the backend's one queue; both threads start on a fresh backend, whose
+   pipelines are made on first use */
+static void test_vulkan_shared_backend(void) {
+    q4k_session_desc sd;
+    char why[600];
+    q4k_backend *b = t_vk_backend(0, 0, 0, why, sizeof why);
+    if (!b) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "no Vulkan device: %.150s", why);
+        T_SKIP(msg);
+    }
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 64;
+    t_share_check(b, model, &sd, 1, "vulkan, one backend");
+    T_CHECK(b->n_prepare >= 3 && b->n_prepare <= 4, "the model was prepared %lld times for 8 sessions",
+            (long long)b->n_prepare);
+    q4k_backend_destroy(b);
+}
+
+/* `tsan_threads --share-backend` shares one CPU backend (no pool: two
+   callers of an unguarded pool would deadlock before a report) between two
+   threads and nothing else. Built as tsan_threads_nolock (the lock compiled
+   out, -DQ4K_TEST_NO_BACKEND_LOCK), ThreadSanitizer must report it, so that
+   the clean run of the same sharing with the lock means something. */
 int main(int argc, char **argv) {
     char path[256], cmd[512];
     q4k_error err;
@@ -183,20 +168,28 @@ int main(int argc, char **argv) {
     }
     if (share) {
         q4k_cpu_backend_desc bd;
-        cpu_job par[2];
+        q4k_backend *b = NULL;
+        t_share_job par[2];
         pthread_t t[2];
         int k;
         memset(&bd, 0, sizeof bd);
-        bd.n_threads = 1; /* two callers of one pool would deadlock before a report */
-        q4k_cpu_backend_create(&bd, &shared_backend, &err);
+        bd.n_threads = 1;
+        q4k_cpu_backend_create(&bd, &b, &err);
         memset(par, 0, sizeof par);
-        par[1].first = 500;
-        for (k = 0; k < 2; k++) pthread_create(&t[k], NULL, cpu_run, &par[k]);
+        for (k = 0; k < 2; k++) {
+            par[k].b = b;
+            par[k].m = model;
+            par[k].sd.n_ctx = 64;
+            par[k].first = k ? 500 : 11;
+        }
+        for (k = 0; k < 2; k++) pthread_create(&t[k], NULL, t_share_run, &par[k]);
         for (k = 0; k < 2; k++) pthread_join(t[k], NULL);
-        q4k_backend_destroy(shared_backend);
+        q4k_backend_destroy(b);
     } else {
         T_RUN(test_cpu_two_threads);
+        T_RUN(test_cpu_shared_backend);
         T_RUN(test_vulkan_two_threads);
+        T_RUN(test_vulkan_shared_backend);
     }
     q4k_model_free(model);
     remove(path);
