@@ -17,7 +17,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 Q=./q4k
 F=build/q4k-faults
 ok() { echo "ok $1"; }
-fail() { echo "FAIL $1: $2"; }
+# a failure shows the last command's q4k lines too (what the device said)
+fail() { echo "FAIL $1: $2"; grep -s -m3 '^q4k' "$tmp/e" | sed 's/^/    stderr: /'; }
 check() { # name, condition command...
     local name=$1; shift
     if "$@"; then ok "$name"; else fail "$name" "$*"; fi
