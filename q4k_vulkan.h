@@ -3199,6 +3199,7 @@ typedef struct q4k__vk_stager {
     q4k__vk_backend *vb;
     q4k__vk_arena stage;
     uint64_t used;
+    uint64_t want; /* the bytes it will copy: the staging buffer is no larger (0: up to 64 MiB) */
     int open;
 } q4k__vk_stager;
 
@@ -3221,7 +3222,10 @@ static q4k_result q4k__vk_stage_put(q4k__vk_stager *st, const q4k__vk_slice *dst
         return Q4K_OK;
     }
     if (!st->stage.n) {
-        uint64_t size = vb->alloc < ((uint64_t)64 << 20) ? vb->alloc : ((uint64_t)64 << 20);
+        /* a tiny model's upload must not need 64 MiB more than its weights
+           (device memory that q4k_session_check_memory does not count) */
+        uint64_t size = st->want && st->want < ((uint64_t)64 << 20) ? (st->want + 15) / 16 * 16 : ((uint64_t)64 << 20);
+        if (size > vb->alloc) size = vb->alloc;
         if ((r = q4k__vk_mem_new(vb, &st->stage, size, 1, err))) return r;
     }
     while (n) {
@@ -3335,6 +3339,7 @@ static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void
     memset(vm->wt, 0, (size_t)(nt ? nt : 1) * sizeof *vm->wt);
     memset(&st, 0, sizeof st);
     st.vb = vb;
+    st.want = total;
     q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: uploading %lld tensors, %.1f MiB, to %s", (long long)nt,
              (double)total / 1048576.0, vb->info.name);
     for (i = 0; i < nt && !r; i++) {
@@ -3879,6 +3884,7 @@ static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, con
         q4k__vk_stager st;
         memset(&st, 0, sizeof st);
         st.vb = vb;
+        st.want = (uint64_t)n_ctx * (uint64_t)half * 8;
         for (i = 0; i < vs->rope.n && !r; i++)
             r = q4k__vk_stage_put(&st, &vs->rope.part[i], 0, table + (uint64_t)i * vs->rope.per * (uint64_t)half * 2,
                                   q4k__vk_split_rows(&vs->rope, i) * (uint64_t)half * 8, err);
