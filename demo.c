@@ -1650,6 +1650,11 @@ static q4k_result gpu_backend(const char *name, const char *device, int allow_cp
         memset(&vd, 0, sizeof vd);
         vd.device = device;
         vd.allow_cpu = allow_cpu || (device && *device);
+#ifdef Q4K_FAULTS
+        /* the test build: auto may take lavapipe, so that CI runs auto's
+           fallback from a Vulkan device that fails before the answer */
+        if (getenv("Q4K_TEST_AUTO_LAVAPIPE")) vd.allow_cpu = 1;
+#endif
         vd.log = log_to_stderr;
         vd.log_user = verbose ? &is_verbose : &not_verbose;
         return q4k_vk_backend_create(&vd, out, err);
@@ -1707,6 +1712,7 @@ static int qa_kernels(qa_out *q, const char *bname, q4k_backend *ref, q4k_backen
     const char *mode = act == Q4K_ACT_Q8 ? "q8" : "f32";
     char what[160];
     q4k_error err;
+    int ok = 1;
     if (!x || !a || !b) { free(x); free(a); free(b); fprintf(stderr, "q4k: out of memory\n"); return 0; }
     for (i = 0; i < nt; i++) {
         const q4k_tensor *t = q4k_gguf_tensor(m->gguf, i);
@@ -1720,43 +1726,49 @@ static int qa_kernels(qa_out *q, const char *bname, q4k_backend *ref, q4k_backen
         qa_rand(x, t->ne[0], &seed, 1.0f);
         if (ref->matmul(ref, act, t->type, t->data, t->ne[1], t->ne[0], x, 1, a, &err) ||
             test->matmul(test, act, t->type, t->data, t->ne[1], t->ne[0], x, 1, b, &err)) {
-            fprintf(stderr, "q4k: %s\n", err.msg);
-            continue;
+            ok = 0;
+            break;
         }
         snprintf(what, sizeof what, "matmul %s %lldx%lld (%s)", q4k_type_name(t->type), (long long)t->ne[1],
                  (long long)t->ne[0], t->name);
         qa_kernel_row(q, bname, mode, what, a, b, t->ne[1]);
     }
-    if (!test->rmsnorm || !test->rope || !test->attention) { /* a backend without the op-level entry points */
+    if (ok && (!test->rmsnorm || !test->rope || !test->attention)) { /* a backend without the op-level entry points */
         if (!q->json) printf("  (%s has no op-level rmsnorm, rope or attention: checked by the gate only)\n", bname);
-        free(x);
-        free(a);
-        free(b);
-        return 1;
+    } else if (ok) {
+        qa_rand(x, hp->n_embd, &seed, 3.0f);
+        ok = !ref->rmsnorm(ref, x, (const float *)m->output_norm->data, hp->n_embd, 1, hp->norm_eps, a, &err) &&
+             !test->rmsnorm(test, x, (const float *)m->output_norm->data, hp->n_embd, 1, hp->norm_eps, b, &err);
+        if (ok) {
+            snprintf(what, sizeof what, "rmsnorm %lld", (long long)hp->n_embd);
+            qa_kernel_row(q, bname, mode, what, a, b, hp->n_embd);
+            qa_rand(a, qd, &seed, 1.0f);
+            memcpy(b, a, (size_t)qd * sizeof(float));
+            ok = !ref->rope(ref, a, 1, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, 1000, hp->rope_freq_base,
+                            m->rope_freqs ? (const float *)m->rope_freqs->data : NULL, &err) &&
+                 !test->rope(test, b, 1, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, 1000, hp->rope_freq_base,
+                             m->rope_freqs ? (const float *)m->rope_freqs->data : NULL, &err);
+        }
+        if (ok) {
+            snprintf(what, sizeof what, "rope %lld heads x %lld at pos 1000", (long long)hp->n_head, (long long)hp->head_dim);
+            qa_kernel_row(q, bname, mode, what, a, b, qd);
+            qa_rand(x, qd + 2 * n_pos * kvd, &seed, 1.0f);
+            ok = !ref->attention(ref, kv, x, x + qd, x + qd + n_pos * kvd, n_pos, hp->n_head, hp->n_head_kv, hp->head_dim, a, &err) &&
+                 !test->attention(test, kv, x, x + qd, x + qd + n_pos * kvd, n_pos, hp->n_head, hp->n_head_kv, hp->head_dim, b, &err);
+        }
+        if (ok) {
+            snprintf(what, sizeof what, "attention %lld/%lld heads x %lld, %s cache", (long long)hp->n_head,
+                     (long long)hp->n_head_kv, (long long)hp->head_dim, q4k_kv_type_name(kv));
+            qa_kernel_row(q, bname, mode, what, a, b, qd);
+        }
     }
-    qa_rand(x, hp->n_embd, &seed, 3.0f);
-    ref->rmsnorm(ref, x, (const float *)m->output_norm->data, hp->n_embd, 1, hp->norm_eps, a, &err);
-    test->rmsnorm(test, x, (const float *)m->output_norm->data, hp->n_embd, 1, hp->norm_eps, b, &err);
-    snprintf(what, sizeof what, "rmsnorm %lld", (long long)hp->n_embd);
-    qa_kernel_row(q, bname, mode, what, a, b, hp->n_embd);
-    qa_rand(a, qd, &seed, 1.0f);
-    memcpy(b, a, (size_t)qd * sizeof(float));
-    ref->rope(ref, a, 1, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, 1000, hp->rope_freq_base,
-              m->rope_freqs ? (const float *)m->rope_freqs->data : NULL, &err);
-    test->rope(test, b, 1, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_neox, 1000, hp->rope_freq_base,
-               m->rope_freqs ? (const float *)m->rope_freqs->data : NULL, &err);
-    snprintf(what, sizeof what, "rope %lld heads x %lld at pos 1000", (long long)hp->n_head, (long long)hp->head_dim);
-    qa_kernel_row(q, bname, mode, what, a, b, qd);
-    qa_rand(x, qd + 2 * n_pos * kvd, &seed, 1.0f);
-    ref->attention(ref, kv, x, x + qd, x + qd + n_pos * kvd, n_pos, hp->n_head, hp->n_head_kv, hp->head_dim, a, &err);
-    test->attention(test, kv, x, x + qd, x + qd + n_pos * kvd, n_pos, hp->n_head, hp->n_head_kv, hp->head_dim, b, &err);
-    snprintf(what, sizeof what, "attention %lld/%lld heads x %lld, %s cache", (long long)hp->n_head,
-             (long long)hp->n_head_kv, (long long)hp->head_dim, q4k_kv_type_name(kv));
-    qa_kernel_row(q, bname, mode, what, a, b, qd);
+    /* a kernel that cannot run (a shader that does not compile, a lost
+       device) is not a row of the table: one line, and qa stops */
+    if (!ok) fprintf(stderr, "q4k: qa: %s\n", err.msg);
     free(x);
     free(a);
     free(b);
-    return 1;
+    return ok;
 }
 
 static int qa_gate(qa_out *q, const char *bname, q4k_backend *ref, q4k_backend *test, const q4k_model *m,
@@ -1920,7 +1932,7 @@ static int cmd_qa(int argc, char **argv) {
                path, (unsigned long long)seed, mode, q4k_kv_type_name(kv));
     for (k = 0; k < 3; k++) {
         q4k_backend *test = NULL;
-        int md;
+        int md, fine = 1;
         if (strcmp(backend, "all") && strcmp(backend, names[k])) continue;
         if (k == 0) {
             if (cpu_backend(n_threads, Q4K_CPU_AUTO, &test, &err) != Q4K_OK) test = NULL;
@@ -1939,21 +1951,20 @@ static int cmd_qa(int argc, char **argv) {
             printf("\nkernels (%s against the reference; pass: NMSE <= %g)\n  %-40s %-4s %10s %10s  %s\n", names[k],
                    QA_KERNEL_NMSE, "kernel", "mode", "NMSE", "max abs", "result");
         }
-        for (md = 0; md < 2; md++) {
-            if ((md == 0 && !strcmp(mode, "f32")) || (md == 1 && !strcmp(mode, "q8"))) continue;
-            sd.act = md ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-            qa_kernels(&q, names[k], ref, test, m, sd.act, kv, seed);
+        /* the kernels in each mode, then the gate in each; an error (not a
+           failed comparison) ends qa with exit 1 */
+        for (md = 0; md < 4 && fine; md++) {
+            if ((md % 2 == 0 && !strcmp(mode, "f32")) || (md % 2 == 1 && !strcmp(mode, "q8"))) continue;
+            sd.act = md % 2 ? Q4K_ACT_F32 : Q4K_ACT_Q8;
+            fine = md < 2 ? qa_kernels(&q, names[k], ref, test, m, sd.act, kv, seed)
+                          : qa_gate(&q, names[k], ref, test, m, &sd, toks, n_toks, &gd);
         }
-        for (md = 0; md < 2; md++) {
-            if ((md == 0 && !strcmp(mode, "f32")) || (md == 1 && !strcmp(mode, "q8"))) continue;
-            sd.act = md ? Q4K_ACT_F32 : Q4K_ACT_Q8;
-            if (!qa_gate(&q, names[k], ref, test, m, &sd, toks, n_toks, &gd)) {
-                q4k_backend_destroy(test);
-                q4k_backend_destroy(ref);
-                free(toks);
-                q4k_model_free(m);
-                return EXIT_ERROR;
-            }
+        if (!fine) {
+            q4k_backend_destroy(test);
+            q4k_backend_destroy(ref);
+            free(toks);
+            q4k_model_free(m);
+            return EXIT_ERROR;
         }
         q4k_backend_destroy(test);
     }
@@ -2005,8 +2016,6 @@ static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_bac
         fprintf(stderr, "q4k: %s\n", err.msg);
         return EXIT_ERROR;
     }
-    /* --backend auto: one warning for the whole way down, naming each reason */
-    if (why[0]) fprintf(stderr, "q4k: warning: --backend auto: %s: running on %s\n", why, gpu ? name : "the cpu");
     steps = o->gate_steps >= 0 ? o->gate_steps : gpu ? 3 : 0;
     if (steps > 0) {
         q4k_gate_desc gd;
@@ -2021,12 +2030,23 @@ static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_bac
         memset(&gd, 0, sizeof gd);
         gd.steps = steps;
         if (q4k_gate_run(ref, b, st->model, sd, st->toks, n, &gd, &rep, &err) != Q4K_OK) {
-            fprintf(stderr, "q4k: parity: %s\n", err.msg);
             q4k_backend_destroy(b);
-            q4k_backend_destroy(ref);
-            return EXIT_ERROR;
-        }
-        if (!rep.pass) {
+            b = NULL;
+            /* --backend auto: a GPU that fails before the answer's first
+               token (a shader that does not compile, a lost device, device
+               memory) is one that could not start; the reference goes on */
+            if (!gpu || strcmp(o->backend, "auto") || o->device) {
+                fprintf(stderr, "q4k: parity: %s\n", err.msg);
+                q4k_backend_destroy(ref);
+                return EXIT_ERROR;
+            }
+            if (wl < sizeof why)
+                wl += (size_t)snprintf(why + wl, sizeof why - wl, "%s%s could not start (%s)", wl ? "; " : "", name, err.msg);
+            memset(&sd->faults, 0, sizeof sd->faults);
+            b = ref;
+            ref = NULL;
+            gpu = 0;
+        } else if (!rep.pass) {
             gate_refusal(name, &rep);
             q4k_backend_destroy(b);
             if (o->strict || (gpu && strcmp(o->backend, "auto"))) {
@@ -2036,14 +2056,17 @@ static int run_backend(run_opts *o, run_state *st, q4k_session_desc *sd, q4k_bac
             /* go on with the path that the gate trusts, without the test's faults */
             fprintf(stderr, "q4k: parity: generating on the cpu reference path instead\n");
             memset(&sd->faults, 0, sizeof sd->faults);
-            *out = ref;
-            return EXIT_OK;
-        }
-        if (!o->quiet)
+            b = ref;
+            ref = NULL;
+            gpu = 0;
+        } else if (!o->quiet) {
             fprintf(stderr, "parity: %s passed the gate (%lld prompt tokens, %lld steps) in %.0f ms\n", name,
                     (long long)rep.n_prompt, (long long)steps, now_ms() - t0);
+        }
         q4k_backend_destroy(ref);
     }
+    /* --backend auto: one warning for the whole way down, naming each reason */
+    if (why[0]) fprintf(stderr, "q4k: warning: --backend auto: %s: running on %s\n", why, gpu ? name : "the cpu");
     *out = b;
     return EXIT_OK;
 }

@@ -62,10 +62,13 @@
 
    Errors: a missing loader, shader compiler or device, or a device without
    what the kernels need, is Q4K_ERR_BACKEND_UNAVAILABLE with the reason; a
-   shader that does not compile gives glslang's log, naming the kernels_src/
-   file and line. Threads: a backend may be shared by threads (q4k.h
-   "Threads": each call holds the backend's lock, which also guards the
-   queue); a session is used by one thread at a time.
+   shader that does not compile is Q4K_ERR_GPU with glslang's first message
+   on one line, naming the kernels_src/ file and line. Threads: a backend may
+   be shared by threads (q4k.h "Threads": each call holds the backend's lock,
+   which also guards the queue); a session is used by one thread at a time.
+   Test builds with -DQ4K_VK_TEST_FAULT also read $Q4K_VK_TEST_FAULT_EVAL=N
+   (eval N loses the device) and $Q4K_VK_TEST_BREAK=FILE:LINE (that line of
+   an embedded kernel file replaced by a syntax error).
 */
 #ifndef Q4K_VULKAN_H
 #define Q4K_VULKAN_H
@@ -1921,6 +1924,37 @@ static void q4k__vk_cache_write(q4k__vk_backend *vb, uint64_t key, const uint32_
 }
 #define Q4K__VK_COMPILER "glslang " Q4K__STR(GLSLANG_VERSION_MAJOR) "." Q4K__STR(GLSLANG_VERSION_MINOR) "." Q4K__STR(GLSLANG_VERSION_PATCH)
 
+/* glslang's log as one line of the error: its first message (which names
+   kernels_src/FILE:LINE), and how many more there were, since a CLI prints
+   err.msg as one line; "ERROR: N compilation errors." is a summary, not one */
+static q4k_result q4k__vk_compile_fail(q4k_error *err, const char *what, const char *file, const char *log) {
+    const char *p = log ? log : "", *first = NULL, *nl, *sum;
+    int first_len = 0, more = 0;
+    for (; *p; p = *nl ? nl + 1 : nl) {
+        const char *l = p;
+        int len;
+        if (!(nl = strchr(p, '\n'))) nl = p + strlen(p);
+        len = (int)(nl - l);
+        if (len >= 7 && !strncmp(l, "ERROR: ", 7)) {
+            l += 7;
+            len -= 7;
+        }
+        while (len > 0 && (l[len - 1] == ' ' || l[len - 1] == '\r')) len--;
+        sum = strstr(l, " compilation errors");
+        if (len == 0 || (l[0] >= '0' && l[0] <= '9' && sum && sum < l + len)) continue;
+        if (!first) {
+            first = l;
+            first_len = len;
+        } else {
+            more++;
+        }
+    }
+    if (!first) return q4k__fail(err, Q4K_ERR_GPU, "vulkan: %s kernels_src/%s failed (glslang gave no log)", what, file);
+    if (more)
+        return q4k__fail(err, Q4K_ERR_GPU, "vulkan: %s kernels_src/%s: %.*s (and %d more messages)", what, file, first_len, first, more);
+    return q4k__fail(err, Q4K_ERR_GPU, "vulkan: %s kernels_src/%s: %.*s", what, file, first_len, first);
+}
+
 static q4k_result q4k__vk_compile(const char *file, const char *src, uint32_t **code,
                                   size_t *words, q4k_error *err) {
     glslang_input_t in;
@@ -1942,14 +1976,14 @@ static q4k_result q4k__vk_compile(const char *file, const char *src, uint32_t **
     *code = NULL;
     if (!(sh = glslang_shader_create(&in))) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: glslang: out of memory");
     if (!glslang_shader_preprocess(sh, &in) || !glslang_shader_parse(sh, &in)) {
-        r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: compiling kernels_src/%s: %s", file, glslang_shader_get_info_log(sh));
+        r = q4k__vk_compile_fail(err, "compiling", file, glslang_shader_get_info_log(sh));
         glslang_shader_delete(sh);
         return r;
     }
     prog = glslang_program_create();
     glslang_program_add_shader(prog, sh);
     if (!glslang_program_link(prog, (int)(GLSLANG_MSG_SPV_RULES_BIT | GLSLANG_MSG_VULKAN_RULES_BIT))) {
-        r = q4k__fail(err, Q4K_ERR_GPU, "vulkan: linking kernels_src/%s: %s", file, glslang_program_get_info_log(prog));
+        r = q4k__vk_compile_fail(err, "linking", file, glslang_program_get_info_log(prog));
     } else {
         glslang_program_SPIRV_generate(prog, GLSLANG_STAGE_COMPUTE);
         *words = glslang_program_SPIRV_get_size(prog);
@@ -2011,6 +2045,28 @@ static const char *q4k__vk_pipe_source(int id, const char *const **lines, char *
     return "argmax.comp";
 }
 
+#ifdef Q4K_VK_TEST_FAULT
+/* The test build: $Q4K_VK_TEST_BREAK=FILE:LINE (e.g. matmul.comp:40, or
+   q4k_vk_common.glsl:N) puts a syntax error on that line of the embedded
+   kernel, to show through the CLI that a shader that does not compile is
+   reported with its file and line. The broken text hashes to its own cache
+   key, so no cached SPIR-V of the good kernel hides it. A copy of the line
+   pointers (malloc'ed), or NULL when the variable names another file. */
+static const char **q4k__vk_test_break(const char *file, const char *const *lines) {
+    const char *brk = getenv("Q4K_VK_TEST_BREAK"), *colon = brk ? strrchr(brk, ':') : NULL;
+    const char **copy;
+    size_t n = 0, i;
+    long at;
+    if (!colon || (size_t)(colon - brk) != strlen(file) || strncmp(brk, file, strlen(file))) return NULL;
+    at = atol(colon + 1);
+    while (lines[n]) n++;
+    if (at < 1 || (size_t)at > n || !(copy = (const char **)Q4K_MALLOC(sizeof(char *) * (n + 1)))) return NULL;
+    for (i = 0; i <= n; i++) copy[i] = lines[i];
+    copy[at - 1] = "int q4k_broken_on_purpose = ;\n";
+    return copy;
+}
+#endif
+
 /* compiled on first use (or read from the SPIR-V cache) */
 static q4k_result q4k__vk_pipeline(q4k__vk_backend *vb, int id, q4k_error *err) {
     char defines[256];
@@ -2039,7 +2095,14 @@ static q4k_result q4k__vk_pipeline(q4k__vk_backend *vb, int id, q4k_error *err) 
             return q4k__fail(err, Q4K_ERR_IO, "vulkan: cannot read %s/%s or %s/q4k_vk_common.glsl (Q4K_VK_KERNELS_DIR)",
                              vb->kernels_dir, file, vb->kernels_dir);
     } else {
+#ifdef Q4K_VK_TEST_FAULT
+        const char **bk = q4k__vk_test_break(file, lines), **bc = q4k__vk_test_break("q4k_vk_common.glsl", q4k__vk_src_common);
+        src = q4k__vk_assemble(file, bk ? bk : lines, bc ? bc : q4k__vk_src_common, defines);
+        Q4K_FREE(bk);
+        Q4K_FREE(bc);
+#else
         src = q4k__vk_assemble(file, lines, q4k__vk_src_common, defines);
+#endif
     }
     if (!src) return q4k__fail(err, Q4K_ERR_OUT_OF_MEMORY, "vulkan: out of memory");
     snprintf(salt, sizeof salt, "%s|%s|%08x:%08x|%u|%s", Q4K__VK_COMPILER, vb->info.name, vb->info.vendor_id,
@@ -3146,6 +3209,7 @@ typedef struct q4k__vk_stager {
     q4k__vk_backend *vb;
     q4k__vk_arena stage;
     uint64_t used;
+    uint64_t want; /* the bytes it will copy: the staging buffer is no larger (0: up to 64 MiB) */
     int open;
 } q4k__vk_stager;
 
@@ -3168,7 +3232,10 @@ static q4k_result q4k__vk_stage_put(q4k__vk_stager *st, const q4k__vk_slice *dst
         return Q4K_OK;
     }
     if (!st->stage.n) {
-        uint64_t size = vb->alloc < ((uint64_t)64 << 20) ? vb->alloc : ((uint64_t)64 << 20);
+        /* a tiny model's upload must not need 64 MiB more than its weights
+           (device memory that q4k_session_check_memory does not count) */
+        uint64_t size = st->want && st->want < ((uint64_t)64 << 20) ? (st->want + 15) / 16 * 16 : ((uint64_t)64 << 20);
+        if (size > vb->alloc) size = vb->alloc;
         if ((r = q4k__vk_mem_new(vb, &st->stage, size, 1, err))) return r;
     }
     while (n) {
@@ -3282,6 +3349,7 @@ static q4k_result q4k__vk_prepare_model(q4k_backend *b, const q4k_model *m, void
     memset(vm->wt, 0, (size_t)(nt ? nt : 1) * sizeof *vm->wt);
     memset(&st, 0, sizeof st);
     st.vb = vb;
+    st.want = total;
     q4k__log(vb->log, vb->log_user, Q4K_LOG_INFO, "vulkan: uploading %lld tensors, %.1f MiB, to %s", (long long)nt,
              (double)total / 1048576.0, vb->info.name);
     for (i = 0; i < nt && !r; i++) {
@@ -3826,6 +3894,7 @@ static q4k_result q4k__vk_session_create(q4k_backend *b, const q4k_model *m, con
         q4k__vk_stager st;
         memset(&st, 0, sizeof st);
         st.vb = vb;
+        st.want = (uint64_t)n_ctx * (uint64_t)half * 8;
         for (i = 0; i < vs->rope.n && !r; i++)
             r = q4k__vk_stage_put(&st, &vs->rope.part[i], 0, table + (uint64_t)i * vs->rope.per * (uint64_t)half * 2,
                                   q4k__vk_split_rows(&vs->rope, i) * (uint64_t)half * 8, err);

@@ -28,6 +28,13 @@
 #                        synthetic 7B and an --outliers 7B (32 steps, both
 #                        modes), 8-bit qa at --pos 4100, bench decode tok/s,
 #                        run --backend vulkan (~5 minutes)
+#   tests/gpu.sh vkfail  the Vulkan failure paths on the NVIDIA driver (debs
+#                        and binaries as for vulkan): tests/test_vulkan_run.sh
+#                        on that device (Q4K_TEST_VK_DEVICE): Q4K_DEVICE_MEM_LIMIT
+#                        refusals, a lost device, a shader that does not
+#                        compile (Q4K_VK_TEST_BREAK), --backend auto falling
+#                        back to the CPU, with its qa, gate-fault and
+#                        7B-shaped-layer checks around them (~1 minute)
 #   tests/gpu.sh study   CPU only, on the 16 cores: the gate's false-alarm
 #                        study (200 runs on tiny, 0.5b, 7b1 and tinyo; 40
 #                        in float mode; 20 runs in 8-bit mode on the full
@@ -171,6 +178,18 @@ if [ "$stage" = vulkan ]; then
   [ $q -eq 0 ] && grep -q 'parity: vulkan passed the gate' "$out/run_vulkan.err" && [ -s "$out/run_vulkan.txt" ] || rc=1
   rm -rf "$d"
   exit $rc
+fi
+if [ "$stage" = vkfail ]; then
+  for b in ./q4k build/q4k-faults; do [ -x $b ] || { echo "missing $b: build it where glslang is (make q4k build/q4k-faults)"; exit 1; }; done
+  ./q4k devices 2>&1 | tee "$out/devices.txt"
+  ./q4k --version >> "$out/devices.txt"
+  t0=$(date +%s)
+  Q4K_TEST_VK_DEVICE=${Q4K_VK_DEVICE:-NVIDIA} bash tests/test_vulkan_run.sh > "$out/test_vulkan_run.log" 2>&1
+  grep -v '^ok' "$out/test_vulkan_run.log"
+  n_ok=$(grep -c '^ok' "$out/test_vulkan_run.log"); n_fail=$(grep -c '^FAIL' "$out/test_vulkan_run.log")
+  echo "test_vulkan_run.sh on ${Q4K_VK_DEVICE:-NVIDIA}: $n_ok ok, $n_fail FAIL, $(( $(date +%s) - t0 ))s"
+  [ "$n_fail" -eq 0 ] && [ "$n_ok" -gt 0 ]
+  exit $?
 fi
 if [ "$stage" = study ]; then
   make -j16 q4k > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
