@@ -1379,8 +1379,30 @@ static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *
             snprintf(line, sizeof line, "cuda: NVRTC log of %s for %s_%d:\n%s", name, ptx ? "compute" : "sm", sm, text);
             log(Q4K_LOG_ERROR, line, log_user);
         }
-        q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile %s for %s_%d: %s: %.360s", name,
-                       ptx ? "compute" : "sm", sm, lib->nvrtcGetErrorString(nr), text ? text : "(no log)");
+        {
+            /* one line: the log's first error, else its first line (the
+               whole log went to log) */
+            const char *first = NULL, *p = text;
+            int n_err = 0, len = 0, first_is_err = 0;
+            while (p && *p) {
+                const char *e = strchr(p, '\n'), *at = strstr(p, ": error");
+                int l = e ? (int)(e - p) : (int)strlen(p), is_err = at && at < p + l;
+                n_err += is_err;
+                if (l > 0 && (!first || (is_err && !first_is_err))) {
+                    first = p;
+                    len = l;
+                    first_is_err = is_err;
+                }
+                p += l + (e ? 1 : 0);
+            }
+            if (len > 360) len = 360;
+            if (n_err > 1)
+                q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile %s for %s_%d: %s: %.*s (%d errors in all)",
+                          name, ptx ? "compute" : "sm", sm, lib->nvrtcGetErrorString(nr), len, first, n_err);
+            else
+                q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile %s for %s_%d: %s: %.*s", name,
+                          ptx ? "compute" : "sm", sm, lib->nvrtcGetErrorString(nr), first ? len : 8, first ? first : "(no log)");
+        }
         Q4K_FREE(text);
         lib->nvrtcDestroyProgram(&prog);
         return Q4K_ERR_BACKEND_UNAVAILABLE;

@@ -63,6 +63,13 @@ static void test_log_names_file_and_line(void) {
     r = q4k__cuda_nvrtc_compile(&lib, "kernels_src/broken.cu", src, common, 75, 0, &image, &size, NULL, NULL, &err);
     T_CHECK(r == Q4K_ERR_BACKEND_UNAVAILABLE && image == NULL, "a broken source compiled");
     T_CHECK(strstr(err.msg, "kernels_src/broken.cu:4:") && strstr(err.msg, "no_such_name"), "message: %s", err.msg);
+    T_CHECK(!strchr(err.msg, '\n'), "message of more than one line: %s", err.msg);
+    /* two errors: the first is named, the count says there are more */
+    r = q4k__cuda_nvrtc_compile(&lib, "kernels_src/broken.cu", "extern \"C\" __global__ void k(float *y) {\n    y[0] = a1;\n    y[1] = a2;\n}\n",
+                                common, 75, 0, &image, &size, NULL, NULL, &err);
+    T_CHECK(r == Q4K_ERR_BACKEND_UNAVAILABLE && strstr(err.msg, "kernels_src/broken.cu:2:") && strstr(err.msg, "a1") &&
+                strstr(err.msg, "(2 errors in all)") && !strchr(err.msg, '\n'),
+            "two errors: %s", err.msg);
     q4k__cuda_unload(&lib);
     free(common);
 }
@@ -89,6 +96,7 @@ static void test_broken_source_named(void) {
     printf("  %.200s\n", err.msg);
     T_CHECK(r == Q4K_ERR_BACKEND_UNAVAILABLE, "the broken matmul.cu compiled (%d)", (int)r);
     T_CHECK(strstr(err.msg, want) != NULL, "message lacks %s: %s", want, err.msg);
+    T_CHECK(!strchr(err.msg, '\n'), "message of more than one line: %s", err.msg);
 }
 
 /* the CUBIN of the matmul file is an ELF image holding every kernel the
