@@ -18,8 +18,11 @@
 #   tests/gpu.sh faults  every gate fault on CUDA (tests/test_cuda_faults.c,
 #                        and q4k qa of the test build exiting 3 naming the
 #                        layer and op), an injected asynchronous fault under
-#                        run (exit 1, the error printed, the answer stopped)
-#                        and a -c that cannot fit under Q4K_DEVICE_MEM_LIMIT
+#                        run (exit 1, the error printed, the answer stopped),
+#                        a -c that cannot fit under Q4K_DEVICE_MEM_LIMIT, and
+#                        a kernel broken on purpose (Q4K_CUDA_TEST_BREAK):
+#                        --backend cuda exits 1 with one line naming
+#                        kernels_src/ops.cu:40, auto warns and answers
 #   tests/gpu.sh vulkan  the Vulkan backend on the NVIDIA driver (the loader
 #                        and glvnd debs unpacked first: see the device
 #                        README); ./q4k and build/q4k-faults built on the
@@ -145,6 +148,17 @@ CASES
   Q4K_DEVICE_MEM_LIMIT=268435456 ./q4k run $d/tiny.gguf "Hello" --backend cuda --gate-steps 0 -c 1000000 -n 4 > /dev/null 2> "$out/run_memlimit.err"; q=$?
   grep -E '^q4k' "$out/run_memlimit.err"; echo "run: exit $q"
   [ $q -eq 1 ] && grep -q 'bytes of device memory' "$out/run_memlimit.err" || rc=1
+  echo "== a kernel that does not compile under run (Q4K_CUDA_TEST_BREAK=ops.cu:40, an empty kernel cache)"
+  Q4K_CACHE_DIR=$d/cache Q4K_CUDA_TEST_BREAK=ops.cu:40 build/q4k-faults run $d/tiny.gguf "Hello" --backend cuda -n 4 \
+    > "$out/run_break.txt" 2> "$out/run_break.err"; q=$?
+  grep -E '^q4k' "$out/run_break.err"; echo "run --backend cuda: exit $q, $(grep -c . "$out/run_break.err") stderr lines"
+  [ $q -eq 1 ] && [ "$(grep -c . "$out/run_break.err")" -eq 1 ] && grep -q 'kernels_src/ops.cu:40: error' "$out/run_break.err" &&
+    [ ! -s "$out/run_break.txt" ] || rc=1
+  Q4K_CACHE_DIR=$d/cache Q4K_CUDA_TEST_BREAK=ops.cu:40 build/q4k-faults run $d/tiny.gguf "Hello" --backend auto -n 4 --temp 0 \
+    > "$out/run_break_auto.txt" 2> "$out/run_break_auto.err"; q=$?
+  grep -E '^q4k' "$out/run_break_auto.err"; echo "run --backend auto: exit $q, $(wc -c < "$out/run_break_auto.txt") bytes of text"
+  [ $q -eq 0 ] && grep -q 'warning: --backend auto: cuda could not start.*kernels_src/ops.cu:40' "$out/run_break_auto.err" &&
+    [ -s "$out/run_break_auto.txt" ] || rc=1
   rm -rf "$d"
   exit $rc
 fi
