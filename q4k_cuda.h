@@ -2671,6 +2671,8 @@ static q4k_result q4k__cuda_mem_info(q4k_backend *b, uint64_t *free_bytes, uint6
     size_t fr = 0, total = 0;
     q4k__CUresult cr;
     q4k_result r;
+    /* a lost context answers every call with its old error: say dead, as the other entry points */
+    if (cb->dead) return q4k__fail(err, Q4K_ERR_GPU, "cuda: the backend is dead after an earlier fault (%s)", cb->dead_why);
     if ((r = q4k__cuda_bind(cb, err))) return r;
     if ((cr = cb->lib.cuMemGetInfo(&fr, &total)) != 0) return q4k__cuda_check(cb, cr, "cuMemGetInfo", 0, err);
     *free_bytes = q4k__cuda_mem_free(cb);

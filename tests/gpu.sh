@@ -151,8 +151,8 @@ CASES
   echo "== a kernel that does not compile under run (Q4K_CUDA_TEST_BREAK=ops.cu:40, an empty kernel cache)"
   Q4K_CACHE_DIR=$d/cache Q4K_CUDA_TEST_BREAK=ops.cu:40 build/q4k-faults run $d/tiny.gguf "Hello" --backend cuda -n 4 \
     > "$out/run_break.txt" 2> "$out/run_break.err"; q=$?
-  grep -E '^q4k' "$out/run_break.err"; echo "run --backend cuda: exit $q, $(grep -c . "$out/run_break.err") stderr lines"
-  [ $q -eq 1 ] && [ "$(grep -c . "$out/run_break.err")" -eq 1 ] && grep -q 'kernels_src/ops.cu:40: error' "$out/run_break.err" &&
+  grep -E '^q4k' "$out/run_break.err"; echo "run --backend cuda: exit $q, $(grep -c '^q4k' "$out/run_break.err") q4k lines"
+  [ $q -eq 1 ] && [ "$(grep -c '^q4k' "$out/run_break.err")" -eq 1 ] && grep -q 'kernels_src/ops.cu:40: error' "$out/run_break.err" &&
     [ ! -s "$out/run_break.txt" ] || rc=1
   Q4K_CACHE_DIR=$d/cache Q4K_CUDA_TEST_BREAK=ops.cu:40 build/q4k-faults run $d/tiny.gguf "Hello" --backend auto -n 4 --temp 0 \
     > "$out/run_break_auto.txt" 2> "$out/run_break_auto.err"; q=$?
