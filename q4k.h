@@ -1122,6 +1122,13 @@ Q4K_API void q4k__backend_lock(const q4k_backend *b);
 Q4K_API void q4k__backend_unlock(const q4k_backend *b);
 /* q4k_backend_prepared for code that holds the lock */
 Q4K_API void *q4k__backend_find_prepared(const q4k_backend *b, const q4k_model *m);
+/* A compiler's log (NVRTC, glslang) as one line for a q4k_error, since a
+   CLI prints err.msg as one line: counts the log's lines that hold mark
+   (NULL: every non-empty line) once prefix (may be NULL) is dropped from
+   their start, leaving out those that hold skip (a summary line, may be
+   NULL); *first and *len are the first counted line (NULL, 0 if none). */
+Q4K_API int q4k__log_first_line(const char *log, const char *prefix, const char *mark, const char *skip,
+                                const char **first, int *len);
 /* the common fields of a new session (desc already defaulted by q4k_session_create) */
 Q4K_API void q4k__session_init(q4k_session *s, q4k_backend *b, const q4k_model *m, const q4k_session_desc *d);
 /* allocate the trace buffers the session's desc asks for */
@@ -1559,6 +1566,34 @@ Q4K_API void q4k__log(q4k_log_fn fn, void *user, q4k_log_level level, const char
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     fn(level, buf, user);
+}
+
+Q4K_API int q4k__log_first_line(const char *log, const char *prefix, const char *mark, const char *skip,
+                                const char **first, int *len) {
+    const char *p = log ? log : "", *nl;
+    size_t pl = prefix ? strlen(prefix) : 0;
+    int n = 0;
+    *first = NULL;
+    *len = 0;
+    for (; *p; p = *nl ? nl + 1 : nl) {
+        const char *l = p, *at;
+        int ll;
+        if (!(nl = strchr(p, '\n'))) nl = p + strlen(p);
+        ll = (int)(nl - l);
+        if (pl && ll >= (int)pl && !strncmp(l, prefix, pl)) {
+            l += pl;
+            ll -= (int)pl;
+        }
+        while (ll > 0 && (l[ll - 1] == ' ' || l[ll - 1] == '\r')) ll--;
+        if (ll == 0) continue;
+        if (mark && (!(at = strstr(l, mark)) || at >= l + ll)) continue;
+        if (skip && (at = strstr(l, skip)) != NULL && at < l + ll) continue;
+        if (!n++) {
+            *first = l;
+            *len = ll;
+        }
+    }
+    return n;
 }
 
 /* checked size arithmetic: return 0 on overflow */

@@ -1382,19 +1382,9 @@ static q4k_result q4k__cuda_nvrtc_compile(const q4k__cuda_lib *lib, const char *
         {
             /* one line: the log's first error, else its first line (the
                whole log went to log) */
-            const char *first = NULL, *p = text;
-            int n_err = 0, len = 0, first_is_err = 0;
-            while (p && *p) {
-                const char *e = strchr(p, '\n'), *at = strstr(p, ": error");
-                int l = e ? (int)(e - p) : (int)strlen(p), is_err = at && at < p + l;
-                n_err += is_err;
-                if (l > 0 && (!first || (is_err && !first_is_err))) {
-                    first = p;
-                    len = l;
-                    first_is_err = is_err;
-                }
-                p += l + (e ? 1 : 0);
-            }
+            const char *first;
+            int len, n_err = q4k__log_first_line(text, NULL, ": error", NULL, &first, &len);
+            if (!n_err) q4k__log_first_line(text, NULL, NULL, NULL, &first, &len);
             if (len > 360) len = 360;
             if (n_err > 1)
                 q4k__fail(err, Q4K_ERR_BACKEND_UNAVAILABLE, "cuda: NVRTC cannot compile %s for %s_%d: %s: %.*s (%d errors in all)",

@@ -1928,27 +1928,8 @@ static void q4k__vk_cache_write(q4k__vk_backend *vb, uint64_t key, const uint32_
    kernels_src/FILE:LINE), and how many more there were, since a CLI prints
    err.msg as one line; "ERROR: N compilation errors." is a summary, not one */
 static q4k_result q4k__vk_compile_fail(q4k_error *err, const char *what, const char *file, const char *log) {
-    const char *p = log ? log : "", *first = NULL, *nl, *sum;
-    int first_len = 0, more = 0;
-    for (; *p; p = *nl ? nl + 1 : nl) {
-        const char *l = p;
-        int len;
-        if (!(nl = strchr(p, '\n'))) nl = p + strlen(p);
-        len = (int)(nl - l);
-        if (len >= 7 && !strncmp(l, "ERROR: ", 7)) {
-            l += 7;
-            len -= 7;
-        }
-        while (len > 0 && (l[len - 1] == ' ' || l[len - 1] == '\r')) len--;
-        sum = strstr(l, " compilation errors");
-        if (len == 0 || (l[0] >= '0' && l[0] <= '9' && sum && sum < l + len)) continue;
-        if (!first) {
-            first = l;
-            first_len = len;
-        } else {
-            more++;
-        }
-    }
+    const char *first;
+    int first_len, more = q4k__log_first_line(log, "ERROR: ", NULL, " compilation errors", &first, &first_len) - 1;
     if (!first) return q4k__fail(err, Q4K_ERR_GPU, "vulkan: %s kernels_src/%s failed (glslang gave no log)", what, file);
     if (more)
         return q4k__fail(err, Q4K_ERR_GPU, "vulkan: %s kernels_src/%s: %.*s (and %d more messages)", what, file, first_len, first, more);
