@@ -162,10 +162,15 @@ CASES
   rm -rf "$d"
   exit $rc
 fi
-if [ "$stage" = vulkan ]; then
+# the Vulkan stages run binaries built where glslang is (the device has none):
+# check they came, and log the devices they see
+vk_binaries() {
   for b in ./q4k build/q4k-faults; do [ -x $b ] || { echo "missing $b: build it where glslang is (make q4k build/q4k-faults)"; exit 1; }; done
   ./q4k devices 2>&1 | tee "$out/devices.txt"
   ./q4k --version >> "$out/devices.txt"
+}
+if [ "$stage" = vulkan ]; then
+  vk_binaries
   dev=${Q4K_VK_DEVICE:-NVIDIA}
   rc=0
   d=$(mktemp -d)
@@ -194,9 +199,7 @@ if [ "$stage" = vulkan ]; then
   exit $rc
 fi
 if [ "$stage" = vkfail ]; then
-  for b in ./q4k build/q4k-faults; do [ -x $b ] || { echo "missing $b: build it where glslang is (make q4k build/q4k-faults)"; exit 1; }; done
-  ./q4k devices 2>&1 | tee "$out/devices.txt"
-  ./q4k --version >> "$out/devices.txt"
+  vk_binaries
   t0=$(date +%s)
   Q4K_TEST_VK_DEVICE=${Q4K_VK_DEVICE:-NVIDIA} bash tests/test_vulkan_run.sh > "$out/test_vulkan_run.log" 2>&1
   grep -v '^ok' "$out/test_vulkan_run.log"
